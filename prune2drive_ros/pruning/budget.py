@@ -1,0 +1,83 @@
+"""Per-view retention rates -> integer token budgets.
+
+Rates come from the tuner's ``retention_rates.yaml`` (a mapping by view name) or from a single
+float applied to every view. They are validated here, once, so every caller gets the same
+clear error naming the offending view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from ..errors import BudgetError
+from ..views import VIEWS
+
+Rates = Mapping[str, float] | float
+
+
+def validate_rates(rates: Rates, views: Sequence[str] = VIEWS) -> dict[str, float]:
+    """Return a rate for each of ``views`` (in that order), checking every one.
+
+    Raises:
+        BudgetError: a view is missing or unknown, or a rate is not a finite number in (0, 1].
+    """
+    if isinstance(rates, Mapping):
+        unknown = [name for name in rates if name not in views]
+        if unknown:
+            raise BudgetError(
+                f"retention rates name unknown view(s) {', '.join(map(str, unknown))}; "
+                f"expected the views {', '.join(views)}"
+            )
+        missing = [name for name in views if name not in rates]
+        if missing:
+            raise BudgetError(
+                f"retention rates are missing view(s) {', '.join(missing)}; give a rate for "
+                "every view (or one float for all)"
+            )
+        table = {name: rates[name] for name in views}
+    else:
+        table = dict.fromkeys(views, rates)
+    for name, rate in table.items():
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise BudgetError(f"retention rate of {name} is {rate!r}, not a number in (0, 1]")
+        if not math.isfinite(rate) or not 0.0 < rate <= 1.0:
+            raise BudgetError(
+                f"retention rate of {name} is {rate}; it must lie in (0, 1] "
+                "(1.0 keeps every token, 0.1 keeps one in ten)"
+            )
+    return {name: float(rate) for name, rate in table.items()}
+
+
+def budget_for_rate(rate: float, tokens: int) -> int:
+    """Tokens kept out of ``tokens`` at ``rate``: rounded half up, at least one."""
+    return max(1, min(tokens, math.floor(rate * tokens + 0.5)))
+
+
+def budgets_from_rates(
+    rates: Rates, tokens_per_view: int, views: Sequence[str] = VIEWS
+) -> tuple[int, ...]:
+    """Integer token budget of each view, in the order of ``views``.
+
+    >>> budgets_from_rates(0.1, 729)
+    (73, 73, 73, 73, 73, 73)
+    """
+    if tokens_per_view < 1:
+        raise BudgetError(f"tokens per view must be at least 1, got {tokens_per_view}")
+    table = validate_rates(rates, views)
+    return tuple(budget_for_rate(table[name], tokens_per_view) for name in views)
+
+
+def check_budgets(budgets: Sequence[int], views: int, tokens: int) -> tuple[int, ...]:
+    """Validate explicit budgets against a ``[views, tokens, dim]`` input."""
+    if len(budgets) != views:
+        raise BudgetError(f"got {len(budgets)} budgets for {views} views; give one per view")
+    out = []
+    for v, k in enumerate(budgets):
+        k = int(k)
+        if not 1 <= k <= tokens:
+            raise BudgetError(
+                f"budget {k} of view {v} is outside [1, {tokens}] (the view has {tokens} tokens)"
+            )
+        out.append(k)
+    return tuple(out)

@@ -1,0 +1,58 @@
+"""The result every pruner returns, and the helper that gathers the kept tokens.
+
+One type for T-FPS and every baseline so that the VLM adapters, the tuner and the
+benchmarks can swap pruners without caring which one ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Kept token indices per view.
+
+    Attributes:
+        indices: ``[views, max(budgets)]`` int64; row ``v`` holds ``budgets[v]`` indices in
+            ascending (original) order, then ``-1`` padding.
+        mask: ``[views, tokens]`` bool, True where a token is kept.
+        budgets: tokens kept per view.
+    """
+
+    indices: torch.Tensor
+    mask: torch.Tensor
+    budgets: tuple[int, ...]
+
+    @classmethod
+    def from_mask(cls, mask: torch.Tensor) -> Selection:
+        """Build a selection from a ``[views, tokens]`` keep-mask (indices come out sorted)."""
+        budgets = tuple(int(k) for k in mask.sum(dim=1).tolist())
+        width = max(budgets, default=0)
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        # Kept positions keep their index, dropped ones sort to the end as a large sentinel.
+        keyed = torch.where(mask, positions, torch.full_like(positions, mask.shape[1]))
+        ordered = keyed.sort(dim=1).values[:, :width]
+        indices = torch.where(ordered == mask.shape[1], torch.full_like(ordered, -1), ordered)
+        return cls(indices=indices, mask=mask, budgets=budgets)
+
+    def per_view(self) -> list[torch.Tensor]:
+        """Kept indices of each view, without padding."""
+        return [self.indices[v, :k] for v, k in enumerate(self.budgets)]
+
+    @property
+    def total(self) -> int:
+        """Tokens kept over all views."""
+        return sum(self.budgets)
+
+
+def gather_kept(tokens: torch.Tensor, selection: Selection) -> torch.Tensor:
+    """Kept tokens of all views, view after view, each view in original order: ``[total, dim]``."""
+    if tokens.shape[:2] != selection.mask.shape:
+        raise ValueError(
+            f"tokens of shape {tuple(tokens.shape)} do not match a selection over "
+            f"{tuple(selection.mask.shape)} (views, tokens)"
+        )
+    return tokens[selection.mask.to(tokens.device)]
