@@ -1,0 +1,303 @@
+"""The one image decoder: ``sensor_msgs`` Image / CompressedImage -> RGB uint8 array.
+
+The node (rclpy messages, whose ``data`` is an ``array.array`` or ``bytes``) and the bag replay
+(``rosbags`` messages, whose ``data`` is a numpy uint8 array) both call :func:`decode_image`, so a
+frame decodes identically live and offline. Messages are duck-typed: anything with the fields of
+``sensor_msgs/msg/CompressedImage`` (``format``, ``data``) or ``sensor_msgs/msg/Image``
+(``height``, ``width``, ``encoding``, ``is_bigendian``, ``step``, ``data``) is accepted.
+
+Speed: the vision encoder looks at 384 x 384 pixels while nuScenes cameras send 1600 x 900 JPEGs.
+With a target ``size`` the JPEG is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (the DCT is
+scaled, most of the work is skipped) and then area-resized to exactly ``size``. The whole image
+is resized, not cropped, to the (square) encoder input: a crop would cut away the road edges and
+the vehicles beside the ego car, which driving questions are about; the encoder is trained on
+aspect-distorted inputs anyway (LLaVA-OneVision resizes each image to 384 x 384 without anyres
+tiles).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from .errors import DecodeError
+
+LOG = logging.getLogger(__name__)
+
+#: Raw ``sensor_msgs/msg/Image`` encodings :func:`decode_image` understands.
+SUPPORTED_ENCODINGS: tuple[str, ...] = (
+    "rgb8",
+    "bgr8",
+    "rgba8",
+    "bgra8",
+    "mono8",
+    "mono16",
+    "bayer_rggb8",
+    "bayer_bggr8",
+    "bayer_gbrg8",
+    "bayer_grbg8",
+)
+
+#: ``sensor_msgs/msg/CompressedImage`` codecs :func:`decode_image` understands.
+SUPPORTED_FORMATS: tuple[str, ...] = ("jpeg", "png")
+
+#: Bytes per pixel of each raw encoding.
+_PIXEL_BYTES: dict[str, int] = {
+    "rgb8": 3,
+    "bgr8": 3,
+    "rgba8": 4,
+    "bgra8": 4,
+    "mono8": 1,
+    "mono16": 2,
+    "bayer_rggb8": 1,
+    "bayer_bggr8": 1,
+    "bayer_gbrg8": 1,
+    "bayer_grbg8": 1,
+}
+
+# OpenCV names a Bayer pattern after the 2x2 block starting at the second row and column, so a
+# sensor whose top-left block is R G / G B (ROS "rggb") is OpenCV's "BG" (cv_bridge uses the same
+# table). The legacy names exist in every OpenCV; 5.x adds RGGB-style aliases of equal value.
+_BAYER_CODES: dict[str, int] = {
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+}
+
+#: Channel slice that turns each multi-channel 8-bit encoding into RGB (a view, no copy).
+_RGB_CHANNELS: dict[str, slice] = {
+    "rgb8": slice(0, 3),
+    "bgr8": slice(2, None, -1),
+    "rgba8": slice(0, 3),
+    "bgra8": slice(2, None, -1),
+}
+
+#: JPEG downscale factors libjpeg decodes natively, largest first, with their imdecode flags.
+_JPEG_REDUCTIONS: tuple[tuple[int, int], ...] = (
+    (8, cv2.IMREAD_REDUCED_COLOR_8),
+    (4, cv2.IMREAD_REDUCED_COLOR_4),
+    (2, cv2.IMREAD_REDUCED_COLOR_2),
+)
+
+# JPEG start-of-frame markers (SOF0..SOF15 without DHT, JPG and DAC) carry the image size.
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_MAGIC = b"\xff\xd8"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@runtime_checkable
+class RawImage(Protocol):
+    """The fields of ``sensor_msgs/msg/Image`` that decoding reads."""
+
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: Any
+
+
+@runtime_checkable
+class CompressedImage(Protocol):
+    """The fields of ``sensor_msgs/msg/CompressedImage`` that decoding reads."""
+
+    format: str
+    data: Any
+
+
+def decode_image(
+    msg: RawImage | CompressedImage, *, topic: str, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode an image message to a C-contiguous RGB ``uint8`` array of shape (H, W, 3).
+
+    ``size`` is ``(width, height)`` of the encoder input; the image is resized (not cropped) to
+    exactly that, decoding JPEGs at reduced scale where that is lossless for the target. ``topic``
+    only names the source in a :class:`DecodeError`.
+    """
+    if size is not None and (len(size) != 2 or min(size) <= 0):
+        raise ValueError(f"size must be (width, height) with positive entries, got {size!r}")
+    if isinstance(msg, CompressedImage):
+        rgb = _decode_compressed(msg, topic, size)
+    elif isinstance(msg, RawImage):
+        rgb = _decode_raw(msg, topic)
+    else:
+        raise DecodeError(
+            f"{topic}: {type(msg).__name__} is neither a sensor_msgs/msg/Image nor a "
+            "sensor_msgs/msg/CompressedImage; subscribe the camera topic with one of those types"
+        )
+    if size is not None:
+        rgb = _resize(rgb, size)
+    return np.ascontiguousarray(rgb)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """Encode an RGB ``uint8`` image as a baseline JPEG, as nuScenes-to-ROS converters publish."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    )
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} image as JPEG")
+    return buf.tobytes()
+
+
+def compressed_format(fmt: str) -> tuple[str, bool]:
+    """Parse a ``CompressedImage.format`` string into (codec, pixels are stored RGB-ordered).
+
+    image_transport writes ``"<source encoding>; <codec> compressed <encoding it compressed>"``
+    (``"rgb8; jpeg compressed bgr8"``); older publishers write just ``"jpeg"`` or ``"png"``. The
+    codec is ``""`` when the string names none of jpeg/png (the data's magic bytes decide then:
+    the label is informational, a mislabelled JPEG still decodes). The flag is
+    True when the encoder was handed RGB-ordered pixels (``"... compressed rgb8"``), which a
+    standard decoder then returns channel-swapped. ``compressedDepth`` raises a
+    :class:`DecodeError` through the caller: depth is no camera image.
+    """
+    text = fmt.strip().lower()
+    if "compresseddepth" in text:
+        return "compressedDepth", False
+    _, _, codec_part = text.rpartition(";")
+    words = codec_part.replace(",", " ").split()
+    codec = next((w for w in words if w in ("jpeg", "jpg", "png")), "")
+    stored = words[words.index("compressed") + 1] if "compressed" in words[:-1] else ""
+    return ("jpeg" if codec == "jpg" else codec), stored in ("rgb8", "rgba8", "rgb16", "rgba16")
+
+
+def _as_bytes_array(data: Any, topic: str) -> np.ndarray:
+    """View a message's ``data`` field (numpy, bytes, array.array or list) as uint8 without copy."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    if isinstance(data, list):
+        # Dashing-era rclpy hands out byte[] as a list of length-1 bytes objects.
+        if data and isinstance(data[0], bytes):
+            return np.frombuffer(b"".join(data), dtype=np.uint8)
+        return np.asarray(data, dtype=np.uint8)
+    try:
+        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    except TypeError as exc:
+        raise DecodeError(
+            f"{topic}: image data of type {type(data).__name__} is not a byte buffer"
+        ) from exc
+
+
+def _decode_compressed(
+    msg: CompressedImage, topic: str, size: tuple[int, int] | None
+) -> np.ndarray:
+    codec, stored_rgb = compressed_format(msg.format)
+    if codec == "compressedDepth":
+        raise DecodeError(
+            f"{topic}: format {msg.format!r} is a compressedDepth depth image, not a camera "
+            "image; subscribe the colour topic (e.g. .../image_rect_compressed)"
+        )
+    buf = _as_bytes_array(msg.data, topic)
+    if buf.size == 0:
+        raise DecodeError(f"{topic}: empty CompressedImage data; check the camera driver")
+    head = buf[:8].tobytes()
+    if not codec:
+        codec = "jpeg" if head.startswith(_JPEG_MAGIC) else "png" if head == _PNG_MAGIC else ""
+    if codec not in SUPPORTED_FORMATS:
+        raise DecodeError(
+            f"{topic}: unsupported CompressedImage format {msg.format!r}; supported codecs: "
+            f"{', '.join(SUPPORTED_FORMATS)} (republish with image_transport's compressed plugin)"
+        )
+    flag = cv2.IMREAD_COLOR
+    if codec == "jpeg" and size is not None:
+        flag = _jpeg_reduction_flag(buf, size)
+    bgr = cv2.imdecode(buf, flag)
+    if bgr is None:
+        raise DecodeError(
+            f"{topic}: corrupt or truncated {codec} data ({buf.size} bytes, format "
+            f"{msg.format!r}); the frame is skipped, check the camera and its transport"
+        )
+    return bgr if stored_rgb else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_reduction_flag(buf: np.ndarray, size: tuple[int, int]) -> int:
+    """The imdecode flag of the largest native JPEG downscale that still covers ``size``."""
+    dims = jpeg_size(buf)
+    if dims is None:
+        return cv2.IMREAD_COLOR
+    width, height = dims
+    for factor, flag in _JPEG_REDUCTIONS:
+        # libjpeg's scaled output is ceil(dim / factor)
+        if -(-width // factor) >= size[0] and -(-height // factor) >= size[1]:
+            return flag
+    return cv2.IMREAD_COLOR
+
+
+def jpeg_size(buf: np.ndarray | bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header, or None if there is none to read.
+
+    Reads only the marker segments before the first SOF, so it costs microseconds, which is what
+    choosing the decode scale needs (a full header parse by a decoder library costs more).
+    """
+    view = np.ascontiguousarray(buf).data if isinstance(buf, np.ndarray) else memoryview(buf)
+    data = view.cast("B")
+    if bytes(data[:2]) != _JPEG_MAGIC:
+        return None
+    pos = 2
+    while pos + 9 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_SOF_MARKERS:
+            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
+            return (width, height) if width and height else None
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
+def _decode_raw(msg: RawImage, topic: str) -> np.ndarray:
+    encoding = msg.encoding.strip().lower()
+    if encoding not in _PIXEL_BYTES:
+        raise DecodeError(
+            f"{topic}: unknown image encoding {msg.encoding!r}; supported: "
+            f"{', '.join(SUPPORTED_ENCODINGS)} (convert with image_proc or publish compressed)"
+        )
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * _PIXEL_BYTES[encoding]
+    if height <= 0 or width <= 0:
+        raise DecodeError(f"{topic}: empty {width}x{height} image; check the camera driver")
+    if step < row_bytes:
+        raise DecodeError(
+            f"{topic}: step {step} is shorter than one row of {width} {encoding} pixels "
+            f"({row_bytes} bytes); the publisher fills sensor_msgs/Image wrongly"
+        )
+    buf = _as_bytes_array(msg.data, topic)
+    if buf.size != height * step:
+        raise DecodeError(
+            f"{topic}: data has {buf.size} bytes but height*step = {height}*{step} = "
+            f"{height * step}; the message is truncated or its header is wrong"
+        )
+    rows = buf.reshape(height, step)[:, :row_bytes]
+    if encoding == "mono16":
+        order = ">" if msg.is_bigendian else "<"
+        mono16 = np.ascontiguousarray(rows).view(f"{order}u2")
+        # A fixed scale (not per-image min/max) keeps brightness stable from frame to frame.
+        return cv2.cvtColor((mono16 >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    if encoding in _BAYER_CODES:
+        return cv2.cvtColor(np.ascontiguousarray(rows), _BAYER_CODES[encoding])
+    if encoding == "mono8":
+        return cv2.cvtColor(np.ascontiguousarray(rows), cv2.COLOR_GRAY2RGB)
+    return rows.reshape(height, width, _PIXEL_BYTES[encoding])[..., _RGB_CHANNELS[encoding]]
+
+
+def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to exactly ``size`` (width, height): area averaging down, bilinear up."""
+    width, height = size
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb
+    shrinking = rgb.shape[1] >= width and rgb.shape[0] >= height
+    return cv2.resize(
+        rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
