@@ -1,0 +1,52 @@
+"""Visual-token pruners: batched T-FPS, its reference, baselines, budgets. Torch only, no ROS.
+
+Every pruner has one signature, ``pruner(tokens, budgets, *, seed=0, **options) -> Selection``
+with ``tokens`` of shape ``[views, tokens, dim]``, so callers pick one by name from
+:data:`PRUNERS` (or :func:`get_pruner`) and never special-case it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .baselines import dart_select, grid_select, random_select
+from .budget import budgets_from_rates, check_budgets, validate_rates
+from .reference import reference_tfps
+from .selection import Selection, gather_kept
+from .tfps import tfps
+
+#: Pruner name -> pruner, all with the signature ``(tokens, budgets, *, seed=0, **options)``.
+PRUNERS: dict[str, Callable[..., Selection]] = {
+    "tfps": tfps,
+    "random": random_select,
+    "grid": grid_select,
+    "dart": dart_select,
+}
+
+
+def get_pruner(name: str) -> Callable[..., Selection]:
+    """The pruner registered as ``name``.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    try:
+        return PRUNERS[name]
+    except KeyError:
+        raise ValueError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}") from None
+
+
+__all__ = [
+    "PRUNERS",
+    "Selection",
+    "budgets_from_rates",
+    "check_budgets",
+    "dart_select",
+    "gather_kept",
+    "get_pruner",
+    "grid_select",
+    "random_select",
+    "reference_tfps",
+    "tfps",
+    "validate_rates",
+]

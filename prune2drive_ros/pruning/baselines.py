@@ -1,0 +1,118 @@
+"""Attention-free baselines with the T-FPS interface, for comparisons at equal token budgets.
+
+Each takes ``(tokens, budgets, *, seed=0, ...)`` and returns a
+:class:`~prune2drive_ros.pruning.selection.Selection` keeping exactly ``budgets[v]`` tokens of
+view ``v``, so the tuner and the benchmarks can swap them for T-FPS without other changes.
+None needs attention weights, so all of them run before the language model with SDPA or
+FlashAttention, like T-FPS.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .selection import Selection
+from .tfps import check_tokens, require_finite
+
+
+def _keep_lowest(scores: torch.Tensor, budgets: tuple[int, ...]) -> torch.Tensor:
+    """Mask of the ``budgets[v]`` lowest scores of each row; equal scores go to the lower index."""
+    order = scores.argsort(dim=1, stable=True)
+    rank = torch.arange(scores.shape[1], device=scores.device)
+    keep = rank < torch.tensor(budgets, device=scores.device).unsqueeze(1)
+    return torch.zeros_like(keep).scatter_(1, order, keep)
+
+
+def _spread(budget: int, length: int) -> list[int]:
+    """``budget`` of ``range(length)``, evenly strided from cell centres (distinct, ascending)."""
+    return [math.floor((j + 0.5) * length / budget) for j in range(budget)]
+
+
+def _grid_indices(budget: int, count: int) -> list[int]:
+    """Token indices of a near-uniform spatial grid of exactly ``budget`` of ``count`` tokens.
+
+    The tokens are taken as a ``side x side`` patch grid when ``count`` is a perfect square
+    (27 x 27 for SigLIP's 729): a ``rows x cols`` lattice with ``rows * cols >= budget`` points
+    placed at cell centres, thinned by an even stride to exactly ``budget``. Any other ``count``
+    gets an even 1-D stride.
+    """
+    side = math.isqrt(count)
+    if side * side != count:
+        return _spread(budget, count)
+    rows = math.isqrt(budget - 1) + 1  # ceil(sqrt(budget)) <= side, as budget <= side * side
+    cols = -(-budget // rows)
+    ys, xs = _spread(rows, side), _spread(cols, side)
+    lattice = [y * side + x for y in ys for x in xs]
+    return sorted(lattice[i] for i in _spread(budget, len(lattice)))
+
+
+def random_select(tokens: torch.Tensor, budgets: Sequence[int], *, seed: int = 0) -> Selection:
+    """Uniformly random tokens per view; the same ``seed`` gives the same selection.
+
+    The random numbers are drawn on the CPU from a ``torch.Generator`` seeded with ``seed``, so
+    the selection does not depend on the device either.
+    """
+    budgets = check_tokens(tokens, budgets)
+    require_finite(torch.isfinite(tokens).all())
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.rand(tokens.shape[:2], generator=generator)
+    return Selection.from_mask(_keep_lowest(scores, budgets).to(tokens.device))
+
+
+def grid_select(tokens: torch.Tensor, budgets: Sequence[int], *, seed: int = 0) -> Selection:
+    """A uniform spatial grid of exactly ``budgets[v]`` patches per view (``seed`` is unused).
+
+    The content-blind baseline: what any pruner must beat to show that looking at the tokens
+    helps. See :func:`_grid_indices` for the layout.
+    """
+    budgets = check_tokens(tokens, budgets)
+    require_finite(torch.isfinite(tokens).all())
+    views, count, _ = tokens.shape
+    mask = torch.zeros(views, count, dtype=torch.bool)
+    for view, budget in enumerate(budgets):
+        mask[view, _grid_indices(budget, count)] = True
+    return Selection.from_mask(mask.to(tokens.device))
+
+
+@torch.no_grad()
+def dart_select(
+    tokens: torch.Tensor, budgets: Sequence[int], *, seed: int = 0, pivots: int = 4
+) -> Selection:
+    """DART-style duplication removal: keep pivots and the tokens least similar to them.
+
+    After Wen et al., "Stop Looking for Important Tokens in Multimodal Language Models:
+    Duplication Matters More" (DART, arXiv 2502.11494): pick a few pivot tokens by norm, then
+    keep the tokens that duplicate the pivots least (lowest cosine similarity). Differences from
+    the paper, to fit this interface: pivots are the ``pivots`` tokens of largest L2 norm of the
+    given features (DART uses key-state norms inside the language model and may add text
+    pivots), and the non-pivot tokens are ranked once by their highest similarity to any pivot
+    instead of per-pivot quotas, so each view keeps exactly its budget. ``seed`` is unused.
+
+    Raises:
+        PruningInputError, BudgetError: as :func:`~prune2drive_ros.pruning.tfps.tfps`.
+        ValueError: ``pivots`` below 1.
+    """
+    budgets = check_tokens(tokens, budgets)
+    if pivots < 1:
+        raise ValueError(f"pivots must be at least 1, got {pivots}")
+    require_finite(torch.isfinite(tokens).all())
+    views, count, _ = tokens.shape
+    device = tokens.device
+    x = tokens.to(torch.promote_types(tokens.dtype, torch.float32))
+    width = min(pivots, count)
+    by_norm = torch.linalg.vector_norm(x, dim=-1).neg().argsort(dim=1, stable=True)[:, :width]
+    # A view keeps min(pivots, budget) pivots so that its pivots never exceed its budget.
+    quota = torch.tensor([min(pivots, k) for k in budgets], device=device).unsqueeze(1)
+    is_pivot = torch.arange(width, device=device) < quota
+    unit = F.normalize(x, p=2.0, dim=-1)
+    pivot_units = unit.gather(1, by_norm.unsqueeze(2).expand(-1, -1, unit.shape[2]))
+    similarity = torch.bmm(unit, pivot_units.transpose(1, 2))
+    similarity = similarity.masked_fill(~is_pivot.unsqueeze(1), float("-inf")).amax(dim=2)
+    pivot_mask = torch.zeros(views, count, dtype=torch.bool, device=device)
+    pivot_mask.scatter_(1, by_norm, is_pivot)
+    scores = similarity.masked_fill(pivot_mask, float("-inf"))
+    return Selection.from_mask(_keep_lowest(scores, budgets))

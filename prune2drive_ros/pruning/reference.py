@@ -1,0 +1,63 @@
+"""The paper's T-FPS as its public reference code runs it: a yardstick, not a pruner to use.
+
+This is a port of the Prune2Drive reference (``farway_point_sampling`` in its modified
+``modeling_llama.py``): one view at a time in a Python loop, the first token the most isolated
+one, then every step recomputes each candidate's minimum distance to the *whole* selected set
+and reads the winner back to the host with ``.item()``; the kept indices are sorted at the end.
+That costs O(k * |S| * N) per view plus one host synchronisation per step.
+
+It exists for two jobs: the golden tests check :func:`~prune2drive_ros.pruning.tfps.tfps`
+against it, and ``prune2drive bench tfps`` times it as ``reference_ms``. Nothing in the
+package prunes with it.
+
+Two deliberate departures, both so that a comparison tests the selection loop and not rounding:
+the distances come from the same :func:`~prune2drive_ros.pruning.tfps.pairwise_distances`
+(float32, where the original runs in the model's dtype; cosine is the original's
+normalise-then-matmul formula), and the ``l2``/``l1`` metrics are offered besides the
+original's cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .selection import Selection
+from .tfps import METRICS, check_tokens, pairwise_distances, require_finite
+
+
+@torch.no_grad()
+def reference_tfps(
+    tokens: torch.Tensor, budgets: Sequence[int], metric: str = "cosine"
+) -> Selection:
+    """Keep ``budgets[v]`` tokens of view ``v`` the way the reference code does, view by view.
+
+    Raises:
+        PruningInputError: malformed, empty or non-finite tokens.
+        BudgetError: budgets that do not fit the tokens.
+        ValueError: unknown metric.
+    """
+    budgets = check_tokens(tokens, budgets)
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    require_finite(torch.isfinite(tokens).all())
+    views, count, _ = tokens.shape
+    mask = torch.zeros(views, count, dtype=torch.bool, device=tokens.device)
+    for view, budget in enumerate(budgets):
+        dist = pairwise_distances(tokens[view : view + 1], metric)[0]
+        dist.fill_diagonal_(float("inf"))
+        selected = torch.zeros(count, dtype=torch.bool, device=tokens.device)
+        kept: list[int] = []
+        for _ in range(budget):
+            if selected.sum() == 0:
+                # Most isolated token: the largest distance to its nearest neighbour.
+                candidates = dist.min(dim=1).values
+            else:
+                candidates = dist[selected, :].min(dim=0).values
+            candidates[selected] = float("-inf")
+            index = int(candidates.argmax().item())
+            selected[index] = True
+            kept.append(index)
+        mask[view, torch.tensor(sorted(kept), device=tokens.device)] = True
+    return Selection.from_mask(mask)

@@ -1,0 +1,195 @@
+"""Batched T-FPS: greedy farthest point selection of visual tokens in every view at once.
+
+Prune2Drive keeps, per camera view, the tokens that a greedy max-min (farthest point) walk over
+the token features visits first: start at one token, then repeatedly add the token farthest
+from everything kept so far. This is Gonzalez' greedy k-center algorithm, so for any metric that
+obeys the triangle inequality (l2, l1) the covering radius of the kept set is at most twice the
+optimal one; cosine distance does not obey it strictly, which is why the bound is tested on l2
+and l1 only.
+
+Why this implementation is shaped the way it is:
+
+* The default start (the most isolated token, as in the reference code) needs every pairwise
+  distance anyway, so the ``[views, tokens, tokens]`` distance matrix is computed once with one
+  batched matmul. Each greedy step is then a gather of one row per view, a running minimum and
+  an argmax: O(views * tokens), with no host synchronisation and no Python branching on tensor
+  values, so on a GPU the whole loop is queued without stalls.
+* All views walk in the same loop; a view whose budget is reached keeps walking but its extra
+  picks are discarded when the result is built (masking at the end is cheaper than masking
+  every step).
+* An incremental variant (one matrix-vector product per step instead of the full matrix) was
+  measured for the "first"/"random" starts on the 2-core CPU this was written on (6 x 729 tokens):
+  at 10 % retention it took 35-46 ms against 55-63 ms for the full matrix at dim 1152 and
+  153-305 ms against 146-150 ms at dim 3584, and it lost at 25 % retention (92-122 ms against
+  57 ms at dim 1152). The gain is small, only for one option at low retention, and on a GPU a
+  per-step matrix-vector product is memory bound, so there is one code path.
+* Distances are computed in float32 (or float64 for float64 input) whatever the token dtype,
+  so that bf16/fp16 tokens select the same tokens as their float32 upcast.
+* Ties go to the lowest index (``torch.argmax`` returns the first maximum), as in the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import PruningInputError
+from .budget import check_budgets
+from .selection import Selection
+
+METRICS: tuple[str, ...] = ("cosine", "l2", "l1")
+STARTS: tuple[str, ...] = ("isolated", "first", "random")
+
+
+def check_tokens(tokens: torch.Tensor, budgets: Sequence[int]) -> tuple[int, ...]:
+    """Validate a pruner's input (shape, dtype, budgets) and return the budgets as ints.
+
+    Values are not looked at here (see :func:`require_finite`): reading them back from a GPU
+    is a host synchronisation, which each pruner places where it costs least.
+
+    Raises:
+        PruningInputError: not a ``[views, tokens, dim]`` floating-point tensor, or empty.
+        BudgetError: wrong number of budgets, or a budget outside ``[1, tokens]``.
+    """
+    if not isinstance(tokens, torch.Tensor):
+        raise PruningInputError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
+    if tokens.dim() != 3:
+        raise PruningInputError(
+            f"tokens must have shape [views, tokens, dim], got {tuple(tokens.shape)} "
+            f"({tokens.dim()} dimensions)"
+        )
+    if not tokens.is_floating_point():
+        raise PruningInputError(f"tokens must be floating point, got {tokens.dtype}")
+    views, count, dim = tokens.shape
+    for name, size in (("views", views), ("tokens", count), ("dim", dim)):
+        if size == 0:
+            raise PruningInputError(
+                f"tokens of shape {tuple(tokens.shape)} are empty: {name} is 0; "
+                "a pruner needs at least one view, one token per view and one feature"
+            )
+    return check_budgets(budgets, views, count)
+
+
+def require_finite(all_finite: torch.Tensor) -> None:
+    """Raise unless ``all_finite`` (``torch.isfinite(tokens).all()``) is true.
+
+    Takes the flag rather than the tokens so that a caller can queue the check early and read
+    it late, after the rest of its GPU work has been queued.
+    """
+    if not bool(all_finite):
+        raise PruningInputError(
+            "tokens contain NaN or inf; check the encoder output (a half-precision overflow "
+            "is the usual cause)"
+        )
+
+
+def pairwise_distances(tokens: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+    """Distances between all tokens of each view: ``[views, tokens, dim]`` -> ``[views, N, N]``.
+
+    Computed in float32 (float64 stays float64). ``cosine`` is ``1 - <x/|x|, y/|y|>`` as in the
+    reference code; ``l2`` is the *squared* Euclidean distance from the Gram identity, clamped at
+    0 (farthest point selection only compares distances and squaring is monotone, so the
+    selection is the same and a square root over the whole matrix is saved); ``l1`` uses
+    ``torch.cdist``, which has no matmul form and is much slower on large ``dim``.
+
+    Raises:
+        ValueError: unknown metric.
+    """
+    x = tokens.to(torch.promote_types(tokens.dtype, torch.float32))
+    if metric == "cosine":
+        unit = F.normalize(x, p=2.0, dim=-1)
+        return torch.bmm(unit, unit.transpose(1, 2)).neg_().add_(1.0)
+    if metric == "l2":
+        squared = x.square().sum(dim=-1)
+        norms = squared.unsqueeze(2) + squared.unsqueeze(1)
+        return torch.baddbmm(norms, x, x.transpose(1, 2), alpha=-2.0).clamp_min_(0.0)
+    if metric == "l1":
+        return torch.cdist(x, x, p=1.0)
+    raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+
+
+def _rows(dist: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+    """Row ``picked[v]`` of ``dist[v]`` for every view: ``[views, N]``."""
+    views, count, _ = dist.shape
+    return dist.gather(1, picked.view(views, 1, 1).expand(views, 1, count)).squeeze(1)
+
+
+def _start(dist: torch.Tensor, start: str, seed: int) -> torch.Tensor:
+    """First token of each view. Expects ``dist`` with a +inf diagonal."""
+    views, count, _ = dist.shape
+    if start == "isolated":
+        # Largest nearest-neighbour distance; the +inf diagonal keeps a token off its own list.
+        return dist.amin(dim=2).argmax(dim=1)
+    if start == "first":
+        return torch.zeros(views, dtype=torch.long, device=dist.device)
+    if start == "random":
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randint(count, (views,), generator=generator).to(dist.device)
+    raise ValueError(f"unknown start {start!r}; expected one of {', '.join(STARTS)}")
+
+
+@torch.no_grad()
+def tfps(
+    tokens: torch.Tensor,
+    budgets: Sequence[int],
+    *,
+    seed: int = 0,
+    metric: str = "cosine",
+    start: str = "isolated",
+) -> Selection:
+    """Keep ``budgets[v]`` tokens of view ``v`` by greedy farthest point selection.
+
+    Args:
+        tokens: ``[views, tokens, dim]``, any floating dtype, CPU or CUDA.
+        budgets: tokens to keep per view, each in ``[1, tokens]``.
+        seed: seeds the ``"random"`` start; ignored by the deterministic starts.
+        metric: ``"cosine"`` (the paper's), ``"l2"`` or ``"l1"``.
+        start: ``"isolated"`` (the paper's: largest nearest-neighbour distance), ``"first"``
+            (token 0) or ``"random"``.
+
+    Returns:
+        The kept tokens of each view in original order.
+
+    Raises:
+        PruningInputError: malformed, empty or non-finite tokens.
+        BudgetError: budgets that do not fit the tokens.
+        ValueError: unknown metric or start.
+    """
+    budgets = check_tokens(tokens, budgets)
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if start not in STARTS:
+        raise ValueError(f"unknown start {start!r}; expected one of {', '.join(STARTS)}")
+    views, count, _ = tokens.shape
+    device = tokens.device
+    # Queued now, read once at the end: no host sync before the loop.
+    all_finite = torch.isfinite(tokens).all()
+
+    dist = pairwise_distances(tokens, metric)
+    diagonal = dist.diagonal(dim1=1, dim2=2)
+    diagonal.fill_(float("inf"))
+    picked = _start(dist, start, seed)
+    # From here on a -inf diagonal makes the running minimum of a kept token -inf, so it is
+    # never picked again and needs no separate mask.
+    diagonal.fill_(float("-inf"))
+
+    nearest = torch.full((views, count), float("inf"), dtype=dist.dtype, device=device)
+    order = [picked]
+    for _ in range(max(budgets) - 1):
+        torch.minimum(nearest, _rows(dist, picked), out=nearest)
+        picked = nearest.argmax(dim=1)
+        order.append(picked)
+
+    # Picks past a view's budget are sent to a spare column that is cut off afterwards.
+    walk = torch.stack(order, dim=1)
+    step = torch.arange(walk.shape[1], device=device)
+    limit = torch.tensor(budgets, device=device).unsqueeze(1)
+    slots = torch.where(step < limit, walk, count)
+    mask = torch.zeros(views, count + 1, dtype=torch.bool, device=device)
+    mask = mask.scatter_(1, slots, True)[:, :count].contiguous()
+    ordered = slots.sort(dim=1).values
+    indices = torch.where(ordered == count, -1, ordered)
+    require_finite(all_finite)
+    return Selection(indices=indices, mask=mask, budgets=budgets)
