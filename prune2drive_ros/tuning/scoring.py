@@ -1,0 +1,582 @@
+"""The locally computable parts of the DriveLM challenge score, and label-free fidelity.
+
+Everything here follows the official evaluation, ``challenge/evaluation.py`` in
+OpenDriveLab/DriveLM (read at commit 0469200577), so that numbers computed while tuning
+retention rates can be compared with published DriveLM results:
+
+* Each question carries ``tag`` codes that route it to metrics: 0 accuracy, 1 GPT score,
+  2 language metrics, 3 match (which itself is half coordinate F1, half GPT score).
+* accuracy: the official code counts ``answer == GT`` (exact string equality) on tag-0 items,
+  which are four-way multiple-choice questions with a letter as answer and yes/no questions
+  answered "Yes." / "No.". :func:`accuracy` extracts the letter or the yes/no from free text
+  first (see :func:`extract_choice`); ``extract=False`` gives the official comparison.
+* language: BLEU-1..4, ROUGE-L and CIDEr over all tag-2 items as one corpus, through the
+  coco-caption scorers (the official code calls ``language_evaluation.CocoEvaluator``, a
+  wrapper of the same Bleu(4), Rouge() and Cider() classes that :mod:`pycocoevalcap` ships).
+  The final score folds them as ``mean(BLEU-1..4)/3 + ROUGE-L/3 + CIDEr/30`` (the
+  ``/4./3.``, ``/3.`` and ``/10./3.`` in the official loop over the result keys).
+* match: per item, every ``\\d+\\.\\d+`` number in the text is read, consecutive numbers form
+  (x, y) points (an odd last number of the prediction is dropped), each predicted point in
+  turn takes the nearest not-yet-matched reference point by L1 distance and is a hit when that
+  distance is below 16 px (strictly); F1 of hits, x100, averaged over items. The camera named
+  in ``<c1,CAM_FRONT,714.2,520.8>`` is NOT compared; :func:`match` can do so on request.
+  The official ``match`` is the mean of that F1 and a GPT score of the same items.
+* final = 0.4 * GPT/100 + 0.2 * language + 0.2 * match/100 + 0.2 * accuracy.
+* Only questions whose objects the model located are scored: the first question of each key
+  frame always counts, and its matched reference points form a "graph"; a later question of
+  the frame counts only if every point it mentions is in that graph (:func:`challenge_keep`).
+
+The GPT parts need an external service and are left out. :func:`local_score` is what this
+package reports (``tune`` objective, ``eval``); :func:`drivelm_score` is the official formula
+and only gives a number when the GPT parts are supplied from elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+#: Tag codes of the DriveLM challenge files (``qa["tag"]``).
+TAG_ACCURACY, TAG_GPT, TAG_LANGUAGE, TAG_MATCH = 0, 1, 2, 3
+
+#: Weights of the official final score.
+WEIGHTS: Mapping[str, float] = {"gpt": 0.4, "language": 0.2, "match": 0.2, "accuracy": 0.2}
+
+#: A predicted point is a hit when its L1 distance to a reference point is below this.
+MATCH_RADIUS_PX = 16.0
+
+# --------------------------------------------------------------------------------------------
+# Tokenisation
+# --------------------------------------------------------------------------------------------
+
+# Tokens coco-caption drops after Stanford PTBTokenizer (its PUNCTUATIONS list), plus the raw
+# characters PTBTokenizer turns into dropped tokens: quotes become `` / '' and round and curly
+# brackets become -LRB- -RRB- -LCB- -RCB-.
+_DROPPED = frozenset(
+    {"''", "'", "``", "`", '"', ".", "?", "!", ",", ":", "-", "--", "...", ";"}
+    | {"(", ")", "{", "}"}
+)
+_NEGATION = re.compile(r"(?<=\w)(n't)\b")
+_CLITIC = re.compile(r"(?<=\w)('(?:s|re|ve|ll|d|m))\b")
+# Order matters: numbers with inner separators ("1,000", "3.5", "1088.3,497.5") stay whole as
+# PTB keeps them; then the split-off clitics; then words with inner hyphens ("champagne-colored",
+# PTB does not split them); then runs of dots and dashes; then any other single character.
+_TOKEN = re.compile(r"\d+(?:[.,:]\d+)+|n't|'(?:s|re|ve|ll|d|m)\b|\w+(?:-\w+)*|\.{2,}|-{2,}|\S")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens, as coco-caption's PTBTokenizer + punctuation filter gives them.
+
+    The official scorer runs Stanford CoreNLP's PTBTokenizer (Java) with ``-lowerCase`` and then
+    drops punctuation tokens. This is a regular-expression stand-in that agrees with it on plain
+    English: lower-casing; ``n't`` and ``'s 're 've 'll 'd 'm`` split off; hyphenated words and
+    numbers such as ``3.5`` or ``1,000`` kept whole; ``. , ; : ! ? - -- ...``, quotes and round or
+    curly brackets dropped. It differs on what PTB treats specially and plain text rarely has:
+    abbreviations with periods ("U.S." becomes ``u s``), URLs, e-mail addresses, SGML-like tags,
+    fractions and currency. Square and angle brackets stay as tokens (PTB writes ``[`` as
+    ``-LSB-``, which only renames the token and so changes no n-gram statistic). A DriveLM object
+    tag ``<c1,CAM_BACK,1088.3,497.5>`` becomes ``< c1 cam_back 1088.3,497.5 >``.
+    """
+    text = _NEGATION.sub(r" \1", text.lower())
+    text = _CLITIC.sub(r" \1", text)
+    return [tok for tok in _TOKEN.findall(text) if tok not in _DROPPED]
+
+
+def _joined(text: str) -> str:
+    """Tokens joined by single spaces: the form the coco-caption scorers take."""
+    return " ".join(tokenize(text))
+
+
+def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"got {len(predictions)} predictions for {len(references)} references; "
+            "give one prediction per reference"
+        )
+    if not references:
+        raise ValueError("nothing to score: no predictions and references were given")
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy
+# --------------------------------------------------------------------------------------------
+
+_CHOICE_LETTERS = "ABCD"
+_CHOICE_ONLY = re.compile(r"\(?([A-Da-d])[.):]?")
+_CHOICE_LEAD = re.compile(r"\(?([A-D])(?:[.):]|$)")
+_CHOICE_PHRASE = re.compile(r"(?i:\b(?:answer|option|choice))\s*(?i:is)?\s*:?\s*\(?([A-D])\b")
+_YES_NO = re.compile(r"\s*(yes|no)\b", re.IGNORECASE)
+
+
+def extract_choice(text: str) -> str | None:
+    """The choice letter (A-D) a free-text answer gives, or None when it names none.
+
+    Tried in order, on the text with surrounding white space removed:
+
+    1. the whole text is one letter, optionally in parentheses or followed by ``.``, ``)`` or
+       ``:`` ("B", "b.", "(C)");
+    2. the text starts with a capital letter followed by ``.``, ``)`` or ``:`` or the end
+       ("B. Going ahead.", "(A) Stopped.");
+    3. the first "answer", "option" or "choice" (any case), optionally followed by "is" and a
+       colon, then a capital letter as a word ("The answer is C", "Option: (D)").
+
+    Only capitals count after rule 1, so the article in "A car is turning" is not read as A.
+    """
+    text = text.strip()
+    alone = _CHOICE_ONLY.fullmatch(text)
+    if alone:
+        return alone.group(1).upper()
+    found = _CHOICE_LEAD.match(text) or _CHOICE_PHRASE.search(text)
+    return found.group(1) if found else None
+
+
+def is_choice_answer(reference: str) -> bool:
+    """True when ``reference`` is a bare choice letter ("B" or "B."), as DriveLM MCQs have."""
+    return re.fullmatch(rf"[{_CHOICE_LETTERS}]\.?", reference.strip()) is not None
+
+
+def _yes_no(text: str) -> str | None:
+    found = _YES_NO.match(text)
+    return found.group(1).lower() if found else None
+
+
+def _is_yes_no_answer(reference: str) -> bool:
+    return tokenize(reference) in (["yes"], ["no"])
+
+
+def _correct(prediction: str, reference: str) -> bool:
+    if is_choice_answer(reference):
+        return extract_choice(prediction) == reference.strip()[0]
+    if _is_yes_no_answer(reference):
+        return _yes_no(prediction) == tokenize(reference)[0]
+    return tokenize(prediction) == tokenize(reference)
+
+
+def accuracy(
+    predictions: Sequence[str], references: Sequence[str], *, extract: bool = True
+) -> float:
+    """Fraction of answers that are right, in [0, 1] (the official scale).
+
+    With ``extract`` (the default) a prediction is right when: for a choice-letter reference,
+    :func:`extract_choice` finds that letter; for a "Yes."/"No." reference, the prediction starts
+    with the same word ("No, it is not." counts); otherwise both token lists (:func:`tokenize`)
+    are equal. ``extract=False`` is the official ``answer == GT``, which needs the model to
+    answer exactly "B" or "No.".
+    """
+    _check_pairs(predictions, references)
+    if extract:
+        hits = [_correct(p, r) for p, r in zip(predictions, references, strict=True)]
+    else:
+        hits = [p == r for p, r in zip(predictions, references, strict=True)]
+    return sum(hits) / len(hits)
+
+
+# --------------------------------------------------------------------------------------------
+# Language
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LanguageScores:
+    """Corpus-level coco-caption scores: BLEU and ROUGE-L in [0, 1], CIDEr in [0, 10]."""
+
+    bleu: tuple[float, float, float, float]
+    rouge_l: float
+    cider: float
+
+    @property
+    def combined(self) -> float:
+        """``mean(BLEU-1..4)/3 + ROUGE-L/3 + CIDEr/30``: the challenge's language score."""
+        return sum(self.bleu) / 4 / 3 + self.rouge_l / 3 + self.cider / 10 / 3
+
+    def as_dict(self) -> dict[str, float]:
+        """Scores under the coco-caption names, plus ``language`` (the combined value)."""
+        out = {f"Bleu_{n}": value for n, value in enumerate(self.bleu, start=1)}
+        out.update(ROUGE_L=self.rouge_l, CIDEr=self.cider, language=self.combined)
+        return out
+
+
+def language(predictions: Sequence[str], references: Sequence[str]) -> LanguageScores:
+    """BLEU-1..4, ROUGE-L and CIDEr of ``predictions`` against one reference each.
+
+    All items form one corpus, as in the official evaluation: BLEU is corpus-level (clipped
+    n-gram counts summed over items, "closest" brevity penalty), ROUGE-L (beta 1.2) and CIDEr
+    are means over items, and CIDEr's IDF comes from the references of these items only. Hence:
+
+    * an empty prediction scores 0 on every metric (and nothing raises);
+    * with a single item every n-gram occurs in all (one) reference documents, its IDF is
+      log(1/1) = 0 and CIDEr is 0, so the combined score is at most 2/3; CIDEr needs a corpus of
+      several items to mean anything;
+    * when every reference is empty coco-caption's CIDEr cannot run (no document frequencies);
+      it is reported as 0 here.
+    """
+    _check_pairs(predictions, references)
+    res = {i: [_joined(p)] for i, p in enumerate(predictions)}
+    gts = {i: [_joined(r)] for i, r in enumerate(references)}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge_l, _ = Rouge().compute_score(gts, res)
+    if any(ref for (ref,) in gts.values()):
+        cider, _ = Cider().compute_score(gts, res)
+    else:
+        logger.warning("every reference answer is empty: CIDEr is reported as 0")
+        cider = 0.0
+    b1, b2, b3, b4 = (float(b) for b in bleu)
+    return LanguageScores(bleu=(b1, b2, b3, b4), rouge_l=float(rouge_l), cider=float(cider))
+
+
+# --------------------------------------------------------------------------------------------
+# Match
+# --------------------------------------------------------------------------------------------
+
+_DECIMAL = re.compile(r"\d+\.\d+")
+_OBJECT_TAG = re.compile(r"<\s*c\d+\s*,\s*(CAM_[A-Z_]+)\s*,\s*(\d+\.\d+)\s*,\s*(\d+\.\d+)\s*>")
+
+
+class Point(NamedTuple):
+    """An object position in image pixels; ``camera`` is None when not compared."""
+
+    camera: str | None
+    x: float
+    y: float
+
+
+def points(text: str, *, by_camera: bool = False) -> list[Point]:
+    """The object positions a text mentions.
+
+    By default exactly as the official code reads them: every decimal number (``\\d+\\.\\d+``,
+    so integers and signs are ignored) in order, paired up, an odd last number dropped, camera
+    ignored. With ``by_camera`` only ``<cN,CAM_X,x,y>`` tags are read, with their camera.
+    """
+    if by_camera:
+        return [Point(cam, float(x), float(y)) for cam, x, y in _OBJECT_TAG.findall(text)]
+    nums = [float(n) for n in _DECIMAL.findall(text)]
+    return [Point(None, x, y) for x, y in zip(nums[0::2], nums[1::2], strict=False)]
+
+
+def matched_points(predicted: Sequence[Point], reference: Sequence[Point]) -> list[Point]:
+    """Reference points hit by ``predicted``, greedily in prediction order.
+
+    Each predicted point takes the nearest remaining reference point (L1 distance, the first on a
+    tie, same camera when cameras are given); it is a hit when the distance is below
+    :data:`MATCH_RADIUS_PX`, and a hit reference point cannot be hit again.
+    """
+    remaining = list(reference)
+    hits: list[Point] = []
+    for pred in predicted:
+        best, best_distance = None, math.inf
+        for i, ref in enumerate(remaining):
+            if ref.camera != pred.camera:
+                continue
+            distance = abs(pred.x - ref.x) + abs(pred.y - ref.y)
+            if distance < best_distance:
+                best, best_distance = i, distance
+        if best is not None and best_distance < MATCH_RADIUS_PX:
+            hits.append(remaining.pop(best))
+    return hits
+
+
+def match_f1(prediction: str, reference: str, *, same_camera: bool = False) -> float:
+    """F1 in [0, 1] of the object positions of one answer (0 when either side has none).
+
+    The official code adds 1e-8 to each denominator, so its perfect F1 is 1 - 1e-8; this one is
+    exactly 1.
+    """
+    predicted = points(prediction, by_camera=same_camera)
+    reference_points = points(reference, by_camera=same_camera)
+    hits = len(matched_points(predicted, reference_points))
+    if hits == 0:
+        return 0.0
+    precision, recall = hits / len(predicted), hits / len(reference_points)
+    return 2 * precision * recall / (precision + recall)
+
+
+def match(
+    predictions: Sequence[str], references: Sequence[str], *, same_camera: bool = False
+) -> float:
+    """Mean per-item F1 of object positions, x100 (in [0, 100], the challenge's scale).
+
+    This is the locally computable half of the official ``match``; the other half is a GPT
+    score of the same answers. ``same_camera`` additionally requires the camera of a
+    ``<cN,CAM_X,x,y>`` tag to agree (stricter than the challenge, which compares numbers only).
+    """
+    _check_pairs(predictions, references)
+    f1 = [
+        match_f1(p, r, same_camera=same_camera)
+        for p, r in zip(predictions, references, strict=True)
+    ]
+    return 100.0 * sum(f1) / len(f1)
+
+
+def challenge_keep(
+    frames: Sequence[str],
+    questions: Sequence[str],
+    predictions: Sequence[str],
+    references: Sequence[str],
+) -> list[bool]:
+    """Which items the official evaluation scores (its ``set_graph`` / ``eval_graph``).
+
+    The first item of each frame (in the given order; the official order is perception,
+    prediction, planning, behavior) always counts, and the reference points its prediction hits
+    become the frame's graph. A later item of the frame counts only when every point its
+    question mentions is in that graph: questions about objects the model did not find are not
+    scored at all.
+    """
+    _check_pairs(predictions, references)
+    if not len(frames) == len(questions) == len(references):
+        raise ValueError("frames, questions, predictions and references must have equal length")
+    graphs: dict[str, set[Point]] = {}
+    keep = []
+    for frame, question, prediction, reference in zip(
+        frames, questions, predictions, references, strict=True
+    ):
+        if frame not in graphs:
+            graphs[frame] = set(matched_points(points(prediction), points(reference)))
+            keep.append(True)
+        else:
+            keep.append(all(p in graphs[frame] for p in points(question)))
+    return keep
+
+
+# --------------------------------------------------------------------------------------------
+# Combined score
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Score:
+    """The parts of a DriveLM score and what they combine to.
+
+    Attributes:
+        accuracy: in [0, 1]; None when no item was scored for accuracy.
+        language: coco-caption scores; None when no item was scored for language.
+        match: local coordinate F1 x100 in [0, 100]; None when no item was scored for match.
+        gpt: GPT score in [0, 100] from an external service; None here.
+        match_gpt: GPT score of the match items in [0, 100]; None here.
+        counts: items per part (``gpt``: items only a GPT score can judge; the ``match`` items
+            need one too, for ``match_gpt``).
+    """
+
+    accuracy: float | None = None
+    language: LanguageScores | None = None
+    match: float | None = None
+    gpt: float | None = None
+    match_gpt: float | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def value(self) -> float:
+        """The local score (see :func:`local_score`): what this package reports."""
+        return local_score(self)
+
+    @property
+    def challenge(self) -> float | None:
+        """The official final score, or None without the GPT parts (see :func:`drivelm_score`)."""
+        return drivelm_score(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat, JSON-ready view: every part, the language sub-scores, counts and both totals."""
+        out: dict[str, Any] = {
+            "score": self.value,
+            "challenge_score": self.challenge,
+            "accuracy": self.accuracy,
+            "language": None if self.language is None else self.language.combined,
+            "match": self.match,
+            "gpt": self.gpt,
+            "match_gpt": self.match_gpt,
+        }
+        if self.language is not None:
+            out.update({k: v for k, v in self.language.as_dict().items() if k != "language"})
+        out.update({f"n_{part}": n for part, n in self.counts.items()})
+        return out
+
+    def describe(self) -> str:
+        """Human-readable account of the weighting and of which parts are present."""
+
+        def show(value: float | None, fmt: str) -> str:
+            return "not available" if value is None else format(value, fmt)
+
+        def n(part: str) -> str:
+            return f" (n={self.counts[part]})" if part in self.counts else ""
+
+        lang = None if self.language is None else self.language.combined
+        final = self.challenge
+        lines = [
+            "DriveLM challenge score (OpenDriveLab/DriveLM challenge/evaluation.py):",
+            "  final = 0.4*GPT/100 + 0.2*language + 0.2*match/100 + 0.2*accuracy",
+            f"  language = mean(BLEU-1..4)/3 + ROUGE-L/3 + CIDEr/30 = {show(lang, '.4f')}"
+            + n("language"),
+            f"  match = (coordinate F1 x100 + GPT)/2; F1 x100 = {show(self.match, '.2f')}, "
+            f"GPT = {show(self.match_gpt, '.2f')}" + n("match"),
+            f"  accuracy = {show(self.accuracy, '.4f')}" + n("accuracy"),
+            f"  GPT = {show(self.gpt, '.2f')}" + n("gpt"),
+            f"  final = {show(final, '.4f')}"
+            + ("" if final is not None else " (needs both GPT parts)"),
+            "local score = (0.2*language + 0.2*F1x100/100 + 0.2*accuracy) / 0.6, over the parts "
+            f"present = {self.value:.4f}  <- reported by tune and eval",
+        ]
+        return "\n".join(lines)
+
+
+def drivelm_score(parts: Score) -> float | None:
+    """The official final score in [0, 1] (x100 as papers print it), or None.
+
+    ``0.4*GPT/100 + 0.2*language + 0.2*match/100 + 0.2*accuracy`` with the official match
+    ``(F1 x100 + match_gpt)/2``. None unless every part, both GPT ones included, is present:
+    the GPT parts need an external service, so locally this is None and :func:`local_score` is
+    reported instead.
+    """
+    if (
+        parts.gpt is None
+        or parts.match_gpt is None
+        or parts.language is None
+        or parts.match is None
+        or parts.accuracy is None
+    ):
+        return None
+    official_match = (parts.match + parts.match_gpt) / 2
+    return (
+        WEIGHTS["gpt"] * parts.gpt / 100
+        + WEIGHTS["language"] * parts.language.combined
+        + WEIGHTS["match"] * official_match / 100
+        + WEIGHTS["accuracy"] * parts.accuracy
+    )
+
+
+def local_score(parts: Score) -> float:
+    """The official weights without GPT, renormalised: in [0, 1] (language may exceed 1).
+
+    ``(0.2*language + 0.2*F1x100/100 + 0.2*accuracy) / 0.6``, i.e. the mean of the three local
+    parts; a part with no items (None) is left out and the weights of the others renormalised.
+    Not comparable with published final scores, which carry 40 % GPT score plus half of match.
+
+    Raises:
+        ValueError: no local part is present.
+    """
+    terms = {
+        "language": None if parts.language is None else parts.language.combined,
+        "match": None if parts.match is None else parts.match / 100,
+        "accuracy": parts.accuracy,
+    }
+    present = {name: value for name, value in terms.items() if value is not None}
+    if not present:
+        raise ValueError("no local score part (language, match, accuracy) has any item")
+    total_weight = sum(WEIGHTS[name] for name in present)
+    return sum(WEIGHTS[name] * value for name, value in present.items()) / total_weight
+
+
+def _parts_of(reference: str) -> set[int]:
+    """Metrics an untagged item goes to: accuracy for a letter or yes/no answer, else language
+    (and match too when the reference names object positions)."""
+    if is_choice_answer(reference) or _is_yes_no_answer(reference):
+        return {TAG_ACCURACY}
+    return {TAG_LANGUAGE, TAG_MATCH} if _OBJECT_TAG.search(reference) else {TAG_LANGUAGE}
+
+
+def score_answers(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    tags: Sequence[Sequence[int]] | None = None,
+    *,
+    same_camera: bool = False,
+) -> Score:
+    """Score answers part by part, routing each item by its challenge tags.
+
+    Items without tags (``tags`` None, or an empty tag list, as in DriveLM training files and
+    plain question files) are routed by their reference: a choice letter or yes/no to accuracy,
+    anything else to language, and also to match when it holds ``<cN,CAM_X,x,y>`` tags.
+    """
+    _check_pairs(predictions, references)
+    if tags is not None and len(tags) != len(references):
+        raise ValueError(f"got {len(tags)} tag lists for {len(references)} references")
+    routed: dict[int, list[int]] = {code: [] for code in (0, 1, 2, 3)}
+    for i, reference in enumerate(references):
+        item_tags = set(tags[i]) if tags is not None and tags[i] else _parts_of(reference)
+        unknown = item_tags - routed.keys()
+        if unknown:
+            raise ValueError(f"item {i} has unknown tag(s) {sorted(unknown)}; known: 0, 1, 2, 3")
+        for code in item_tags:
+            routed[code].append(i)
+
+    def pick(code: int) -> tuple[list[str], list[str]]:
+        return [predictions[i] for i in routed[code]], [references[i] for i in routed[code]]
+
+    return Score(
+        accuracy=accuracy(*pick(TAG_ACCURACY)) if routed[TAG_ACCURACY] else None,
+        language=language(*pick(TAG_LANGUAGE)) if routed[TAG_LANGUAGE] else None,
+        match=match(*pick(TAG_MATCH), same_camera=same_camera) if routed[TAG_MATCH] else None,
+        counts={
+            "accuracy": len(routed[TAG_ACCURACY]),
+            "language": len(routed[TAG_LANGUAGE]),
+            "match": len(routed[TAG_MATCH]),
+            "gpt": len(routed[TAG_GPT]),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Label-free agreement with the unpruned model
+# --------------------------------------------------------------------------------------------
+
+
+def fidelity(pruned_answers: Sequence[str], unpruned_answers: Sequence[str]) -> float:
+    """Agreement of the pruned model's answers with the unpruned model's, in [0, 1].
+
+    Per item the mean of exact agreement (equal token lists, so "B." and "b" agree) and ROUGE-L
+    (LCS-based F, beta 1.2) between the two token lists; then the mean over items. Identical
+    answers give 1.0. Used to tune or check rates without labels. The full language score is not
+    used here because two of its parts do not reach 1 on identical answers: BLEU-4 is near 0 for
+    answers shorter than four tokens, and CIDEr depends on the batch through its IDF (0 for a
+    single item).
+    """
+    _check_pairs(pruned_answers, unpruned_answers)
+    rouge = Rouge()
+    per_item = []
+    for pruned, full in zip(pruned_answers, unpruned_answers, strict=True):
+        pruned_tokens, full_tokens = tokenize(pruned), tokenize(full)
+        exact = float(pruned_tokens == full_tokens)
+        overlap = rouge.calc_score([" ".join(pruned_tokens)], [" ".join(full_tokens)])
+        per_item.append((exact + float(overlap)) / 2)
+    return sum(per_item) / len(per_item)
+
+
+class TokenAgreement(NamedTuple):
+    """Agreement of two next-token distributions, both in [0, 1] (1 = the same)."""
+
+    top1: float
+    """Fraction of positions where the most likely token is the same."""
+    tv_similarity: float
+    """1 - mean total-variation distance of the softmax distributions."""
+
+
+def token_agreement(pruned_logits: torch.Tensor, full_logits: torch.Tensor) -> TokenAgreement:
+    """How closely pruning preserves the model's next-token distributions (no labels needed).
+
+    Both tensors are ``[..., vocab]`` logits for the same positions (e.g. the last prefill
+    position of each question). Computed in float32 whatever the input dtype.
+    """
+    if pruned_logits.shape != full_logits.shape or pruned_logits.dim() == 0:
+        raise ValueError(
+            f"logit shapes differ or are scalar: {tuple(pruned_logits.shape)} vs "
+            f"{tuple(full_logits.shape)}; give [..., vocab] logits of the same positions"
+        )
+    p = pruned_logits.float().softmax(dim=-1)
+    q = full_logits.float().softmax(dim=-1)
+    total_variation = 0.5 * (p - q).abs().sum(dim=-1)
+    same_top1 = pruned_logits.argmax(dim=-1) == full_logits.argmax(dim=-1)
+    return TokenAgreement(
+        top1=float(same_top1.float().mean()),
+        tv_similarity=float(1.0 - total_variation.mean()),
+    )

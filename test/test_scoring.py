@@ -1,0 +1,317 @@
+"""DriveLM scoring: every metric on examples small enough to check by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from prune2drive_ros.tuning.scoring import (
+    LanguageScores,
+    Point,
+    Score,
+    accuracy,
+    challenge_keep,
+    drivelm_score,
+    extract_choice,
+    fidelity,
+    language,
+    local_score,
+    match,
+    match_f1,
+    points,
+    score_answers,
+    token_agreement,
+    tokenize,
+)
+
+
+def test_tokenize_lowercases_and_drops_ptb_punctuation() -> None:
+    assert tokenize("The ego vehicle's speed: FAST, isn't it?") == [
+        "the",
+        "ego",
+        "vehicle",
+        "'s",
+        "speed",
+        "fast",
+        "is",
+        "n't",
+        "it",
+    ]
+
+
+def test_tokenize_keeps_numbers_hyphenated_words_and_object_tags() -> None:
+    assert tokenize("A champagne-colored sedan (3.5 m) at <c1,CAM_BACK,1088.3,497.5>.") == [
+        "a",
+        "champagne-colored",
+        "sedan",
+        "3.5",
+        "m",
+        "at",
+        "<",
+        "c1",
+        "cam_back",
+        "1088.3,497.5",
+        ">",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "letter"),
+    [
+        ("B", "B"),
+        ("b.", "B"),
+        ("(C)", "C"),
+        ("  D)  ", "D"),
+        ("B. Going ahead.", "B"),
+        ("(A) Stopped.", "A"),
+        ("The answer is C.", "C"),
+        ("Option: (D)", "D"),
+        ("I'd pick choice B because it is stopped", "B"),
+        ("A car is turning left.", None),  # the article, not a choice
+        ("the answer is a car", None),  # lower-case letters count only when alone
+        ("Going ahead.", None),
+        ("", None),
+    ],
+)
+def test_extract_choice(text: str, letter: str | None) -> None:
+    assert extract_choice(text) == letter
+
+
+def test_accuracy_extracts_letters_and_yes_no() -> None:
+    predictions = ["B. The ego vehicle is going straight.", "No, it is not.", "C", "Turn left."]
+    references = ["B", "No.", "D", "Turn left"]
+    # right, right, wrong, right (free text compared token by token: the period is dropped)
+    assert accuracy(predictions, references) == pytest.approx(3 / 4)
+
+
+def test_accuracy_without_extraction_is_the_official_string_equality() -> None:
+    predictions = ["B", "B.", "No.", "no"]
+    references = ["B", "B", "No.", "No."]
+    assert accuracy(predictions, references, extract=False) == pytest.approx(2 / 4)
+
+
+def test_bleu_and_rouge_by_hand() -> None:
+    # hypothesis "the cat sat on the mat" vs reference "the cat is on the mat", both 6 tokens
+    # (brevity penalty 1).
+    # BLEU-1: clipped unigram hits the x2, cat, on, mat = 5 of 6         -> 5/6
+    # BLEU-2: bigram hits "the cat", "on the", "the mat" = 3 of 5       -> sqrt(5/6 * 3/5)
+    # BLEU-3: trigram hit "on the mat" = 1 of 4                         -> (5/6*3/5*1/4)^(1/3)
+    # ROUGE-L: LCS "the cat on the mat" = 5, P = R = 5/6               -> 5/6
+    scores = language(["The cat sat on the mat."], ["the cat is on the mat"])
+    b1, b2, b3, _ = scores.bleu
+    assert b1 == pytest.approx(5 / 6, abs=1e-6)
+    assert b2 == pytest.approx(math.sqrt(0.5), abs=1e-6)
+    assert b3 == pytest.approx(0.5, abs=1e-6)
+    assert scores.rouge_l == pytest.approx(5 / 6)
+
+
+def test_rouge_l_uses_beta_1_2() -> None:
+    # "the car turns left" vs "the red car turns right": LCS "the car turns" = 3,
+    # P = 3/4, R = 3/5, F = (1 + 1.44) P R / (R + 1.44 P) = 1.098 / 1.68
+    scores = language(["the car turns left"], ["the red car turns right"])
+    assert scores.rouge_l == pytest.approx(1.098 / 1.68)
+
+
+def test_single_item_cider_is_zero_and_does_not_raise() -> None:
+    # One document: every n-gram's IDF is log(1/1) = 0.
+    assert language(["a b c d"], ["a b c d"]).cider == 0.0
+
+
+def test_cider_rewards_the_right_answer_across_a_corpus() -> None:
+    refs = ["the light is red", "a truck is parked", "the pedestrian crosses the road"]
+    good = language(refs, refs)
+    bad = language(["the light is red", "the light is red", "the light is red"], refs)
+    assert good.cider > bad.cider > 0.0
+
+
+def test_empty_predictions_score_zero() -> None:
+    scores = language(["", ""], ["the light is red", "a truck is parked"])
+    assert scores.bleu == (0.0, 0.0, 0.0, 0.0)
+    assert scores.rouge_l == 0.0
+    assert scores.cider == 0.0
+    assert scores.combined == 0.0
+
+
+def test_empty_references_do_not_raise() -> None:
+    assert language(["something", "else"], ["", ""]).cider == 0.0
+
+
+def test_language_combined_is_the_challenge_formula() -> None:
+    scores = LanguageScores(bleu=(0.4, 0.3, 0.2, 0.1), rouge_l=0.6, cider=1.5)
+    # mean BLEU 0.25 / 3 + 0.6 / 3 + 1.5 / 30 = 0.08333 + 0.2 + 0.05
+    assert scores.combined == pytest.approx(0.25 / 3 + 0.2 + 0.05)
+    assert scores.as_dict()["language"] == pytest.approx(scores.combined)
+
+
+def test_match_two_hits_of_three() -> None:
+    prediction = "<c1,CAM_FRONT,100.0,200.0>, <c2,CAM_BACK,300.0,400.0>, <c3,CAM_FRONT,900.0,100.0>"
+    reference = "<c1,CAM_FRONT,105.0,205.0> <c2,CAM_BACK,310.0,400.0> <c3,CAM_FRONT,500.0,500.0>"
+    # L1 distances 10 and 10 (< 16: hits); the third is 800 from the last reference point.
+    # TP 2, FP 1, FN 1: precision = recall = 2/3, F1 = 2/3, x100.
+    assert match_f1(prediction, reference) == pytest.approx(2 / 3)
+    assert match([prediction, reference], [reference, reference]) == pytest.approx(
+        (200 / 3 + 100) / 2
+    )
+
+
+def test_match_radius_is_strict_and_points_match_once() -> None:
+    reference = "<c1,CAM_FRONT,100.0,100.0>"
+    assert match_f1("<c1,CAM_FRONT,108.0,107.9>", reference) == 1.0  # L1 15.9
+    assert match_f1("<c1,CAM_FRONT,108.0,108.0>", reference) == 0.0  # L1 16, not below
+    # Two predictions near one reference point: one hit, one false positive. P 1/2, R 1.
+    twice = "<c1,CAM_FRONT,101.0,100.0> <c2,CAM_FRONT,99.0,100.0>"
+    assert match_f1(twice, reference) == pytest.approx(2 * 0.5 / 1.5)
+
+
+def test_match_ignores_cameras_like_the_challenge_unless_asked() -> None:
+    prediction = "<c1,CAM_BACK,100.0,100.0>"
+    reference = "<c1,CAM_FRONT,100.0,100.0>"
+    assert match_f1(prediction, reference) == 1.0
+    assert match_f1(prediction, reference, same_camera=True) == 0.0
+
+
+def test_points_read_decimals_in_pairs_like_the_challenge() -> None:
+    # Integers are not read; an odd last number is dropped.
+    assert points("at 12.5, 30.0 and 7 then 1.0") == [Point(None, 12.5, 30.0)]
+    assert points("<c2,CAM_FRONT_LEFT,1.5,2.5>", by_camera=True) == [
+        Point("CAM_FRONT_LEFT", 1.5, 2.5)
+    ]
+
+
+def test_match_without_points_is_zero() -> None:
+    assert match(["no objects"], ["none either"]) == 0.0
+
+
+def test_challenge_keep_drops_questions_about_objects_not_found() -> None:
+    frames = ["f1", "f1", "f1", "f2"]
+    questions = [
+        "What are the important objects?",
+        "What is the status of <c1,CAM_FRONT,100.0,200.0>?",  # found -> kept
+        "What is the status of <c2,CAM_BACK,500.0,600.0>?",  # missed -> dropped
+        "Anything about <c9,CAM_BACK,1.0,1.0>?",  # first of its frame -> kept
+    ]
+    predictions = ["<c1,CAM_FRONT,101.0,200.0> and <c2,CAM_BACK,900.0,900.0>", "x", "y", "z"]
+    references = ["<c1,CAM_FRONT,100.0,200.0> and <c2,CAM_BACK,500.0,600.0>", "a", "b", "c"]
+    assert challenge_keep(frames, questions, predictions, references) == [
+        True,
+        True,
+        False,
+        True,
+    ]
+
+
+def test_final_weights() -> None:
+    parts = Score(
+        accuracy=0.7,
+        language=LanguageScores(bleu=(0.5, 0.5, 0.5, 0.5), rouge_l=0.5, cider=5.0),
+        match=40.0,
+        gpt=60.0,
+        match_gpt=40.0,
+    )
+    # language = 0.5/3 + 0.5/3 + 5/30 = 0.5
+    # final = 0.4*0.6 + 0.2*0.5 + 0.2*0.4 + 0.2*0.7 = 0.24 + 0.10 + 0.08 + 0.14
+    assert drivelm_score(parts) == pytest.approx(0.56)
+    # local = (0.2*0.5 + 0.2*0.4 + 0.2*0.7) / 0.6
+    assert local_score(parts) == pytest.approx(0.32 / 0.6)
+    assert parts.value == pytest.approx(0.32 / 0.6)
+
+
+def test_final_score_reproduces_the_official_readme_example() -> None:
+    # challenge/README.md of OpenDriveLab/DriveLM: accuracy 0.0, chatgpt 65.111..., match 28.25,
+    # the language dict below, final score 0.3240234750718823.
+    parts = Score(
+        accuracy=0.0,
+        language=LanguageScores(
+            bleu=(
+                0.0495223110147729,
+                0.00021977465683011536,
+                3.6312541763196866e-05,
+                1.4776149283286042e-05,
+            ),
+            rouge_l=0.08383567940883102,
+            cider=0.09901486412073952,
+        ),
+        match=28.25,
+        gpt=65.11111111111111,
+        match_gpt=28.25,  # the README gives the combined match only
+    )
+    assert drivelm_score(parts) == pytest.approx(0.3240234750718823, abs=1e-12)
+
+
+def test_final_score_needs_both_gpt_parts() -> None:
+    parts = Score(accuracy=1.0, match=50.0, gpt=70.0)
+    assert drivelm_score(parts) is None
+    assert parts.challenge is None
+
+
+def test_local_score_renormalises_over_present_parts() -> None:
+    assert local_score(Score(accuracy=0.8)) == pytest.approx(0.8)
+    assert local_score(Score(accuracy=0.8, match=40.0)) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="no local score part"):
+        local_score(Score())
+
+
+def test_score_answers_routes_by_tags() -> None:
+    predictions = ["B", "the light is red", "<c1,CAM_FRONT,1.5,2.5>", "keep going"]
+    references = ["B", "the light is green", "<c1,CAM_FRONT,1.5,2.5>", "stop"]
+    score = score_answers(predictions, references, [[0], [2], [3], [1]])
+    assert score.accuracy == 1.0
+    assert score.match == pytest.approx(100.0)
+    assert score.language is not None
+    assert dict(score.counts) == {"accuracy": 1, "language": 1, "match": 1, "gpt": 1}
+    row = score.as_dict()
+    assert row["score"] == pytest.approx(score.value)
+    assert row["challenge_score"] is None
+    assert {"Bleu_1", "ROUGE_L", "CIDEr", "n_gpt"} <= row.keys()
+    text = score.describe()
+    assert "0.4*GPT/100 + 0.2*language + 0.2*match/100 + 0.2*accuracy" in text
+    assert "not available" in text
+
+
+def test_score_answers_routes_untagged_items_by_reference() -> None:
+    score = score_answers(
+        ["A", "yes", "there is a car at <c1,CAM_FRONT,1.5,2.5>"],
+        ["A", "Yes.", "There is a car at <c1,CAM_FRONT,1.5,2.5>."],
+    )
+    assert dict(score.counts) == {"accuracy": 2, "language": 1, "match": 1, "gpt": 0}
+    assert score.accuracy == 1.0
+
+
+def test_score_answers_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="one prediction per reference"):
+        score_answers(["a"], ["a", "b"])
+    with pytest.raises(ValueError, match="nothing to score"):
+        score_answers([], [])
+    with pytest.raises(ValueError, match="unknown tag"):
+        score_answers(["a"], ["a"], [[7]])
+
+
+def test_fidelity_identical_answers_is_one() -> None:
+    answers = ["B", "The ego vehicle is going straight.", "No.", ""]
+    assert fidelity(answers, answers) == pytest.approx(1.0)
+    assert fidelity(["b"], ["B."]) == pytest.approx(1.0)
+
+
+def test_fidelity_partial_agreement() -> None:
+    # exact 0; ROUGE-L of "the car turns left" vs "the red car turns right" = 1.098 / 1.68
+    assert fidelity(["the car turns left"], ["the red car turns right"]) == pytest.approx(
+        0.5 * 1.098 / 1.68
+    )
+    assert fidelity(["yes"], ["no"]) == 0.0
+
+
+def test_token_agreement() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0]])
+    same = token_agreement(logits, logits)
+    assert same.top1 == 1.0
+    assert same.tv_similarity == pytest.approx(1.0)
+    # One-hot-like distributions on different tokens: TV distance ~1, top-1 never agrees.
+    peaked = torch.tensor([[50.0, 0.0, 0.0]])
+    other = torch.tensor([[0.0, 50.0, 0.0]])
+    far = token_agreement(peaked, other)
+    assert far.top1 == 0.0
+    assert far.tv_similarity == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="shapes differ"):
+        token_agreement(logits, logits[:1])
