@@ -1,0 +1,80 @@
+"""Benchmarks behind ``prune2drive bench``, and the few helpers they share.
+
+Every benchmark times its work the same way (warm-up, then the median of repeats, with CUDA
+synchronised around each run so the GPU's queue is not mistaken for its speed) and ends its
+output with one JSON line, so scripts can read the last line and people the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+
+DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available) -> a device.
+
+    Raises:
+        ConfigError: unknown name, or CUDA asked for where there is none.
+    """
+    if name not in DEVICES:
+        raise ConfigError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device cuda was requested but torch sees no CUDA device "
+            f"(torch {torch.__version__}); use --device cpu or auto"
+        )
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """What the device is, for a benchmark record: the GPU's or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def time_ms(
+    fn: Callable[[], object], *, warmup: int, repeats: int, device: torch.device | str
+) -> list[float]:
+    """Wall time of each of ``repeats`` calls of ``fn`` in ms, after ``warmup`` untimed calls."""
+    cuda = torch.device(device).type == "cuda"
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize(device)
+        begin = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - begin) * 1e3)
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of ``values`` (robust to the odd run that a busy machine slows down)."""
+    return float(statistics.median(values))
+
+
+def emit_json(obj: object) -> None:
+    """Print ``obj`` as one JSON line; benchmarks call it last so it is the output's last line."""
+    print(json.dumps(obj), flush=True)

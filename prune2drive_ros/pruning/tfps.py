@@ -17,12 +17,14 @@ Why this implementation is shaped the way it is:
 * All views walk in the same loop; a view whose budget is reached keeps walking but its extra
   picks are discarded when the result is built (masking at the end is cheaper than masking
   every step).
-* An incremental variant (one matrix-vector product per step instead of the full matrix) was
-  measured for the "first"/"random" starts on the 2-core CPU this was written on (6 x 729 tokens):
-  at 10 % retention it took 35-46 ms against 55-63 ms for the full matrix at dim 1152 and
-  153-305 ms against 146-150 ms at dim 3584, and it lost at 25 % retention (92-122 ms against
-  57 ms at dim 1152). The gain is small, only for one option at low retention, and on a GPU a
-  per-step matrix-vector product is memory bound, so there is one code path.
+* An incremental variant (no matrix: one matrix-vector product per step against the new
+  token) can serve the "first"/"random" starts. Measured on the 2-core CPU this was written on
+  (6 x 729 tokens, start "first", medians of 8 interleaved runs, same selections): at 10 %
+  retention it took 32 ms against 60 ms for the full matrix at dim 1152 and 153 ms against
+  213 ms at dim 3584; at 25 % it lost, 71 ms against 62 ms and 322 ms against 211 ms. It only
+  helps a non-default start at low retention on a CPU; on a GPU (not measured yet) its k
+  matrix-vector products are memory bound and each costs kernel launches, where the one matmul
+  is the kind of work a GPU does best. So there is one code path, the full matrix.
 * Distances are computed in float32 (or float64 for float64 input) whatever the token dtype,
   so that bf16/fp16 tokens select the same tokens as their float32 upcast.
 * Ties go to the lowest index (``torch.argmax`` returns the first maximum), as in the reference.

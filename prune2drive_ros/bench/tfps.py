@@ -1,0 +1,163 @@
+"""Time batched T-FPS against the reference loop on random tokens (same inputs, same process).
+
+For each retention rate both implementations run on the same ``[views, tokens, dim]`` tokens
+after a warm-up; the medians are reported with the speedup, whether both kept the same tokens,
+and the analytic cost of the distance matrix: its FLOPs (``2 * V * N * N * D``), the bytes the
+selection moves at least, and ``floor_ms``, the time of one batched float32 matmul of the same
+size alone. That matmul is the cosine and l2 distance matrix itself (l1 has no matmul form), so
+no implementation that needs every pairwise distance can beat it: ``ours_over_floor`` says how
+close to that limit T-FPS runs on this device.
+
+With ``--json`` every retention prints one JSON object on its own line, in the order given; the
+last line is therefore always a JSON object (the last retention's). Without ``--json`` a short
+table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import torch
+
+from ..pruning import budgets_from_rates, reference_tfps, tfps
+from ..pruning.tfps import METRICS
+from . import DEVICES, device_name, emit_json, median, resolve_device, time_ms
+
+log = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prune2drive bench tfps``."""
+    parser.add_argument("--views", type=_positive, default=6, help="camera views (default 6)")
+    parser.add_argument("--tokens", type=_positive, default=729, help="tokens per view (729)")
+    parser.add_argument("--dim", type=_positive, default=1152, help="feature size (1152)")
+    parser.add_argument(
+        "--retention",
+        type=float,
+        nargs="+",
+        default=[0.1],
+        help="fraction of tokens kept per view; several values give one result each (0.1)",
+    )
+    parser.add_argument("--metric", choices=METRICS, default="cosine", help="distance (cosine)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="device (auto)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="token dtype")
+    parser.add_argument("--repeats", type=_positive, default=5, help="timed runs (median; 5)")
+    parser.add_argument("--warmup", type=_non_negative, default=1, help="untimed runs first (1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens (0)")
+    parser.add_argument("--json", action="store_true", help="print JSON lines, not a table")
+
+
+def _measure(
+    tokens: torch.Tensor, retention: float, args: argparse.Namespace, device: torch.device
+) -> dict[str, Any]:
+    """One result record: both implementations and the matmul floor at one retention."""
+    views, count, dim = tokens.shape
+    budgets = budgets_from_rates(retention, count, views=[f"view{v}" for v in range(views)])
+    timing = {"warmup": args.warmup, "repeats": args.repeats, "device": device}
+
+    def ours() -> Any:
+        return tfps(tokens, budgets, metric=args.metric)
+
+    def reference() -> Any:
+        return reference_tfps(tokens, budgets, metric=args.metric)
+
+    upcast = tokens.float()
+
+    def floor() -> Any:
+        return torch.bmm(upcast, upcast.transpose(1, 2))
+
+    same = torch.equal(ours().indices, reference().indices)
+    log.info("timing T-FPS at retention %s (budgets %s)", retention, budgets)
+    ours_ms = median(time_ms(ours, **timing))
+    log.info("timing the reference loop")
+    reference_ms = median(time_ms(reference, **timing))
+    floor_ms = median(time_ms(floor, **timing))
+    # Tokens read once; distance matrix written once and read once (start); one row per step.
+    bytes_moved = tokens.numel() * tokens.element_size() + 4 * views * count * (
+        2 * count + max(budgets)
+    )
+    return {
+        "benchmark": "tfps",
+        "views": views,
+        "tokens": count,
+        "dim": dim,
+        "retention": retention,
+        "budgets": list(budgets),
+        "device": device.type,
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "dtype": args.dtype,
+        "metric": args.metric,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "seed": args.seed,
+        "ours_ms": round(ours_ms, 3),
+        "reference_ms": round(reference_ms, 3),
+        "speedup": round(reference_ms / ours_ms, 2),
+        "floor_ms": round(floor_ms, 3),
+        "ours_over_floor": round(ours_ms / floor_ms, 2),
+        "distance_gflop": round(2 * views * count * count * dim / 1e9, 3),
+        "bytes_moved": bytes_moved,
+        "same_selection": same,
+    }
+
+
+def _print_table(results: list[dict[str, Any]]) -> None:
+    first = results[0]
+    print(
+        f"T-FPS, {first['views']} views x {first['tokens']} tokens, dim {first['dim']}, "
+        f"{first['dtype']}, {first['metric']}, on {first['device']} ({first['device_name']}, "
+        f"{first['threads']} threads); distance matrix {first['distance_gflop']} GFLOP"
+    )
+    print(
+        f"{'retention':>9} {'ours ms':>9} {'reference ms':>12} {'speedup':>7} "
+        f"{'floor ms':>9} {'same':>5}"
+    )
+    for r in results:
+        print(
+            f"{r['retention']:>9.2f} {r['ours_ms']:>9.2f} {r['reference_ms']:>12.2f} "
+            f"{r['speedup']:>6.2f}x {r['floor_ms']:>9.2f} {r['same_selection']!s:>5}"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; exit status 1 if the two implementations kept different tokens."""
+    device = resolve_device(args.device)
+    generator = torch.Generator().manual_seed(args.seed)
+    tokens = torch.randn(args.views, args.tokens, args.dim, generator=generator)
+    tokens = tokens.to(device=device, dtype=DTYPES[args.dtype])
+    results = []
+    for retention in args.retention:
+        result = _measure(tokens, retention, args, device)
+        results.append(result)
+        if args.json:
+            emit_json(result)
+    if not args.json:
+        _print_table(results)
+    if not all(r["same_selection"] for r in results):
+        log.error("T-FPS and the reference kept different tokens")
+        return 1
+    return 0
