@@ -1,0 +1,414 @@
+"""The one parameter schema of the driving-QA node and of the ROS-free engine.
+
+Every setting is a field of :class:`DriveVLMConfig` whose metadata carries its description, its
+allowed range or choices, and whether changing it needs a restart. The node declares each ROS
+parameter from this schema (description, range, read-only flag), ``config/drive_vlm.yaml`` sets
+them, and the offline tools read that same file with :func:`load_params_yaml`: there is no second
+list of parameters to drift out of step.
+
+ROS 2 types parameters strictly (a ``double`` parameter rejects ``1``, it wants ``1.0``), so the
+params-file loader is just as strict: a file that loads here also loads in the node.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
+from .views import VIEWS, image_topic
+
+PACKAGE = "prune2drive_ros"
+
+#: Node name, and the key of its section in a ROS params file.
+NODE_NAME = "prune2drive"
+
+#: Parameters ROS itself or a library the node uses declares; a params file may set them, the
+#: schema does not own them (``diagnostic_updater.period`` overrides ``diagnostics_period_s``).
+FOREIGN_PARAMETERS: tuple[str, ...] = ("use_sim_time", "start_type_description_service")
+FOREIGN_PREFIXES: tuple[str, ...] = ("diagnostic_updater.", "qos_overrides.")
+
+DEFAULT_RATES_FILE = "config/retention_rates.yaml"
+DEFAULT_PARAMS_FILE = "config/drive_vlm.yaml"
+
+
+def pruner_names() -> tuple[str, ...]:
+    """Names of the registered pruners; :data:`prune2drive_ros.pruning.PRUNERS` is the source.
+
+    Imported on call because the pruning package imports torch, which reading a config must not.
+    """
+    from .pruning import PRUNERS
+
+    return tuple(PRUNERS)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What one parameter accepts: the node builds its ``ParameterDescriptor`` from this.
+
+    Attributes:
+        name: parameter name (the dataclass field name).
+        default: default value; its Python type is the parameter's type.
+        description: what it does, for ``ros2 param describe`` and the README table.
+        choices: allowed values of a string parameter, or a callable giving them lazily.
+        low, high: inclusive range of a number parameter.
+        read_only: True when a change needs a restart (model, topics, ...).
+        note: extra constraint text (e.g. "0 disables").
+    """
+
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    low: float | None = None
+    high: float | None = None
+    read_only: bool = True
+    note: str = ""
+
+    @property
+    def kind(self) -> type:
+        """Python type of the value: str, bool, int, float or tuple (a string array)."""
+        return type(self.default)
+
+    def allowed_choices(self) -> tuple[str, ...] | None:
+        """The choices, resolving a lazy source."""
+        return self.choices() if callable(self.choices) else self.choices
+
+    def constraints(self) -> str:
+        """One line saying what is allowed (``additional_constraints`` of the descriptor)."""
+        parts = []
+        choices = self.allowed_choices()
+        if choices is not None:
+            parts.append("one of: " + ", ".join(choices))
+        if self.low is not None and self.high is not None:
+            parts.append(f"{self.low:g} to {self.high:g}")
+        if self.note:
+            parts.append(self.note)
+        if self.read_only:
+            parts.append("needs a restart")
+        return "; ".join(parts)
+
+    def check(self, value: Any) -> None:
+        """Raise :class:`ConfigError` naming this parameter unless ``value`` is allowed."""
+        kind = self.kind
+        if kind is tuple:
+            if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"parameter {self.name} must be a list of strings, got {value!r}")
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"parameter {self.name} must be a number, got {value!r}")
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"parameter {self.name} must be a {kind.__name__}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+        ranged = kind in (int, float) and self.low is not None and self.high is not None
+        if ranged and not (math.isfinite(value) and self.low <= value <= self.high):
+            raise ConfigError(
+                f"parameter {self.name} is {value}; it must lie in "
+                f"[{self.low:g}, {self.high:g}]" + (f" ({self.note})" if self.note else "")
+            )
+        choices = self.allowed_choices()
+        if choices is not None and value not in choices:
+            raise ConfigError(
+                f"parameter {self.name} is {value!r}; it must be one of {', '.join(choices)}"
+            )
+
+
+def _param(default: Any, description: str, **spec: Any) -> Any:
+    """A dataclass field whose metadata holds the rest of its :class:`ParamSpec`."""
+    return field(default=default, metadata={"description": description, **spec})
+
+
+def default_image_topics(compressed: bool = True) -> tuple[str, ...]:
+    """The six camera topics as the nuScenes converters name them, in :data:`VIEWS` order."""
+    return tuple(image_topic(view, compressed) for view in VIEWS)
+
+
+@dataclass(frozen=True)
+class DriveVLMConfig:
+    """Every setting of the node and the engine; see each field's description."""
+
+    model: str = _param(
+        "",
+        "Hugging Face hub id or local path of the VLM checkpoint (e.g. a LLaVA-OneVision "
+        "checkpoint); empty = the cached tiny random-weight LLaVA-OneVision test model, "
+        "which answers nonsense",
+    )
+    family: str = _param(
+        "", "VLM family adapter (e.g. llava_onevision); empty = read from the model's config.json"
+    )
+    device: str = _param(
+        "auto",
+        "torch device; auto = cuda when available, else cpu",
+        choices=("auto", "cuda", "cpu"),
+    )
+    dtype: str = _param(
+        "auto",
+        "weights and activations dtype; auto = bfloat16 on cuda, float32 on cpu",
+        choices=("auto", "bfloat16", "float16", "float32"),
+    )
+    attn_implementation: str = _param(
+        "sdpa",
+        "attention kernel of the language model (pruning needs no attention weights)",
+        choices=("sdpa", "flash_attention_2", "eager"),
+    )
+    pruner: str = _param(
+        "tfps",
+        "visual-token pruner: tfps is Prune2Drive's per-view farthest point sampling",
+        choices=pruner_names,
+    )
+    rates_file: str = _param(
+        "",
+        "per-view retention rates YAML from the tuner; empty = the package's "
+        f"{DEFAULT_RATES_FILE}; a relative path is looked up in the working directory, then "
+        "in the package",
+    )
+    use_compressed: bool = _param(
+        True,
+        "subscribe to sensor_msgs/CompressedImage (true) or sensor_msgs/Image (false)",
+    )
+    image_topics: tuple[str, ...] = _param(
+        default_image_topics(),
+        "six camera topics in the order " + ", ".join(VIEWS) + "; the defaults become "
+        "/<VIEW>/image_rect when use_compressed is false",
+        note="six distinct topic names",
+    )
+    sync_slop_s: float = _param(
+        DEFAULT_SLOP_S,
+        "largest header-stamp spread in seconds within one synchronized camera set (60 ms fits "
+        "nuScenes-like rigs whose cameras fire in turn; see prune2drive_ros/sync.py)",
+        low=0.0,
+        high=1.0,
+    )
+    sync_queue_size: int = _param(
+        DEFAULT_QUEUE_SIZE,
+        "messages kept per camera while waiting for the other cameras",
+        low=1,
+        high=1000,
+    )
+    max_frame_age_s: float = _param(
+        1.0,
+        "reject questions when the latest camera set is older than this (node clock, sim "
+        "time aware)",
+        low=0.0,
+        high=86400.0,
+        note="0 disables",
+        read_only=False,
+    )
+    max_question_chars: int = _param(
+        1000, "longest question accepted, in characters", low=1, high=100000, read_only=False
+    )
+    max_queue: int = _param(
+        4,
+        "questions waiting for the GPU beyond the one being answered; more are rejected at once",
+        low=1,
+        high=64,
+    )
+    max_new_tokens: int = _param(
+        64,
+        "answer length limit in tokens when a request gives 0",
+        low=1,
+        high=4096,
+        read_only=False,
+    )
+    standing_question: str = _param(
+        "",
+        "question asked every standing_period_s and published on ~/answers; empty = off",
+        read_only=False,
+    )
+    standing_period_s: float = _param(
+        5.0, "period of the standing question in seconds", low=0.1, high=3600.0, read_only=False
+    )
+    diagnostics_period_s: float = _param(
+        1.0, "period of the /diagnostics status in seconds", low=0.1, high=60.0
+    )
+
+    @classmethod
+    def specs(cls) -> tuple[ParamSpec, ...]:
+        """Every parameter of the schema, in declaration order."""
+        out = []
+        for f in fields(cls):
+            meta = dict(f.metadata)
+            default = f.default if f.default is not MISSING else None
+            out.append(ParamSpec(name=f.name, default=default, **meta))
+        return tuple(out)
+
+    @classmethod
+    def spec(cls, name: str) -> ParamSpec:
+        """The spec of parameter ``name``; ConfigError when there is none."""
+        for spec in cls.specs():
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"unknown parameter {name!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, ros_types: bool = False) -> DriveVLMConfig:
+        """Build and validate a config from parameter values (missing ones keep defaults).
+
+        Args:
+            values: parameter name -> value (YAML or ROS values; lists become tuples).
+            ros_types: reject an integer for a float parameter as ROS 2 does, with the fix.
+
+        Raises:
+            ConfigError: an unknown name (all of them are listed) or an invalid value.
+        """
+        specs = {spec.name: spec for spec in cls.specs()}
+        unknown = sorted(name for name in values if name not in specs)
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(specs)}"
+            )
+        kwargs: dict[str, Any] = {}
+        for name, value in values.items():
+            if ros_types and specs[name].kind is float and type(value) is int:
+                raise ConfigError(
+                    f"parameter {name} must be a float: write {value}.0, not {value} "
+                    "(ROS 2 rejects an integer for a double parameter)"
+                )
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def validate(self) -> DriveVLMConfig:
+        """Check every parameter; return self so calls chain.
+
+        Raises:
+            ConfigError: naming the first invalid parameter and what it allows.
+        """
+        for spec in self.specs():
+            spec.check(getattr(self, spec.name))
+        topics = self.image_topics
+        if len(topics) != len(VIEWS) or not all(t.strip() for t in topics):
+            raise ConfigError(
+                f"parameter image_topics must name {len(VIEWS)} non-empty topics, one per view "
+                f"({', '.join(VIEWS)}); got {list(topics)}"
+            )
+        if len(set(topics)) != len(topics):
+            raise ConfigError(f"parameter image_topics names a topic twice: {list(topics)}")
+        return self
+
+    def resolved_image_topics(self) -> dict[str, str]:
+        """View name -> topic, switching the default topics to raw images when not compressed."""
+        topics = self.image_topics
+        if not self.use_compressed and topics == default_image_topics(compressed=True):
+            topics = default_image_topics(compressed=False)
+        return dict(zip(VIEWS, topics, strict=True))
+
+    def with_changes(self, **changes: Any) -> DriveVLMConfig:
+        """A validated copy with ``changes`` applied (lists become tuples)."""
+        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        return replace(self, **changes).validate()
+
+
+def package_dirs(share_dir: str | Path | None = None) -> list[Path]:
+    """Where the package's ``config/`` may live, most specific first.
+
+    ``share_dir`` is the installed share directory (the node finds it with ament_index); without
+    it: the source checkout, then a pip install's ``<prefix>/share/prune2drive_ros``.
+    """
+    if share_dir is not None:
+        return [Path(share_dir)]
+    return [Path(__file__).resolve().parent.parent, Path(sys.prefix) / "share" / PACKAGE]
+
+
+def package_file(
+    path: str, default: str, share_dir: str | Path | None = None, *, what: str = "file"
+) -> Path:
+    """Resolve a user-given file path: empty = the package's ``default``.
+
+    An absolute path is used as is; a relative one is looked up in the working directory, then
+    in the package (so ``config/retention_rates.yaml`` works from anywhere).
+
+    Raises:
+        ConfigError: no candidate exists; every tried path is listed.
+    """
+    relative = Path(path or default).expanduser()
+    if relative.is_absolute():
+        candidates = [relative]
+    else:
+        bases = [Path.cwd()] if path else []
+        candidates = [base / relative for base in [*bases, *package_dirs(share_dir)]]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(map(str, candidates))
+    raise ConfigError(f"{what} {path or default!r} not found; tried {tried}")
+
+
+def resolve_rates_file(config: DriveVLMConfig, share_dir: str | Path | None = None) -> Path:
+    """The retention-rates file ``config`` names (empty = the package's default)."""
+    return package_file(config.rates_file, DEFAULT_RATES_FILE, share_dir, what="rates_file")
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """ROS params files may nest names (``a: {b: 1}`` is parameter ``a.b``)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _is_foreign(name: str) -> bool:
+    return name in FOREIGN_PARAMETERS or name.startswith(FOREIGN_PREFIXES)
+
+
+def _node_sections(document: Mapping[str, Any], node_name: str) -> Iterable[str]:
+    """Keys of the sections that apply to ``node_name``: ``/**`` first, the node's own last."""
+    own = [
+        key
+        for key in document
+        if isinstance(key, str) and key != "/**" and key.rstrip("/").split("/")[-1] == node_name
+    ]
+    return (["/**"] if "/**" in document else []) + own
+
+
+def load_params_yaml(path: str | Path, node_name: str = NODE_NAME) -> DriveVLMConfig:
+    """Read a ROS 2 params file (``<node>: ros__parameters: {...}``) into a validated config.
+
+    Sections for ``/**`` and for the node (``prune2drive``, ``/prune2drive`` or
+    ``/<ns>/prune2drive``) apply, the node's own winning. Parameters ROS or diagnostic_updater
+    own (``use_sim_time``, ``diagnostic_updater.*``) are accepted and ignored.
+
+    Raises:
+        ConfigError: unreadable file, no section for the node, unknown or invalid parameters.
+    """
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read params file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"params file {path} must map node names to sections")
+    sections = list(_node_sections(document, node_name))
+    if not sections:
+        raise ConfigError(
+            f"params file {path} has no section for node {node_name!r} or '/**' "
+            f"(found: {', '.join(map(str, document))})"
+        )
+    values: dict[str, Any] = {}
+    for key in sections:
+        section = document[key]
+        params = section.get("ros__parameters") if isinstance(section, Mapping) else None
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"params file {path}: section {key!r} needs a ros__parameters map")
+        values.update(_flatten(params))
+    own = {name: value for name, value in values.items() if not _is_foreign(name)}
+    try:
+        return DriveVLMConfig.from_mapping(own, ros_types=True)
+    except ConfigError as exc:
+        raise ConfigError(f"params file {path}: {exc}") from exc

@@ -1,0 +1,211 @@
+"""The parameter schema: validation per parameter, the ROS params-file loader, the shipped file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from prune2drive_ros.config import (
+    DEFAULT_PARAMS_FILE,
+    DriveVLMConfig,
+    default_image_topics,
+    load_params_yaml,
+    package_file,
+    resolve_rates_file,
+)
+from prune2drive_ros.errors import ConfigError
+from prune2drive_ros.pruning import PRUNERS
+from prune2drive_ros.views import VIEWS
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / DEFAULT_PARAMS_FILE
+
+#: One invalid value per parameter (wrong choice, out of range, or wrong type).
+INVALID: dict[str, object] = {
+    "model": 3,
+    "family": None,
+    "device": "tpu",
+    "dtype": "int8",
+    "attn_implementation": "flash",
+    "pruner": "fastv_typo",
+    "rates_file": 1.5,
+    "use_compressed": "yes",
+    "image_topics": ("/a", "/b"),
+    "sync_slop_s": 1.5,
+    "sync_queue_size": 0,
+    "max_frame_age_s": -1.0,
+    "max_question_chars": 0,
+    "max_queue": 65,
+    "max_new_tokens": 0,
+    "standing_question": 7,
+    "standing_period_s": 0.0,
+    "diagnostics_period_s": 100.0,
+}
+
+
+def write_params(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_defaults_validate() -> None:
+    config = DriveVLMConfig().validate()
+    assert config.image_topics == default_image_topics()
+    assert config.pruner in PRUNERS
+
+
+def test_every_parameter_has_a_description_and_an_invalid_case() -> None:
+    names = [spec.name for spec in DriveVLMConfig.specs()]
+    assert set(names) == set(INVALID), "add an invalid value for each new parameter"
+    for spec in DriveVLMConfig.specs():
+        assert spec.description.strip(), spec.name
+        assert spec.kind in (str, bool, int, float, tuple), spec.name
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_invalid_value_names_the_parameter(name: str) -> None:
+    with pytest.raises(ConfigError, match=rf"\b{name}\b"):
+        DriveVLMConfig().with_changes(**{name: INVALID[name]})
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("device", "auto, cuda, cpu"),
+        ("max_queue", r"\[1, 64\]"),
+        ("max_frame_age_s", "0 disables"),
+        ("pruner", ", ".join(PRUNERS)),
+    ],
+)
+def test_error_says_what_is_allowed(name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        DriveVLMConfig().with_changes(**{name: INVALID[name]})
+
+
+def test_range_edges_are_allowed() -> None:
+    for spec in DriveVLMConfig.specs():
+        if spec.low is None or spec.high is None:
+            continue
+        for edge in (spec.low, spec.high):
+            value = spec.kind(edge)
+            assert getattr(DriveVLMConfig().with_changes(**{spec.name: value}), spec.name) == value
+
+
+def test_every_pruner_is_a_choice() -> None:
+    for name in PRUNERS:
+        assert DriveVLMConfig().with_changes(pruner=name).pruner == name
+
+
+def test_image_topics_must_be_distinct_and_non_empty() -> None:
+    topics = list(default_image_topics())
+    with pytest.raises(ConfigError, match="twice"):
+        DriveVLMConfig().with_changes(image_topics=[topics[0]] * 6)
+    with pytest.raises(ConfigError, match="non-empty"):
+        DriveVLMConfig().with_changes(image_topics=[*topics[:5], " "])
+
+
+def test_raw_images_switch_default_topics_only() -> None:
+    raw = DriveVLMConfig(use_compressed=False)
+    assert raw.resolved_image_topics() == dict(zip(VIEWS, default_image_topics(False), strict=True))
+    custom = tuple(f"/rig/{v.lower()}" for v in VIEWS)
+    mine = DriveVLMConfig(use_compressed=False, image_topics=custom)
+    assert tuple(mine.resolved_image_topics().values()) == custom
+
+
+def test_constraints_text_for_descriptors() -> None:
+    assert DriveVLMConfig.spec("dtype").constraints().startswith("one of: auto, bfloat16")
+    assert "needs a restart" in DriveVLMConfig.spec("model").constraints()
+    assert "needs a restart" not in DriveVLMConfig.spec("standing_question").constraints()
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        DriveVLMConfig.spec("nope")
+
+
+def test_load_node_section_and_wildcard(tmp_path: Path) -> None:
+    path = write_params(
+        tmp_path,
+        """
+/**:
+  ros__parameters:
+    use_sim_time: true
+    max_queue: 2
+    device: cpu
+/vehicle/prune2drive:
+  ros__parameters:
+    max_queue: 8
+    diagnostic_updater:
+      period: 2.0
+other_node:
+  ros__parameters:
+    whatever: 1
+""",
+    )
+    config = load_params_yaml(path)
+    assert (config.max_queue, config.device) == (8, "cpu")
+
+
+def test_load_unknown_keys_are_all_named(tmp_path: Path) -> None:
+    path = write_params(
+        tmp_path, "prune2drive:\n  ros__parameters:\n    max_qeue: 3\n    devcie: cpu\n"
+    )
+    with pytest.raises(ConfigError, match="devcie, max_qeue"):
+        load_params_yaml(path)
+
+
+def test_load_rejects_integer_for_float_like_ros(tmp_path: Path) -> None:
+    path = write_params(tmp_path, "prune2drive:\n  ros__parameters:\n    standing_period_s: 2\n")
+    with pytest.raises(ConfigError, match=r"write 2\.0"):
+        load_params_yaml(path)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("other:\n  ros__parameters: {}\n", "no section for node 'prune2drive'"),
+        ("prune2drive:\n  max_queue: 3\n", "ros__parameters"),
+        ("- a\n- b\n", "must map node names"),
+        ("prune2drive: [\n", "not valid YAML"),
+        ("prune2drive:\n  ros__parameters:\n    device: gpu\n", "params.yaml.*device"),
+    ],
+)
+def test_load_bad_files(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_params_yaml(write_params(tmp_path, body))
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read params file"):
+        load_params_yaml(tmp_path / "absent.yaml")
+
+
+def test_shipped_params_file_is_the_schema() -> None:
+    """config/drive_vlm.yaml sets every parameter, to its default, each under a comment."""
+    assert load_params_yaml(SHIPPED) == DriveVLMConfig()
+    lines = SHIPPED.read_text(encoding="utf-8").splitlines()
+    for spec in DriveVLMConfig.specs():
+        index = next(i for i, line in enumerate(lines) if re.match(rf"\s+{spec.name}:", line))
+        assert lines[index - 1].strip().startswith("#"), f"{spec.name} has no comment above it"
+        if spec.read_only:
+            comment_start = index - 1
+            while lines[comment_start - 1].strip().startswith("#"):
+                comment_start -= 1
+            assert "(restart)" in lines[comment_start], f"{spec.name} needs a restart: say so"
+
+
+def test_package_file_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert package_file("", DEFAULT_PARAMS_FILE) == SHIPPED
+    monkeypatch.chdir(tmp_path)
+    assert package_file(DEFAULT_PARAMS_FILE, DEFAULT_PARAMS_FILE) == SHIPPED  # package fallback
+    (tmp_path / "config").mkdir()
+    mine = tmp_path / DEFAULT_PARAMS_FILE
+    mine.write_text("{}", encoding="utf-8")
+    assert package_file(DEFAULT_PARAMS_FILE, DEFAULT_PARAMS_FILE) == mine  # cwd first
+    assert package_file(str(mine), "unused") == mine
+    share = tmp_path / "share"
+    (share / "config").mkdir(parents=True)
+    (share / "config" / "x.yaml").write_text("{}", encoding="utf-8")
+    assert package_file("", "config/x.yaml", share) == share / "config" / "x.yaml"
+    with pytest.raises(ConfigError, match=r"rates_file 'nope\.yaml' not found; tried"):
+        resolve_rates_file(DriveVLMConfig(rates_file="nope.yaml"))
