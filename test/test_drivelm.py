@@ -1,0 +1,210 @@
+"""DriveLM-nuScenes parsing on a fixture in the real file format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prune2drive_ros.errors import ConfigError, QuestionError
+from prune2drive_ros.tuning.drivelm import (
+    CATEGORIES,
+    load_drivelm,
+    resolve_image,
+    score_drivelm,
+)
+from prune2drive_ros.views import VIEWS
+
+FIXTURE = Path(__file__).parent / "fixtures" / "drivelm_small.json"
+SCENE_TAGGED = "c5224b03a1c6483b8ee1a4fd7e3de6a2"
+FRAME_FIRST = "3e8750f331d7499e9b5123e9eb70f2e2"
+SCENE_UNTAGGED = "0ac05652a4c44374998be876ba5cd6fd"
+
+
+def _fixture() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(FIXTURE.read_text())
+    return data
+
+
+@pytest.fixture
+def nuscenes(tmp_path: Path) -> Path:
+    """A nuScenes root holding an (empty) file for every image the fixture names."""
+    root = tmp_path / "nuscenes"
+    for scene in _fixture().values():
+        for frame in scene["key_frames"].values():
+            for raw in frame["image_paths"].values():
+                image = resolve_image(raw, root)
+                image.parent.mkdir(parents=True, exist_ok=True)
+                image.touch()
+    return root
+
+
+def test_loads_every_question_in_challenge_order(nuscenes: Path) -> None:
+    items = load_drivelm(FIXTURE, nuscenes)
+    assert len(items) == 14  # 6 + 3 questions in the tagged scene's frames, 5 in the other
+    first = [item for item in items if item.frame == FRAME_FIRST]
+    assert [item.index for item in first] == list(range(6))
+    assert [item.category for item in first] == [
+        "perception",
+        "perception",
+        "prediction",
+        "prediction",
+        "planning",
+        "behavior",
+    ]
+    assert first[0].id == f"{SCENE_TAGGED}_{FRAME_FIRST}_0"
+    assert first[1].answer == "D"
+    assert first[1].tags == (0,)
+    assert first[1].is_multiple_choice
+    assert not first[0].is_multiple_choice
+
+
+def test_images_resolve_under_the_root_in_view_order(nuscenes: Path) -> None:
+    item = load_drivelm(FIXTURE, nuscenes)[0]
+    assert len(item.images) == len(VIEWS)
+    for view, image in zip(VIEWS, item.images, strict=True):
+        assert image.is_file()
+        assert image.parent == nuscenes / "samples" / view
+        assert item.image(view) == image
+    with pytest.raises(ValueError, match="unknown camera view"):
+        item.image("CAM_TOP")
+
+
+def test_resolve_image_accepts_both_drivelm_path_styles(tmp_path: Path) -> None:
+    expected = tmp_path / "samples" / "CAM_FRONT" / "x.jpg"
+    assert resolve_image("../nuscenes/samples/CAM_FRONT/x.jpg", tmp_path) == expected
+    assert resolve_image("data/nuscenes/samples/CAM_FRONT/x.jpg", tmp_path) == expected
+    with pytest.raises(QuestionError, match="no samples/ or sweeps/"):
+        resolve_image("images/x.jpg", tmp_path)
+
+
+def test_training_style_scene_has_description_and_no_tags(nuscenes: Path) -> None:
+    items = [i for i in load_drivelm(FIXTURE, nuscenes) if i.scene == SCENE_UNTAGGED]
+    assert len(items) == 5
+    assert all(item.tags == () for item in items)
+    assert items[0].scene_description.startswith("The ego vehicle waits")
+
+
+def test_categories_filter_keeps_indices(nuscenes: Path) -> None:
+    items = load_drivelm(FIXTURE, nuscenes, categories=["behavior"])
+    assert {item.category for item in items} == {"behavior"}
+    assert [item.index for item in items if item.frame == FRAME_FIRST] == [5]
+    with pytest.raises(ConfigError, match="choose from perception"):
+        load_drivelm(FIXTURE, nuscenes, categories=["control"])
+
+
+def test_limit_draws_a_seeded_sample_in_file_order(nuscenes: Path) -> None:
+    every = [item.id for item in load_drivelm(FIXTURE, nuscenes)]
+    first = [item.id for item in load_drivelm(FIXTURE, nuscenes, limit=5, seed=3)]
+    again = [item.id for item in load_drivelm(FIXTURE, nuscenes, limit=5, seed=3)]
+    assert first == again
+    assert len(first) == 5
+    assert first == [item_id for item_id in every if item_id in first]
+    assert len(load_drivelm(FIXTURE, nuscenes, limit=100)) == len(every)
+    with pytest.raises(ConfigError, match="limit must be at least 1"):
+        load_drivelm(FIXTURE, nuscenes, limit=0)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(QuestionError, match="does not exist"):
+        load_drivelm(tmp_path / "nope.json", tmp_path)
+
+
+def test_bad_json_reports_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  "scene": {\n    "key_frames": [,]\n}')
+    with pytest.raises(QuestionError, match=r"not valid JSON: .* line 3, column 20"):
+        load_drivelm(path, tmp_path)
+
+
+def test_not_drivelm_format(tmp_path: Path) -> None:
+    path = tmp_path / "list.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(QuestionError, match="the top level is list"):
+        load_drivelm(path, tmp_path)
+
+
+def _write_variant(tmp_path: Path, change: Any) -> Path:
+    data = _fixture()
+    change(data[SCENE_TAGGED]["key_frames"][FRAME_FIRST])
+    path = tmp_path / "variant.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_missing_view_is_named(tmp_path: Path, nuscenes: Path) -> None:
+    path = _write_variant(tmp_path, lambda frame: frame["image_paths"].pop("CAM_BACK_LEFT"))
+    with pytest.raises(QuestionError, match=rf"frame {FRAME_FIRST} .*CAM_BACK_LEFT"):
+        load_drivelm(path, nuscenes)
+
+
+def test_question_without_text_is_located(tmp_path: Path, nuscenes: Path) -> None:
+    path = _write_variant(tmp_path, lambda frame: frame["QA"]["prediction"][1].pop("Q"))
+    with pytest.raises(QuestionError, match='prediction question 3 has no text "Q"'):
+        load_drivelm(path, nuscenes)
+
+
+def test_bad_tag_is_reported(tmp_path: Path, nuscenes: Path) -> None:
+    path = _write_variant(tmp_path, lambda frame: frame["QA"]["behavior"][0].update(tag="0"))
+    with pytest.raises(QuestionError, match='"tag"'):
+        load_drivelm(path, nuscenes)
+
+
+def test_question_only_file_loads_without_answers(tmp_path: Path, nuscenes: Path) -> None:
+    def drop_answers(frame: dict[str, Any]) -> None:
+        for category in CATEGORIES:
+            for qa in frame["QA"][category]:
+                qa.pop("A")
+
+    items = load_drivelm(_write_variant(tmp_path, drop_answers), nuscenes)
+    unanswered = [item for item in items if item.answer is None]
+    assert len(unanswered) == 6
+    assert unanswered[1].is_multiple_choice  # known from the options in the question
+    with pytest.raises(QuestionError, match="no reference answer"):
+        score_drivelm(items, ["x"] * len(items))
+
+
+def test_missing_images_name_file_view_and_root(nuscenes: Path) -> None:
+    shutil.rmtree(nuscenes / "samples" / "CAM_BACK")
+    with pytest.raises(ConfigError) as caught:
+        load_drivelm(FIXTURE, nuscenes)
+    message = str(caught.value)
+    assert "3 of 18 image files are missing" in message
+    assert f"nuScenes root {nuscenes}," in message
+    assert f"{nuscenes / 'samples' / 'CAM_BACK'}/n008-" in message
+    assert f"(CAM_BACK of frame {FRAME_FIRST})" in message
+    assert len(load_drivelm(FIXTURE, nuscenes, check_images=False)) == 14
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a folder"):
+        load_drivelm(FIXTURE, tmp_path / "nowhere")
+
+
+def test_reference_answers_score_perfectly(nuscenes: Path) -> None:
+    items = load_drivelm(FIXTURE, nuscenes)
+    score = score_drivelm(items, [item.answer or "" for item in items])
+    assert score.accuracy == 1.0
+    assert score.match == pytest.approx(100.0)
+    assert score.language is not None
+    assert score.language.rouge_l == pytest.approx(1.0)
+    # Tagged frames by their tags: accuracy 3 + 1, language 1 + 1, match 1 + 1, GPT 1.
+    # Untagged frame by its answers: "No." -> accuracy; the object list -> language and match;
+    # "Going ahead.", the safe actions and the behaviour sentence -> language.
+    assert dict(score.counts) == {"accuracy": 5, "language": 6, "match": 3, "gpt": 1}
+
+
+def test_challenge_filter_drops_questions_about_missed_objects(nuscenes: Path) -> None:
+    items = load_drivelm(FIXTURE, nuscenes)
+    predictions = [item.answer or "" for item in items]
+    # The first answer of the first frame now finds no object: every later question of that
+    # frame that mentions an object is no longer scored.
+    first = next(i for i, item in enumerate(items) if item.frame == FRAME_FIRST)
+    predictions[first] = "There is nothing important."
+    filtered = score_drivelm(items, predictions)
+    unfiltered = score_drivelm(items, predictions, challenge_filter=False)
+    assert sum(filtered.counts.values()) < sum(unfiltered.counts.values())
+    assert filtered.counts["gpt"] == 0  # its only GPT question mentions <c1,...>
