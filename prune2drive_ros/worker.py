@@ -1,0 +1,295 @@
+"""The inference worker: one thread, a bounded queue, and answers that never block the asker.
+
+One GPU answers one question at a time, so questions queue for a single worker thread. A ROS
+service callback must never wait for a queue slot (that would stall the executor), so
+:meth:`InferenceWorker.submit` returns a future at once: either queued, or already resolved with
+a rejection that says why and what to do. The admission checks are plain functions that the
+node and the tests share; the worker runs opaque callables, so it knows nothing of the engine.
+
+A job that raises never kills the worker: package errors become their message, a CUDA
+out-of-memory frees the cache and says how to use less memory, anything else is logged with its
+traceback; in every case the next question is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from .errors import Prune2DriveError
+
+T = TypeVar("T")
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a question is not taken: ``reason`` is the counter key, ``message`` tells the user."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobResult(Generic[T]):
+    """Outcome of one submitted job: its value on success, else a message and a reason key."""
+
+    success: bool
+    value: T | None = None
+    message: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerCounters:
+    """A consistent snapshot of the worker's counters (for diagnostics).
+
+    Attributes:
+        served: jobs that returned a value.
+        rejected: reason -> questions turned away before running.
+        failed: reason -> jobs that raised (exception class name, ``cuda_oom``, ``internal``).
+        waiting: jobs queued behind the running one.
+        busy: a job is running.
+        last_failure_s: clock time of the newest failure, None before the first.
+        last_failure: its message.
+    """
+
+    served: int = 0
+    rejected: Mapping[str, int] = field(default_factory=dict)
+    failed: Mapping[str, int] = field(default_factory=dict)
+    waiting: int = 0
+    busy: bool = False
+    last_failure_s: float | None = None
+    last_failure: str = ""
+
+
+def check_ready(loaded: bool, model: str) -> Rejection | None:
+    """Reject while the model is still loading (questions then would wait for minutes)."""
+    if loaded:
+        return None
+    return Rejection(
+        "not_ready", f"model {model or '(tiny test model)'} is still loading; try again shortly"
+    )
+
+
+def check_question(question: str, max_chars: int) -> Rejection | None:
+    """Reject an empty question, or one longer than ``max_chars`` characters."""
+    if not question.strip():
+        return Rejection("bad_question", "question is empty; ask something about the scene")
+    if len(question) > max_chars:
+        return Rejection(
+            "bad_question",
+            f"question has {len(question)} characters (max_question_chars={max_chars}): "
+            "shorten it or raise max_question_chars",
+        )
+    return None
+
+
+def check_frames(
+    stamp_ns: int | None,
+    now_ns: int,
+    max_age_s: float,
+    topics: Sequence[str],
+    silent_topics: Sequence[str] = (),
+) -> Rejection | None:
+    """Reject when no camera set arrived yet, or the newest one is too old.
+
+    Args:
+        stamp_ns: header stamp of the newest synchronized set, None before the first.
+        now_ns: the node clock (sim time with ``use_sim_time``), same epoch as the stamps.
+        max_age_s: largest accepted ``|now - stamp|``; 0 disables the age check.
+        topics: the six camera topics.
+        silent_topics: those that never delivered a message (pinpoints a dead camera).
+    """
+    if stamp_ns is None:
+        if silent_topics:
+            detail = f"nothing received at all on {', '.join(silent_topics)}"
+        else:
+            detail = "every topic sends, but their stamps never fall within sync_slop_s"
+        return Rejection(
+            "no_frames", f"no synchronized frames received yet on {', '.join(topics)}: {detail}"
+        )
+    age_s = (now_ns - stamp_ns) / 1e9
+    if max_age_s <= 0 or abs(age_s) <= max_age_s:
+        return None
+    if age_s > 0:
+        return Rejection(
+            "stale_frames",
+            f"frames are {age_s:.1f} s old (max_frame_age_s={max_age_s:g}): is the bag/camera "
+            "running? with use_sim_time check /clock (ros2 bag play --clock)",
+        )
+    return Rejection(
+        "stale_frames",
+        f"frames are stamped {-age_s:.1f} s ahead of the node clock (max_frame_age_s="
+        f"{max_age_s:g}): with use_sim_time check /clock (ros2 bag play --clock); without it, "
+        "check the camera clocks",
+    )
+
+
+def check_queue(waiting: int, max_queue: int) -> Rejection | None:
+    """Reject when ``max_queue`` jobs already wait behind the running one."""
+    if waiting < max_queue:
+        return None
+    return Rejection(
+        "queue_full",
+        f"queue full ({waiting} waiting, max_queue={max_queue}): try again later or raise "
+        "max_queue",
+    )
+
+
+def _cuda_oom_type() -> type[BaseException] | None:
+    """torch's CUDA out-of-memory error, when torch is loaded (a job raising it loaded it)."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.cuda.OutOfMemoryError
+
+
+class InferenceWorker:
+    """Runs submitted jobs one at a time on its own thread.
+
+    Args:
+        max_queue: jobs allowed to wait behind the running one.
+        log_error: where failures with tracebacks go (the node passes its rclpy logger's
+            ``error``; the default is this module's logging logger).
+        clock: monotonic seconds, for ``last_failure_s`` (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        max_queue: int,
+        *,
+        log_error: Callable[[str], None] = _LOG.error,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "prune2drive-inference",
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        self.max_queue = max_queue
+        self._log_error = log_error
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._closing = False
+        self._busy = False
+        self._served = 0
+        self._rejected: Counter[str] = Counter()
+        self._failed: Counter[str] = Counter()
+        self._last_failure_s: float | None = None
+        self._last_failure = ""
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, job: Callable[[], T], *, rejection: Rejection | None = None
+    ) -> Future[JobResult[T]]:
+        """Queue ``job``; never blocks.
+
+        Args:
+            job: the work, e.g. ``lambda: engine.answer(frames, question, n)``.
+            rejection: the caller's own admission check failed (``check_*``): resolve the
+                future with it at once and count it, without queueing.
+
+        Returns:
+            A future resolved with the job's :class:`JobResult`; already resolved when the
+            question is rejected (by the caller, a full queue, or a closing worker).
+        """
+        future: Future[JobResult[T]] = Future()
+        with self._cond:
+            if rejection is None and self._closing:
+                rejection = Rejection("shutdown", "the node is shutting down")
+            if rejection is None:
+                rejection = check_queue(len(self._queue), self.max_queue)
+            if rejection is None:
+                self._queue.append((job, future))
+                self._cond.notify()
+                return future
+            self._rejected[rejection.reason] += 1
+        future.set_result(JobResult(False, message=rejection.message, reason=rejection.reason))
+        return future
+
+    def counters(self) -> WorkerCounters:
+        """A consistent snapshot of the counters."""
+        with self._cond:
+            return WorkerCounters(
+                served=self._served,
+                rejected=dict(self._rejected),
+                failed=dict(self._failed),
+                waiting=len(self._queue),
+                busy=self._busy,
+                last_failure_s=self._last_failure_s,
+                last_failure=self._last_failure,
+            )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain and join: queued jobs resolve as "shutting down", the running one finishes.
+
+        Nobody waits forever on a future after this returns (unless the running job outlasts
+        ``timeout``). Later submissions are rejected.
+        """
+        with self._cond:
+            self._closing = True
+            pending = list(self._queue)
+            self._queue.clear()
+            if pending:
+                self._rejected["shutdown"] += len(pending)
+            self._cond.notify_all()
+        for _, future in pending:
+            if future.set_running_or_notify_cancel():
+                future.set_result(
+                    JobResult(False, message="the node is shutting down", reason="shutdown")
+                )
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                job, future = self._queue.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue  # the asker gave up before its turn
+                self._busy = True
+            result = self._execute(job)
+            with self._cond:
+                self._busy = False
+                if result.success:
+                    self._served += 1
+                else:
+                    self._failed[result.reason] += 1
+                    self._last_failure_s = self._clock()
+                    self._last_failure = result.message
+            future.set_result(result)
+
+    def _execute(self, job: Callable[[], object]) -> JobResult[object]:
+        """Run one job, turning every exception into a failed result."""
+        try:
+            return JobResult(True, value=job())
+        except Exception as exc:
+            oom = _cuda_oom_type()
+            if oom is not None and isinstance(exc, oom):
+                sys.modules["torch"].cuda.empty_cache()
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                message = (
+                    f"CUDA out of memory ({first_line}): try a lower retention (rates_file) "
+                    "or max_new_tokens, a smaller dtype or model"
+                )
+                self._log_error(message)
+                return JobResult(False, message=message, reason="cuda_oom")
+            if isinstance(exc, Prune2DriveError):
+                return JobResult(False, message=str(exc), reason=type(exc).__name__)
+            self._log_error(f"question failed with an unexpected error:\n{traceback.format_exc()}")
+            return JobResult(
+                False,
+                message=f"internal error: {type(exc).__name__}: {exc} (traceback in the node log)",
+                reason="internal",
+            )

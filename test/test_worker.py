@@ -1,0 +1,220 @@
+"""The inference worker's queueing policy, without ROS: rejections are immediate, failures are
+contained, counters add up, close() leaves nobody waiting."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+
+from prune2drive_ros.errors import DecodeError
+from prune2drive_ros.worker import (
+    InferenceWorker,
+    JobResult,
+    Rejection,
+    check_frames,
+    check_question,
+    check_queue,
+    check_ready,
+)
+
+TOPICS = ("/CAM_FRONT/image_rect_compressed", "/CAM_BACK/image_rect_compressed")
+SECOND = 1_000_000_000
+TIMEOUT = 10.0
+
+
+class Gate:
+    """A job that blocks until released, so tests control what the worker is doing."""
+
+    def __init__(self, value: str = "gated") -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.value = value
+
+    def __call__(self) -> str:
+        self.started.set()
+        assert self.release.wait(TIMEOUT), "test forgot to release the gate"
+        return self.value
+
+
+@pytest.fixture
+def errors() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def worker(errors: list[str]) -> Iterator[InferenceWorker]:
+    w = InferenceWorker(max_queue=2, log_error=errors.append)
+    yield w
+    w.close(timeout=TIMEOUT)
+
+
+def result(future: object) -> JobResult[object]:
+    return future.result(timeout=TIMEOUT)  # type: ignore[attr-defined,no-any-return]
+
+
+def raising(exc: BaseException) -> Callable[[], object]:
+    def job() -> object:
+        raise exc
+
+    return job
+
+
+def test_serves_jobs_in_order(worker: InferenceWorker) -> None:
+    futures = [worker.submit(lambda i=i: i * 10) for i in range(2)]
+    assert [result(f).value for f in futures] == [0, 10]
+    assert all(result(f).success for f in futures)
+    assert worker.counters().served == 2
+
+
+def test_queue_full_is_rejected_at_once(worker: InferenceWorker) -> None:
+    gate = Gate()
+    running = worker.submit(gate)
+    assert gate.started.wait(TIMEOUT)
+    queued = [worker.submit(lambda: "queued") for _ in range(2)]
+    rejected = worker.submit(lambda: "never runs")
+    assert rejected.done(), "submit must not block or queue beyond max_queue"
+    outcome = result(rejected)
+    assert not outcome.success and outcome.reason == "queue_full"
+    assert outcome.message == (
+        "queue full (2 waiting, max_queue=2): try again later or raise max_queue"
+    )
+    counters = worker.counters()
+    assert (counters.waiting, counters.busy, counters.rejected) == (2, True, {"queue_full": 1})
+    gate.release.set()
+    assert result(running).value == "gated"
+    assert [result(f).value for f in queued] == ["queued", "queued"]
+    assert worker.counters().waiting == 0
+
+
+def test_callers_rejection_resolves_without_running(worker: InferenceWorker) -> None:
+    ran = threading.Event()
+    future = worker.submit(ran.set, rejection=Rejection("no_frames", "no frames"))
+    assert future.done()
+    assert result(future) == JobResult(False, message="no frames", reason="no_frames")
+    worker.close(timeout=TIMEOUT)
+    assert not ran.is_set()
+    assert worker.counters().rejected == {"no_frames": 1}
+
+
+def test_cuda_oom_is_contained(worker: InferenceWorker, errors: list[str]) -> None:
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    outcome = result(worker.submit(raising(oom)))
+    assert not outcome.success and outcome.reason == "cuda_oom"
+    assert outcome.message.startswith("CUDA out of memory")
+    assert "max_new_tokens" in outcome.message and "retention" in outcome.message
+    assert errors, "an OOM is worth a log line"
+    assert result(worker.submit(lambda: "still serving")).value == "still serving"
+    counters = worker.counters()
+    assert (counters.served, counters.failed) == (1, {"cuda_oom": 1})
+    assert counters.last_failure == outcome.message
+
+
+def test_package_error_becomes_its_message(worker: InferenceWorker, errors: list[str]) -> None:
+    outcome = result(worker.submit(raising(DecodeError("/CAM_BACK: corrupt JPEG"))))
+    assert (outcome.success, outcome.message, outcome.reason) == (
+        False,
+        "/CAM_BACK: corrupt JPEG",
+        "DecodeError",
+    )
+    assert not errors, "an expected error needs no traceback in the log"
+
+
+def test_unexpected_error_is_logged_with_traceback(
+    worker: InferenceWorker, errors: list[str]
+) -> None:
+    outcome = result(worker.submit(raising(KeyError("boom"))))
+    assert not outcome.success and outcome.reason == "internal"
+    assert "KeyError" in outcome.message and "node log" in outcome.message
+    assert len(errors) == 1 and "Traceback" in errors[0]
+    assert result(worker.submit(lambda: 1)).value == 1
+
+
+def test_failure_time_comes_from_the_clock() -> None:
+    times = iter([42.0])
+    w = InferenceWorker(max_queue=1, log_error=lambda _: None, clock=lambda: next(times))
+    result(w.submit(raising(KeyError("x"))))
+    w.close(timeout=TIMEOUT)
+    assert w.counters().last_failure_s == 42.0
+
+
+def test_close_drains_queue_and_rejects_later_jobs(errors: list[str]) -> None:
+    w = InferenceWorker(max_queue=3, log_error=errors.append)
+    gate = Gate()
+    running = w.submit(gate)
+    assert gate.started.wait(TIMEOUT)
+    queued = [w.submit(lambda: "queued") for _ in range(3)]
+    closer = threading.Thread(target=w.close, kwargs={"timeout": TIMEOUT})
+    closer.start()
+    for future in queued:
+        outcome = result(future)
+        assert (outcome.success, outcome.reason) == (False, "shutdown")
+    gate.release.set()
+    closer.join(TIMEOUT)
+    assert not closer.is_alive()
+    assert result(running).value == "gated", "the running job finishes"
+    late = result(w.submit(lambda: "late"))
+    assert (late.success, late.reason) == (False, "shutdown")
+    assert w.counters().rejected == {"shutdown": 4}
+
+
+def test_cancelled_future_is_skipped(worker: InferenceWorker) -> None:
+    gate = Gate()
+    worker.submit(gate)
+    assert gate.started.wait(TIMEOUT)
+    ran = threading.Event()
+    cancelled = worker.submit(ran.set)
+    assert cancelled.cancel()
+    gate.release.set()
+    assert result(worker.submit(lambda: "next")).value == "next"
+    assert not ran.is_set()
+
+
+def test_max_queue_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_queue"):
+        InferenceWorker(max_queue=0)
+
+
+def test_check_ready() -> None:
+    assert check_ready(True, "m") is None
+    rejection = check_ready(False, "")
+    assert rejection is not None and rejection.reason == "not_ready"
+    assert "still loading" in rejection.message
+
+
+def test_check_question() -> None:
+    assert check_question("Is the road clear?", 100) is None
+    empty = check_question("  \n", 100)
+    assert empty is not None and empty.reason == "bad_question" and "empty" in empty.message
+    long = check_question("x" * 101, 100)
+    assert long is not None
+    assert long.message.startswith("question has 101 characters (max_question_chars=100)")
+
+
+def test_check_queue() -> None:
+    assert check_queue(1, 2) is None
+    full = check_queue(2, 2)
+    assert full is not None and full.reason == "queue_full"
+
+
+def test_check_frames_none_yet() -> None:
+    silent = check_frames(None, 0, 1.0, TOPICS, silent_topics=TOPICS[1:])
+    assert silent is not None and silent.reason == "no_frames"
+    assert silent.message.startswith(f"no synchronized frames received yet on {', '.join(TOPICS)}")
+    assert f"nothing received at all on {TOPICS[1]}" in silent.message
+    unsynced = check_frames(None, 0, 1.0, TOPICS)
+    assert unsynced is not None and "sync_slop_s" in unsynced.message
+
+
+def test_check_frames_age() -> None:
+    now = 100 * SECOND
+    assert check_frames(now - SECOND // 2, now, 1.0, TOPICS) is None
+    stale = check_frames(now - 25 * SECOND // 10, now, 1.0, TOPICS)
+    assert stale is not None and stale.reason == "stale_frames"
+    assert stale.message.startswith("frames are 2.5 s old (max_frame_age_s=1):")
+    assert "use_sim_time check /clock" in stale.message
+    ahead = check_frames(now + 5 * SECOND, now, 1.0, TOPICS)
+    assert ahead is not None and "ahead of the node clock" in ahead.message
+    assert check_frames(0, now, 0.0, TOPICS) is None, "0 disables the age check"
