@@ -114,7 +114,6 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
 # Accuracy
 # --------------------------------------------------------------------------------------------
 
-_CHOICE_LETTERS = "ABCD"
 _CHOICE_ONLY = re.compile(r"\(?([A-Da-d])[.):]?")
 _CHOICE_LEAD = re.compile(r"\(?([A-D])(?:[.):]|$)")
 _CHOICE_PHRASE = re.compile(r"(?i:\b(?:answer|option|choice))\s*(?i:is)?\s*:?\s*\(?([A-D])\b")
@@ -145,7 +144,7 @@ def extract_choice(text: str) -> str | None:
 
 def is_choice_answer(reference: str) -> bool:
     """True when ``reference`` is a bare choice letter ("B" or "B."), as DriveLM MCQs have."""
-    return re.fullmatch(rf"[{_CHOICE_LETTERS}]\.?", reference.strip()) is not None
+    return re.fullmatch(r"[A-D]\.?", reference.strip()) is not None
 
 
 def _yes_no(text: str) -> str | None:
@@ -501,7 +500,9 @@ def score_answers(
     _check_pairs(predictions, references)
     if tags is not None and len(tags) != len(references):
         raise ValueError(f"got {len(tags)} tag lists for {len(references)} references")
-    routed: dict[int, list[int]] = {code: [] for code in (0, 1, 2, 3)}
+    routed: dict[int, list[int]] = {
+        code: [] for code in (TAG_ACCURACY, TAG_GPT, TAG_LANGUAGE, TAG_MATCH)
+    }
     for i, reference in enumerate(references):
         item_tags = set(tags[i]) if tags is not None and tags[i] else _parts_of(reference)
         unknown = item_tags - routed.keys()
