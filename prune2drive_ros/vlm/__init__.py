@@ -1,0 +1,34 @@
+"""transformers VLMs with Prune2Drive pruning between the projector and the language model.
+
+:func:`load_vlm` picks the family adapter from the checkpoint's ``config.json``; see
+:mod:`.base` for the interface (and how to add a family) and :mod:`.tiny` for random-weight
+checkpoints. Importing this package registers every family in :data:`FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from . import llava_onevision
+from .base import (
+    FAMILIES,
+    RANDOM_WEIGHTS_NOTE,
+    DrivingVLM,
+    Generation,
+    Positions,
+    PrefillInputs,
+    PrefillOutput,
+    Timings,
+    load_vlm,
+)
+
+__all__ = [
+    "FAMILIES",
+    "RANDOM_WEIGHTS_NOTE",
+    "DrivingVLM",
+    "Generation",
+    "Positions",
+    "PrefillInputs",
+    "PrefillOutput",
+    "Timings",
+    "llava_onevision",
+    "load_vlm",
+]

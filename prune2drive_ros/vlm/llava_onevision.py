@@ -1,0 +1,184 @@
+"""LLaVA-OneVision (and DriveMM, which is built on it) with Prune2Drive pruning.
+
+Per view, one 384 px image goes through SigLIP (14 px patches: a 27 x 27 grid of 729 tokens)
+and the projector; no anyres tiles. That is what transformers itself does for a prompt with
+several images (``batch_num_images`` > 1), and the layout the Prune2Drive reference prunes in.
+The stock model appends its learned ``image_newline`` embedding after each image's 729 tokens;
+it is not a patch, so it is kept as the view separator and never pruned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import (
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionImageProcessorPil,
+    PreTrainedConfig,
+)
+from transformers.image_processing_base import ImageProcessingMixin
+
+from ..errors import ModelLoadError
+from .base import DrivingVLM, PromptTemplate, ViewGeometry, register_family
+
+#: The per-view layout Prune2Drive (and this adapter) is defined on.
+IMAGE_SIZE = 384
+PATCH_SIZE = 14
+#: SigLIP's normalisation as LLaVA-OneVision checkpoints ship it.
+SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
+
+#: Random-weight shapes: (vision tower, language model) keyword arguments.
+#: ``tiny`` is for tests (a CPU forward of six views in well under a second); ``small`` is the
+#: CPU benchmark shape, big enough for the language model to dominate prefill time; ``7b`` is
+#: LLaVA-OneVision-7B's real architecture (SigLIP-so400m, Qwen2-7B) for GPU benchmarks.
+_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "tiny": (
+        {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+        {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+    ),
+    "small": (
+        {
+            "hidden_size": 128,
+            "intermediate_size": 512,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        },
+        {
+            "hidden_size": 512,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 2,
+        },
+    ),
+    "7b": (
+        {
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 26,
+            "num_attention_heads": 16,
+        },
+        {
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "vocab_size": 152064,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+        },
+    ),
+}
+
+
+@register_family
+class LlavaOnevisionVLM(DrivingVLM):
+    """LLaVA-OneVision: SigLIP-so400m at 384 px, a 2-layer MLP projector, Qwen2."""
+
+    family = "llava_onevision"
+    model_class = LlavaOnevisionForConditionalGeneration
+    image_placeholder = "<image>"
+    # Qwen2's ChatML, as the LLaVA-OneVision chat template writes it.
+    prompt = PromptTemplate(
+        prefix=(
+            "<|im_start|>system\nYou are a helpful driving assistant. You see the six surround "
+            "cameras of the ego vehicle.<|im_end|>\n<|im_start|>user\n"
+        ),
+        view="{label} view: {image}\n",
+        question="{question}<|im_end|>\n<|im_start|>assistant\n",
+    )
+    special_tokens = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+    eos_token = "<|im_end|>"
+    pad_token = "<|endoftext|>"
+
+    @classmethod
+    def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:
+        vision = config.vision_config
+        size, patch = int(vision.image_size), int(vision.patch_size)
+        if (size, patch) != (IMAGE_SIZE, PATCH_SIZE):
+            raise ModelLoadError(
+                f"this LLaVA-OneVision checkpoint's vision tower takes {size} px images with "
+                f"{patch} px patches; the per-view layout needs {IMAGE_SIZE} px with "
+                f"{PATCH_SIZE} px patches (27 x 27 = 729 tokens per view, as in "
+                "LLaVA-OneVision/DriveMM with SigLIP-so400m-patch14-384)"
+            )
+        strategy = config.vision_feature_select_strategy
+        if strategy != "full":
+            raise ModelLoadError(
+                f"vision_feature_select_strategy is {strategy!r}; LLaVA-OneVision uses 'full' "
+                "(SigLIP has no CLS token to drop, 'default' would cut the 27 x 27 grid)"
+            )
+        grid = size // patch
+        return ViewGeometry(
+            tokens_per_view=grid * grid, patch_grid=(grid, grid), image_size=(size, size)
+        )
+
+    def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        views = pixel_values.shape[0]
+        height, width = pixel_values.shape[-2:]
+        sizes = torch.tensor([[height, width]] * views, device=self.device)
+        # batch_num_images = [views] is the stock multi-image path: one base image per view,
+        # no anyres tiles, image_newline appended after each view's 729 tokens.
+        features = self.model.model.get_image_features(
+            pixel_values=pixel_values,
+            image_sizes=sizes,
+            batch_num_images=torch.tensor([views]),
+            return_dict=True,
+        ).pooler_output
+        return torch.stack(list(features))[:, : self.tokens_per_view]
+
+    def _view_separator(self) -> torch.Tensor:
+        newline: torch.Tensor = self.model.model.image_newline
+        return newline.to(self.dtype).unsqueeze(0)
+
+    @classmethod
+    def random_config(cls, shape: str, tokenizer: Any) -> PreTrainedConfig:
+        try:
+            vision, text = _SHAPES[shape]
+        except KeyError:
+            known = ", ".join(_SHAPES)
+            raise ValueError(f"unknown shape {shape!r}; expected one of {known}") from None
+        vocab = -(-len(tokenizer) // 64) * 64  # padded like real vocabularies
+        return LlavaOnevisionConfig(
+            vision_config={
+                "model_type": "siglip_vision_model",
+                "image_size": IMAGE_SIZE,
+                "patch_size": PATCH_SIZE,
+                "vision_use_head": False,
+                **vision,
+            },
+            text_config={
+                "model_type": "qwen2",
+                "vocab_size": vocab,
+                "max_position_embeddings": 32768,
+                "tie_word_embeddings": False,
+                "eos_token_id": tokenizer.convert_tokens_to_ids(cls.eos_token),
+                "pad_token_id": tokenizer.convert_tokens_to_ids(cls.pad_token),
+                **text,
+            },
+            image_token_index=tokenizer.convert_tokens_to_ids(cls.image_placeholder),
+            video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+        )
+
+    @classmethod
+    def image_processor(cls) -> ImageProcessingMixin:
+        return LlavaOnevisionImageProcessorPil(
+            image_mean=SIGLIP_MEAN_STD,
+            image_std=SIGLIP_MEAN_STD,
+            size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        )
