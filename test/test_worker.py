@@ -3,8 +3,12 @@ contained, counters add up, close() leaves nobody waiting."""
 
 from __future__ import annotations
 
+import functools
+import operator
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
 
 import pytest
 import torch
@@ -51,8 +55,8 @@ def worker(errors: list[str]) -> Iterator[InferenceWorker]:
     w.close(timeout=TIMEOUT)
 
 
-def result(future: object) -> JobResult[object]:
-    return future.result(timeout=TIMEOUT)  # type: ignore[attr-defined,no-any-return]
+def result(future: Future[JobResult[Any]]) -> JobResult[Any]:
+    return future.result(timeout=TIMEOUT)
 
 
 def raising(exc: BaseException) -> Callable[[], object]:
@@ -63,7 +67,7 @@ def raising(exc: BaseException) -> Callable[[], object]:
 
 
 def test_serves_jobs_in_order(worker: InferenceWorker) -> None:
-    futures = [worker.submit(lambda i=i: i * 10) for i in range(2)]
+    futures = [worker.submit(functools.partial(operator.mul, i, 10)) for i in range(2)]
     assert [result(f).value for f in futures] == [0, 10]
     assert all(result(f).success for f in futures)
     assert worker.counters().served == 2

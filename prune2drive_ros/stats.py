@@ -1,0 +1,194 @@
+"""Diagnostics as plain data: rolling latencies, sync rate, frame age, counters, one level.
+
+The node turns :class:`DiagnosticReport` into a ``diagnostic_msgs/DiagnosticStatus``; keeping
+the numbers and the thresholds here lets them be tested without ROS and without torch (GPU
+memory comes in as a callable). Levels are the strings ``"OK"``, ``"WARN"``, ``"ERROR"``: the
+node maps them to the ``DiagnosticStatus`` class constants, because ``level`` is a byte on
+Jazzy and an int there is rejected.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .sync import SyncStats
+from .worker import WorkerCounters
+
+#: Stage keys of ``Answer.timings_ms``, in pipeline order.
+STAGES: tuple[str, ...] = ("decode", "encode", "prune", "prefill", "generate", "total")
+
+#: Diagnostic levels, mildest first.
+LEVELS: tuple[str, ...] = ("OK", "WARN", "ERROR")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between order statistics.
+
+    Raises:
+        ValueError: no values, or ``q`` outside [0, 100].
+    """
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile must lie in [0, 100], got {q}")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass(frozen=True)
+class DiagnosticReport:
+    """One diagnostics status: a level of :data:`LEVELS`, a summary and key/value pairs."""
+
+    level: str
+    message: str
+    values: list[tuple[str, str]]
+
+
+class NodeStats:
+    """Thread-safe rolling statistics: the sync callback and the worker write, diagnostics read.
+
+    Args:
+        window: answers kept for the latency percentiles.
+        rate_window_s: seconds of camera-set arrivals the sync rate is measured over.
+        failure_window_s: a failure this recent makes the status WARN.
+        clock: monotonic seconds (arrival times; must be the worker's clock too).
+    """
+
+    def __init__(
+        self,
+        window: int = 100,
+        rate_window_s: float = 5.0,
+        failure_window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if window < 1 or rate_window_s <= 0 or failure_window_s <= 0:
+            raise ValueError("window, rate_window_s and failure_window_s must be positive")
+        self.rate_window_s = rate_window_s
+        self.failure_window_s = failure_window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._latency: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
+        self._arrivals: deque[float] = deque()
+        self._latest_stamp_ns: int | None = None
+
+    def record_frameset(self, stamp_ns: int) -> None:
+        """A synchronized camera set with header stamp ``stamp_ns`` arrived now."""
+        now = self._clock()
+        with self._lock:
+            self._arrivals.append(now)
+            self._forget_arrivals(now)
+            self._latest_stamp_ns = stamp_ns
+
+    def record_timings(self, timings_ms: Mapping[str, float]) -> None:
+        """Add one answer's per-stage timings (unknown stages are ignored)."""
+        with self._lock:
+            for stage, samples in self._latency.items():
+                if stage in timings_ms:
+                    samples.append(float(timings_ms[stage]))
+
+    @property
+    def latest_stamp_ns(self) -> int | None:
+        """Header stamp of the newest camera set, None before the first."""
+        with self._lock:
+            return self._latest_stamp_ns
+
+    def latency_ms(self, stage: str) -> tuple[float, float] | None:
+        """(p50, p95) of ``stage`` over the window, None before the first answer."""
+        with self._lock:
+            samples = list(self._latency[stage])
+        if not samples:
+            return None
+        return percentile(samples, 50.0), percentile(samples, 95.0)
+
+    def sync_rate_hz(self) -> float:
+        """Camera sets per second over the last ``rate_window_s`` (decays when sets stop)."""
+        now = self._clock()
+        with self._lock:
+            self._forget_arrivals(now)
+            if len(self._arrivals) < 2 or now <= self._arrivals[0]:
+                return 0.0
+            return (len(self._arrivals) - 1) / (now - self._arrivals[0])
+
+    def _forget_arrivals(self, now: float) -> None:
+        while self._arrivals and self._arrivals[0] < now - self.rate_window_s:
+            self._arrivals.popleft()
+
+    def report(
+        self,
+        *,
+        now_ns: int,
+        max_frame_age_s: float,
+        model_loaded: bool,
+        worker: WorkerCounters,
+        sync: SyncStats | None = None,
+        gpu_memory_bytes: Callable[[], int] | None = None,
+        info: Mapping[str, str] | None = None,
+    ) -> DiagnosticReport:
+        """The node's diagnostics status.
+
+        Levels: model not loaded -> ERROR; no camera set yet, the newest set older than
+        ``max_frame_age_s`` (0 disables), or a failure within ``failure_window_s`` -> WARN.
+
+        Args:
+            now_ns: the node clock, same epoch as the header stamps (sim time aware).
+            worker: the worker's counters.
+            sync: the synchronizer's counters, when the caller has them.
+            gpu_memory_bytes: e.g. ``torch.cuda.memory_allocated`` on a cuda device.
+            info: fixed facts first in the list (model, device, pruner, ...).
+        """
+        problems: list[tuple[str, str]] = []
+        values: list[tuple[str, str]] = list((info or {}).items())
+        if not model_loaded:
+            problems.append(("ERROR", "model not loaded"))
+
+        stamp_ns = self.latest_stamp_ns
+        values.append(("synchronized sets/s", f"{self.sync_rate_hz():.2f}"))
+        if stamp_ns is None:
+            problems.append(("WARN", "no synchronized camera frames yet"))
+            values.append(("frame age s", "no frames"))
+        else:
+            age_s = (now_ns - stamp_ns) / 1e9
+            values.append(("frame age s", f"{age_s:.3f}"))
+            if max_frame_age_s > 0 and abs(age_s) > max_frame_age_s:
+                problems.append(("WARN", f"frames {age_s:.1f} s old"))
+        if sync is not None:
+            values += [
+                ("sync messages dropped", str(sync.dropped)),
+                ("sync incomplete frames", str(sync.incomplete)),
+                ("sync queue depths", " ".join(f"{v}={n}" for v, n in sync.queue_depths.items())),
+            ]
+
+        values += [
+            ("questions served", str(worker.served)),
+            ("questions failed", str(sum(worker.failed.values()))),
+            ("questions rejected", str(sum(worker.rejected.values()))),
+            *((f"rejected {reason}", str(n)) for reason, n in sorted(worker.rejected.items())),
+            *((f"failed {reason}", str(n)) for reason, n in sorted(worker.failed.items())),
+            ("queue depth", str(worker.waiting)),
+            ("busy", str(worker.busy).lower()),
+        ]
+        if worker.last_failure_s is not None:
+            ago_s = self._clock() - worker.last_failure_s
+            values.append(("last failure", f"{ago_s:.0f} s ago: {worker.last_failure}"))
+            if ago_s <= self.failure_window_s:
+                problems.append(("WARN", f"a question failed {ago_s:.0f} s ago"))
+
+        for stage in STAGES:
+            latency = self.latency_ms(stage)
+            p50, p95 = ("-", "-") if latency is None else (f"{latency[0]:.1f}", f"{latency[1]:.1f}")
+            values += [(f"{stage} ms p50", p50), (f"{stage} ms p95", p95)]
+
+        if gpu_memory_bytes is not None:
+            values.append(("GPU memory MiB", f"{gpu_memory_bytes() / 2**20:.0f}"))
+
+        if not problems:
+            return DiagnosticReport("OK", "ready", values)
+        level = max((lvl for lvl, _ in problems), key=LEVELS.index)
+        return DiagnosticReport(level, "; ".join(msg for _, msg in problems), values)

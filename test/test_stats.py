@@ -1,0 +1,155 @@
+"""Diagnostics as plain data: percentiles, sync rate, levels and the key/value list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from prune2drive_ros.stats import LEVELS, STAGES, DiagnosticReport, NodeStats, percentile
+from prune2drive_ros.sync import SyncStats
+from prune2drive_ros.worker import WorkerCounters
+
+SECOND = 1_000_000_000
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def stats(clock: FakeClock) -> NodeStats:
+    return NodeStats(window=10, rate_window_s=5.0, failure_window_s=60.0, clock=clock)
+
+
+def report(stats: NodeStats, **overrides: Any) -> DiagnosticReport:
+    kwargs: dict[str, Any] = {
+        "now_ns": 50 * SECOND,
+        "max_frame_age_s": 1.0,
+        "model_loaded": True,
+        "worker": WorkerCounters(),
+    }
+    kwargs.update(overrides)
+    return stats.report(**kwargs)
+
+
+def test_percentile_interpolates() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 95) == pytest.approx(95.05)
+    assert percentile([3.0], 95) == 3.0
+    assert percentile([4.0, 1.0], 0) == 1.0 and percentile([4.0, 1.0], 100) == 4.0
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match=r"\[0, 100\]"):
+        percentile([1.0], 101)
+
+
+def test_latency_is_a_rolling_window(stats: NodeStats) -> None:
+    assert stats.latency_ms("prefill") is None
+    for ms in range(100):
+        stats.record_timings({"prefill": float(ms), "bogus": 1.0})
+    assert stats.latency_ms("prefill") == (pytest.approx(94.5), pytest.approx(98.55)), (
+        "only the last 10 count"
+    )
+    assert stats.latency_ms("generate") is None
+
+
+def test_sync_rate_over_window_and_decay(stats: NodeStats, clock: FakeClock) -> None:
+    assert stats.sync_rate_hz() == 0.0
+    for i in range(25):
+        clock.now = 1000.0 + i / 12.0
+        stats.record_frameset(i * SECOND // 12)
+    assert stats.sync_rate_hz() == pytest.approx(12.0)
+    assert stats.latest_stamp_ns == 24 * SECOND // 12
+    clock.now += 3.0
+    assert 0.0 < stats.sync_rate_hz() < 12.0, "the rate decays when sets stop"
+    clock.now += 10.0
+    assert stats.sync_rate_hz() == 0.0
+
+
+def test_model_not_loaded_is_error(stats: NodeStats) -> None:
+    status = report(stats, model_loaded=False)
+    assert status.level == "ERROR"
+    assert status.message == "model not loaded; no synchronized camera frames yet"
+
+
+def test_no_frames_is_warn(stats: NodeStats) -> None:
+    status = report(stats)
+    assert (status.level, status.message) == ("WARN", "no synchronized camera frames yet")
+    assert ("frame age s", "no frames") in status.values
+
+
+def test_fresh_frames_are_ok_and_stale_warn(stats: NodeStats) -> None:
+    stats.record_frameset(50 * SECOND - SECOND // 4)
+    fresh = report(stats)
+    assert (fresh.level, fresh.message) == ("OK", "ready")
+    assert ("frame age s", "0.250") in fresh.values
+    stale = report(stats, now_ns=52 * SECOND + SECOND // 4)
+    assert (stale.level, stale.message) == ("WARN", "frames 2.5 s old")
+    assert report(stats, now_ns=53 * SECOND, max_frame_age_s=0.0).level == "OK"
+
+
+def test_recent_failure_warns_then_clears(stats: NodeStats, clock: FakeClock) -> None:
+    stats.record_frameset(50 * SECOND)
+    failed = WorkerCounters(
+        served=3, failed={"cuda_oom": 1}, last_failure_s=clock.now, last_failure="CUDA oom"
+    )
+    clock.now += 5.0
+    status = report(stats, worker=failed)
+    assert status.level == "WARN" and "failed 5 s ago" in status.message
+    assert ("last failure", "5 s ago: CUDA oom") in status.values
+    clock.now += 100.0
+    assert report(stats, worker=failed).level == "OK", "old failures no longer warn"
+
+
+def test_values_list(stats: NodeStats) -> None:
+    stats.record_frameset(50 * SECOND)
+    stats.record_timings(dict.fromkeys(STAGES, 12.0))
+    counters = WorkerCounters(
+        served=7,
+        rejected={"queue_full": 2, "no_frames": 1},
+        failed={"DecodeError": 1},
+        waiting=1,
+        busy=True,
+    )
+    sync = SyncStats(emitted=9, dropped=4, incomplete=1, queue_depths={"CAM_FRONT": 2})
+    status = report(
+        stats,
+        worker=counters,
+        sync=sync,
+        gpu_memory_bytes=lambda: 3 * 2**30,
+        info={"model": "tiny", "pruner": "tfps"},
+    )
+    values = dict(status.values)
+    assert status.values[:2] == [("model", "tiny"), ("pruner", "tfps")], "facts first"
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in status.values)
+    assert values["questions served"] == "7"
+    assert values["questions rejected"] == "3"
+    assert values["rejected queue_full"] == "2" and values["rejected no_frames"] == "1"
+    assert values["questions failed"] == "1" and values["failed DecodeError"] == "1"
+    assert (values["queue depth"], values["busy"]) == ("1", "true")
+    assert values["sync messages dropped"] == "4" and values["sync incomplete frames"] == "1"
+    assert values["sync queue depths"] == "CAM_FRONT=2"
+    assert values["GPU memory MiB"] == "3072"
+    for stage in STAGES:
+        assert (values[f"{stage} ms p50"], values[f"{stage} ms p95"]) == ("12.0", "12.0")
+    assert "GPU memory MiB" not in dict(report(stats).values)
+
+
+def test_levels_are_strings() -> None:
+    assert LEVELS == ("OK", "WARN", "ERROR")
+
+
+def test_rejects_bad_windows() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        NodeStats(window=0)
