@@ -1,7 +1,8 @@
 """Benchmarks behind ``prune2drive bench``, and the few helpers they share.
 
-Every benchmark times its work the same way (warm-up, then the median of repeats, with CUDA
-synchronised around each run so the GPU's queue is not mistaken for its speed) and ends its
+Every benchmark times its work the same way (warm-up, then the median of repeats, contenders
+taking turns, with CUDA synchronised around each run so the GPU's queue is not mistaken for its
+speed) and ends its
 output with one JSON line, so scripts can read the last line and people the rest.
 """
 
@@ -11,7 +12,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -67,6 +68,27 @@ def time_ms(
         if cuda:
             torch.cuda.synchronize(device)
         times.append((time.perf_counter() - begin) * 1e3)
+    return times
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    warmup: int,
+    repeats: int,
+    device: torch.device | str,
+) -> dict[str, list[float]]:
+    """:func:`time_ms` for several functions, taking turns run by run.
+
+    On a shared machine a burst of load from elsewhere then slows every contender alike
+    instead of whichever happened to be running, which keeps their ratio honest.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        time_ms(fn, warmup=warmup, repeats=0, device=device)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name] += time_ms(fn, warmup=0, repeats=1, device=device)
     return times
 
 

@@ -1,12 +1,12 @@
 """Time batched T-FPS against the reference loop on random tokens (same inputs, same process).
 
 For each retention rate both implementations run on the same ``[views, tokens, dim]`` tokens
-after a warm-up; the medians are reported with the speedup, whether both kept the same tokens,
-and the analytic cost of the distance matrix: its FLOPs (``2 * V * N * N * D``), the bytes the
-selection moves at least, and ``floor_ms``, the time of one batched float32 matmul of the same
-size alone. That matmul is the cosine and l2 distance matrix itself (l1 has no matmul form), so
-no implementation that needs every pairwise distance can beat it: ``ours_over_floor`` says how
-close to that limit T-FPS runs on this device.
+after a warm-up, taking turns run by run; the medians are reported with the speedup, whether
+both kept the same tokens, and the analytic cost of the distance matrix: its FLOPs
+(``2 * V * N * N * D``), the bytes the selection moves at least, and ``floor_ms``, the time of
+one batched float32 matmul of the same size alone. That matmul is the cosine and l2 distance
+matrix itself (l1 has no matmul form), so no implementation that needs every pairwise distance
+can beat it: ``ours_over_floor`` says how close to that limit T-FPS runs on this device.
 
 With ``--json`` every retention prints one JSON object on its own line, in the order given; the
 last line is therefore always a JSON object (the last retention's). Without ``--json`` a short
@@ -23,7 +23,7 @@ import torch
 
 from ..pruning import budgets_from_rates, reference_tfps, tfps
 from ..pruning.tfps import METRICS
-from . import DEVICES, device_name, emit_json, median, resolve_device, time_ms
+from . import DEVICES, device_name, emit_json, median, resolve_device, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", choices=METRICS, default="cosine", help="distance (cosine)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="device (auto)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="token dtype")
-    parser.add_argument("--repeats", type=_positive, default=5, help="timed runs (median; 5)")
+    parser.add_argument("--repeats", type=_positive, default=7, help="timed runs (median; 7)")
     parser.add_argument("--warmup", type=_non_negative, default=1, help="untimed runs first (1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens (0)")
     parser.add_argument("--json", action="store_true", help="print JSON lines, not a table")
@@ -75,7 +75,6 @@ def _measure(
     """One result record: both implementations and the matmul floor at one retention."""
     views, count, dim = tokens.shape
     budgets = budgets_from_rates(retention, count, views=[f"view{v}" for v in range(views)])
-    timing = {"warmup": args.warmup, "repeats": args.repeats, "device": device}
 
     def ours() -> Any:
         return tfps(tokens, budgets, metric=args.metric)
@@ -89,11 +88,14 @@ def _measure(
         return torch.bmm(upcast, upcast.transpose(1, 2))
 
     same = torch.equal(ours().indices, reference().indices)
-    log.info("timing T-FPS at retention %s (budgets %s)", retention, budgets)
-    ours_ms = median(time_ms(ours, **timing))
-    log.info("timing the reference loop")
-    reference_ms = median(time_ms(reference, **timing))
-    floor_ms = median(time_ms(floor, **timing))
+    log.info("timing retention %s (budgets %s)", retention, budgets)
+    times = time_interleaved(
+        {"ours": ours, "reference": reference, "floor": floor},
+        warmup=args.warmup,
+        repeats=args.repeats,
+        device=device,
+    )
+    ours_ms, reference_ms, floor_ms = (median(times[k]) for k in ("ours", "reference", "floor"))
     # Tokens read once; distance matrix written once and read once (start); one row per step.
     bytes_moved = tokens.numel() * tokens.element_size() + 4 * views * count * (
         2 * count + max(budgets)
