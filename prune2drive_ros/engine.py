@@ -1,0 +1,228 @@
+"""The ROS-free engine: a model, retention rates, a frame set and a question -> an Answer.
+
+The node and ``prune2drive replay`` both answer through :class:`Engine`, so a question asked
+live and the same question replayed from a bag go through the same decoder, the same budgets
+and the same pruned prefill. The engine is not thread-safe: the node runs it on one worker
+thread (:mod:`~prune2drive_ros.worker`), replay on its main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DriveVLMConfig, resolve_rates_file
+from .errors import DecodeError, QuestionError
+from .imaging import decode_image
+from .pruning.budget import validate_rates
+from .rates_file import load_rates
+from .sync import FrameSet
+from .views import VIEWS, image_topic
+from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, load_vlm
+
+logger = logging.getLogger(__name__)
+
+#: Stage names of :attr:`Answer.timings_ms`, in pipeline order.
+STAGES: tuple[str, ...] = ("decode", "encode", "prune", "prefill", "generate", "total")
+
+#: Family of the default model (the cached tiny random-weight checkpoint).
+DEFAULT_FAMILY = "llava_onevision"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered question, with what the model saw and how long each stage took."""
+
+    question: str
+    text: str
+    frames_stamp_ns: int
+    kept_tokens: dict[str, int]
+    timings_ms: dict[str, float]
+    model: str
+    random_weights: bool
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (one line of ``replay --out``); notes a random-weight model."""
+        record = asdict(self)
+        if self.random_weights:
+            record["note"] = RANDOM_WEIGHTS_NOTE
+        return record
+
+
+class Engine:
+    """Answer questions about synchronized six-camera frame sets with a pruned VLM.
+
+    Args:
+        vlm: a loaded model adapter.
+        rates: retention rate per view (validated here), or ``None`` to keep every token (the
+            unpruned baseline).
+        pruner: name in :data:`~prune2drive_ros.pruning.PRUNERS`.
+        topics: topic of each view, only used to name the topic in decode errors.
+        max_new_tokens: answer length when a request does not give one.
+        max_question_chars: longest question accepted.
+    """
+
+    def __init__(
+        self,
+        vlm: DrivingVLM,
+        rates: Mapping[str, float] | float | None,
+        *,
+        pruner: str = "tfps",
+        topics: Mapping[str, str] | None = None,
+        max_new_tokens: int = 64,
+        max_question_chars: int = 1000,
+    ) -> None:
+        self.vlm = vlm
+        self.rates = None if rates is None else validate_rates(rates)
+        self.budgets = None if self.rates is None else vlm.budgets(self.rates)
+        self.pruner = pruner
+        self.topics = dict(topics) if topics else {v: image_topic(v) for v in VIEWS}
+        self.max_new_tokens = max_new_tokens
+        self.max_question_chars = max_question_chars
+
+    @classmethod
+    def from_config(cls, config: DriveVLMConfig, share_dir: str | Path | None = None) -> Engine:
+        """Load the model and the rates file that ``config`` names.
+
+        An empty ``config.model`` means the cached tiny random-weight test model (built on
+        first use, no download). ``share_dir`` is the installed package share folder (the node
+        passes the one ament_index knows), where the default rates file lives.
+
+        Raises:
+            ModelLoadError, ConfigError, BudgetError: with what to fix.
+        """
+        config.validate()
+        model = config.model
+        family = config.family or None
+        if not model:
+            from .vlm.tiny import cached_tiny
+
+            model, family = str(cached_tiny(DEFAULT_FAMILY)), DEFAULT_FAMILY
+        device = config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        vlm = load_vlm(
+            model,
+            family=family,
+            device=device,
+            dtype=config.dtype,
+            attn_implementation=config.attn_implementation,
+        )
+        rates_path = resolve_rates_file(config, share_dir)
+        rates = load_rates(rates_path).rates
+        logger.info("retention rates from %s: %s", rates_path, rates)
+        return cls(
+            vlm,
+            rates,
+            pruner=config.pruner,
+            topics=config.resolved_image_topics(),
+            max_new_tokens=config.max_new_tokens,
+            max_question_chars=config.max_question_chars,
+        )
+
+    # ------------------------------------------------------------------ answering
+
+    def check_question(self, question: str) -> str:
+        """The question, stripped; a QuestionError when it is empty or too long."""
+        text = question.strip()
+        if not text:
+            raise QuestionError("the question is empty; ask something about the six cameras")
+        if len(text) > self.max_question_chars:
+            raise QuestionError(
+                f"the question has {len(text)} characters, more than max_question_chars="
+                f"{self.max_question_chars}; shorten it or raise the limit"
+            )
+        return text
+
+    def decode(self, frames: FrameSet) -> list[np.ndarray]:
+        """The six images of ``frames`` as RGB arrays at the encoder's input size.
+
+        Raises:
+            DecodeError: a view is missing or its message cannot be decoded (names the topic).
+        """
+        missing = [view for view in VIEWS if view not in frames.messages]
+        if missing:
+            raise DecodeError(
+                "the frame set has no image from "
+                + ", ".join(f"{view} ({self.topics[view]})" for view in missing)
+                + "; check that all six camera topics are published"
+            )
+        return [
+            decode_image(frames.messages[view], topic=self.topics[view], size=self.vlm.image_size)
+            for view in VIEWS
+        ]
+
+    def answer(self, frames: FrameSet, question: str, max_new_tokens: int | None = None) -> Answer:
+        """Answer one question about ``frames``."""
+        return self.answer_many(frames, [question], max_new_tokens)[0]
+
+    def answer_many(
+        self, frames: FrameSet, questions: Sequence[str], max_new_tokens: int | None = None
+    ) -> list[Answer]:
+        """Answer several questions about one frame set, decoding and encoding it once.
+
+        Each answer carries the timings of the whole call (the shared stages ran once).
+        """
+        texts = [self.check_question(q) for q in questions]
+        begin = time.perf_counter()
+        images = self.decode(frames)
+        decode_ms = (time.perf_counter() - begin) * 1e3
+        generations, timings = self.vlm.ask(
+            images,
+            texts,
+            budgets=self.budgets,
+            pruner=self.pruner,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+        )
+        stages = {"decode": decode_ms, **timings.as_dict()}
+        stages["total"] = (time.perf_counter() - begin) * 1e3
+        kept = self.kept_tokens()
+        return [
+            Answer(
+                question=generation.question,
+                text=generation.text,
+                frames_stamp_ns=frames.stamp_ns,
+                kept_tokens=kept,
+                timings_ms={stage: round(stages.get(stage, 0.0), 3) for stage in STAGES},
+                model=self.vlm.name,
+                random_weights=self.vlm.random_weights,
+            )
+            for generation in generations
+        ]
+
+    def kept_tokens(self) -> dict[str, int]:
+        """Visual tokens the language model sees per view (all of them when unpruned)."""
+        budgets = self.budgets or (self.vlm.tokens_per_view,) * len(VIEWS)
+        return dict(zip(VIEWS, budgets, strict=True))
+
+    def warmup(self) -> None:
+        """One full pass on blank images, so the first real request does not pay for lazy
+        initialisation (kernels, allocator pools, tokenizer caches)."""
+        width, height = self.vlm.image_size
+        blank = [np.zeros((height, width, 3), np.uint8)] * len(VIEWS)
+        begin = time.perf_counter()
+        self.vlm.ask(blank, ["warm up"], budgets=self.budgets, pruner=self.pruner, max_new_tokens=2)
+        logger.info("warm-up pass took %.0f ms", (time.perf_counter() - begin) * 1e3)
+
+    def describe(self) -> dict[str, str]:
+        """What is loaded, for diagnostics and logs."""
+        rates = (
+            "none (unpruned)"
+            if self.rates is None
+            else ", ".join(f"{view}={rate:g}" for view, rate in self.rates.items())
+        )
+        return {
+            "model": self.vlm.name,
+            "family": self.vlm.family,
+            "device": str(self.vlm.device),
+            "dtype": str(self.vlm.dtype).removeprefix("torch."),
+            "pruner": self.pruner if self.rates is not None else "none",
+            "rates": rates,
+            "random_weights": str(self.vlm.random_weights).lower(),
+        }
