@@ -1,0 +1,83 @@
+"""Questions files: JSON Lines, one ``{"stamp": ns, "question": str, "answer": str|null}`` a line.
+
+One line per question keeps files appendable and diff-able, and a bad line can be reported by
+its number. ``stamp`` is the header stamp (ns) of the frame set the question is about; replay
+answers it on the frame set nearest that stamp. ``answer`` is the reference answer for scoring
+and may be null (or absent) for questions to be answered only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import QuestionError
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """A question about the frame set at ``stamp_ns``, with its reference answer if known."""
+
+    stamp_ns: int
+    question: str
+    answer: str | None = None
+
+
+def read_questions(path: str | os.PathLike[str]) -> list[QAItem]:
+    """Read a questions file; raise :class:`QuestionError` naming the file and line on bad input.
+
+    Blank lines are skipped.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise QuestionError(
+            f"questions file {path} does not exist; write one (JSON Lines with stamp, question, "
+            "answer) or let `prune2drive make-bag` write one beside a synthetic bag"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QuestionError(f"cannot read questions file {path}: {exc}") from exc
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            items.append(_parse_line(line, f"{path}:{number}"))
+    return items
+
+
+def write_questions(path: str | os.PathLike[str], items: Iterable[QAItem]) -> int:
+    """Write ``items`` as JSON Lines (replacing ``path``); return how many were written."""
+    count = 0
+    with Path(path).open("w", encoding="utf-8") as out:
+        for item in items:
+            record = {"stamp": item.stamp_ns, "question": item.question, "answer": item.answer}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def _parse_line(line: str, where: str) -> QAItem:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise QuestionError(f"{where}: not valid JSON ({exc.msg}); expected {_EXAMPLE}") from None
+    if not isinstance(record, dict):
+        raise QuestionError(f"{where}: expected a JSON object like {_EXAMPLE}")
+    stamp = record.get("stamp")
+    if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp < 0:
+        raise QuestionError(
+            f"{where}: 'stamp' must be a non-negative integer in nanoseconds, got {stamp!r}"
+        )
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise QuestionError(f"{where}: 'question' must be a non-empty string, got {question!r}")
+    answer = record.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        raise QuestionError(f"{where}: 'answer' must be a string or null, got {answer!r}")
+    return QAItem(stamp_ns=stamp, question=question, answer=answer)
+
+
+_EXAMPLE = '{"stamp": 1532402927647951000, "question": "...", "answer": "..."}'

@@ -1,0 +1,53 @@
+"""Questions files: round trip, and bad lines reported with their line number."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prune2drive_ros.errors import QuestionError
+from prune2drive_ros.questions import QAItem, read_questions, write_questions
+
+
+def test_round_trip(tmp_path):
+    items = [
+        QAItem(1_532_402_927_647_951_000, "How many cars are in the front camera?", "2"),
+        QAItem(7, "Is the light green? ünïcode", None),
+    ]
+    path = tmp_path / "q.jsonl"
+    assert write_questions(path, items) == 2
+    assert read_questions(path) == items
+    assert json.loads(path.read_text().splitlines()[0])["stamp"] == items[0].stamp_ns
+
+
+def test_blank_lines_and_missing_answer_are_fine(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('\n{"stamp": 5, "question": "Why?"}\n\n')
+    assert read_questions(path) == [QAItem(5, "Why?", None)]
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"stamp": "1", "question": "q"}', "'stamp' must be a non-negative integer"),
+        ('{"stamp": 1.5, "question": "q"}', "'stamp' must be a non-negative integer"),
+        ('{"stamp": true, "question": "q"}', "'stamp' must be a non-negative integer"),
+        ('{"stamp": -1, "question": "q"}', "'stamp' must be a non-negative integer"),
+        ('{"question": "q"}', "'stamp' must be a non-negative integer"),
+        ('{"stamp": 1, "question": "  "}', "'question' must be a non-empty string"),
+        ('{"stamp": 1, "question": "q", "answer": 3}', "'answer' must be a string or null"),
+    ],
+)
+def test_bad_line_is_reported_with_its_number(tmp_path, line, problem):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"stamp": 1, "question": "fine"}\n\n' + line + "\n")
+    with pytest.raises(QuestionError, match=rf"q\.jsonl:3: {problem}"):
+        read_questions(path)
+
+
+def test_missing_file_says_how_to_get_one(tmp_path):
+    with pytest.raises(QuestionError, match=r"does not exist.*make-bag"):
+        read_questions(tmp_path / "none.jsonl")
