@@ -1,0 +1,37 @@
+"""Shared fixtures: small synthetic bags, written once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from prune2drive_ros.bag import SyntheticBag, write_synthetic_bag
+
+#: Frames in the shared bags: enough for sync, drops and question look-ups, cheap to write.
+SMALL_BAG_FRAMES = 8
+
+
+@pytest.fixture(scope="session")
+def synthetic_bags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SyntheticBag]:
+    """One small bag per storage (``"mcap"``, ``"sqlite3"``): 8 frames of 320 x 180, seed 3.
+
+    Read-only: tests that damage a bag copy it first.
+    """
+    root = tmp_path_factory.mktemp("bags")
+    return {
+        storage: write_synthetic_bag(
+            root / f"scene_{storage}",
+            frames=SMALL_BAG_FRAMES,
+            storage=storage,
+            seed=3,
+            width=320,
+            height=180,
+            progress=False,
+        )
+        for storage in ("mcap", "sqlite3")
+    }
+
+
+@pytest.fixture(scope="session")
+def small_bag(synthetic_bags: dict[str, SyntheticBag]) -> SyntheticBag:
+    """The mcap one of :func:`synthetic_bags` (read-only)."""
+    return synthetic_bags["mcap"]
