@@ -204,7 +204,7 @@ class DriveVLMConfig:
         read_only=False,
     )
     max_question_chars: int = _param(
-        1000, "longest question accepted, in characters", low=1, high=100000, read_only=False
+        1000, "longest question accepted, in characters", low=1, high=100000
     )
     max_queue: int = _param(
         4,

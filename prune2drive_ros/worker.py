@@ -81,19 +81,6 @@ def check_ready(loaded: bool, model: str) -> Rejection | None:
     )
 
 
-def check_question(question: str, max_chars: int) -> Rejection | None:
-    """Reject an empty question, or one longer than ``max_chars`` characters."""
-    if not question.strip():
-        return Rejection("bad_question", "question is empty; ask something about the scene")
-    if len(question) > max_chars:
-        return Rejection(
-            "bad_question",
-            f"question has {len(question)} characters (max_question_chars={max_chars}): "
-            "shorten it or raise max_question_chars",
-        )
-    return None
-
-
 def check_frames(
     stamp_ns: int | None,
     now_ns: int,

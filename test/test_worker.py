@@ -19,7 +19,6 @@ from prune2drive_ros.worker import (
     JobResult,
     Rejection,
     check_frames,
-    check_question,
     check_queue,
     check_ready,
 )
@@ -186,15 +185,6 @@ def test_check_ready() -> None:
     rejection = check_ready(False, "")
     assert rejection is not None and rejection.reason == "not_ready"
     assert "still loading" in rejection.message
-
-
-def test_check_question() -> None:
-    assert check_question("Is the road clear?", 100) is None
-    empty = check_question("  \n", 100)
-    assert empty is not None and empty.reason == "bad_question" and "empty" in empty.message
-    long = check_question("x" * 101, 100)
-    assert long is not None
-    assert long.message.startswith("question has 101 characters (max_question_chars=100)")
 
 
 def test_check_queue() -> None:
