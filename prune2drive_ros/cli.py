@@ -18,6 +18,8 @@ from .errors import Prune2DriveError
 
 #: subcommand -> module, or a nested table for commands with their own subcommands.
 COMMANDS: dict[str, str | dict[str, str]] = {
+    "make-bag": "prune2drive_ros.make_bag",
+    "replay": "prune2drive_ros.replay",
     "bench": {
         "tfps": "prune2drive_ros.bench.tfps",
     },

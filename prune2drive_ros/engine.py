@@ -22,14 +22,12 @@ from .errors import DecodeError, QuestionError
 from .imaging import decode_image
 from .pruning.budget import validate_rates
 from .rates_file import load_rates
+from .stats import STAGES
 from .sync import FrameSet
 from .views import VIEWS, image_topic
 from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, load_vlm
 
 logger = logging.getLogger(__name__)
-
-#: Stage names of :attr:`Answer.timings_ms`, in pipeline order.
-STAGES: tuple[str, ...] = ("decode", "encode", "prune", "prefill", "generate", "total")
 
 #: Family of the default model (the cached tiny random-weight checkpoint).
 DEFAULT_FAMILY = "llava_onevision"
