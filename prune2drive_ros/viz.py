@@ -1,0 +1,119 @@
+"""Show what the model sees: the six views in a 2 x 3 grid with the kept patches highlighted.
+
+The views are laid out as seen from the car (front-left, front, front-right above; back-left,
+back, back-right below). Each view's patch grid covers the whole image (the decoder resizes the
+full frame to the encoder input, no crop), so patch (row, col) of a ``rows x cols`` grid is the
+rectangle ``[col/cols, (col+1)/cols) x [row/rows, (row+1)/rows)`` of the image. Dropped
+patches are dimmed, kept ones keep their pixels and get a thin outline; each view is labelled
+with its kept count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .bag import open_camera_bag
+from .engine import Engine
+from .errors import ConfigError
+from .imaging import decode_image
+from .pruning.selection import Selection
+from .replay import add_engine_arguments, engine_config
+from .sync import FrameSet
+from .views import VIEWS
+
+logger = logging.getLogger(__name__)
+
+#: Grid layout as seen from the car.
+LAYOUT: tuple[tuple[str, ...], ...] = (
+    ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
+    ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"),
+)
+#: Size of one view in the picture (16:9 like the nuScenes cameras).
+TILE_SIZE: tuple[int, int] = (480, 270)
+#: Brightness of dropped patches.
+DIM = 0.3
+KEPT_OUTLINE = (255, 210, 0)
+
+
+def overlay_kept(image: np.ndarray, keep: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """``image`` (RGB uint8) with the patches not in ``keep`` (flat bool, rows*cols) dimmed."""
+    rows, cols = grid
+    height, width = image.shape[:2]
+    ys = np.linspace(0, height, rows + 1).round().astype(int)
+    xs = np.linspace(0, width, cols + 1).round().astype(int)
+    # Expand the patch mask to pixels: each pixel looks up the patch it lies in.
+    row_of = np.searchsorted(ys, np.arange(height), side="right") - 1
+    col_of = np.searchsorted(xs, np.arange(width), side="right") - 1
+    kept = keep.reshape(rows, cols)[row_of[:, None], col_of[None, :]]
+    out = np.where(kept[..., None], image, (image * DIM).astype(np.uint8))
+    for index in np.flatnonzero(keep):
+        r, c = divmod(int(index), cols)
+        cv2.rectangle(out, (xs[c], ys[r]), (xs[c + 1] - 1, ys[r + 1] - 1), KEPT_OUTLINE, 1)
+    return np.ascontiguousarray(out)
+
+
+def render_grid(
+    tiles: Sequence[np.ndarray], selection: Selection, grid: tuple[int, int]
+) -> np.ndarray:
+    """The 2 x 3 picture from six RGB tiles (VIEWS order, equal sizes) and their selection."""
+    mask = selection.mask.cpu().numpy()
+    labelled = {}
+    for v, (view, tile) in enumerate(zip(VIEWS, tiles, strict=True)):
+        image = overlay_kept(tile, mask[v], grid)
+        label = f"{view}  {selection.budgets[v]}/{mask.shape[1]} kept"
+        cv2.rectangle(image, (0, 0), (10 + 9 * len(label), 24), (0, 0, 0), -1)
+        cv2.putText(image, label, (5, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+        labelled[view] = image
+    return np.vstack([np.hstack([labelled[view] for view in row]) for row in LAYOUT])
+
+
+def kept_tokens_picture(engine: Engine, frames: FrameSet, out: str | Path) -> Selection:
+    """Prune ``frames`` as ``engine`` would and write the picture to ``out`` (PNG)."""
+    if engine.budgets is None:
+        raise ConfigError("the engine keeps every token; give retention rates to visualise")
+    vlm = engine.vlm
+    visual = vlm.encode_views(vlm.preprocess(engine.decode(frames)))
+    selection = vlm.prune(visual, engine.budgets, engine.pruner)
+    tiles = [
+        decode_image(frames.messages[view], topic=engine.topics[view], size=TILE_SIZE)
+        for view in VIEWS
+    ]
+    picture = render_grid(tiles, selection, vlm.patch_grid)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+        raise ConfigError(f"cannot write {out}; use a .png path in a writable folder")
+    logger.info(
+        "wrote %s (%d of %d tokens kept)", out, selection.total, visual.shape[0] * visual.shape[1]
+    )
+    return selection
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``prune2drive viz``."""
+    parser.add_argument("bag", help="rosbag2 folder or file (sqlite3 or mcap)")
+    parser.add_argument(
+        "--stamp", type=int, help="header stamp in ns (default: the middle of the recording)"
+    )
+    parser.add_argument("--out", default="kept_tokens.png", help="PNG to write")
+    add_engine_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``prune2drive viz``: write the kept-token picture of the frame set nearest ``--stamp``."""
+    engine = Engine.from_config(engine_config(args))
+    with open_camera_bag(args.bag, topics=engine.topics) as bag:
+        stamp = args.stamp if args.stamp is not None else (bag.start_ns + bag.end_ns) // 2
+        frames = bag.nearest_frame_set(stamp, max_gap_ns=bag.end_ns - bag.start_ns + 1)
+        selection = kept_tokens_picture(engine, frames, args.out)
+    print(
+        f"wrote {args.out}: frames at {frames.stamp_ns} ns, kept "
+        + ", ".join(f"{v}={k}" for v, k in zip(VIEWS, selection.budgets, strict=True))
+    )
+    return 0
