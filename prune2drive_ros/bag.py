@@ -326,6 +326,12 @@ def default_questions_path(bag_path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".questions.jsonl")
 
 
+def max_jitter_ms(rate_hz: float) -> float:
+    """Largest stamp spread per frame that keeps frames apart in recording order at ``rate_hz``
+    (a frame's last message must be recorded before the next frame's first is stamped)."""
+    return 1000.0 / rate_hz - 2 * _TRIGGER_NOISE_MS - _TRANSPORT_DELAY_MS[1]
+
+
 def frame_stamps(
     frames: int,
     *,
@@ -337,10 +343,10 @@ def frame_stamps(
     """Header stamps per frame and view: the cameras fire in :data:`FIRING_ORDER`, evenly over
     ``jitter_ms``, each with +-1 ms of trigger noise; frames are ``1 / rate_hz`` apart."""
     period_ms = 1000.0 / rate_hz
-    if not 0 <= jitter_ms + 2 * _TRIGGER_NOISE_MS + _TRANSPORT_DELAY_MS[1] < period_ms:
+    if not 0 <= jitter_ms < max_jitter_ms(rate_hz):
         raise ValueError(
-            f"jitter_ms={jitter_ms} must be >= 0 and leave the frames of {rate_hz} Hz apart "
-            f"(below {period_ms - 2 * _TRIGGER_NOISE_MS - _TRANSPORT_DELAY_MS[1]:.1f} ms)"
+            f"jitter_ms={jitter_ms} must be >= 0 and below {max_jitter_ms(rate_hz):.1f} ms, "
+            f"so that the frames of {rate_hz:g} Hz stay apart"
         )
     noise = np.random.default_rng([seed, 7]).uniform(-1, 1, (frames, len(FIRING_ORDER)))
     step_ms = jitter_ms / (len(FIRING_ORDER) - 1)
@@ -403,7 +409,7 @@ def write_synthetic_bag(
         shutil.rmtree(out, ignore_errors=True)
         raise
     count = write_questions(questions_out, items)
-    LOG.info(
+    LOG.debug(
         "wrote %s (%d frames, %s) and %d questions to %s",
         out,
         frames,

@@ -245,3 +245,43 @@ def test_raw_image_topics_are_read_too(tmp_path):
         (frame_set,) = list(bag.frame_sets())
     msg = frame_set.messages["CAM_BACK"]
     np.testing.assert_array_equal(decode_image(msg, topic=image_topic("CAM_BACK", False)), rgb)
+
+
+# --- make-bag command --------------------------------------------------------------------------
+
+
+def make_bag(*argv: str) -> int:
+    """Run ``prune2drive make-bag`` (through its own parser: other commands may be mid-work)."""
+    import argparse
+
+    from prune2drive_ros import make_bag as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return command.run(parser.parse_args(argv))
+
+
+def test_make_bag_command(tmp_path, capsys):
+    out = tmp_path / "drive"
+    small = ["--frames", "2", "--width", "64", "--height", "32"]
+    assert make_bag(str(out), *small, "--storage", "sqlite3") == 0
+    printed = capsys.readouterr().out
+    assert f"wrote bag {out} (sqlite3, 2 frames of 64x32, 24 messages" in printed
+    assert f"wrote 6 questions to {tmp_path / 'drive.questions.jsonl'}" in printed
+    with pytest.raises(BagError, match="exists already; pass --force"):
+        make_bag(str(out), *small)
+    assert make_bag(str(out), *small, "--force", "--questions", str(tmp_path / "q")) == 0
+    with open_camera_bag(out) as bag:
+        assert sum(1 for _ in bag.frame_sets()) == 2
+    assert len(read_questions(tmp_path / "q")) == 6
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "precious.txt").write_text("do not delete")
+    with pytest.raises(BagError, match="not a rosbag2 folder"):
+        make_bag(str(tmp_path / "keep"), *small, "--force")
+    assert (tmp_path / "keep" / "precious.txt").exists()
+
+
+def test_make_bag_is_registered():
+    from prune2drive_ros.cli import COMMANDS
+
+    assert COMMANDS["make-bag"] == "prune2drive_ros.make_bag"

@@ -1,0 +1,99 @@
+"""Write a synthetic nuScenes-like six-camera rosbag2 and its questions file.
+
+The bag holds six ``sensor_msgs/msg/CompressedImage`` JPEG topics at 12 Hz with nuScenes' camera
+firing sequence (stamps of one frame spread over ~42 ms), a ``CameraInfo`` per image, and drawn
+road scenes; deterministic from ``--seed``. The questions file (JSON Lines, reference answers
+taken from the drawn scenes) goes beside the bag folder as ``OUT.questions.jsonl`` unless
+``--questions`` says otherwise: a rosbag2 folder should hold only the bag's own files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from .bag import DEFAULT_JITTER_MS, default_questions_path, max_jitter_ms, write_synthetic_bag
+from .errors import BagError
+
+#: nuScenes' camera rate.
+_RATE_HZ = 12.0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _jitter_ms(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < max_jitter_ms(_RATE_HZ):
+        raise argparse.ArgumentTypeError(
+            f"must be in [0, {max_jitter_ms(_RATE_HZ):.1f}) ms at {_RATE_HZ:g} Hz, got {value}"
+        )
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prune2drive make-bag``."""
+    parser.add_argument("out", type=Path, help="bag folder to create (must not exist)")
+    parser.add_argument("--frames", type=_positive, default=24, help="frames at 12 Hz (24 = 2 s)")
+    parser.add_argument(
+        "--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage plugin (mcap)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of scenes and jitter (0)")
+    parser.add_argument("--width", type=_positive, default=1600, help="image width (1600)")
+    parser.add_argument("--height", type=_positive, default=900, help="image height (900)")
+    parser.add_argument(
+        "--jitter-ms",
+        type=_jitter_ms,
+        default=DEFAULT_JITTER_MS,
+        help=f"spread of one frame's six stamps in ms ({DEFAULT_JITTER_MS:g}, like nuScenes)",
+    )
+    parser.add_argument(
+        "--questions", type=Path, default=None, help="questions file (default OUT.questions.jsonl)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace OUT if it is an existing bag folder"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the bag and questions and say where they are."""
+    out: Path = args.out
+    if out.exists():
+        if not args.force:
+            raise BagError(f"{out} exists already; pass --force to replace it")
+        _remove_bag(out)
+    info = write_synthetic_bag(
+        out,
+        frames=args.frames,
+        storage=args.storage,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        rate_hz=_RATE_HZ,
+        jitter_ms=args.jitter_ms,
+        questions_path=args.questions or default_questions_path(out),
+    )
+    seconds = (info.end_ns - info.start_ns) / 1e9
+    print(
+        f"wrote bag {info.path} ({info.storage}, {info.frames} frames of {args.width}x"
+        f"{args.height}, {info.messages} messages, {seconds:.2f} s)"
+    )
+    print(f"wrote {info.questions} questions to {info.questions_path}")
+    return 0
+
+
+def _remove_bag(path: Path) -> None:
+    """Remove a bag folder, but never something that does not look like one (a typo in OUT
+    must not delete a home directory)."""
+    is_bag = path.is_dir() and ((path / "metadata.yaml").exists() or not any(path.iterdir()))
+    if not is_bag:
+        raise BagError(
+            f"{path} exists and is not a rosbag2 folder (no metadata.yaml); not removing it "
+            "even with --force, choose another OUT"
+        )
+    shutil.rmtree(path)
