@@ -20,8 +20,11 @@ from .errors import Prune2DriveError
 COMMANDS: dict[str, str | dict[str, str]] = {
     "make-bag": "prune2drive_ros.make_bag",
     "replay": "prune2drive_ros.replay",
+    "viz": "prune2drive_ros.viz",
+    "demo": "prune2drive_ros.demo",
     "bench": {
         "tfps": "prune2drive_ros.bench.tfps",
+        "prefill": "prune2drive_ros.bench.prefill",
     },
 }
 

@@ -1,0 +1,51 @@
+"""Where generated artefacts live: the user cache folder, filled atomically.
+
+Tiny checkpoints, synthetic bags and the tuner's feature cache are rebuilt deterministically
+from a seed, so they are cached, never committed. Each is built in a temporary folder beside
+its final place and renamed into place: concurrent processes (parallel test workers, several
+tuning workers) never see half an artefact, and a build killed half-way leaves only a temporary
+folder that the next build ignores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PACKAGE = "prune2drive_ros"
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/prune2drive_ros`` (default ``~/.cache/prune2drive_ros``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / PACKAGE
+
+
+def build_once(path: Path, build: Callable[[Path], object]) -> Path:
+    """Return folder ``path``, calling ``build(tmp)`` to fill it first when it does not exist.
+
+    ``build`` writes into the empty folder ``tmp``; it is renamed to ``path`` afterwards. When
+    another process won the race, its result is kept and this one's copy discarded.
+    """
+    if path.is_dir():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(path)
+        except OSError:
+            if not path.is_dir():
+                raise
+            logger.debug("another process built %s first; keeping its copy", path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
