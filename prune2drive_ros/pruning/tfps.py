@@ -118,18 +118,27 @@ def _rows(dist: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
     return dist.gather(1, picked.view(views, 1, 1).expand(views, 1, count)).squeeze(1)
 
 
-def _start(dist: torch.Tensor, start: str, seed: int) -> torch.Tensor:
-    """First token of each view. Expects ``dist`` with a +inf diagonal."""
-    views, count, _ = dist.shape
-    if start == "isolated":
-        # Largest nearest-neighbour distance; the +inf diagonal keeps a token off its own list.
-        return dist.amin(dim=2).argmax(dim=1)
+def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small host tensor to ``device`` without waiting for the work queued there.
+
+    A plain host-to-GPU copy synchronises the stream, so it would wait for the encoder's
+    queued kernels; a copy from pinned memory with ``non_blocking`` is queued like a kernel.
+    """
+    if device.type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
+
+
+def _fixed_start(
+    start: str, views: int, count: int, seed: int, device: torch.device
+) -> torch.Tensor | None:
+    """First token of each view for the starts that need no distances; None for "isolated"."""
     if start == "first":
-        return torch.zeros(views, dtype=torch.long, device=dist.device)
+        return torch.zeros(views, dtype=torch.long, device=device)
     if start == "random":
         generator = torch.Generator().manual_seed(seed)
-        return torch.randint(count, (views,), generator=generator).to(dist.device)
-    raise ValueError(f"unknown start {start!r}; expected one of {', '.join(STARTS)}")
+        return _to_device(torch.randint(count, (views,), generator=generator), device)
+    return None
 
 
 @torch.no_grad()
@@ -166,13 +175,17 @@ def tfps(
         raise ValueError(f"unknown start {start!r}; expected one of {', '.join(STARTS)}")
     views, count, _ = tokens.shape
     device = tokens.device
-    # Queued now, read once at the end: no host sync before the loop.
+    # The finiteness flag is queued now and read once, at the very end: the only host sync.
+    limit = _to_device(torch.tensor(budgets), device).unsqueeze(1)
+    picked = _fixed_start(start, views, count, seed, device)
     all_finite = torch.isfinite(tokens).all()
 
     dist = pairwise_distances(tokens, metric)
     diagonal = dist.diagonal(dim1=1, dim2=2)
-    diagonal.fill_(float("inf"))
-    picked = _start(dist, start, seed)
+    if picked is None:
+        # Most isolated token: largest nearest-neighbour distance, a token not being its own.
+        diagonal.fill_(float("inf"))
+        picked = dist.amin(dim=2).argmax(dim=1)
     # From here on a -inf diagonal makes the running minimum of a kept token -inf, so it is
     # never picked again and needs no separate mask.
     diagonal.fill_(float("-inf"))
@@ -187,7 +200,6 @@ def tfps(
     # Picks past a view's budget are sent to a spare column that is cut off afterwards.
     walk = torch.stack(order, dim=1)
     step = torch.arange(walk.shape[1], device=device)
-    limit = torch.tensor(budgets, device=device).unsqueeze(1)
     slots = torch.where(step < limit, walk, count)
     mask = torch.zeros(views, count + 1, dtype=torch.bool, device=device)
     mask = mask.scatter_(1, slots, True)[:, :count].contiguous()
