@@ -98,7 +98,9 @@ def check_frames(
         silent_topics: those that never delivered a message (pinpoints a dead camera).
     """
     if stamp_ns is None:
-        if silent_topics:
+        if set(silent_topics) >= set(topics):
+            detail = "nothing received on any of them: is the bag/camera running?"
+        elif silent_topics:
             detail = f"nothing received at all on {', '.join(silent_topics)}"
         else:
             detail = "every topic sends, but their stamps never fall within sync_slop_s"

@@ -198,6 +198,8 @@ def test_check_frames_none_yet() -> None:
     assert silent is not None and silent.reason == "no_frames"
     assert silent.message.startswith(f"no synchronized frames received yet on {', '.join(TOPICS)}")
     assert f"nothing received at all on {TOPICS[1]}" in silent.message
+    dead = check_frames(None, 0, 1.0, TOPICS, silent_topics=TOPICS)
+    assert dead is not None and "nothing received on any of them" in dead.message
     unsynced = check_frames(None, 0, 1.0, TOPICS)
     assert unsynced is not None and "sync_slop_s" in unsynced.message
 

@@ -1,0 +1,414 @@
+"""The ROS 2 node ``prune2drive``: six camera topics in; answers, latency and diagnostics out.
+
+The only module of the package that imports ROS. Everything it decides is delegated to ROS-free
+modules that are tested without ROS: parameters to :mod:`.config`, frame pairing to
+:mod:`.sync` (the same policy bag replay uses, so live and replayed questions see the same
+frame sets), admission and queueing to :mod:`.worker`, diagnostics to :mod:`.stats`, and the
+answering itself to :class:`~prune2drive_ros.engine.Engine`.
+
+Threads: a MultiThreadedExecutor runs the camera subscriptions (one mutually exclusive group;
+they only queue message objects, no decoding), the ``~/ask`` service (a reentrant group: each
+call waits on its own future, so waiting never blocks the executor), and the timers. Inference
+runs on the worker's single thread; the model loads on a thread of its own so the node is
+visible, and its diagnostics say "model not loaded", while a large checkpoint loads.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import rclpy
+import torch
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from builtin_interfaces.msg import Time as TimeMsg
+from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_updater import DiagnosticStatusWrapper, FunctionDiagnosticTask, Updater
+from prune2drive_interfaces.msg import DrivingAnswer
+from prune2drive_interfaces.srv import Ask
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from .config import NODE_NAME, PACKAGE, DriveVLMConfig, ParamSpec
+from .engine import Answer, Engine
+from .errors import ConfigError, Prune2DriveError, QuestionError
+from .stats import NodeStats
+from .sync import ApproximateSync
+from .views import VIEWS
+from .worker import InferenceWorker, JobResult, Rejection, check_frames, check_ready
+
+#: stats.py levels -> DiagnosticStatus constants (``level`` is a byte on Jazzy: never an int).
+LEVELS = {
+    "OK": DiagnosticStatus.OK,
+    "WARN": DiagnosticStatus.WARN,
+    "ERROR": DiagnosticStatus.ERROR,
+}
+
+#: Executor threads besides the service calls that may wait on the worker at once.
+_SPARE_THREADS = 4
+
+
+def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The ROS descriptor of one schema parameter: description, range, read-only flag."""
+    descriptor = ParameterDescriptor(
+        description=spec.description,
+        additional_constraints=spec.constraints(),
+        read_only=spec.read_only,
+    )
+    if spec.low is not None and spec.high is not None:
+        if spec.kind is int:
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)
+            ]
+        elif spec.kind is float:
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)
+            ]
+    return descriptor
+
+
+def time_msg(stamp_ns: int) -> TimeMsg:
+    """``builtin_interfaces/Time`` of a stamp in nanoseconds."""
+    return TimeMsg(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+
+
+def answer_fields(answer: Answer) -> dict[str, Any]:
+    """The fields ``Ask.Response`` and ``DrivingAnswer`` share, filled from an engine Answer."""
+    timings = answer.timings_ms
+    return {
+        "answer": answer.text,
+        "frames_stamp": time_msg(answer.frames_stamp_ns),
+        "view_names": list(answer.kept_tokens),
+        "kept_tokens": [int(n) for n in answer.kept_tokens.values()],
+        "decode_ms": float(timings.get("decode", 0.0)),
+        "encode_ms": float(timings.get("encode", 0.0)),
+        "prune_ms": float(timings.get("prune", 0.0)),
+        "prefill_ms": float(timings.get("prefill", 0.0)),
+        "generate_ms": float(timings.get("generate", 0.0)),
+        "total_ms": float(timings.get("total", 0.0)),
+        "model": answer.model,
+        "random_weights": bool(answer.random_weights),
+    }
+
+
+class RosLogHandler(logging.Handler):
+    """Forwards the package's Python logging (engine, model loader) to the node's ROS log.
+
+    One call site per severity: rclpy's logger refuses a call site whose severity changes.
+    """
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self._logger.error(message)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(message)
+        elif record.levelno >= logging.INFO:
+            self._logger.info(message)
+        else:
+            self._logger.debug(message)
+
+
+def _share_dir() -> str | None:
+    """The installed share folder (default rates file); None when not installed by colcon."""
+    try:
+        return get_package_share_directory(PACKAGE)
+    except PackageNotFoundError:
+        return None
+
+
+class DriveVLMNode(Node):
+    """Answers driving questions about the latest synchronized set of the six cameras.
+
+    Raises:
+        ConfigError: a parameter is invalid (the message names it and what it allows).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(NODE_NAME)
+        package_log = logging.getLogger(PACKAGE)
+        package_log.setLevel(logging.INFO)
+        package_log.addHandler(RosLogHandler(self.get_logger()))
+        self.config = self._declare_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        #: set by the loader thread when the model cannot be loaded; main() then exits non-zero
+        self.fatal: str | None = None
+        self._engine: Engine | None = None
+        self._gpu_memory: functools.partial[int] | None = None
+
+        self._stats = NodeStats()
+        self._worker = InferenceWorker(self.config.max_queue, log_error=self.get_logger().error)
+        self._topics = self.config.resolved_image_topics()
+        self._sync = ApproximateSync(VIEWS, self.config.sync_slop_s, self.config.sync_queue_size)
+        self._heard: set[str] = set()  # views that delivered at least one message
+
+        image_group = MutuallyExclusiveCallbackGroup()
+        msg_type = CompressedImage if self.config.use_compressed else Image
+        self._subscriptions_by_view = {
+            view: self.create_subscription(
+                msg_type,
+                topic,
+                functools.partial(self._on_image, view),
+                qos_profile_sensor_data,
+                callback_group=image_group,
+            )
+            for view, topic in self._topics.items()
+        }
+        self._answers = self.create_publisher(DrivingAnswer, "~/answers", 10)
+        self._service = self.create_service(
+            Ask, "~/ask", self._on_ask, callback_group=ReentrantCallbackGroup()
+        )
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._standing_timer: Any = None
+        self._standing_future: Future[JobResult[Answer]] | None = None
+        self._reset_standing_timer()
+
+        self._updater = Updater(self, period=self.config.diagnostics_period_s)
+        self._updater.setHardwareID("loading")
+        self._updater.add(FunctionDiagnosticTask("driving QA", self._diagnose))
+
+        self._loader = threading.Thread(target=self._load, name="prune2drive-load", daemon=True)
+        self.get_logger().info(
+            f"subscribing to {msg_type.__name__} on {', '.join(self._topics.values())}; "
+            f"loading model {self.config.model or '(tiny random-weight test model)'}"
+        )
+
+    # ------------------------------------------------------------------ parameters
+
+    def _declare_parameters(self) -> DriveVLMConfig:
+        """Declare every schema parameter (one at a time, to name the one ROS rejects)."""
+        values: dict[str, Any] = {}
+        for spec in DriveVLMConfig.specs():
+            default = list(spec.default) if spec.kind is tuple else spec.default
+            try:
+                parameter = self.declare_parameter(spec.name, default, parameter_descriptor(spec))
+            except ParameterException as exc:
+                raise ConfigError(
+                    f"parameter {spec.name}: {exc} (allowed: {spec.constraints()})"
+                ) from exc
+            values[spec.name] = parameter.value
+        return DriveVLMConfig.from_mapping(values)
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Apply run-time changes (read-only ones never get here) after validating them."""
+        names = {spec.name for spec in DriveVLMConfig.specs()}
+        changes = {p.name: p.value for p in parameters if p.name in names}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            candidate = self.config.with_changes(**changes)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        previous, self.config = self.config, candidate
+        standing = (candidate.standing_question, candidate.standing_period_s)
+        if standing != (previous.standing_question, previous.standing_period_s):
+            self._reset_standing_timer()
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ model
+
+    def start(self) -> None:
+        """Start loading the model (in the background: the executor keeps spinning)."""
+        self._loader.start()
+
+    def _load(self) -> None:
+        """Load and warm up the engine; on failure set :attr:`fatal` so main() exits."""
+        try:
+            engine = Engine.from_config(self.config, share_dir=_share_dir())
+            engine.warmup()
+        except Exception as exc:  # reported to the main thread, which exits non-zero
+            detail = "" if isinstance(exc, Prune2DriveError) else f"\n{traceback.format_exc()}"
+            self.get_logger().fatal(
+                f"cannot load model {self.config.model or '(tiny test model)'}: {exc}{detail}"
+            )
+            self.fatal = str(exc)
+            return
+        facts = engine.describe()
+        if facts["device"].startswith("cuda"):
+            self._gpu_memory = functools.partial(torch.cuda.memory_allocated, facts["device"])
+        self._updater.setHardwareID(facts["device"])
+        self._engine = engine
+        self.get_logger().info(
+            "ready: "
+            + ", ".join(f"{key} {value}" for key, value in facts.items())
+            + f"; ask on {self.resolve_service_name(self._service.srv_name)}"
+        )
+
+    # ------------------------------------------------------------------ cameras
+
+    def _on_image(self, view: str, msg: CompressedImage | Image) -> None:
+        """Queue one camera message for pairing; no decoding here (it waits for a question)."""
+        self._heard.add(view)
+        stamp = msg.header.stamp
+        frame_set = self._sync.add(view, stamp.sec * 1_000_000_000 + stamp.nanosec, msg)
+        if frame_set is not None:
+            self._stats.record_frameset(frame_set.stamp_ns)
+
+    # ------------------------------------------------------------------ questions
+
+    def _submit(self, question: str, max_new_tokens: int) -> Future[JobResult[Answer]]:
+        """Check the question against the current state and queue it; never blocks."""
+        config, engine, frames = self.config, self._engine, self._sync.latest
+        rejection = (
+            check_ready(engine is not None, config.model)
+            or self._check_request(engine, question, max_new_tokens)
+            or check_frames(
+                None if frames is None else frames.stamp_ns,
+                self.get_clock().now().nanoseconds,
+                config.max_frame_age_s,
+                topics=list(self._topics.values()),
+                silent_topics=[t for v, t in self._topics.items() if v not in self._heard],
+            )
+        )
+        tokens = max_new_tokens or config.max_new_tokens
+        future = self._worker.submit(
+            lambda: engine.answer(frames, question, tokens), rejection=rejection
+        )
+        future.add_done_callback(self._publish)
+        return future
+
+    @staticmethod
+    def _check_request(
+        engine: Engine | None, question: str, max_new_tokens: int
+    ) -> Rejection | None:
+        """The engine's question check and the token limit, as an immediate rejection."""
+        limit = DriveVLMConfig.spec("max_new_tokens").high
+        if limit is not None and max_new_tokens > limit:
+            return Rejection(
+                "bad_request", f"max_new_tokens={max_new_tokens} exceeds {limit:g}; ask for less"
+            )
+        if engine is not None:
+            try:
+                engine.check_question(question)
+            except QuestionError as exc:
+                return Rejection("bad_question", str(exc))
+        return None
+
+    def _publish(self, future: Future[JobResult[Answer]]) -> None:
+        """Record and publish every answer (service calls and the standing question alike)."""
+        outcome = future.result()
+        if not outcome.success or outcome.value is None:
+            return
+        answer = outcome.value
+        self._stats.record_timings(answer.timings_ms)
+        msg = DrivingAnswer(**answer_fields(answer))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.question = answer.question
+        self._answers.publish(msg)
+
+    def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
+        """Service ``~/ask``: wait for this question's own future (reentrant group)."""
+        outcome = self._submit(request.question, request.max_new_tokens).result()
+        response.success = outcome.success
+        response.message = outcome.message
+        if outcome.success and outcome.value is not None:
+            for name, value in answer_fields(outcome.value).items():
+                setattr(response, name, value)
+        else:
+            self.get_logger().info(f"question not answered: {outcome.message}")
+        return response
+
+    def _reset_standing_timer(self) -> None:
+        """(Re)create the standing-question timer from the current parameters."""
+        if self._standing_timer is not None:
+            self.destroy_timer(self._standing_timer)
+            self._standing_timer = None
+        if self.config.standing_question:
+            self._standing_timer = self.create_timer(
+                self.config.standing_period_s,
+                self._ask_standing,
+                callback_group=self._timer_group,
+            )
+
+    def _ask_standing(self) -> None:
+        """Ask the standing question, unless the model loads or the last one still runs."""
+        pending = self._standing_future
+        if self._engine is None or (pending is not None and not pending.done()):
+            return
+        self._standing_future = future = self._submit(self.config.standing_question, 0)
+        future.add_done_callback(self._log_standing_failure)
+
+    def _log_standing_failure(self, future: Future[JobResult[Answer]]) -> None:
+        outcome = future.result()
+        if not outcome.success:
+            self.get_logger().warning(
+                f"standing question not answered: {outcome.message}", throttle_duration_sec=30.0
+            )
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _diagnose(self, stat: DiagnosticStatusWrapper) -> DiagnosticStatusWrapper:
+        """The diagnostic_updater task: the stats.py report as a DiagnosticStatus."""
+        engine = self._engine
+        info = (
+            engine.describe()
+            if engine is not None
+            else {"model": self.config.model or "(tiny test model)", "state": "loading"}
+        )
+        report = self._stats.report(
+            now_ns=self.get_clock().now().nanoseconds,
+            max_frame_age_s=self.config.max_frame_age_s,
+            model_loaded=engine is not None,
+            worker=self._worker.counters(),
+            sync=self._sync.stats,
+            gpu_memory_bytes=self._gpu_memory,
+            info=info,
+        )
+        stat.summary(LEVELS[report.level], report.message)
+        for key, value in report.values:
+            stat.add(key, value)
+        return stat
+
+    def close(self) -> None:
+        """Stop taking questions; queued ones are answered "shutting down", then join."""
+        self._worker.close(timeout=30.0)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point ``drive_vlm_node``: exit 0 on Ctrl-C, 1 if the model fails, 2 on bad params."""
+    rclpy.init(args=args)
+    node: DriveVLMNode | None = None
+    executor: MultiThreadedExecutor | None = None
+    try:
+        try:
+            node = DriveVLMNode()
+        except ConfigError as exc:
+            get_logger(NODE_NAME).fatal(f"invalid parameters: {exc}")
+            return 2
+        executor = MultiThreadedExecutor(num_threads=node.config.max_queue + _SPARE_THREADS)
+        executor.add_node(node)
+        node.start()
+        while rclpy.ok() and node.fatal is None:
+            executor.spin_once(timeout_sec=0.25)
+        return 0 if node.fatal is None else 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    finally:
+        if node is not None:
+            node.close()
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
