@@ -1,0 +1,209 @@
+"""Launch test: drive_vlm_node with the tiny model on CPU answers over real ROS 2.
+
+Six synthetic CompressedImage JPEG cameras at ~12 Hz with per-camera offsets and jitter feed the
+node; a service call to ~/ask must succeed, the standing question must appear on ~/answers and
+the node's status on /diagnostics. Runs under ``colcon test`` on a ROS 2 machine (launch_testing
+collects it); plain pytest without rclpy skips it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy); runs under colcon test")
+
+import array  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import unittest  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import launch_ros.actions  # noqa: E402
+import launch_testing.actions  # noqa: E402
+import launch_testing.asserts  # noqa: E402
+import numpy as np  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from prune2drive_interfaces.msg import DrivingAnswer  # noqa: E402
+from prune2drive_interfaces.srv import Ask  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CompressedImage  # noqa: E402
+
+import launch  # noqa: E402
+from prune2drive_ros.imaging import encode_jpeg  # noqa: E402
+from prune2drive_ros.views import VIEWS, image_topic  # noqa: E402
+
+STANDING_QUESTION = "What is in front of the ego vehicle?"
+#: Discovery stays on this machine (ROS_LOCALHOST_ONLY is deprecated since Iron).
+DISCOVERY = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+#: Loading (and on first use building) the tiny checkpoint on a busy CI runner.
+READY_TIMEOUT_S = 300.0
+TIMEOUT_S = 60.0
+
+
+@pytest.mark.launch_test
+def generate_test_description() -> tuple[launch.LaunchDescription, dict[str, Any]]:
+    vlm_node = launch_ros.actions.Node(
+        package="prune2drive_ros",
+        executable="drive_vlm_node",
+        name="prune2drive",
+        parameters=[
+            {
+                "device": "cpu",
+                "max_new_tokens": 4,
+                "max_frame_age_s": 10.0,
+                "standing_question": STANDING_QUESTION,
+                "standing_period_s": 1.0,
+            }
+        ],
+        additional_env={**DISCOVERY, "PYTHONUNBUFFERED": "1"},
+        output="screen",
+    )
+    return (
+        launch.LaunchDescription([vlm_node, launch_testing.actions.ReadyToTest()]),
+        {"vlm_node": vlm_node},
+    )
+
+
+def _view_jpeg(index: int, width: int = 160, height: int = 90) -> bytes:
+    """A small distinct JPEG per view: a horizontal ramp tinted by the view index."""
+    ramp = np.tile(np.linspace(0, 255, width, dtype=np.uint8), (height, 1))
+    tint = np.full((height, width), 40 * index, np.uint8)
+    return encode_jpeg(np.dstack([ramp, ramp, tint]))
+
+
+class CameraRig:
+    """Publishes six JPEG views like a nuScenes rig: cameras fire ~8 ms apart, +-5 ms jitter."""
+
+    def __init__(self, node: Any, period_s: float = 1 / 12) -> None:
+        self._node = node
+        self._random = random.Random(0)
+        self._publishers = {
+            view: node.create_publisher(CompressedImage, image_topic(view), qos_profile_sensor_data)
+            for view in VIEWS
+        }
+        self._jpegs = {view: array.array("B", _view_jpeg(i)) for i, view in enumerate(VIEWS)}
+        self._timer = node.create_timer(period_s, self._publish)
+
+    def _publish(self) -> None:
+        now_ns = self._node.get_clock().now().nanoseconds
+        for i, view in enumerate(VIEWS):
+            stamp_ns = now_ns + i * 8_000_000 + self._random.randint(-5_000_000, 5_000_000)
+            msg = CompressedImage(format="jpeg", data=self._jpegs[view])
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+            msg.header.frame_id = view
+            self._publishers[view].publish(msg)
+
+
+class TestDriveVLMNode(unittest.TestCase):
+    """Talks to the launched node from a second ROS process (this one)."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls._saved_env = {key: os.environ.get(key) for key in DISCOVERY}
+        os.environ.update(DISCOVERY)
+        rclpy.init()
+        cls.node = rclpy.create_node("prune2drive_launch_test")
+        cls.rig = CameraRig(cls.node)
+        cls.lock = threading.Lock()
+        cls.answers: list[DrivingAnswer] = []
+        cls.statuses: list[DiagnosticStatus] = []
+        cls.node.create_subscription(DrivingAnswer, "/prune2drive/answers", cls._on_answer, 10)
+        cls.node.create_subscription(DiagnosticArray, "/diagnostics", cls._on_diagnostics, 10)
+        cls.executor = SingleThreadedExecutor()
+        cls.executor.add_node(cls.node)
+        cls.spinner = threading.Thread(target=cls.executor.spin, daemon=True)
+        cls.spinner.start()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.executor.shutdown()
+        cls.node.destroy_node()
+        rclpy.try_shutdown()
+        for key, value in cls._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    @classmethod
+    def _on_answer(cls, msg: DrivingAnswer) -> None:
+        with cls.lock:
+            cls.answers.append(msg)
+
+    @classmethod
+    def _on_diagnostics(cls, msg: DiagnosticArray) -> None:
+        with cls.lock:
+            cls.statuses.extend(s for s in msg.status if "prune2drive" in s.name)
+
+    def wait_until(self, condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                found = condition()
+            if found:
+                return found
+            time.sleep(0.1)
+        self.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+    def ask(self, question: str) -> Ask.Response:
+        client = self.node.create_client(Ask, "/prune2drive/ask")
+        try:
+            self.assertTrue(client.wait_for_service(timeout_sec=TIMEOUT_S), "no ~/ask service")
+            future = client.call_async(Ask.Request(question=question, max_new_tokens=4))
+            self.wait_until(future.done, TIMEOUT_S, "the ~/ask response")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def test_1_ready(self, proc_output: Any, vlm_node: Any) -> None:
+        # rclpy logs to stderr; assertWaitFor reads stderr unless told stream="stdout".
+        proc_output.assertWaitFor(
+            "ready:", process=vlm_node, timeout=READY_TIMEOUT_S, stream="stderr"
+        )
+
+    def test_2_ask(self) -> None:
+        response = self.ask("Is it safe to change to the left lane?")
+        self.assertTrue(response.success, response.message)
+        self.assertEqual(list(response.view_names), list(VIEWS))
+        self.assertEqual(len(response.kept_tokens), len(VIEWS))
+        self.assertTrue(all(k > 0 for k in response.kept_tokens))
+        self.assertGreater(response.total_ms, 0.0)
+        self.assertGreater(response.frames_stamp.sec, 0)
+        self.assertTrue(response.random_weights, "the tiny model must say it answers nonsense")
+
+    def test_3_bad_question_is_refused_not_fatal(self) -> None:
+        response = self.ask("   ")
+        self.assertFalse(response.success)
+        self.assertIn("empty", response.message)
+        self.assertTrue(self.ask("Is the road clear?").success, "the node keeps serving")
+
+    def test_4_standing_question_is_published(self) -> None:
+        answer = self.wait_until(
+            lambda: [a for a in self.answers if a.question == STANDING_QUESTION],
+            TIMEOUT_S,
+            "a standing-question answer on /prune2drive/answers",
+        )[-1]
+        self.assertEqual(len(answer.kept_tokens), len(VIEWS))
+        self.assertTrue(answer.random_weights)
+
+    def test_5_diagnostics(self) -> None:
+        status = self.wait_until(
+            lambda: [s for s in self.statuses if s.level == DiagnosticStatus.OK],
+            TIMEOUT_S,
+            "an OK prune2drive status on /diagnostics",
+        )[-1]
+        values = {kv.key: kv.value for kv in status.values}
+        self.assertGreater(float(values["synchronized sets/s"]), 1.0)
+        self.assertGreaterEqual(int(values["questions served"]), 1)
+        self.assertIn("prefill ms p50", values)
+
+
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    def test_exit_code(self, proc_info: Any) -> None:
+        """Ctrl-C (SIGINT from launch) is a clean exit."""
+        launch_testing.asserts.assertExitCodes(proc_info)
