@@ -35,6 +35,9 @@ NODE_NAME = "prune2drive"
 FOREIGN_PARAMETERS: tuple[str, ...] = ("use_sim_time", "start_type_description_service")
 FOREIGN_PREFIXES: tuple[str, ...] = ("diagnostic_updater.", "qos_overrides.")
 
+#: Attention kernels the VLM adapters support (prune2drive_ros.vlm.base checks the same).
+ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "flash_attention_2")
+
 DEFAULT_RATES_FILE = "config/retention_rates.yaml"
 DEFAULT_PARAMS_FILE = "config/drive_vlm.yaml"
 
@@ -157,8 +160,9 @@ class DriveVLMConfig:
     )
     attn_implementation: str = _param(
         "sdpa",
-        "attention kernel of the language model (pruning needs no attention weights)",
-        choices=("sdpa", "flash_attention_2", "eager"),
+        "attention kernel of the language model (pruning needs no attention weights, so no "
+        "eager attention; flash_attention_2 needs CUDA and the flash-attn package)",
+        choices=ATTENTION_IMPLEMENTATIONS,
     )
     pruner: str = _param(
         "tfps",

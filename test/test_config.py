@@ -94,6 +94,12 @@ def test_range_edges_are_allowed() -> None:
             assert getattr(DriveVLMConfig().with_changes(**{spec.name: value}), spec.name) == value
 
 
+def test_attention_choices_are_the_vlm_ones() -> None:
+    from prune2drive_ros.vlm.base import ATTENTION_IMPLEMENTATIONS
+
+    assert DriveVLMConfig.spec("attn_implementation").allowed_choices() == ATTENTION_IMPLEMENTATIONS
+
+
 def test_every_pruner_is_a_choice() -> None:
     for name in PRUNERS:
         assert DriveVLMConfig().with_changes(pruner=name).pruner == name
