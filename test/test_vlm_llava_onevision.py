@@ -4,11 +4,13 @@ Everything runs on the tiny random-weight checkpoint (real classes, loaded from 
 user's checkpoint). Retention 1.0 must reproduce the stock multi-image forward; pruning must hand
 the language model exactly the kept tokens, separators and every text token, at the positions
 the chosen mode promises; generation must use the KV cache and answer several questions as it
-answers each alone.
+answers each alone. The FLOPs count and the prefill benchmark's record close the file.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,10 +18,12 @@ import pytest
 import torch
 from transformers import LlavaOnevisionImageProcessorPil
 
+from prune2drive_ros.bench import prefill as bench_prefill
 from prune2drive_ros.errors import BudgetError, DecodeError
 from prune2drive_ros.pruning import Selection, random_select
 from prune2drive_ros.views import VIEWS
 from prune2drive_ros.vlm import DrivingVLM, load_vlm
+from prune2drive_ros.vlm.flops import DecoderShape, flops_ratio, prefill_flops
 from prune2drive_ros.vlm.tiny import cached_tiny
 
 QUESTION = "Is there a pedestrian in front of the ego vehicle?"
@@ -292,3 +296,30 @@ def test_ask_fills_every_stage(vlm: DrivingVLM, images: list[np.ndarray]) -> Non
     stages = timings.as_dict()
     assert all(stages[name] > 0 for name in ("encode", "prune", "prefill", "generate"))
     assert stages["total"] == pytest.approx(sum(v for k, v in stages.items() if k != "total"))
+
+
+def test_flops_formula_by_hand(vlm: DrivingVLM) -> None:
+    shape = DecoderShape.from_config(vlm.model.config)
+    assert (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim) == (64, 4, 2, 16)
+    # per layer: projections 2*L*64*(2*64 + 2*32), causal attention 2*64*L*(L+1),
+    # SwiGLU 2*L*3*64*128; LM head 2*64*vocab once.
+    length = 10
+    layer = 2 * length * 64 * 192 + 2 * 64 * length * (length + 1) + 2 * length * 3 * 64 * 128
+    assert prefill_flops(shape, length) == 2 * layer + 2 * 64 * shape.vocab
+    assert 0 < flops_ratio(shape, 500, 4500) < 500 / 4500 * 1.01
+
+
+def test_bench_prefill_ends_with_a_json_record(capsys) -> None:
+    parser = argparse.ArgumentParser()
+    bench_prefill.add_arguments(parser)
+    args = parser.parse_args(
+        ["--shape", "tiny", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--json"]
+    )
+    assert bench_prefill.run(args) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["random_weights"] is True
+    assert record["visual_tokens_full"] == 6 * 729 and record["visual_tokens_kept"] == 6 * 73
+    assert record["prefill_tokens_pruned"] == 6 * 73 + 6 + record["text_tokens"]
+    for key in ("baseline_ms", "pruned_ms", "speedup", "flops_ratio", "encode_ms", "tfps_ms"):
+        assert record[key] > 0
+    assert record["end_to_end_speedup"] > 0

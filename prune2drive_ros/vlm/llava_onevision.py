@@ -57,10 +57,10 @@ _SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "num_attention_heads": 4,
         },
         {
-            "hidden_size": 512,
-            "intermediate_size": 1536,
+            "hidden_size": 768,
+            "intermediate_size": 2048,
             "num_hidden_layers": 4,
-            "num_attention_heads": 8,
+            "num_attention_heads": 6,  # head size 128 and grouped KV heads, as in Qwen2-7B
             "num_key_value_heads": 2,
         },
     ),

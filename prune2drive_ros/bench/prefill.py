@@ -1,0 +1,202 @@
+"""Time the language-model prefill on all visual tokens against the pruned ones.
+
+One random-weight model of the family's real architecture (shape ``small`` on a CPU, ``7b``
+on a GPU; see :mod:`prune2drive_ros.vlm.tiny`) encodes six synthetic views once; the benchmark
+then times, taking turns run by run after a warm-up, the vision encoder with projector, the
+pruner (T-FPS unless ``--pruner``) at ``--retention``, and the language-model prefill of the
+same prompt (preamble, six views, question) unpruned and pruned. Medians are reported with:
+
+* ``speedup``: unpruned over pruned prefill;
+* ``flops_ratio``: pruned over unpruned prefill FLOPs from the model config
+  (:mod:`prune2drive_ros.vlm.flops`), whose inverse bounds the speedup;
+* ``end_to_end_speedup``: (encode + unpruned prefill) / (encode + prune + pruned prefill),
+  what pruning buys up to the first token once its own cost is paid.
+
+Random weights do not change the cost of a forward pass, so the times hold for trained weights
+of the same shape. With ``--json`` the last line is one JSON object; otherwise a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..views import VIEWS
+from . import DEVICES, device_name, emit_json, median, resolve_device, time_interleaved
+
+log = logging.getLogger(__name__)
+
+#: A DriveLM-style question, so the text part of the prompt has a realistic length.
+QUESTION = (
+    "What are the important objects in the current scene? Those objects will be considered "
+    "for the future reasoning and driving decision."
+)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prune2drive bench prefill``."""
+    parser.add_argument(
+        "--family", default="llava_onevision", help="model family (llava_onevision)"
+    )
+    parser.add_argument(
+        "--shape",
+        choices=("tiny", "small", "7b"),
+        default="small",
+        help="random-weight shape: small for CPUs, 7b (the real architecture) for GPUs (small)",
+    )
+    parser.add_argument(
+        "--retention", type=_rate, default=0.1, help="fraction of tokens kept per view (0.1)"
+    )
+    parser.add_argument("--pruner", default="tfps", help="pruner name (tfps)")
+    parser.add_argument(
+        "--positions",
+        choices=("original", "compact"),
+        default="original",
+        help="RoPE positions of the pruned sequence (original)",
+    )
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="device (auto)")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    parser.add_argument(
+        "--attn",
+        choices=("sdpa", "flash_attention_2"),
+        default="sdpa",
+        help="attention kernel (sdpa)",
+    )
+    parser.add_argument("--repeats", type=_positive, default=5, help="timed runs (median; 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (1)")
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        default=None,
+        help="CPU threads for torch (default: torch's choice, one per core); on a shared "
+        "machine 1 avoids stalls of threads waiting for a descheduled sibling",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and frames (0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line, not a summary")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the model, time the four stages and return the result record."""
+    from ..vlm.flops import DecoderShape, flops_ratio, prefill_flops
+    from ..vlm.tiny import random_vlm  # transformers loads only when a benchmark runs
+
+    device = resolve_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    vlm = random_vlm(
+        args.family,
+        args.shape,
+        device=device,
+        dtype=args.dtype,
+        attn_implementation=args.attn,
+        seed=args.seed,
+    )
+    width, height = vlm.image_size
+    rng = np.random.default_rng(args.seed)
+    images = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in VIEWS]
+    pixels = vlm.preprocess(images)
+    visual = vlm.encode_views(pixels)
+    budgets = vlm.budgets(args.retention)
+    selection = vlm.prune(visual, budgets, args.pruner, seed=args.seed)
+    full = vlm.prefill_inputs(visual, None, QUESTION, positions=args.positions)
+    pruned = vlm.prefill_inputs(visual, selection, QUESTION, positions=args.positions)
+    log.info(
+        "prefill of %d tokens vs %d (budgets %s) on %s", full.length, pruned.length, budgets, device
+    )
+    times = time_interleaved(
+        {
+            "encode": lambda: vlm.encode_views(pixels),
+            "prune": lambda: vlm.prune(visual, budgets, args.pruner, seed=args.seed),
+            "baseline": lambda: vlm.prefill(full),
+            "pruned": lambda: vlm.prefill(pruned),
+        },
+        warmup=args.warmup,
+        repeats=args.repeats,
+        device=device,
+    )
+    encode_ms, prune_ms, baseline_ms, pruned_ms = (
+        median(times[k]) for k in ("encode", "prune", "baseline", "pruned")
+    )
+    shape = DecoderShape.from_config(vlm.model.config)
+    ratio = flops_ratio(shape, pruned.length, full.length)
+    return {
+        "benchmark": "prefill",
+        "family": args.family,
+        "shape": args.shape,
+        "random_weights": vlm.random_weights,
+        "device": device.type,
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "dtype": str(vlm.dtype).removeprefix("torch."),
+        "attn": args.attn,
+        "views": len(VIEWS),
+        "retention": args.retention,
+        "pruner": args.pruner,
+        "positions": args.positions,
+        "budgets": list(budgets),
+        "visual_tokens_full": full.visual_tokens,
+        "visual_tokens_kept": pruned.visual_tokens,
+        "separator_tokens": pruned.separator_tokens,
+        "text_tokens": pruned.text_tokens,
+        "prefill_tokens_full": full.length,
+        "prefill_tokens_pruned": pruned.length,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "baseline_ms": round(baseline_ms, 2),
+        "pruned_ms": round(pruned_ms, 2),
+        "speedup": round(baseline_ms / pruned_ms, 2),
+        "prefill_gflop_full": round(prefill_flops(shape, full.length) / 1e9, 2),
+        "prefill_gflop_pruned": round(prefill_flops(shape, pruned.length) / 1e9, 2),
+        "flops_ratio": round(ratio, 4),
+        "flops_speedup_bound": round(1 / ratio, 2),
+        "encode_ms": round(encode_ms, 2),
+        "tfps_ms": round(prune_ms, 2),
+        "end_to_end_speedup": round(
+            (encode_ms + baseline_ms) / (encode_ms + prune_ms + pruned_ms), 2
+        ),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print its record."""
+    record = measure(args)
+    if args.json:
+        emit_json(record)
+        return 0
+    print(
+        f"{record['family']} {record['shape']} (random weights) on {record['device']} "
+        f"({record['device_name']}, {record['threads']} threads), {record['dtype']}, "
+        f"{record['attn']}"
+    )
+    print(
+        f"prefill {record['prefill_tokens_full']} tokens: {record['baseline_ms']:.1f} ms; "
+        f"pruned to {record['prefill_tokens_pruned']} ({record['visual_tokens_kept']} of "
+        f"{record['visual_tokens_full']} visual, retention {record['retention']}): "
+        f"{record['pruned_ms']:.1f} ms"
+    )
+    print(
+        f"speedup {record['speedup']:.2f}x (FLOPs bound {record['flops_speedup_bound']:.2f}x, "
+        f"ratio {record['flops_ratio']:.3f}); encode {record['encode_ms']:.1f} ms, "
+        f"{record['pruner']} {record['tfps_ms']:.1f} ms, end to end "
+        f"{record['end_to_end_speedup']:.2f}x"
+    )
+    return 0
