@@ -292,6 +292,17 @@ def test_non_finite_tokens_are_rejected(pruner: object, bad: float) -> None:
         pruner(tokens, [2, 2])
 
 
+def test_values_whose_sum_overflows_are_rejected_but_large_ones_pass() -> None:
+    # The finiteness check sums each token's features (far cheaper than an elementwise check):
+    # a token summing past the float32 limit is refused, merely large values are not.
+    tokens = _tokens(2, 6, 3, seed=0)
+    tokens[0, 1] = 1e30
+    tfps(tokens, [2, 2])
+    tokens[0, 1] = 3e38
+    with pytest.raises(PruningInputError, match="overflows"):
+        tfps(tokens, [2, 2])
+
+
 def test_not_a_tensor_is_rejected() -> None:
     with pytest.raises(PruningInputError, match=r"torch\.Tensor"):
         tfps([[[1.0]]], [1])  # type: ignore[arg-type]

