@@ -165,16 +165,14 @@ class DriveVLMNode(Node):
 
         image_group = MutuallyExclusiveCallbackGroup()
         msg_type = CompressedImage if self.config.use_compressed else Image
-        self._subscriptions_by_view = {
-            view: self.create_subscription(
+        for view, topic in self._topics.items():
+            self.create_subscription(
                 msg_type,
                 topic,
                 functools.partial(self._on_image, view),
                 qos_profile_sensor_data,
                 callback_group=image_group,
             )
-            for view, topic in self._topics.items()
-        }
         self._answers = self.create_publisher(DrivingAnswer, "~/answers", 10)
         self._service = self.create_service(
             Ask, "~/ask", self._on_ask, callback_group=ReentrantCallbackGroup()
