@@ -7,23 +7,36 @@ frame decodes identically live and offline. Messages are duck-typed: anything wi
 (``height``, ``width``, ``encoding``, ``is_bigendian``, ``step``, ``data``) is accepted.
 
 Speed: the vision encoder looks at 384 x 384 pixels while nuScenes cameras send 1600 x 900 JPEGs.
-With a target ``size`` the JPEG is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (the DCT is
-scaled, most of the work is skipped) and then area-resized to exactly ``size``. The whole image
-is resized, not cropped, to the (square) encoder input: a crop would cut away the road edges and
-the vehicles beside the ego car, which driving questions are about; the encoder is trained on
-aspect-distorted inputs anyway (LLaVA-OneVision resizes each image to 384 x 384 without anyres
-tiles).
+With a target ``size`` the JPEG is decoded by libjpeg at the largest of 1/2, 1/4 or 1/8 scale
+that still covers the target (the inverse DCT, upsampling and colour conversion then run on a
+quarter of the pixels or fewer; Huffman decoding still reads every coefficient) and resized to
+exactly ``size``. What remains after that is a small downscale (800 x 450 -> 384 x 384 is 2.08x
+at most per axis), which bilinear interpolation does well: its two taps per axis still touch
+96 % of the input pixels there, and it costs an eighth of area averaging (0.25 vs 2 ms per
+view here), with results within 0.3 levels on average. Larger downscales (no reduced decode,
+e.g. PNG or raw images) use area averaging, which does not alias. :func:`decode_views` decodes
+a frame's views in parallel threads.
+
+The whole image is resized, not cropped, to the (square) encoder input: a crop would cut away
+the road edges and the vehicles beside the ego car, which driving questions are about, and
+SigLIP (LLaVA-OneVision's vision tower) is itself trained on images squashed to a square, its
+processor resizing without a crop.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
 from .errors import DecodeError
+from .views import VIEWS
 
 LOG = logging.getLogger(__name__)
 
@@ -132,6 +145,39 @@ def decode_image(
     if size is not None:
         rgb = _resize(rgb, size)
     return np.ascontiguousarray(rgb)
+
+
+def decode_views(
+    messages: Mapping[str, Any],
+    topics: Mapping[str, str],
+    size: tuple[int, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`decode_image` for every view of a frame set, in parallel threads, in input order.
+
+    OpenCV releases the GIL while it decodes and resizes, so the six views of a frame spread
+    over the CPU cores: on a 2-core machine this about halves the latency of a frame. The first
+    view that fails raises its :class:`DecodeError`.
+    """
+    pool = _decode_pool()
+    futures = {
+        view: pool.submit(decode_image, msg, topic=topics[view], size=size)
+        for view, msg in messages.items()
+    }
+    return {view: future.result() for view, future in futures.items()}
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """One shared pool, as many threads as cores (at most one per view), made on first use."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            workers = min(len(VIEWS), os.cpu_count() or 1)
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        return _POOL
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -293,11 +339,16 @@ def _decode_raw(msg: RawImage, topic: str) -> np.ndarray:
 
 
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize to exactly ``size`` (width, height): area averaging down, bilinear up."""
+    """Resize to exactly ``size`` (width, height): bilinear, or area averaging past
+    :data:`_BILINEAR_MAX_DOWNSCALE` (see the module docstring)."""
     width, height = size
     if rgb.shape[1] == width and rgb.shape[0] == height:
         return rgb
-    shrinking = rgb.shape[1] >= width and rgb.shape[0] >= height
-    return cv2.resize(
-        rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    )
+    downscale = max(rgb.shape[1] / width, rgb.shape[0] / height)
+    interpolation = cv2.INTER_AREA if downscale > _BILINEAR_MAX_DOWNSCALE else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (width, height), interpolation=interpolation)
+
+
+#: Largest downscale left to bilinear interpolation: its 2 taps per axis still reach 2 / 2.25 =
+#: 89 % of the input pixels; beyond it area averaging is worth its 8x cost.
+_BILINEAR_MAX_DOWNSCALE = 2.25

@@ -298,3 +298,31 @@ def test_non_image_message_is_rejected():
 def test_encode_jpeg_rejects_non_rgb():
     with pytest.raises(ValueError, match="RGB uint8"):
         encode_jpeg(np.zeros((4, 4), np.uint8), 90)
+
+
+def test_decode_views_matches_one_by_one_and_reports_the_failing_topic():
+    from prune2drive_ros.imaging import decode_views
+    from prune2drive_ros.views import VIEWS, image_topic
+
+    topics = {v: image_topic(v) for v in VIEWS}
+    rgb = cv2.resize(smooth_rgb(), (160, 90))
+    messages = {
+        v: StandInCompressed("jpeg", encode_jpeg(np.roll(rgb, i, axis=1), 90))
+        for i, v in enumerate(VIEWS)
+    }
+    out = decode_views(messages, topics, (64, 64))
+    assert list(out) == list(VIEWS)
+    for view, msg in messages.items():
+        np.testing.assert_array_equal(
+            out[view], decode_image(msg, topic=topics[view], size=(64, 64))
+        )
+    messages["CAM_BACK"] = StandInCompressed("jpeg", b"\xff\xd8broken")
+    with pytest.raises(DecodeError, match=r"^/CAM_BACK/image_rect_compressed: corrupt"):
+        decode_views(messages, topics, (64, 64))
+
+
+def test_large_downscales_average_instead_of_aliasing():
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::2] = 255  # one-pixel columns: bilinear at 4x would pick all black or all white
+    out = decode_image(raw_message(stripes, "rgb8"), topic=TOPIC, size=(16, 16))
+    assert np.abs(out.astype(int) - 127).max() <= 1
