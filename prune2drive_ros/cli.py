@@ -24,6 +24,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "demo": "prune2drive_ros.demo",
     "bench": {
         "tfps": "prune2drive_ros.bench.tfps",
+        "decode": "prune2drive_ros.bench.decode",
         "prefill": "prune2drive_ros.bench.prefill",
     },
 }
