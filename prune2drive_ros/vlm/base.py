@@ -46,7 +46,9 @@ Write ``vlm/<family>.py`` with a subclass of :class:`DrivingVLM`, decorate it wi
 * ``prompt``: a :class:`PromptTemplate` in the family's chat format, and ``image_placeholder``,
   the tokenizer's special token for one image (it must be a single added token);
 * ``special_tokens`` / ``eos_token`` / ``pad_token``: what :mod:`~prune2drive_ros.vlm.tiny`
-  trains the random-weight test tokenizer with;
+  trains the random-weight test tokenizer with, and ``tokenizer_attributes`` (optional): named
+  special tokens the family's transformers processor reads off the tokenizer (InternVL's
+  ``start_image_token``), so the family's own processor also loads a tiny checkpoint;
 
 and implement the hooks:
 
@@ -64,7 +66,9 @@ VLM) and the head from ``model.get_output_embeddings()``; override :attr:`Drivin
 when that differs. Families with multi-axis RoPE (Qwen2-VL's M-RoPE) override
 :meth:`DrivingVLM._view_positions`, :meth:`DrivingVLM._text_positions` and
 :meth:`DrivingVLM._decoder_position_ids`; everything else (splicing, caching, decoding, timing) is
-shared. Add the family to the tests by parametrising them over it.
+shared. Families whose language model speaks ChatML (Qwen2) build their prompt with
+:func:`chatml_prompt`; :func:`pick_shape` and :func:`padded_vocab_size` serve
+:meth:`DrivingVLM.random_config`. Add the family to the tests by parametrising them over it.
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -98,6 +103,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Positions = Literal["original", "compact"]
+_Shape = TypeVar("_Shape")
 Pruner = Callable[..., Selection]
 
 #: Attention kernels the adapters are written for; neither needs attention weights.
@@ -230,6 +236,40 @@ class PromptTemplate:
         return before, after
 
 
+#: ChatML's special tokens (Qwen2's chat format), for the tokenizers of Qwen2-based families.
+CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def chatml_prompt(view: str) -> PromptTemplate:
+    """The driving prompt in ChatML, with ``view`` (a :class:`PromptTemplate` view line) per view.
+
+    One system turn and one user turn holding the six views and the question, then the open
+    assistant turn: what Qwen2's chat template writes, so every Qwen2-based family asks the
+    same question the same way and only the image wrapping in ``view`` differs.
+    """
+    return PromptTemplate(
+        prefix=(
+            "<|im_start|>system\nYou are a helpful driving assistant. You see the six surround "
+            "cameras of the ego vehicle.<|im_end|>\n<|im_start|>user\n"
+        ),
+        view=view,
+        question="{question}<|im_end|>\n<|im_start|>assistant\n",
+    )
+
+
+def pick_shape(shapes: Mapping[str, _Shape], shape: str) -> _Shape:
+    """``shapes[shape]``, or a ValueError naming the known shapes (for ``random_config``)."""
+    try:
+        return shapes[shape]
+    except KeyError:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(shapes)}") from None
+
+
+def padded_vocab_size(tokenizer: Any, multiple: int = 64) -> int:
+    """The tokenizer's size rounded up to ``multiple``, as real checkpoints pad the embedding."""
+    return -(-len(tokenizer) // multiple) * multiple
+
+
 @dataclass(frozen=True)
 class PrefillInputs:
     """What the language model gets for one prefill: embeddings and explicit positions.
@@ -311,6 +351,7 @@ class DrivingVLM(ABC):
     special_tokens: ClassVar[tuple[str, ...]]
     eos_token: ClassVar[str]
     pad_token: ClassVar[str]
+    tokenizer_attributes: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
     def __init__(
         self,

@@ -82,8 +82,13 @@ def train_tokenizer(family: str) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     tokenizer.train_from_iterator(_CORPUS, trainer)
+    # Named special tokens (InternVL's start_image_token, ...) only where the family has them,
+    # so the other families' saved tokenizer files stay byte-identical.
+    named = (
+        {"extra_special_tokens": dict(cls.tokenizer_attributes)} if cls.tokenizer_attributes else {}
+    )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token=cls.eos_token, pad_token=cls.pad_token
+        tokenizer_object=tokenizer, eos_token=cls.eos_token, pad_token=cls.pad_token, **named
     )
 
 
