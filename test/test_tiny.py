@@ -113,5 +113,5 @@ def test_7b_needs_a_gpu() -> None:
 def test_unknown_shape_and_family() -> None:
     with pytest.raises(ModelLoadError, match="unknown shape"):
         random_vlm(FAMILY, "huge")
-    with pytest.raises(ModelLoadError, match="supported families: llava_onevision"):
+    with pytest.raises(ModelLoadError, match=r"supported families: .*llava_onevision"):
         random_vlm("blip", "tiny")

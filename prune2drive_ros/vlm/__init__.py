@@ -7,7 +7,7 @@ checkpoints. Importing this package registers every family in :data:`FAMILIES`.
 
 from __future__ import annotations
 
-from . import llava_onevision
+from . import internvl, llava_onevision
 from .base import (
     FAMILIES,
     RANDOM_WEIGHTS_NOTE,
@@ -29,6 +29,7 @@ __all__ = [
     "PrefillInputs",
     "PrefillOutput",
     "Timings",
+    "internvl",
     "llava_onevision",
     "load_vlm",
 ]

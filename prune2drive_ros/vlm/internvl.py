@@ -1,0 +1,210 @@
+"""InternVL 2.5 / 3 (the family of DriveLMM-o1) with Prune2Drive pruning.
+
+Per view, one 448 px tile goes through InternViT (14 px patches: 32 x 32 plus a CLS token, which
+the stock ``"default"`` feature strategy drops), a 0.5 pixel shuffle folds each 2 x 2 patch block
+into one token (16 x 16 = 256 tokens, raster order) and the MLP projector maps them to the
+language model. No dynamic tiling: InternVL's processor would cut a 16:9 camera image into up to
+12 tiles plus a thumbnail, so views would get different token counts and no common grid; one tile
+per view (what the processor does with ``max_patches=1``) gives every view the same 16 x 16 grid
+that T-FPS, the per-view budgets and the grid baseline are defined on. The checkpoint's
+``crop_to_patches`` setting is therefore not used.
+
+The stock processor writes each image as ``<img>`` + 256 ``<IMG_CONTEXT>`` + ``</img>``. The
+prompt here writes the same: ``<img>`` and ``</img>`` are text tokens of the view line, so they
+are never pruned and keep marking where a camera's tokens begin and end; ``<IMG_CONTEXT>`` is
+the placeholder for the view's kept tokens. InternVL's language model uses 1-D RoPE, so the
+shared position handling of :mod:`.base` applies unchanged.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from transformers import (
+    GotOcr2ImageProcessorPil,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    PreTrainedConfig,
+)
+from transformers.image_processing_base import ImageProcessingMixin
+
+from ..errors import ModelLoadError
+from .base import (
+    CHATML_SPECIAL_TOKENS,
+    DrivingVLM,
+    ViewGeometry,
+    chatml_prompt,
+    padded_vocab_size,
+    pick_shape,
+    register_family,
+)
+
+#: The per-view layout (one InternViT tile per view), as InternVL 2.5 / 3 are built.
+IMAGE_SIZE = 448
+PATCH_SIZE = 14
+DOWNSAMPLE_RATIO = 0.5
+#: ImageNet normalisation, as InternVL checkpoints ship it in preprocessor_config.json.
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+#: Random-weight shapes: (vision tower, language model) keyword arguments. ``tiny`` for tests,
+#: ``small`` the CPU benchmark shape (the same language model as the other families' ``small``,
+#: so prefill times compare), ``7b`` InternVL3-8B's real architecture (InternViT-300M, Qwen2.5-7B).
+_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "tiny": (
+        {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+        {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+    ),
+    "small": (
+        {
+            "hidden_size": 128,
+            "intermediate_size": 512,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        },
+        {
+            "hidden_size": 768,
+            "intermediate_size": 2048,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 6,  # head size 128 and grouped KV heads, as in Qwen2-7B
+            "num_key_value_heads": 2,
+        },
+    ),
+    "7b": (
+        {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "attention_bias": True,
+        },
+        {
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "vocab_size": 151674,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+        },
+    ),
+}
+
+
+@register_family
+class InternVLVLM(DrivingVLM):
+    """InternVL 2.5 / 3: InternViT at 448 px, pixel shuffle 0.5, an MLP projector, Qwen2."""
+
+    family = "internvl"
+    model_class = InternVLForConditionalGeneration
+    image_placeholder = "<IMG_CONTEXT>"
+    prompt = chatml_prompt("{label} view: <img>{image}</img>\n")
+    special_tokens = (*CHATML_SPECIAL_TOKENS, "<img>", "</img>", "<IMG_CONTEXT>", "<video>")
+    eos_token = "<|im_end|>"
+    pad_token = "<|endoftext|>"
+    # What InternVLProcessor reads off the tokenizer (as the InternVL3 *-hf tokenizers name them).
+    tokenizer_attributes = MappingProxyType(
+        {
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+            "video_token": "<video>",
+        }
+    )
+
+    @classmethod
+    def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:
+        vision = config.vision_config
+        size, patch = _pair(vision.image_size), _pair(vision.patch_size)
+        ratio = float(config.downsample_ratio)
+        expected = ((IMAGE_SIZE, IMAGE_SIZE), (PATCH_SIZE, PATCH_SIZE), DOWNSAMPLE_RATIO)
+        if (size, patch, ratio) != expected:
+            raise ModelLoadError(
+                f"this InternVL checkpoint's vision tower takes {size[0]}x{size[1]} px tiles with "
+                f"{patch[0]} px patches and downsample_ratio {ratio}; the per-view layout needs "
+                f"{IMAGE_SIZE} px tiles with {PATCH_SIZE} px patches and downsample_ratio "
+                f"{DOWNSAMPLE_RATIO} (one tile per view: 32 x 32 patches pixel-shuffled to 16 x 16 "
+                "= 256 tokens, as in InternVL 2.5 / 3)"
+            )
+        strategy = config.vision_feature_select_strategy
+        if strategy != "default":
+            raise ModelLoadError(
+                f"vision_feature_select_strategy is {strategy!r}; InternVL uses 'default' (drop "
+                "InternViT's CLS token), without which the patches do not form the 32 x 32 grid "
+                "the pixel shuffle needs"
+            )
+        grid = round(IMAGE_SIZE / PATCH_SIZE * DOWNSAMPLE_RATIO)
+        if int(config.image_seq_length) != grid * grid:
+            raise ModelLoadError(
+                f"image_seq_length is {config.image_seq_length}, but a {IMAGE_SIZE} px tile gives "
+                f"{grid * grid} tokens; the checkpoint's config contradicts its vision tower"
+            )
+        return ViewGeometry(
+            tokens_per_view=grid * grid,
+            patch_grid=(grid, grid),
+            image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        )
+
+    def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # One tile per view is a batch of V tiles to the stock feature path (vision tower, CLS
+        # dropped, pixel shuffle, projector): [V, 256, D] in raster order of the 16 x 16 grid.
+        features: torch.Tensor = self.model.model.get_image_features(
+            pixel_values=pixel_values, return_dict=True
+        ).pooler_output
+        return features
+
+    @classmethod
+    def random_config(cls, shape: str, tokenizer: Any) -> PreTrainedConfig:
+        vision, text = pick_shape(_SHAPES, shape)
+        return InternVLConfig(
+            vision_config={
+                "model_type": "internvl_vision",
+                "image_size": IMAGE_SIZE,
+                "patch_size": PATCH_SIZE,
+                **vision,
+            },
+            text_config={
+                "model_type": "qwen2",
+                "vocab_size": padded_vocab_size(tokenizer),
+                "max_position_embeddings": 32768,
+                "eos_token_id": tokenizer.convert_tokens_to_ids(cls.eos_token),
+                "pad_token_id": tokenizer.convert_tokens_to_ids(cls.pad_token),
+                **text,
+            },
+            image_token_id=tokenizer.convert_tokens_to_ids(cls.image_placeholder),
+            image_seq_length=256,
+            downsample_ratio=DOWNSAMPLE_RATIO,
+            vision_feature_select_strategy="default",
+            vision_feature_layer=-1,
+            tie_word_embeddings=False,
+        )
+
+    @classmethod
+    def image_processor(cls) -> ImageProcessingMixin:
+        return GotOcr2ImageProcessorPil(
+            size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+            image_mean=IMAGENET_MEAN,
+            image_std=IMAGENET_STD,
+            crop_to_patches=False,
+        )
+
+
+def _pair(value: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
+    """A config size that is an int or a (height, width) pair -> the pair."""
+    if isinstance(value, int):
+        return value, value
+    first, second = (int(v) for v in value)
+    return first, second
