@@ -26,9 +26,10 @@ from prune2drive_ros.errors import ModelLoadError
 from prune2drive_ros.pruning import Selection, random_select
 from prune2drive_ros.views import VIEWS
 from prune2drive_ros.vlm import DrivingVLM, load_vlm
+from prune2drive_ros.vlm.qwen2_5_vl import Qwen2_5_VLVLM
 from prune2drive_ros.vlm.tiny import cached_tiny
 
-FAMILIES_UNDER_TEST = ("internvl",)
+FAMILIES_UNDER_TEST = ("internvl", "qwen2_5_vl")
 QUESTION = "Is there a pedestrian in front of the ego vehicle?"
 #: Fractions of each view's tokens to keep (every view a different count, one view a single token).
 FRACTIONS = (0.1, 0.05, 0.15, 0.02, 0.1, 0.0)
@@ -89,11 +90,24 @@ def image_id(vlm: DrivingVLM) -> int:
 
 def stock_image_inputs(vlm: DrivingVLM, pixels: torch.Tensor, ids: torch.Tensor) -> dict[str, Any]:
     """The image arguments of the stock forward, as the family's processor gives them."""
+    if isinstance(vlm, Qwen2_5_VLVLM):
+        flat, grid = vlm.patches(pixels)
+        # get_rope_index finds the images by these token types (what the processor returns).
+        types = (ids == image_id(vlm)).int()
+        return {"pixel_values": flat, "image_grid_thw": grid, "mm_token_type_ids": types}
     return {"pixel_values": pixels}  # InternVL: one 448 px tile per view
 
 
 def stock_positions(vlm: DrivingVLM, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """``[P, L]`` positions the stock model gives the unpruned prompt ``ids``."""
+    if isinstance(vlm, Qwen2_5_VLVLM):
+        inputs = stock_image_inputs(vlm, pixels, ids)
+        full, _ = vlm.model.model.get_rope_index(
+            ids,
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+            image_grid_thw=inputs["image_grid_thw"],
+        )
+        return full[:, 0]
     return torch.arange(ids.shape[1]).unsqueeze(0)
 
 
@@ -355,6 +369,24 @@ REFUSED = [
         {"image_seq_length": 64},
         "image_seq_length is 64.*256 tokens",
         id="internvl-64-tokens-per-tile",
+    ),
+    pytest.param(
+        "qwen2_5_vl",
+        {"vision_config": {"patch_size": 16}},
+        r"16 px patches.*needs 14 px",
+        id="qwen2_5_vl-16px-patches",
+    ),
+    pytest.param(
+        "qwen2_5_vl",
+        {"vision_config": {"spatial_merge_size": 4}},
+        "spatial_merge_size 4",
+        id="qwen2_5_vl-merge-4",
+    ),
+    pytest.param(
+        "qwen2_5_vl",
+        {"vision_config": {"temporal_patch_size": 1}},
+        "temporal_patch_size 1",
+        id="qwen2_5_vl-temporal-1",
     ),
 ]
 

@@ -7,7 +7,7 @@ checkpoints. Importing this package registers every family in :data:`FAMILIES`.
 
 from __future__ import annotations
 
-from . import internvl, llava_onevision
+from . import internvl, llava_onevision, qwen2_5_vl
 from .base import (
     FAMILIES,
     RANDOM_WEIGHTS_NOTE,
@@ -32,4 +32,5 @@ __all__ = [
     "internvl",
     "llava_onevision",
     "load_vlm",
+    "qwen2_5_vl",
 ]
