@@ -146,14 +146,24 @@ def test_encode_views_are_the_stock_image_features(
     torch.testing.assert_close(torch.cat(list(stock)), visual.flatten(0, 1))
 
 
+@pytest.fixture(scope="module")
+def unpruned_stock_logits(vlm: DrivingVLM, pixels: torch.Tensor) -> torch.Tensor:
+    """``[L, vocab]`` logits of the stock forward on the unpruned prompt with QUESTION."""
+    return stock_logits(vlm, pixels, vlm.reference_input_ids(QUESTION))
+
+
 @pytest.mark.parametrize("keep_all", [None, "mask"], ids=["no-selection", "all-kept"])
 def test_retention_one_equals_stock_forward(
-    vlm: DrivingVLM, pixels: torch.Tensor, visual: torch.Tensor, keep_all: str | None
+    vlm: DrivingVLM,
+    pixels: torch.Tensor,
+    visual: torch.Tensor,
+    unpruned_stock_logits: torch.Tensor,
+    keep_all: str | None,
 ) -> None:
     everything = torch.ones(len(VIEWS), vlm.tokens_per_view, dtype=torch.bool)
     chosen = None if keep_all is None else Selection.from_mask(everything)
     ids = vlm.reference_input_ids(QUESTION)
-    expected = stock_logits(vlm, pixels, ids)
+    expected = unpruned_stock_logits
     inputs = vlm.prefill_inputs(visual, chosen, QUESTION)
     assert inputs.length == ids.shape[1]
     assert torch.equal(inputs.positions, stock_positions(vlm, pixels, ids))
