@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from tokenizers import Tokenizer, models
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from prune2drive_ros.errors import ModelLoadError
 from prune2drive_ros.vlm import FAMILIES, load_vlm
@@ -118,3 +119,10 @@ def test_cuda_without_a_gpu(tiny: Path) -> None:
 def test_auto_dtype_on_cpu_is_float32() -> None:
     assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
     assert resolve_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
+
+
+def test_tokenizer_without_the_image_token(tiny: Path) -> None:
+    vlm = load_vlm(tiny)
+    bare = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))
+    with pytest.raises(ModelLoadError, match="has no '<image>' token"):
+        type(vlm)(vlm.model, bare, name="bare", normalization=vlm.normalization)

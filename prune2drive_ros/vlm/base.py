@@ -321,9 +321,10 @@ class PrefillOutput:
 
 @dataclass(frozen=True)
 class _Prompt:
-    """Token ids of the fixed prompt text: the shared prefix split at the image placeholders
-    (one segment more than views), and the question template around the question."""
+    """Token ids of the fixed prompt text: the image placeholder, the shared prefix split at the
+    placeholders (one segment more than views), and the question template around the question."""
 
+    image_token: int
     segments: list[torch.Tensor]
     question_before: torch.Tensor
     question_after: torch.Tensor
@@ -697,26 +698,21 @@ class DrivingVLM(ABC):
         which is what the family's transformers processor does for one image per view; the
         tests compare the stock forward on these ids with :meth:`prefill` at retention 1.0.
         """
-        placeholder = self._placeholder_id
         per_view = self.tokens_per_view + self._view_separator().shape[0]
         pieces: list[torch.Tensor] = []
         for v, segment in enumerate(self._prompt.segments):
             pieces.append(segment)
             if v < len(VIEWS):
-                pieces.append(torch.full((per_view,), placeholder, device=self.device))
+                image = torch.full((per_view,), self._prompt.image_token, device=self.device)
+                pieces.append(image)
         turn = self._question_ids(question)
         return torch.cat([*pieces, turn]).unsqueeze(0)
 
     # ------------------------------------------------------------------ internals
 
-    @property
-    def _placeholder_id(self) -> int:
-        return int(self.tokenizer.convert_tokens_to_ids(self.image_placeholder))
-
     def _tokenize_prompt(self) -> _Prompt:
-        unknown = self.tokenizer.unk_token_id
-        placeholder = self._placeholder_id
-        if placeholder is None or placeholder == unknown:
+        placeholder = self.tokenizer.convert_tokens_to_ids(self.image_placeholder)
+        if placeholder is None or placeholder == self.tokenizer.unk_token_id:
             raise ModelLoadError(
                 f"the tokenizer of {self.name} has no {self.image_placeholder!r} token; "
                 f"{self.family} checkpoints ship it as an added special token"
@@ -731,6 +727,7 @@ class DrivingVLM(ABC):
         bounds = [-1, *cuts, ids.numel()]
         before, after = self.prompt.question_parts()
         return _Prompt(
+            image_token=int(placeholder),
             segments=[ids[a + 1 : b] for a, b in pairwise(bounds)],
             question_before=self._ids(before),
             question_after=self._ids(after),

@@ -21,7 +21,15 @@ from transformers import (
 from transformers.image_processing_base import ImageProcessingMixin
 
 from ..errors import ModelLoadError
-from .base import DrivingVLM, PromptTemplate, ViewGeometry, register_family
+from .base import (
+    CHATML_SPECIAL_TOKENS,
+    DrivingVLM,
+    ViewGeometry,
+    chatml_prompt,
+    padded_vocab_size,
+    pick_shape,
+    register_family,
+)
 
 #: The per-view layout Prune2Drive (and this adapter) is defined on.
 IMAGE_SIZE = 384
@@ -92,15 +100,8 @@ class LlavaOnevisionVLM(DrivingVLM):
     model_class = LlavaOnevisionForConditionalGeneration
     image_placeholder = "<image>"
     # Qwen2's ChatML, as the LLaVA-OneVision chat template writes it.
-    prompt = PromptTemplate(
-        prefix=(
-            "<|im_start|>system\nYou are a helpful driving assistant. You see the six surround "
-            "cameras of the ego vehicle.<|im_end|>\n<|im_start|>user\n"
-        ),
-        view="{label} view: {image}\n",
-        question="{question}<|im_end|>\n<|im_start|>assistant\n",
-    )
-    special_tokens = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+    prompt = chatml_prompt("{label} view: {image}\n")
+    special_tokens = (*CHATML_SPECIAL_TOKENS, "<image>", "<video>")
     eos_token = "<|im_end|>"
     pad_token = "<|endoftext|>"
 
@@ -146,12 +147,7 @@ class LlavaOnevisionVLM(DrivingVLM):
 
     @classmethod
     def random_config(cls, shape: str, tokenizer: Any) -> PreTrainedConfig:
-        try:
-            vision, text = _SHAPES[shape]
-        except KeyError:
-            known = ", ".join(_SHAPES)
-            raise ValueError(f"unknown shape {shape!r}; expected one of {known}") from None
-        vocab = -(-len(tokenizer) // 64) * 64  # padded like real vocabularies
+        vision, text = pick_shape(_SHAPES, shape)
         return LlavaOnevisionConfig(
             vision_config={
                 "model_type": "siglip_vision_model",
@@ -162,7 +158,7 @@ class LlavaOnevisionVLM(DrivingVLM):
             },
             text_config={
                 "model_type": "qwen2",
-                "vocab_size": vocab,
+                "vocab_size": padded_vocab_size(tokenizer),
                 "max_position_embeddings": 32768,
                 "tie_word_embeddings": False,
                 "eos_token_id": tokenizer.convert_tokens_to_ids(cls.eos_token),
