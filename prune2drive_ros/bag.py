@@ -179,12 +179,14 @@ class CameraBag:
             )
 
     def frame_sets(self, sync: ApproximateSync | None = None) -> Iterator[FrameSet]:
-        """Synchronized six-view sets over the whole recording, in order."""
+        """Synchronized sets over the whole recording, in order (of ``sync``'s views; all six
+        with the default synchronizer)."""
         sync = sync or ApproximateSync(VIEWS)
         for message in self.messages():
-            frame_set = sync.add(message.view, message.stamp_ns, message.msg)
-            if frame_set is not None:
-                yield frame_set
+            if message.view in sync.views:
+                frame_set = sync.add(message.view, message.stamp_ns, message.msg)
+                if frame_set is not None:
+                    yield frame_set
 
     def nearest_frame_set(
         self,

@@ -64,6 +64,15 @@ def test_storages_hold_the_same_messages(synthetic_bags):
     assert payloads["mcap"] == payloads["sqlite3"]
 
 
+def test_frame_sets_of_some_views(small_bag):
+    from prune2drive_ros.sync import ApproximateSync
+
+    with open_camera_bag(small_bag.path) as bag:
+        sets = list(bag.frame_sets(ApproximateSync(("CAM_FRONT", "CAM_BACK"))))
+    assert len(sets) == small_bag.frames
+    assert all(s.views == ("CAM_FRONT", "CAM_BACK") for s in sets)
+
+
 def test_single_storage_file_opens_too(small_bag):
     with open_camera_bag(small_bag.path / f"{small_bag.path.name}.mcap") as bag:
         assert sum(1 for _ in bag.frame_sets()) == small_bag.frames
