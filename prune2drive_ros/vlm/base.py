@@ -581,6 +581,7 @@ class DrivingVLM(ABC):
             pruner = get_pruner(pruner)
         return pruner(visual, budgets, seed=seed)
 
+    @torch.inference_mode()
     def prefill_inputs(
         self,
         visual: torch.Tensor,
@@ -814,11 +815,10 @@ class DrivingVLM(ABC):
         """Greedy decoding: one token per step on ``cache``, from ``position`` on."""
         tokens: list[int] = []
         while True:
-            token = int(logits.argmax())
-            tokens.append(token)
-            if token in self._stop_ids or len(tokens) == max_new_tokens:
+            ids = logits.argmax().view(1)  # stays on the device; int() below is the one sync
+            tokens.append(int(ids))
+            if tokens[-1] in self._stop_ids or len(tokens) == max_new_tokens:
                 return tokens
-            ids = torch.tensor([token], device=self.device)
             step = PrefillInputs(
                 embeds=self._text_embeds(ids).unsqueeze(0),
                 positions=self._text_positions(position, 1)[0],
