@@ -1,0 +1,398 @@
+"""Validation data for rate tuning: questions about six-camera frames, from a bag or DriveLM.
+
+Two sources give the same thing, a :class:`ValidationSet` of :class:`Sample` items (a question,
+its reference answer when known, and the :class:`Frame` it is asked about):
+
+* a rosbag2 recording with a questions file (JSON Lines with stamps): each question is asked
+  about the synchronized frame set nearest its stamp (:meth:`CameraBag.nearest_frame_set`),
+  exactly as ``prune2drive replay`` answers it;
+* a DriveLM-nuScenes JSON file with the nuScenes image folder (:func:`load_drivelm`).
+
+Several questions usually share one frame, so the data is grouped by frame: the vision encoder
+runs once per frame for a whole study (see :mod:`.features`), and each trial prefills a frame's
+visual tokens once for all its questions. A frame's :attr:`Frame.key` says what its pixels are
+made of (file identities, not contents: paths, sizes and modification times, and the stamp in
+the bag), so the feature cache can never hand out tokens of a file that has since changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bag import CameraBag, open_camera_bag
+from ..errors import ConfigError, QuestionError
+from ..imaging import decode_image
+from ..questions import read_questions
+from ..views import VIEWS
+from .drivelm import load_drivelm
+
+logger = logging.getLogger(__name__)
+
+#: Validation items of the reference search (Prune2Drive: 500 DriveLM questions).
+DEFAULT_SAMPLES = 500
+#: Largest distance from a question's stamp to the frame set that answers it (as replay).
+DEFAULT_MAX_GAP_MS = 100.0
+#: Skipped questions named one by one in messages; the rest are counted.
+_NAMED_SKIPS = 10
+
+#: What a frame reader returns: per view, (name of the source for messages, image message).
+FrameMessages = Mapping[str, tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Six camera images that one or more questions are asked about.
+
+    Attributes:
+        key: identity of the images for the feature cache (a hex digest; see the module doc).
+        label: what to call the frame in messages (bag stamp or DriveLM frame token).
+        read: returns the six undecoded image messages; called only when the cache misses.
+    """
+
+    key: str
+    label: str
+    read: Callable[[], FrameMessages] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One validation question about one frame."""
+
+    id: str
+    frame: Frame
+    question: str
+    answer: str | None
+    tags: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file's bytes shaped like ``sensor_msgs/msg/CompressedImage``.
+
+    ``format`` is empty so that :func:`~prune2drive_ros.imaging.decode_image` (the one decoder)
+    picks JPEG or PNG from the magic bytes.
+    """
+
+    data: bytes
+    format: str = ""
+
+
+class ValidationSet:
+    """Samples in source order, grouped by frame; holds the open bag, so use it as a context.
+
+    Attributes:
+        samples: the validation questions (at least one).
+        skipped: (sample id, reason) of questions that were drawn but cannot be used.
+        description: the source, for people.
+        identity: the source and the draw (paths, sample count, seed), for study names.
+        tag: a short readable name of the source.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        skipped: Sequence[tuple[str, str]] = (),
+        description: str,
+        identity: str,
+        tag: str,
+        resources: ExitStack | None = None,
+    ) -> None:
+        if not samples:
+            raise QuestionError(f"the validation set from {description} is empty")
+        self.samples = list(samples)
+        self.skipped = list(skipped)
+        self.description = description
+        self.identity = identity
+        self.tag = tag
+        self._resources = resources or ExitStack()
+
+    @property
+    def frames(self) -> list[Frame]:
+        """The distinct frames, in the order their first question comes."""
+        return list({sample.frame.key: sample.frame for sample in self.samples}.values())
+
+    def by_frame(self) -> list[tuple[Frame, list[Sample]]]:
+        """Each distinct frame with its samples (source order within and across frames)."""
+        groups: dict[str, list[Sample]] = {}
+        for sample in self.samples:
+            groups.setdefault(sample.frame.key, []).append(sample)
+        return [(group[0].frame, group) for group in groups.values()]
+
+    @property
+    def has_references(self) -> bool:
+        """True when every sample has a reference answer (DriveLM scoring is possible)."""
+        return all(sample.answer is not None for sample in self.samples)
+
+    def summary(self) -> str:
+        """One line: how many samples, frames and skipped questions, from where."""
+        line = f"{len(self.samples)} questions on {len(self.frames)} frames from {self.description}"
+        if self.skipped:
+            line += f"; {len(self.skipped)} drawn questions skipped"
+        return line
+
+    def close(self) -> None:
+        """Close the bag (idempotent)."""
+        self._resources.close()
+
+    def __enter__(self) -> ValidationSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decode_frame(messages: FrameMessages, size: tuple[int, int]) -> list[np.ndarray]:
+    """The six images of a frame as RGB arrays of ``size``, in :data:`VIEWS` order."""
+    return [decode_image(messages[view][1], topic=messages[view][0], size=size) for view in VIEWS]
+
+
+def _digest(*parts: object) -> str:
+    """A stable short hex digest of ``parts`` (JSON-encoded, so types and order matter)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def file_identity(path: Path) -> list[object]:
+    """Resolved path, size and modification time of ``path`` (a file, or every file in a
+    folder): enough to notice a replaced or rewritten file without reading its bytes."""
+    path = path.resolve()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    identity: list[object] = [str(path)]
+    for item in files:
+        stat = item.stat()
+        identity.append([item.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns])
+    return identity
+
+
+# --------------------------------------------------------------------------------------------
+# Bag + questions file
+# --------------------------------------------------------------------------------------------
+
+
+def bag_validation_set(
+    bag_path: str | Path,
+    questions_path: str | Path,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    topics: Mapping[str, str] | None = None,
+    compressed: bool = True,
+    max_gap_ms: float = DEFAULT_MAX_GAP_MS,
+) -> ValidationSet:
+    """Up to ``samples`` questions of a questions file, each on its nearest frame set of a bag.
+
+    Questions are drawn in a random order fixed by ``seed`` and kept until ``samples`` of them
+    lie inside the recording; those outside (or without a complete frame set within
+    ``max_gap_ms``) are skipped and reported. The kept ones are returned in file order.
+
+    Raises:
+        QuestionError: the questions file is empty or no drawn question lies in the bag.
+        BagError: the bag cannot be opened.
+        ConfigError: ``samples`` is below 1.
+    """
+    _check_samples(samples)
+    bag_path, questions_path = Path(bag_path), Path(questions_path)
+    items = read_questions(questions_path)
+    if not items:
+        raise QuestionError(f"questions file {questions_path} holds no questions")
+    resources = ExitStack()
+    bag = resources.enter_context(open_camera_bag(bag_path, topics, compressed))
+    try:
+        bag_identity = file_identity(bag_path)
+        max_gap_ns = round(max_gap_ms * 1e6)
+        order = list(range(len(items)))
+        random.Random(seed).shuffle(order)
+        chosen: dict[int, Sample] = {}
+        skipped: list[tuple[str, str]] = []
+        frames: dict[int, Frame] = {}
+        for index in order:
+            if len(chosen) == samples:
+                break
+            item = items[index]
+            sample_id = f"{questions_path.name}:{index + 1}"
+            try:
+                frame_set = bag.nearest_frame_set(item.stamp_ns, max_gap_ns)
+            except QuestionError as exc:
+                skipped.append((sample_id, str(exc)))
+                continue
+            frame = frames.get(frame_set.stamp_ns)
+            if frame is None:
+                frame = _bag_frame(bag, bag_identity, frame_set.stamp_ns, item.stamp_ns, max_gap_ns)
+                frames[frame_set.stamp_ns] = frame
+            chosen[index] = Sample(sample_id, frame, item.question, item.answer)
+        _report_skips(skipped, f"bag {bag_path}", have=len(chosen))
+        return ValidationSet(
+            [chosen[i] for i in sorted(chosen)],
+            skipped=skipped,
+            description=f"bag {bag_path} with questions {questions_path}",
+            identity=_digest("bag", bag_identity, file_identity(questions_path), samples, seed),
+            tag=bag_path.name,
+            resources=resources,
+        )
+    except BaseException:
+        resources.close()
+        raise
+
+
+def _bag_frame(
+    bag: CameraBag, bag_identity: list[object], stamp_ns: int, query_ns: int, max_gap_ns: int
+) -> Frame:
+    """The frame set stamped ``stamp_ns``, read again through ``query_ns`` on a cache miss.
+
+    The set is not kept in memory between the look-up and the encoding: hundreds of frames of
+    six JPEGs would be, while a second look-up is a short read of the bag.
+    """
+
+    def read() -> FrameMessages:
+        frames = bag.nearest_frame_set(query_ns, max_gap_ns)
+        return {view: (bag.topics[view], frames.messages[view]) for view in VIEWS}
+
+    key = _digest("bag-frame", bag_identity, sorted(bag.topics.items()), stamp_ns)
+    return Frame(key=key, label=f"{bag.path.name}@{stamp_ns}", read=read)
+
+
+def _report_skips(skipped: Sequence[tuple[str, str]], where: str, *, have: int) -> None:
+    """Log which drawn questions were skipped; raise when none is left."""
+    if not skipped:
+        return
+    named = "; ".join(f"{sample_id}: {why}" for sample_id, why in skipped[:_NAMED_SKIPS])
+    more = f" (and {len(skipped) - _NAMED_SKIPS} more)" if len(skipped) > _NAMED_SKIPS else ""
+    if not have:
+        raise QuestionError(
+            f"none of the {len(skipped)} questions lies inside {where}: {named}{more}"
+        )
+    logger.warning(
+        "skipped %d question(s) that lie outside %s: %s%s", len(skipped), where, named, more
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# DriveLM
+# --------------------------------------------------------------------------------------------
+
+
+def drivelm_validation_set(
+    json_path: str | Path,
+    nuscenes_root: str | Path,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+) -> ValidationSet:
+    """``samples`` DriveLM questions drawn with ``seed`` (all when the file has fewer).
+
+    Raises:
+        QuestionError, ConfigError: as :func:`~.drivelm.load_drivelm` (bad file, missing
+            images, ...).
+    """
+    _check_samples(samples)
+    json_path = Path(json_path)
+    items = load_drivelm(json_path, nuscenes_root, limit=samples, seed=seed)
+    frames: dict[tuple[Path, ...], Frame] = {}
+    chosen = []
+    for item in items:
+        frame = frames.get(item.images)
+        if frame is None:
+            frame = frames[item.images] = _image_frame(item.images, label=item.frame)
+        chosen.append(Sample(item.id, frame, item.question, item.answer, item.tags))
+    return ValidationSet(
+        chosen,
+        description=f"DriveLM {json_path} (nuScenes root {nuscenes_root})",
+        identity=_digest("drivelm", file_identity(json_path), str(nuscenes_root), samples, seed),
+        tag=json_path.stem,
+    )
+
+
+def _image_frame(images: Sequence[Path], *, label: str) -> Frame:
+    """A frame of six image files (one per view, in :data:`VIEWS` order)."""
+
+    def read() -> FrameMessages:
+        return {
+            view: (str(path), ImageFile(path.read_bytes()))
+            for view, path in zip(VIEWS, images, strict=True)
+        }
+
+    key = _digest("image-frame", [file_identity(path) for path in images])
+    return Frame(key=key, label=label, read=read)
+
+
+def _check_samples(samples: int) -> None:
+    if samples < 1:
+        raise ConfigError(f"--samples must be at least 1, got {samples}")
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The validation-data options that ``tune`` and ``eval`` share."""
+    group = parser.add_argument_group(
+        "validation data", "either --bag with --questions, or --drivelm with --nuscenes-root"
+    )
+    group.add_argument("--bag", help="rosbag2 folder or file of the six cameras")
+    group.add_argument(
+        "--questions", help="JSON Lines questions with stamps (reference answers optional)"
+    )
+    group.add_argument("--drivelm", help="DriveLM-nuScenes JSON file (e.g. v1_1_train_nus.json)")
+    group.add_argument("--nuscenes-root", help="nuScenes folder holding samples/ (with --drivelm)")
+    group.add_argument(
+        "--samples",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        help="validation questions to draw (default %(default)s, the reference's; fewer when the "
+        "source has fewer)",
+    )
+    group.add_argument("--seed", type=int, default=0, help="seed of the draw and of the sampler")
+    group.add_argument(
+        "--max-gap-ms",
+        type=float,
+        default=DEFAULT_MAX_GAP_MS,
+        help="largest distance from a question's stamp to its frame set (default %(default)s)",
+    )
+
+
+def open_validation_set(
+    args: argparse.Namespace, *, topics: Mapping[str, str], compressed: bool
+) -> ValidationSet:
+    """The validation set the command line names.
+
+    Raises:
+        ConfigError: neither or both sources given, or a source half given.
+    """
+    bag_given = bool(args.bag or args.questions)
+    drivelm_given = bool(args.drivelm or args.nuscenes_root)
+    if bag_given == drivelm_given:
+        raise ConfigError(
+            "give the validation data either as --bag BAG --questions Q.jsonl or as "
+            "--drivelm FILE.json --nuscenes-root DIR"
+        )
+    if bag_given:
+        if not (args.bag and args.questions):
+            raise ConfigError("--bag and --questions go together; give both")
+        return bag_validation_set(
+            args.bag,
+            args.questions,
+            samples=args.samples,
+            seed=args.seed,
+            topics=topics,
+            compressed=compressed,
+            max_gap_ms=args.max_gap_ms,
+        )
+    if not (args.drivelm and args.nuscenes_root):
+        raise ConfigError("--drivelm and --nuscenes-root go together; give both")
+    return drivelm_validation_set(
+        args.drivelm, args.nuscenes_root, samples=args.samples, seed=args.seed
+    )
