@@ -1,0 +1,208 @@
+"""On-disk cache of per-view visual tokens and unpruned answers, so a study encodes each frame once.
+
+A trial only changes the retention rates, and pruning happens after the projector, so the
+vision encoder's output for a frame is the same in every trial of every study on the same model.
+It is computed once and kept in ``cache_dir()/features/<model key>/<frame key>.safetensors``:
+
+* the **model key** hashes what the tokens depend on: the checkpoint (path or hub id, and for a
+  local folder the size and modification time of every file in it), the model config, the
+  family, dtype, device type, encoder input size and pixel normalisation. A retrained checkpoint
+  at the same path, another dtype or another preprocessing never reads old tokens.
+* the **frame key** comes from the validation source (:attr:`~.sources.Frame.key`: bag path,
+  bag files' sizes and times, topics and frame stamp; or the six image files' paths, sizes and
+  times).
+
+Entries are written to a temporary file and renamed into place, so parallel workers never read
+half an entry; an entry that still cannot be read (truncated by a full disk, edited by hand, of
+the wrong shape) is logged, recomputed and rewritten, never a crash.
+
+The unpruned model's answers to the validation questions (the reference of the fidelity reward
+and the "none" row of ``eval``) are cached beside the tokens, per frame and answer length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..cache import cache_dir
+from ..views import VIEWS
+from ..vlm import DrivingVLM
+from .sources import Frame, decode_frame, file_identity
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the layout of cache entries changes; old entries are then never read.
+FEATURES_FORMAT = "1"
+_TENSOR = "visual"
+# What reading a damaged entry raises: safetensors' own error for a bad header or a short file,
+# OSError for unreadable files, ValueError/KeyError for entries that parse but do not fit.
+_READ_ERRORS = (SafetensorError, OSError, ValueError, KeyError, RuntimeError)
+
+
+def default_features_dir() -> Path:
+    """``cache_dir()/features``: shared by every study and ``eval`` run of this user."""
+    return cache_dir() / "features"
+
+
+def model_identity(vlm: DrivingVLM) -> dict[str, object]:
+    """Everything the visual tokens of ``vlm`` depend on (see the module docstring)."""
+    source = Path(vlm.name).expanduser()
+    checkpoint: object = file_identity(source) if source.is_dir() else vlm.name
+    return {
+        "format": FEATURES_FORMAT,
+        "checkpoint": checkpoint,
+        "family": vlm.family,
+        "config": vlm.model.config.to_dict(),
+        "dtype": str(vlm.dtype),
+        "device": vlm.device.type,
+        "image_size": list(vlm.image_size),
+        "normalization": [vlm.normalization.mean, vlm.normalization.std, vlm.normalization.rescale],
+    }
+
+
+def model_key(vlm: DrivingVLM) -> str:
+    """Short hex digest of :func:`model_identity`."""
+    text = json.dumps(model_identity(vlm), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+class FeatureCache:
+    """Visual tokens and unpruned answers of ``vlm`` for validation frames, on disk.
+
+    Attributes:
+        folder: ``<root>/<model key>``.
+        encoder_calls: frames encoded by this object (cache misses and recomputed entries).
+        recomputed: entries that existed but could not be read.
+    """
+
+    def __init__(self, vlm: DrivingVLM, root: str | Path | None = None) -> None:
+        self.vlm = vlm
+        self.key = model_key(vlm)
+        self.folder = Path(root) if root is not None else default_features_dir()
+        self.folder = self.folder / self.key
+        self.encoder_calls = 0
+        self.recomputed = 0
+
+    # ------------------------------------------------------------------ visual tokens
+
+    def path(self, frame: Frame) -> Path:
+        """Where the tokens of ``frame`` are kept."""
+        return self.folder / f"{frame.key}.safetensors"
+
+    def visual(self, frame: Frame) -> torch.Tensor:
+        """Tokens ``[V, tokens_per_view, D]`` of ``frame`` on the model's device.
+
+        Read from the cache, or encoded (and cached) when missing or unreadable.
+        """
+        path = self.path(frame)
+        if path.exists():
+            try:
+                return self._read(path, frame)
+            except _READ_ERRORS as exc:
+                self.recomputed += 1
+                logger.warning(
+                    "feature cache entry %s of %s cannot be used (%s); encoding the frame again",
+                    path,
+                    frame.label,
+                    exc,
+                )
+        return self._encode(frame, path)
+
+    def prepare(self, frames: Sequence[Frame], *, progress: bool = True) -> None:
+        """Make sure every frame's tokens are cached; the only place a study runs the encoder.
+
+        Entries already cached are only checked, not loaded onto the device.
+        """
+        for frame in tqdm(frames, desc="visual tokens", unit="frame", disable=not progress):
+            self.visual(frame)
+
+    def _read(self, path: Path, frame: Frame) -> torch.Tensor:
+        tensors = load_file(path, device=str(self.vlm.device))
+        visual = tensors[_TENSOR]
+        expected = (len(VIEWS), self.vlm.tokens_per_view)
+        if tuple(visual.shape[:2]) != expected or visual.dim() != 3:
+            raise ValueError(
+                f"shape {tuple(visual.shape)}, expected [{expected[0]}, {expected[1]}, D]"
+            )
+        if visual.dtype != self.vlm.dtype:
+            raise ValueError(f"dtype {visual.dtype}, expected {self.vlm.dtype}")
+        if not bool(torch.isfinite(visual).all()):
+            raise ValueError("the tokens hold NaN or infinity")
+        return visual
+
+    def _encode(self, frame: Frame, path: Path) -> torch.Tensor:
+        images = decode_frame(frame.read(), self.vlm.image_size)
+        visual = self.vlm.encode_views(self.vlm.preprocess(images))
+        self.encoder_calls += 1
+        metadata = {"format": FEATURES_FORMAT, "model": self.key, "frame": frame.key}
+        write_atomically(
+            path,
+            lambda tmp: save_file({_TENSOR: visual.contiguous().cpu()}, tmp, metadata=metadata),
+        )
+        logger.debug("encoded %s into %s", frame.label, path)
+        return visual
+
+    # ------------------------------------------------------------------ unpruned answers
+
+    def unpruned_answers(
+        self, frame: Frame, questions: Sequence[str], max_new_tokens: int
+    ) -> list[str]:
+        """The unpruned model's answers to ``questions`` about ``frame`` (cached).
+
+        Questions already answered at this answer length are read back; the others are
+        answered (all tokens kept) and added to the entry.
+        """
+        path = self.folder / f"{frame.key}.unpruned-{max_new_tokens}.json"
+        known = self._read_answers(path)
+        missing = [q for q in dict.fromkeys(questions) if q not in known]
+        if missing:
+            generations, _ = self.vlm.generate(
+                self.visual(frame), None, missing, max_new_tokens=max_new_tokens
+            )
+            known.update({g.question: g.text for g in generations})
+            text = json.dumps(known, ensure_ascii=False, indent=0)
+            write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return [known[q] for q in questions]
+
+    def _read_answers(self, path: Path) -> dict[str, str]:
+        if not path.exists():
+            return {}
+        try:
+            answers = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(answers, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in answers.items()
+            ):
+                return answers
+            raise ValueError("not a mapping of question to answer")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            self.recomputed += 1
+            logger.warning("unpruned answers %s cannot be used (%s); answering again", path, exc)
+            return {}
+
+
+def write_atomically(path: Path, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    Readers (other workers, the next run) see the old file or the new one, never half of one.
+    The temporary file keeps ``path``'s suffix, for writers that pick a format from it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,381 @@
+"""What one retention-rates vector is worth: reward R, token penalty P, objective R - lambda * P.
+
+* **Reward** ``R`` (``--reward``):
+
+  - ``drivelm``: the local DriveLM score (:func:`~.scoring.local_score` of
+    :func:`~.scoring.score_answers`: accuracy, language and match, the GPT part left out) of the
+    pruned model's answers against the reference answers. Items are routed by their DriveLM
+    tags, or by their answers when untagged (plain questions files). The challenge's filter of
+    later questions (:func:`~.scoring.challenge_keep`) is not applied while tuning: it depends
+    on each trial's answers, so every trial would be scored on a different subset.
+  - ``fidelity``: agreement of the pruned model's answers with the unpruned model's answers to
+    the same questions (:func:`~.scoring.fidelity`); needs no labels, 1.0 when nothing changes.
+
+  The default is ``drivelm`` when every question has a reference answer, else ``fidelity``.
+* **Penalty** ``P``: the fraction of visual tokens kept, ``sum(budgets) / (6 * tokens per
+  view)``, i.e. the mean retention rate over the six views (up to the rounding of each rate to
+  whole tokens, at most half a token per view).
+* **Objective** ``R - lambda * P``. The reference search maximises
+  ``0.5 * language + 0.5 * accuracy - 0.03 * sum(rates)``; with ``P`` the mean rate,
+  ``0.03 * sum(rates) = 0.03 * 6 * mean(rates) = 0.18 * P``, so the default ``lambda = 0.18``
+  is the reference's weight (:func:`lambda_from_sum_weight`).
+
+A sample that cannot be answered in a trial (a corrupt image, an error in the model) is skipped
+with a warning and counted; the trial fails only when no sample is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ..errors import ConfigError, Prune2DriveError
+from ..pruning.budget import Rates, validate_rates
+from ..views import VIEWS
+from ..vlm import DrivingVLM
+from .features import FeatureCache
+from .scoring import LanguageScores, Score, fidelity, local_score, score_answers
+from .sources import Frame, Sample, ValidationSet
+
+logger = logging.getLogger(__name__)
+
+REWARDS: tuple[str, ...] = ("drivelm", "fidelity")
+#: The reference's weight per unit of the SUM of the six rates.
+REFERENCE_SUM_LAMBDA = 0.03
+#: The same weight per unit of the MEAN rate (what ``--lambda`` takes): 0.03 * 6 = 0.18.
+DEFAULT_LAMBDA = REFERENCE_SUM_LAMBDA * len(VIEWS)
+
+FIDELITY_DESCRIPTION = (
+    "fidelity = mean over questions of (exact agreement + ROUGE-L) / 2 between the pruned and "
+    "the unpruned model's answers (1.0 = pruning changed no answer)"
+)
+
+
+class TrialFailed(Prune2DriveError):
+    """No sample of a trial could be scored."""
+
+
+def lambda_from_sum_weight(weight: float, views: int = len(VIEWS)) -> float:
+    """``lambda`` per unit of mean rate equal to ``weight`` per unit of summed rates."""
+    return weight * views
+
+
+def penalty(budgets: Sequence[int], tokens_per_view: int) -> float:
+    """Fraction of the visual tokens kept: the mean retention over the views."""
+    return sum(budgets) / (len(budgets) * tokens_per_view)
+
+
+def objective_value(reward: float, token_penalty: float, lam: float) -> float:
+    """``R - lambda * P``: what the single-objective study maximises."""
+    return reward - lam * token_penalty
+
+
+def choose_reward(requested: str | None, data: ValidationSet) -> tuple[str, str]:
+    """The reward to use and why.
+
+    Raises:
+        ConfigError: ``drivelm`` asked for but some questions have no reference answer, or an
+            unknown reward.
+    """
+    unanswered = [s.id for s in data.samples if s.answer is None]
+    if requested is None:
+        if unanswered:
+            return "fidelity", (
+                f"{len(unanswered)} of {len(data.samples)} questions have no reference answer "
+                f"(first: {unanswered[0]}), so answers are scored against the unpruned model's"
+            )
+        return "drivelm", "every question has a reference answer"
+    if requested not in REWARDS:
+        raise ConfigError(f"unknown reward {requested!r}; expected one of {', '.join(REWARDS)}")
+    if requested == "drivelm" and unanswered:
+        raise ConfigError(
+            f"--reward drivelm needs a reference answer for every question; {len(unanswered)} "
+            f"have none (first: {unanswered[0]}). Use --reward fidelity or add the answers"
+        )
+    return requested, "asked for with --reward"
+
+
+def score_from_parts(parts: Mapping[str, Any]) -> Score:
+    """Rebuild a :class:`Score` from its :meth:`Score.as_dict` (stored with each trial)."""
+    language = None
+    if parts.get("language") is not None:
+        language = LanguageScores(
+            bleu=(parts["Bleu_1"], parts["Bleu_2"], parts["Bleu_3"], parts["Bleu_4"]),
+            rouge_l=parts["ROUGE_L"],
+            cider=parts["CIDEr"],
+        )
+    return Score(
+        accuracy=parts.get("accuracy"),
+        language=language,
+        match=parts.get("match"),
+        counts={k.removeprefix("n_"): int(v) for k, v in parts.items() if k.startswith("n_")},
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The worth of one rates vector (or of no pruning) on the validation set.
+
+    Attributes:
+        rates: retention per view; None for the unpruned model.
+        budgets: tokens kept per view.
+        reward, penalty, objective: ``R``, ``P`` and ``R - lambda * P``.
+        parts: the parts of the reward (:meth:`Score.as_dict`, or ``{"fidelity": R}``).
+        answered, skipped: samples scored, and samples skipped after an error.
+        score: the DriveLM parts (``drivelm`` reward only).
+    """
+
+    rates: dict[str, float] | None
+    budgets: tuple[int, ...]
+    reward: float
+    penalty: float
+    objective: float
+    parts: dict[str, Any]
+    answered: int
+    skipped: int
+    score: Score | None = field(default=None, compare=False)
+
+    @property
+    def tokens_per_view(self) -> dict[str, int]:
+        """Tokens kept per view."""
+        return dict(zip(VIEWS, self.budgets, strict=True))
+
+    def user_attrs(self) -> dict[str, Any]:
+        """What a study stores with the trial (JSON values)."""
+        return {
+            "reward": self.reward,
+            "penalty": self.penalty,
+            "objective": self.objective,
+            "tokens_per_view": list(self.budgets),
+            "parts": self.parts,
+            "answered": self.answered,
+            "skipped": self.skipped,
+        }
+
+
+class Evaluator:
+    """Scores rates on a validation set with cached visual tokens: prune, prefill, generate.
+
+    Args:
+        vlm: the model.
+        features: its feature cache (the encoder runs only on a cache miss).
+        data: the validation set.
+        reward: one of :data:`REWARDS`.
+        lam: ``lambda`` of the objective.
+        pruner: default pruner name.
+        max_new_tokens: answer length limit.
+        seed: seed of the pruner (the ``random`` baseline uses it).
+        progress: show a bar over the samples of each evaluation.
+
+    Raises:
+        ConfigError: the ``drivelm`` reward on items that no local metric scores (only GPT
+            items).
+    """
+
+    def __init__(
+        self,
+        vlm: DrivingVLM,
+        features: FeatureCache,
+        data: ValidationSet,
+        *,
+        reward: str,
+        lam: float,
+        pruner: str = "tfps",
+        max_new_tokens: int = 32,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        if reward not in REWARDS:
+            raise ConfigError(f"unknown reward {reward!r}; expected one of {', '.join(REWARDS)}")
+        self.vlm = vlm
+        self.features = features
+        self.groups = data.by_frame()
+        self.samples = len(data.samples)
+        self.reward = reward
+        self.lam = lam
+        self.pruner = pruner
+        self.max_new_tokens = max_new_tokens
+        self.seed = seed
+        self.progress = progress
+        self._unpruned: dict[str, list[str]] | None = None
+        if reward == "drivelm":
+            references = [s.answer or "" for _, group in self.groups for s in group]
+            tags = [s.tags for _, group in self.groups for s in group]
+            try:
+                local_score(score_answers(references, references, tags))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"no question is scored by a local DriveLM metric ({exc}); use "
+                    "--reward fidelity"
+                ) from exc
+
+    def unpruned_answers(self) -> dict[str, list[str]]:
+        """The unpruned model's answers per frame key (computed once, cached on disk).
+
+        A frame whose answers fail is left out with a warning; its questions are then skipped
+        wherever unpruned answers are needed.
+        """
+        if self._unpruned is None:
+            self._unpruned = {}
+            for frame, group in tqdm(
+                self.groups, desc="unpruned answers", unit="frame", disable=not self.progress
+            ):
+                try:
+                    self._unpruned[frame.key] = self.features.unpruned_answers(
+                        frame, [s.question for s in group], self.max_new_tokens
+                    )
+                except Exception as exc:  # one bad frame must not stop the study
+                    logger.warning("no unpruned answers for %s: %s", frame.label, exc)
+        return self._unpruned
+
+    def describe(self, evaluation: Evaluation) -> str:
+        """How the reward of ``evaluation`` is made up (the DriveLM weighting, or fidelity)."""
+        if evaluation.score is not None:
+            return evaluation.score.describe()
+        return FIDELITY_DESCRIPTION + f" = {evaluation.reward:.4f}"
+
+    def evaluate(self, rates: Rates | None, *, pruner: str | None = None) -> Evaluation:
+        """Score ``rates`` (None: no pruning, from the cached unpruned answers).
+
+        Raises:
+            TrialFailed: every sample failed.
+            BudgetError: invalid rates.
+        """
+        table = None if rates is None else validate_rates(rates)
+        budgets = (
+            (self.vlm.tokens_per_view,) * len(VIEWS) if table is None else self.vlm.budgets(table)
+        )
+        need_unpruned = table is None or self.reward == "fidelity"
+        unpruned = self.unpruned_answers() if need_unpruned else {}
+        scored: list[tuple[Sample, str, str]] = []
+        skipped = 0
+        first_error = ""
+        bar = tqdm(
+            total=self.samples, desc="samples", unit="q", leave=False, disable=not self.progress
+        )
+        with bar:
+            for frame, group in self.groups:
+                bar.update(len(group))
+                if need_unpruned and frame.key not in unpruned:
+                    skipped += len(group)
+                    first_error = first_error or f"{frame.label}: no unpruned answers"
+                    continue
+                try:
+                    texts = (
+                        unpruned[frame.key]
+                        if table is None
+                        else self._pruned_answers(frame, group, budgets, pruner or self.pruner)
+                    )
+                except Exception as exc:  # one bad frame must not fail the whole trial
+                    skipped += len(group)
+                    first_error = first_error or f"{frame.label}: {exc}"
+                    logger.warning("skipped %d question(s) on %s: %s", len(group), frame.label, exc)
+                    logger.debug("the error in full", exc_info=True)
+                    continue
+                references = (
+                    unpruned[frame.key]
+                    if self.reward == "fidelity"
+                    else [s.answer or "" for s in group]
+                )
+                scored += zip(group, texts, references, strict=True)
+        if not scored:
+            raise TrialFailed(f"every sample failed; first error: {first_error}")
+        reward, parts, score = self._reward(scored)
+        token_penalty = penalty(budgets, self.vlm.tokens_per_view)
+        return Evaluation(
+            rates=table,
+            budgets=tuple(budgets),
+            reward=reward,
+            penalty=token_penalty,
+            objective=objective_value(reward, token_penalty, self.lam),
+            parts=parts,
+            answered=len(scored),
+            skipped=skipped,
+            score=score,
+        )
+
+    def _pruned_answers(
+        self, frame: Frame, group: Sequence[Sample], budgets: Sequence[int], pruner: str
+    ) -> list[str]:
+        visual = self.features.visual(frame)
+        selection = self.vlm.prune(visual, budgets, pruner, seed=self.seed)
+        generations, _ = self.vlm.generate(
+            visual, selection, [s.question for s in group], max_new_tokens=self.max_new_tokens
+        )
+        return [g.text for g in generations]
+
+    def _reward(
+        self, scored: Sequence[tuple[Sample, str, str]]
+    ) -> tuple[float, dict[str, Any], Score | None]:
+        predictions = [text for _, text, _ in scored]
+        references = [reference for _, _, reference in scored]
+        if self.reward == "fidelity":
+            value = fidelity(predictions, references)
+            return value, {"fidelity": value}, None
+        score = score_answers(predictions, references, [s.tags for s, _, _ in scored])
+        try:
+            value = score.value
+        except ValueError as exc:  # the skipped samples took every locally scored item along
+            raise TrialFailed(f"no answered question is scored locally: {exc}") from exc
+        return value, score.as_dict(), score
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (shared by tune and eval)
+# --------------------------------------------------------------------------------------------
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The reward and cache options that ``tune`` and ``eval`` share."""
+    parser.add_argument(
+        "--reward",
+        choices=REWARDS,
+        default=None,
+        help="drivelm (local DriveLM score against reference answers) or fidelity (agreement "
+        "with the unpruned model); default drivelm when every question has a reference answer",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="feature cache folder (default ~/.cache/prune2drive_ros/features)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+@dataclass
+class EvaluationSetup:
+    """A model, its validation set with cached visual tokens, and the evaluator over them."""
+
+    data: ValidationSet
+    features: FeatureCache
+    evaluator: Evaluator
+    reward: str
+    reward_reason: str
+
+
+def prepare_evaluation(
+    args: argparse.Namespace, vlm: DrivingVLM, data: ValidationSet, *, lam: float = DEFAULT_LAMBDA
+) -> EvaluationSetup:
+    """Choose the reward, encode every frame that is not cached yet, build the evaluator."""
+    reward, reason = choose_reward(args.reward, data)
+    features = FeatureCache(vlm, args.cache_dir)
+    features.prepare(data.frames, progress=not args.no_progress)
+    evaluator = Evaluator(
+        vlm,
+        features,
+        data,
+        reward=reward,
+        lam=lam,
+        pruner=args.pruner,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    return EvaluationSetup(data, features, evaluator, reward, reason)
