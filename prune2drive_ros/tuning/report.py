@@ -1,0 +1,299 @@
+"""What a rate search found, for people: ``report.md`` and three PNG plots.
+
+Everything is read back from the study (all workers' trials, not only this process's), so the
+report a worker writes at the end covers the whole study at that moment. Plots are drawn with
+matplotlib's object API on an Agg canvas: no display, no global pyplot state, nothing from the
+network.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from optuna.trial import FrozenTrial, TrialState
+
+from ..views import VIEWS
+from ..vlm import RANDOM_WEIGHTS_NOTE
+from .features import write_atomically
+from .objective import FIDELITY_DESCRIPTION, Evaluation, score_from_parts
+from .study import Choice, completed_trials, pareto_front, trial_rates
+
+logger = logging.getLogger(__name__)
+
+HISTORY_PNG = "history.png"
+RATES_PNG = "rates.png"
+TRADE_OFF_PNG = "score_vs_tokens.png"
+TOP_TRIALS = 5
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What the report says beside the trials.
+
+    Attributes:
+        study: the study (all workers' trials).
+        choice: the chosen trial and how it was chosen.
+        multi_objective: two objectives (score, tokens) instead of ``R - lambda * P``.
+        reward: ``drivelm`` or ``fidelity``, and why (``reward_reason``).
+        lam: ``lambda`` of the objective.
+        storage: the storage URL, password removed.
+        model: model id or path; ``random_weights``: its answers are meaningless.
+        tokens_per_view: visual tokens per view before pruning.
+        data: the validation set, in words (questions, frames, source, skipped).
+        unpruned: the unpruned model on the same data (the reference point).
+        encoder_calls: frames encoded by this run (0 when all were cached).
+        rates_file: where the chosen rates were written.
+        command: the command line of this run (re-run it to resume).
+    """
+
+    study: optuna.Study
+    choice: Choice
+    multi_objective: bool
+    reward: str
+    reward_reason: str
+    lam: float
+    storage: str
+    model: str
+    random_weights: bool
+    tokens_per_view: int
+    data: str
+    unpruned: Evaluation
+    encoder_calls: int
+    rates_file: Path
+    command: Sequence[str]
+
+
+def write_report(folder: Path, context: ReportContext) -> list[Path]:
+    """Write ``report.md`` and the plots into ``folder``; return their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = completed_trials(context.study)
+    plots = [
+        _save(folder / HISTORY_PNG, history_figure(trials, context)),
+        _save(folder / RATES_PNG, rates_figure(trials, context)),
+        _save(folder / TRADE_OFF_PNG, trade_off_figure(trials, context)),
+    ]
+    report = folder / "report.md"
+    text = report_text(trials, context)
+    write_atomically(report, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    logger.info("wrote %s and %d plots", report, len(plots))
+    return [report, *plots]
+
+
+# --------------------------------------------------------------------------------------------
+# Text
+# --------------------------------------------------------------------------------------------
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.1f} %"
+
+
+def _value(trial: FrozenTrial, key: str) -> float:
+    return float(trial.user_attrs[key])
+
+
+def _rates_cells(trial: FrozenTrial) -> str:
+    return " | ".join(f"{rate:.3f}" for rate in trial_rates(trial).values())
+
+
+def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
+    """The Markdown report."""
+    study, chosen = context.study, context.choice.trial
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    full = context.tokens_per_view * len(VIEWS)
+    kept = chosen.user_attrs["tokens_per_view"]
+    lines = ["# Retention-rate tuning report", ""]
+    if context.random_weights:
+        lines += [f"> **{RANDOM_WEIGHTS_NOTE}**: the scores below only show the machinery.", ""]
+    if context.multi_objective:
+        objective = "two objectives: maximise the score R, minimise the tokens kept P"
+    else:
+        objective = (
+            f"R - lambda * P with lambda = {context.lam:g} per unit of mean retention "
+            f"(= {context.lam / len(VIEWS):g} per unit of the summed six rates; the reference "
+            "uses 0.03)"
+        )
+    lines += [
+        f"- study: `{study.study_name}` in `{context.storage}`",
+        f"- model: `{context.model}` ({context.tokens_per_view} visual tokens per view)",
+        f"- data: {context.data}",
+        f"- reward R: {context.reward} ({context.reward_reason})",
+        f"- objective: {objective}",
+        f"- trials: {states.count(TrialState.COMPLETE)} complete, "
+        f"{states.count(TrialState.FAIL)} failed, {states.count(TrialState.RUNNING)} running, "
+        f"{states.count(TrialState.WAITING)} waiting (all workers)",
+        f"- vision encoder calls in this run: {context.encoder_calls} (the others were cached)",
+        "",
+        "## Chosen rates",
+        "",
+        f"Trial {chosen.number}, chosen as the {context.choice.how}: R = "
+        f"{_value(chosen, 'reward'):.4f}, P = {_value(chosen, 'penalty'):.4f} "
+        f"({sum(kept)} of {full} visual tokens, {_percent(sum(kept) / full)}), objective = "
+        f"{_value(chosen, 'objective'):.4f}. Unpruned on the same data: R = "
+        f"{context.unpruned.reward:.4f}.",
+        "",
+        "| view | rate | tokens kept |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {view} | {rate:.3f} | {tokens} of {context.tokens_per_view} |"
+            for (view, rate), tokens in zip(trial_rates(chosen).items(), kept, strict=True)
+        ),
+        "",
+        "## Parts of the score",
+        "",
+        "```",
+        _describe(chosen, context.reward),
+        "```",
+        "",
+        f"## Top {TOP_TRIALS} trials",
+        "",
+        _trials_table(_top(trials, context.multi_objective)),
+    ]
+    if context.multi_objective:
+        lines += ["## Pareto front", "", _trials_table(pareto_front(trials))]
+    lines += [
+        "## Use the rates",
+        "",
+        "```bash",
+        f"ros2 launch prune2drive_ros drive_vlm.launch.py rates_file:={context.rates_file}",
+        f"prune2drive replay BAG --questions QUESTIONS.jsonl --rates {context.rates_file} "
+        "--baseline",
+        f"prune2drive eval --bag BAG --questions QUESTIONS.jsonl --rates {context.rates_file}",
+        "```",
+        "",
+        "Run the same command again to add trials to this study (several at once share it):",
+        "",
+        "```bash",
+        shlex.join(context.command),
+        "```",
+        "",
+        "## Plots",
+        "",
+        f"![optimisation history]({HISTORY_PNG})",
+        f"![rates per view]({RATES_PNG})",
+        f"![score vs tokens]({TRADE_OFF_PNG})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _describe(trial: FrozenTrial, reward: str) -> str:
+    parts = trial.user_attrs["parts"]
+    if reward == "fidelity":
+        return f"{FIDELITY_DESCRIPTION} = {parts['fidelity']:.4f}"
+    return score_from_parts(parts).describe()
+
+
+def _top(trials: Sequence[FrozenTrial], multi_objective: bool) -> list[FrozenTrial]:
+    key = "reward" if multi_objective else "objective"
+    return sorted(trials, key=lambda t: (-_value(t, key), t.number))[:TOP_TRIALS]
+
+
+def _trials_table(trials: Sequence[FrozenTrial]) -> str:
+    header = "| trial | objective | R | P | " + " | ".join(VIEWS) + " |"
+    rule = "| ---: " * (4 + len(VIEWS)) + "|"
+    rows = [
+        f"| {t.number} | {_value(t, 'objective'):.4f} | {_value(t, 'reward'):.4f} | "
+        f"{_value(t, 'penalty'):.4f} | {_rates_cells(t)} |"
+        for t in trials
+    ]
+    return "\n".join([header, rule, *rows, ""])
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+
+def history_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Figure:
+    """Objective (or score, with two objectives) per trial, and the best so far."""
+    key = "reward" if context.multi_objective else "objective"
+    ordered = sorted(trials, key=lambda t: t.number)
+    numbers = [t.number for t in ordered]
+    values = [_value(t, key) for t in ordered]
+    best = [max(values[: i + 1]) for i in range(len(values))]
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axes = figure.add_subplot()
+    axes.scatter(numbers, values, s=14, label=f"trial {key}")
+    axes.step(numbers, best, where="post", color="tab:red", label="best so far")
+    axes.set(xlabel="trial", ylabel=key, title="Optimisation history")
+    axes.legend()
+    return figure
+
+
+def rates_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Figure:
+    """The chosen rates per view (bars) with the top trials' rates (dots)."""
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axes = figure.add_subplot()
+    positions = list(range(len(VIEWS)))
+    axes.bar(positions, list(trial_rates(context.choice.trial).values()), label="chosen")
+    for i, trial in enumerate(_top(trials, context.multi_objective)):
+        axes.scatter(
+            positions,
+            list(trial_rates(trial).values()),
+            color="black",
+            s=10,
+            label=f"top {TOP_TRIALS}" if i == 0 else None,
+        )
+    axes.set_xticks(positions, [view.removeprefix("CAM_") for view in VIEWS], rotation=20)
+    axes.set(ylabel="retention rate", ylim=(0, 1.05), title="Retention rate per view")
+    axes.legend()
+    return figure
+
+
+def trade_off_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Figure:
+    """Score against tokens kept: every trial, the Pareto front, the choice, no pruning."""
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    axes.scatter(
+        [_value(t, "penalty") for t in trials],
+        [_value(t, "reward") for t in trials],
+        s=14,
+        alpha=0.6,
+        label="trials",
+    )
+    front = pareto_front(trials)
+    axes.plot(
+        [_value(t, "penalty") for t in front],
+        [_value(t, "reward") for t in front],
+        "o-",
+        color="tab:orange",
+        label="Pareto front",
+    )
+    chosen = context.choice.trial
+    axes.scatter(
+        [_value(chosen, "penalty")],
+        [_value(chosen, "reward")],
+        marker="*",
+        s=220,
+        color="tab:red",
+        zorder=3,
+        label="chosen",
+    )
+    axes.scatter(
+        [context.unpruned.penalty],
+        [context.unpruned.reward],
+        marker="s",
+        color="tab:green",
+        label="no pruning",
+    )
+    axes.set(
+        xlabel="fraction of visual tokens kept (P)",
+        ylabel=f"score R ({context.reward})",
+        title="Score vs tokens",
+    )
+    axes.legend()
+    return figure
+
+
+def _save(path: Path, figure: Figure) -> Path:
+    FigureCanvasAgg(figure)
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=110))
+    return path

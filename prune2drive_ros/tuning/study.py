@@ -1,0 +1,484 @@
+"""The optuna study of a rate search: storage, samplers, resuming, workers, choosing the result.
+
+Storage (``--storage``):
+
+* default ``sqlite:///<out>/prune2drive_tuning.db``: the study lives beside the files it
+  produces, so re-running the same command resumes it and deleting the output folder starts
+  afresh;
+* any optuna RDB URL (``postgresql://user@host/db``, ``mysql+pymysql://...``, ``sqlite:///x.db``);
+* ``journal:PATH``: optuna's :class:`~optuna.storages.JournalStorage` on a file, for several
+  processes on one machine without a database server (appends under a file lock).
+
+Every trial is written to the storage when it finishes, so a killed worker loses at most the
+trial it was running. On RDB storages each running trial also records a heartbeat (every
+``--heartbeat`` seconds); a trial whose heartbeat is older than twice that (its worker was
+killed) is marked FAIL by the next worker that asks for a trial, and re-queued once with the
+same rates (:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`). JournalStorage has no
+heartbeat: a killed worker's running trial stays RUNNING there (it is ignored by the samplers'
+results and by the report; finished trials are all kept).
+
+Studies are named after what defines their objective (model, data, reward, lambda, search
+space, pruner, answer length); the same settings give the same name, so re-running resumes
+(``load_if_exists``), and several processes given the same storage share one study. Opening a
+study whose stored settings differ from the command's is refused rather than mixing two
+objectives in one study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import socket
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.samplers import (
+    BaseSampler,
+    CmaEsSampler,
+    GridSampler,
+    NSGAIISampler,
+    RandomSampler,
+    TPESampler,
+)
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
+from optuna.storages.journal import JournalFileBackend
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
+from tqdm import tqdm
+
+from ..errors import ConfigError, Prune2DriveError
+from ..rates_file import redact_url
+from ..views import VIEWS
+from .objective import Evaluator
+
+logger = logging.getLogger(__name__)
+
+SAMPLERS: tuple[str, ...] = ("tpe", "cmaes", "random", "grid", "nsga2")
+DEFAULT_MIN_RATE = 0.05
+DEFAULT_MAX_RATE = 1.0
+DEFAULT_GRID_STEPS = 5
+DEFAULT_STORAGE_FILE = "prune2drive_tuning.db"
+#: Seconds between heartbeats of a running trial on RDB storages (0 turns them off).
+DEFAULT_HEARTBEAT_S = 60
+#: Re-queue a trial whose worker died at most this often (then it stays FAIL).
+STALE_RETRIES = 1
+#: Stop the run after this many failed trials in a row: something is broken, not one trial.
+MAX_CONSECUTIVE_FAILURES = 5
+JOURNAL_PREFIX = "journal:"
+#: Attempts at opening an RDB storage while another worker creates its tables.
+_CREATE_ATTEMPTS = 5
+#: Bump when the objective's definition changes, so old studies are not resumed by mistake.
+OBJECTIVE_VERSION = 1
+_SETTINGS_ATTR = "prune2drive"
+
+
+class StudyError(Prune2DriveError):
+    """The study cannot give a result (no finished trial, too many failures)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Search space and samplers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Each view's rate uniform in ``[low, high]``; the grid sampler takes ``grid_steps`` values
+    per view, evenly spaced and including both ends."""
+
+    low: float = DEFAULT_MIN_RATE
+    high: float = DEFAULT_MAX_RATE
+    grid_steps: int = DEFAULT_GRID_STEPS
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ConfigError(f"rate bounds must be finite, got [{self.low}, {self.high}]")
+        if not 0.0 < self.low <= self.high <= 1.0:
+            raise ConfigError(
+                f"rates must be searched within (0, 1] with --min-rate <= --max-rate; got "
+                f"[{self.low}, {self.high}]"
+            )
+        if self.grid_steps < 2 and self.low != self.high:
+            raise ConfigError(f"--grid-steps must be at least 2, got {self.grid_steps}")
+
+    def grid_values(self) -> list[float]:
+        """The grid of one view's rates."""
+        if self.low == self.high:
+            return [self.low]
+        step = (self.high - self.low) / (self.grid_steps - 1)
+        return [round(self.low + i * step, 10) for i in range(self.grid_steps)]
+
+    def suggest(self, trial: Trial) -> dict[str, float]:
+        """One rate per view from the trial's sampler."""
+        return {view: trial.suggest_float(view, self.low, self.high) for view in VIEWS}
+
+    def start_point(self, rates: Mapping[str, float], *, grid: bool) -> dict[str, float]:
+        """``rates`` moved into the space (and onto the grid for the grid sampler)."""
+        clipped = {view: min(max(float(rates[view]), self.low), self.high) for view in VIEWS}
+        if not grid:
+            return clipped
+        values = self.grid_values()
+        return {view: min(values, key=lambda v: abs(v - rate)) for view, rate in clipped.items()}
+
+
+def make_sampler(
+    name: str | None, space: SearchSpace, *, seed: int, multi_objective: bool
+) -> BaseSampler:
+    """optuna's sampler ``name`` (default TPE, or NSGA-II for a multi-objective study).
+
+    Raises:
+        ConfigError: an unknown name, CMA-ES for two objectives, or CMA-ES without ``cmaes``.
+    """
+    name = name or ("nsga2" if multi_objective else "tpe")
+    if name == "tpe":
+        return TPESampler(seed=seed)
+    if name == "random":
+        return RandomSampler(seed=seed)
+    if name == "grid":
+        return GridSampler({view: space.grid_values() for view in VIEWS}, seed=seed)
+    if name == "nsga2":
+        return NSGAIISampler(seed=seed)
+    if name == "cmaes":
+        if multi_objective:
+            raise ConfigError("CMA-ES optimises one objective; use nsga2 or tpe with two")
+        if importlib.util.find_spec("cmaes") is None:
+            raise ConfigError("optuna's CMA-ES sampler needs the cmaes package: pip install cmaes")
+        return CmaEsSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Storage and study
+# --------------------------------------------------------------------------------------------
+
+
+def default_storage(out_dir: str | Path) -> str:
+    """The SQLite file in the output folder (absolute, so the URL works from anywhere)."""
+    return f"sqlite:///{(Path(out_dir) / DEFAULT_STORAGE_FILE).resolve()}"
+
+
+def make_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> BaseStorage:
+    """An optuna storage for ``url`` (RDB URL or ``journal:PATH``).
+
+    Raises:
+        ConfigError: a URL that is neither, a database that cannot be reached, or a missing
+            database driver; the message never shows a password.
+    """
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url.removeprefix(JOURNAL_PREFIX)).expanduser()
+        if not path.name:
+            raise ConfigError(f"storage {url!r} names no file; write journal:PATH")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in url:
+        raise ConfigError(
+            f"storage {url!r} is not an optuna storage; use sqlite:///FILE.db, "
+            "postgresql://USER@HOST/DB or journal:FILE"
+        )
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Workers on one SQLite file queue for its write lock instead of failing at once.
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        database = url.split(":///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat is "experimental"
+            if heartbeat_s > 0:
+                kwargs.update(
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=2 * heartbeat_s,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                        max_retry=STALE_RETRIES
+                    ),
+                )
+            return _rdb_storage(url, kwargs)
+    except (ImportError, ValueError, SQLAlchemyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot open storage {redact_url(url)}: {reason}") from exc
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
+    """RDBStorage, retried when another worker is creating the tables at the same moment.
+
+    Two workers starting on a new database both try to create optuna's tables; the loser gets
+    "table ... already exists". A second attempt finds the tables and goes on.
+    """
+    attempt = 1
+    while True:
+        try:
+            return RDBStorage(url, **kwargs)
+        except SQLAlchemyError as exc:
+            if "already exists" not in str(exc) or attempt == _CREATE_ATTEMPTS:
+                raise
+            logger.debug("optuna tables are being created by another worker; retrying")
+            time.sleep(0.5 * attempt)
+            attempt += 1
+
+
+def _tag(text: str, limit: int = 40) -> str:
+    """``text`` as a short name part: letters, digits, ``._-`` only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:limit] or "x"
+
+
+def study_name(settings: Mapping[str, Any], *, model: str, data: str) -> str:
+    """``prune2drive-<model>-<data>-<reward>-<lambda or pareto>-<hash of all settings>``."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    goal = "pareto" if settings["multi_objective"] else f"lambda{settings['lambda']:g}"
+    return f"prune2drive-{_tag(model)}-{_tag(data)}-{settings['reward']}-{goal}-{digest}"
+
+
+def open_study(
+    storage: BaseStorage,
+    name: str,
+    settings: Mapping[str, Any],
+    sampler: Callable[[int], BaseSampler],
+) -> optuna.Study:
+    """Create the study or load it when it exists; refuse one with other settings.
+
+    ``settings`` defines the objective (see the module docstring); it is stored with the study.
+    ``sampler(n)`` builds the sampler given the number of trials the study already has: seeding
+    with it keeps a resumed run from drawing the same start-up points as the first run did.
+
+    Raises:
+        ConfigError: the stored study was made with other settings.
+    """
+    directions = (
+        [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+        if settings["multi_objective"]
+        else [StudyDirection.MAXIMIZE]
+    )
+    study = optuna.create_study(
+        storage=storage, study_name=name, directions=directions, load_if_exists=True
+    )
+    stored = study.user_attrs.get(_SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(_SETTINGS_ATTR, dict(settings))
+    elif stored != dict(settings):
+        changed = sorted(k for k in {*stored, *settings} if stored.get(k) != settings.get(k))
+        raise ConfigError(
+            f"study {name!r} was made with other settings ({', '.join(changed)} differ); "
+            "choose another --study-name, or leave it out to get one named after the settings"
+        )
+    study.sampler = sampler(len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def enqueue_starts(study: optuna.Study, starts: Sequence[Mapping[str, float]]) -> None:
+    """Queue ``starts`` as the first trials, each only when the study does not have it yet."""
+    for params in starts:
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+
+
+def make_objective(
+    evaluator: Evaluator, space: SearchSpace, *, multi_objective: bool
+) -> Callable[[Trial], float | tuple[float, float]]:
+    """The optuna objective: rates from the trial, evaluated, parts stored as user attrs.
+
+    Single objective: ``R - lambda * P``; two objectives: ``(R, P)``. An error is stored in the
+    trial's ``error`` attribute and re-raised, so optuna records the trial as FAIL. ``worker``
+    (host:pid) says which process ran the trial, when several share a study.
+    """
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def objective(trial: Trial) -> float | tuple[float, float]:
+        trial.set_user_attr("worker", worker)
+        rates = space.suggest(trial)
+        try:
+            evaluation = evaluator.evaluate(rates)
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+        for key, value in evaluation.user_attrs().items():
+            trial.set_user_attr(key, value)
+        logger.debug(
+            "trial %d: R=%.4f P=%.4f objective=%.4f",
+            trial.number,
+            evaluation.reward,
+            evaluation.penalty,
+            evaluation.objective,
+        )
+        if multi_objective:
+            return evaluation.reward, evaluation.penalty
+        return evaluation.objective
+
+    return objective
+
+
+@dataclass
+class RunStats:
+    """What one :func:`run_trials` call did in this process."""
+
+    completed: int = 0
+    failed: int = 0
+    aborted: str = ""
+    interrupted: bool = False
+    consecutive_failures: int = field(default=0, repr=False)
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[Trial], float | tuple[float, float]],
+    *,
+    trials: int | None,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> RunStats:
+    """Run ``trials`` more trials (or until ``timeout`` seconds) in this process.
+
+    A failing trial is recorded as FAIL and the study goes on; after
+    :data:`MAX_CONSECUTIVE_FAILURES` failures in a row the run stops (``aborted`` says why).
+    Ctrl-C ends the run too (``interrupted``), keeping every finished trial.
+    """
+    stats = RunStats()
+    bar = tqdm(total=trials, desc="trials", unit="trial", disable=not progress)
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        bar.update(1)
+        if trial.state == TrialState.COMPLETE:
+            stats.completed += 1
+            stats.consecutive_failures = 0
+            bar.set_postfix(reward=f"{trial.user_attrs.get('reward', float('nan')):.4f}")
+        elif trial.state == TrialState.FAIL:
+            stats.failed += 1
+            stats.consecutive_failures += 1
+            if stats.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                stats.aborted = (
+                    f"{stats.consecutive_failures} trials in a row failed, the last with: "
+                    f"{trial.user_attrs.get('error', 'see the log')}"
+                )
+                study.stop()
+
+    with bar:
+        try:
+            study.optimize(
+                objective,
+                n_trials=trials,
+                timeout=timeout,
+                catch=(Exception,),
+                callbacks=[after_trial],
+            )
+        except KeyboardInterrupt:  # optuna has recorded the running trial as FAIL
+            stats.interrupted = True
+            stats.aborted = "interrupted"
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Finished trials that carry the evaluation's attributes."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "reward" in t.user_attrs and all(view in t.params for view in VIEWS)
+    ]
+
+
+def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials no other trial beats on both score (higher) and tokens (fewer), by tokens."""
+
+    def point(t: FrozenTrial) -> tuple[float, float]:
+        return float(t.user_attrs["reward"]), float(t.user_attrs["penalty"])
+
+    front = []
+    for t in trials:
+        reward, tokens = point(t)
+        dominated = any(
+            r >= reward and p <= tokens and (r > reward or p < tokens)
+            for r, p in map(point, trials)
+        )
+        if not dominated:
+            front.append(t)
+    return sorted(front, key=lambda t: (point(t)[1], -point(t)[0], t.number))
+
+
+def knee(front: Sequence[FrozenTrial]) -> FrozenTrial:
+    """The knee of a Pareto front: the point farthest above the chord joining its two ends.
+
+    With score and tokens each scaled to [0, 1] over the front, the ends are (0, 0) (fewest
+    tokens, lowest score) and (1, 1), the chord is ``score = tokens``, and the knee is the point
+    with the largest ``score - tokens``: where spending more tokens stops paying. Ties (and
+    fronts of one or two points) go to the higher score.
+    """
+    if not front:
+        raise StudyError("the Pareto front is empty: no trial has finished")
+    rewards = [float(t.user_attrs["reward"]) for t in front]
+    tokens = [float(t.user_attrs["penalty"]) for t in front]
+
+    def scaled(values: Sequence[float], value: float) -> float:
+        span = max(values) - min(values)
+        return (value - min(values)) / span if span > 0 else 0.0
+
+    def height(t: FrozenTrial) -> tuple[float, float]:
+        reward, penalty = float(t.user_attrs["reward"]), float(t.user_attrs["penalty"])
+        return scaled(rewards, reward) - scaled(tokens, penalty), reward
+
+    return max(front, key=height)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The trial whose rates are written, and how it was chosen."""
+
+    trial: FrozenTrial
+    how: str
+
+
+def choose_trial(
+    study: optuna.Study, *, multi_objective: bool, budget: float | None = None
+) -> Choice:
+    """The result of a study.
+
+    Single objective: the trial with the highest ``R - lambda * P``. Two objectives: with a
+    ``budget`` (fraction of tokens), the best score among Pareto points within it; without, the
+    :func:`knee` of the Pareto front.
+
+    Raises:
+        StudyError: no trial has finished (or none lies within the budget).
+    """
+    trials = completed_trials(study)
+    if not trials:
+        raise StudyError(f"study {study.study_name!r} has no finished trial yet")
+    if not multi_objective:
+        best = max(trials, key=lambda t: (float(t.user_attrs["objective"]), -t.number))
+        return Choice(best, "highest objective R - lambda * P")
+    front = pareto_front(trials)
+    if budget is None:
+        return Choice(knee(front), "knee of the Pareto front (score and tokens scaled to [0, 1])")
+    within = [t for t in front if float(t.user_attrs["penalty"]) <= budget]
+    if not within:
+        fewest = float(front[0].user_attrs["penalty"])
+        raise StudyError(
+            f"no finished trial keeps at most {budget:.1%} of the tokens (fewest: {fewest:.1%}); "
+            "raise --budget or run more trials"
+        )
+    best = max(within, key=lambda t: float(t.user_attrs["reward"]))
+    return Choice(best, f"highest score with at most {budget:.1%} of the tokens")
+
+
+def trial_rates(trial: FrozenTrial) -> dict[str, float]:
+    """The rates of ``trial``, by view."""
+    return {view: float(trial.params[view]) for view in VIEWS}

@@ -1,0 +1,189 @@
+"""The optuna side of the rate search, without a model: space, samplers, storage, choice."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.samplers import GridSampler, NSGAIISampler, RandomSampler, TPESampler
+from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
+from optuna.trial import TrialState, create_trial
+
+from prune2drive_ros.errors import ConfigError
+from prune2drive_ros.tuning.study import (
+    MAX_CONSECUTIVE_FAILURES,
+    SearchSpace,
+    StudyError,
+    choose_trial,
+    enqueue_starts,
+    knee,
+    make_sampler,
+    make_storage,
+    open_study,
+    pareto_front,
+    run_trials,
+    study_name,
+)
+from prune2drive_ros.views import VIEWS
+
+SETTINGS = {"reward": "fidelity", "lambda": 0.18, "multi_objective": False, "model": "m"}
+
+
+def _study(multi: bool = False) -> optuna.Study:
+    return open_study(
+        InMemoryStorage(),
+        "s",
+        {**SETTINGS, "multi_objective": multi},
+        lambda n: RandomSampler(seed=n),
+    )
+
+
+def _add(study: optuna.Study, reward: float, tokens: float, rate: float = 0.5) -> None:
+    values = [reward, tokens] if len(study.directions) == 2 else [reward - 0.18 * tokens]
+    study.add_trial(
+        create_trial(
+            params=dict.fromkeys(VIEWS, rate),
+            distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
+            values=values,
+            user_attrs={
+                "reward": reward,
+                "penalty": tokens,
+                "objective": reward - 0.18 * tokens,
+                "tokens_per_view": [1] * len(VIEWS),
+            },
+        )
+    )
+
+
+def test_search_space_checks_bounds_and_builds_a_grid():
+    space = SearchSpace(0.1, 0.5, 5)
+    assert space.grid_values() == [0.1, 0.2, 0.3, 0.4, 0.5]
+    rates = dict.fromkeys(VIEWS, 0.03)
+    assert space.start_point(rates, grid=False) == dict.fromkeys(VIEWS, 0.1)
+    assert space.start_point(dict.fromkeys(VIEWS, 0.26), grid=True) == dict.fromkeys(VIEWS, 0.3)
+    for low, high in ((0.0, 1.0), (0.5, 0.4), (0.1, 1.5), (float("nan"), 1.0)):
+        with pytest.raises(ConfigError):
+            SearchSpace(low, high)
+    with pytest.raises(ConfigError, match="grid-steps"):
+        SearchSpace(0.1, 1.0, 1)
+
+
+def test_samplers_are_optunas_own():
+    space = SearchSpace()
+    assert isinstance(make_sampler(None, space, seed=0, multi_objective=False), TPESampler)
+    assert isinstance(make_sampler(None, space, seed=0, multi_objective=True), NSGAIISampler)
+    assert isinstance(make_sampler("random", space, seed=0, multi_objective=False), RandomSampler)
+    assert isinstance(make_sampler("grid", space, seed=0, multi_objective=False), GridSampler)
+    with pytest.raises(ConfigError, match="one objective"):
+        make_sampler("cmaes", space, seed=0, multi_objective=True)
+    if importlib.util.find_spec("cmaes") is None:
+        with pytest.raises(ConfigError, match="pip install cmaes"):
+            make_sampler("cmaes", space, seed=0, multi_objective=False)
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        make_sampler("bayes", space, seed=0, multi_objective=False)
+
+
+def test_storage_urls(tmp_path):
+    journal = make_storage(f"journal:{tmp_path / 'j' / 'study.log'}")
+    assert isinstance(journal, JournalStorage)
+    sqlite = make_storage(f"sqlite:///{tmp_path / 'nested' / 'x.db'}", heartbeat_s=5)
+    assert isinstance(sqlite, RDBStorage)
+    assert (tmp_path / "nested" / "x.db").exists()
+    with pytest.raises(ConfigError, match="not an optuna storage"):
+        make_storage(str(tmp_path / "x.db"))
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password():
+    with pytest.raises(ConfigError, match="cannot open storage") as info:
+        make_storage("postgresql://user:secret@127.0.0.1:1/tuning", heartbeat_s=0)
+    assert "secret" not in str(info.value)
+
+
+def test_study_names_follow_the_settings():
+    name = study_name(SETTINGS, model="llava ov 7b", data="val.jsonl")
+    assert name.startswith("prune2drive-llava-ov-7b-val.jsonl-fidelity-lambda0.18-")
+    assert name == study_name(dict(SETTINGS), model="llava ov 7b", data="val.jsonl")
+    assert name != study_name({**SETTINGS, "lambda": 0.1}, model="x", data="val.jsonl")
+    assert "-pareto-" in study_name({**SETTINGS, "multi_objective": True}, model="m", data="d")
+
+
+def test_a_study_with_other_settings_is_not_resumed(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = open_study(make_storage(url), "s", SETTINGS, lambda n: RandomSampler(seed=n))
+    _add(study, 0.5, 0.5)
+    again = open_study(make_storage(url), "s", SETTINGS, lambda n: RandomSampler(seed=n))
+    assert len(again.trials) == 1
+    with pytest.raises(ConfigError, match="lambda differ"):
+        open_study(make_storage(url), "s", {**SETTINGS, "lambda": 0.3}, RandomSampler)
+
+
+def test_start_points_are_queued_once():
+    study = _study()
+    starts = [dict.fromkeys(VIEWS, 0.1), dict.fromkeys(VIEWS, 1.0)]
+    enqueue_starts(study, starts)
+    enqueue_starts(study, starts)
+    assert [t.state for t in study.trials] == [TrialState.WAITING] * 2
+
+
+def test_best_single_objective_trial():
+    study = _study()
+    _add(study, 0.50, 1.0)
+    _add(study, 0.45, 0.2)
+    choice = choose_trial(study, multi_objective=False)
+    assert choice.trial.number == 1
+    assert "objective" in choice.how
+
+
+def test_pareto_front_knee_and_budget():
+    study = _study(multi=True)
+    for reward, tokens in [(0.1, 0.1), (0.5, 0.2), (0.55, 0.6), (0.6, 1.0), (0.4, 0.5)]:
+        _add(study, reward, tokens)
+    front = pareto_front(study.trials)
+    assert [t.number for t in front] == [0, 1, 2, 3]  # (0.4, 0.5) is beaten by (0.5, 0.2)
+    assert knee(front).number == 1
+    assert choose_trial(study, multi_objective=True).trial.number == 1
+    budget = choose_trial(study, multi_objective=True, budget=0.7)
+    assert budget.trial.number == 2 and "70.0%" in budget.how
+    with pytest.raises(StudyError, match=r"at most 5\.0%"):
+        choose_trial(study, multi_objective=True, budget=0.05)
+
+
+def test_knee_of_tiny_fronts_takes_the_higher_score():
+    study = _study(multi=True)
+    _add(study, 0.2, 0.1)
+    _add(study, 0.3, 0.9)
+    assert knee(pareto_front(study.trials)).number == 1
+
+
+def test_no_finished_trial_is_a_clear_error():
+    with pytest.raises(StudyError, match="no finished trial"):
+        choose_trial(_study(), multi_objective=False)
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on():
+    study = _study()
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number % 2:
+            raise RuntimeError("bad trial")
+        return x
+
+    stats = run_trials(study, objective, trials=6, progress=False)
+    assert (stats.completed, stats.failed, stats.aborted) == (3, 3, "")
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) == 3 and states.count(TrialState.COMPLETE) == 3
+
+
+def test_a_run_of_failures_stops_the_run():
+    study = _study()
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("error", "RuntimeError: broken")
+        raise RuntimeError("broken")
+
+    stats = run_trials(study, objective, trials=50, progress=False)
+    assert stats.failed == MAX_CONSECUTIVE_FAILURES
+    assert "in a row" in stats.aborted and "broken" in stats.aborted
