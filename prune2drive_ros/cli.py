@@ -22,6 +22,8 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "replay": "prune2drive_ros.replay",
     "viz": "prune2drive_ros.viz",
     "demo": "prune2drive_ros.demo",
+    "tune": "prune2drive_ros.tune",
+    "eval": "prune2drive_ros.evaluate",
     "bench": {
         "tfps": "prune2drive_ros.bench.tfps",
         "decode": "prune2drive_ros.bench.decode",

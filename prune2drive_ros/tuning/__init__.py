@@ -1,4 +1,14 @@
-"""Offline rate tuning: DriveLM data, DriveLM scoring, label-free fidelity."""
+"""Offline rate tuning: validation data, feature cache, objective, optuna study, DriveLM scoring.
+
+The scoring names import eagerly (they need only the coco-caption scorers); the tuning names
+(:class:`Evaluator`, :class:`FeatureCache`, ...) import torch, transformers and optuna, so they
+load on first use: reading a DriveLM file or scoring answers stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .drivelm import DriveLMItem, load_drivelm, score_drivelm
 from .scoring import (
@@ -13,6 +23,40 @@ from .scoring import (
     score_answers,
 )
 
+#: Name -> submodule, for the names imported on first use.
+_LAZY: dict[str, str] = {
+    "Frame": "sources",
+    "Sample": "sources",
+    "ValidationSet": "sources",
+    "bag_validation_set": "sources",
+    "drivelm_validation_set": "sources",
+    "FeatureCache": "features",
+    "model_key": "features",
+    "DEFAULT_LAMBDA": "objective",
+    "Evaluation": "objective",
+    "Evaluator": "objective",
+    "TrialFailed": "objective",
+    "choose_reward": "objective",
+    "lambda_from_sum_weight": "objective",
+    "penalty": "objective",
+    "SearchSpace": "study",
+    "choose_trial": "study",
+    "knee": "study",
+    "make_sampler": "study",
+    "make_storage": "study",
+    "open_study": "study",
+    "pareto_front": "study",
+    "write_report": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
 __all__ = [
     "DriveLMItem",
     "LanguageScores",
@@ -26,4 +70,5 @@ __all__ = [
     "match",
     "score_answers",
     "score_drivelm",
+    *_LAZY,
 ]

@@ -1,0 +1,226 @@
+"""Score retention rates with every pruner and without pruning on validation questions.
+
+The rates (``--rates`` file, default the package's; ``--uniform R``; or ``--no-pruning``) are
+applied with each pruner of :data:`~prune2drive_ros.pruning.PRUNERS` at the same per-view token
+budgets, and the unpruned model is the reference row ("none"). Per method the table gives the
+visual tokens per image (mean over the six views), the score (the local DriveLM score with its
+accuracy, language and match parts, or fidelity to the unpruned answers; see
+:mod:`prune2drive_ros.tuning.objective`), the language-model prefill time and its speedup over
+the unpruned prefill (medians over frames, the methods timed in turns on the same cached tokens
+in this run), and the share of prefill FLOPs (analytic, :mod:`prune2drive_ros.vlm.flops`, on the
+same prompts). Match is the coordinate F1 x100, as the challenge prints it. The vision encoder
+runs only for frames missing from the feature cache that ``tune`` shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+from .bench import device_name, emit_json, median, time_interleaved
+from .config import resolve_rates_file
+from .engine import Engine
+from .errors import ConfigError
+from .pruning import PRUNERS
+from .pruning.budget import validate_rates
+from .rates_file import load_rates
+from .replay import add_engine_arguments, engine_config
+from .tuning.objective import (
+    Evaluation,
+    EvaluationSetup,
+    add_evaluation_arguments,
+    prepare_evaluation,
+)
+from .tuning.sources import add_data_arguments, open_validation_set
+from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
+from .vlm.flops import DecoderShape, flops_ratio
+
+logger = logging.getLogger(__name__)
+
+UNPRUNED = "none"
+DEFAULT_TIMING_FRAMES = 8
+DEFAULT_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method's line of the table."""
+
+    method: str
+    tokens_per_view: float
+    score: float
+    parts: dict[str, float | None]
+    prefill_ms: float
+    speedup: float
+    flops_share: float
+    answered: int
+    skipped: int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prune2drive eval``."""
+    add_data_arguments(parser)
+    add_engine_arguments(parser)
+    add_evaluation_arguments(parser)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--uniform", type=float, default=None, help="score this rate for every view, not --rates"
+    )
+    mode.add_argument("--no-pruning", action="store_true", help="score only the unpruned model")
+    parser.add_argument(
+        "--timing-frames",
+        type=int,
+        default=DEFAULT_TIMING_FRAMES,
+        help="frames the prefill is timed on (%(default)s)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=DEFAULT_REPEATS,
+        help="timed prefills per method and frame, after one warm-up (%(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the table as JSON last")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``prune2drive eval``: 0, or 1 when some questions had to be skipped."""
+    if args.timing_frames < 1 or args.repeats < 1:
+        raise ConfigError("--timing-frames and --repeats must be at least 1")
+    config = engine_config(args)
+    # Rates are checked before the model loads, so a bad file fails in a second, not minutes.
+    rates = None
+    if args.uniform is not None:
+        rates = validate_rates(args.uniform)
+    elif not args.no_pruning:
+        rates = load_rates(resolve_rates_file(config)).rates
+    engine = Engine.from_config(config)
+    vlm = engine.vlm
+    if vlm.random_weights:
+        print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
+    methods = [] if rates is None else [args.pruner, *(p for p in PRUNERS if p != args.pruner)]
+    with open_validation_set(args, topics=engine.topics, compressed=config.use_compressed) as data:
+        print(data.summary())
+        setup = prepare_evaluation(args, vlm, data)
+        print(f"reward: {setup.reward} ({setup.reward_reason})")
+        evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
+        evaluations[UNPRUNED] = setup.evaluator.evaluate(None)
+        timings = prefill_timings(
+            vlm,
+            setup,
+            vlm.budgets(1.0 if rates is None else rates),
+            methods,
+            frames=args.timing_frames,
+            repeats=args.repeats,
+        )
+    rows = [
+        _row(m, evaluations[m], *timings[m], baseline=timings[UNPRUNED][0]) for m in evaluations
+    ]
+    print(table_text(rows, setup.reward))
+    print(f"FLOPs share: analytic LM prefill FLOPs; device: {device_name(vlm.device)}")
+    if args.json:
+        emit_json(
+            {
+                "reward": setup.reward,
+                "rates": rates,
+                "samples": len(data.samples),
+                "frames": len(data.frames),
+                "encoder_calls": setup.features.encoder_calls,
+                "device": device_name(vlm.device),
+                "model": vlm.name,
+                "random_weights": vlm.random_weights,
+                "rows": [asdict(row) for row in rows],
+            }
+        )
+    return 1 if any(row.skipped for row in rows) else 0
+
+
+def prefill_timings(
+    vlm: DrivingVLM,
+    setup: EvaluationSetup,
+    budgets: Sequence[int],
+    methods: Sequence[str],
+    *,
+    frames: int,
+    repeats: int,
+) -> dict[str, tuple[float, float]]:
+    """Median prefill ms and mean FLOPs share per method (and ``none``) over ``frames`` frames.
+
+    The prompt is the frame's first question; on each frame the methods take turns run by run
+    (:func:`~prune2drive_ros.bench.time_interleaved`), so load from elsewhere slows all alike.
+    """
+    names = [*methods, UNPRUNED]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    shares: dict[str, list[float]] = {name: [] for name in names}
+    shape = DecoderShape.from_config(vlm.model.config)
+    for frame, group in setup.data.by_frame()[:frames]:
+        try:
+            visual = setup.features.visual(frame)
+            question = group[0].question
+            inputs = {UNPRUNED: vlm.prefill_inputs(visual, None, question)}
+            for method in methods:
+                selection = vlm.prune(visual, budgets, method, seed=setup.evaluator.seed)
+                inputs[method] = vlm.prefill_inputs(visual, selection, question)
+        except Exception as exc:  # a bad frame is left out of the timing, not fatal
+            logger.warning("prefill of %s not timed: %s", frame.label, exc)
+            continue
+        runs = time_interleaved(
+            {name: partial(vlm.prefill, inputs[name]) for name in names},
+            warmup=1,
+            repeats=repeats,
+            device=vlm.device,
+        )
+        for name in names:
+            times[name].append(median(runs[name]))
+            shares[name].append(flops_ratio(shape, inputs[name].length, inputs[UNPRUNED].length))
+    if not times[UNPRUNED]:
+        raise ConfigError("no frame could be timed; see the warnings above")
+    return {name: (median(times[name]), statistics.fmean(shares[name])) for name in names}
+
+
+def _row(
+    method: str, evaluation: Evaluation, prefill_ms: float, share: float, *, baseline: float
+) -> Row:
+    parts: Mapping[str, Any] = evaluation.parts
+    keys = ("fidelity",) if "fidelity" in parts else ("accuracy", "language", "match")
+    return Row(
+        method=method,
+        tokens_per_view=sum(evaluation.budgets) / len(evaluation.budgets),
+        score=evaluation.reward,
+        parts={key: parts.get(key) for key in keys},
+        prefill_ms=prefill_ms,
+        speedup=baseline / prefill_ms if prefill_ms > 0 else float("nan"),
+        flops_share=share,
+        answered=evaluation.answered,
+        skipped=evaluation.skipped,
+    )
+
+
+def table_text(rows: Sequence[Row], reward: str) -> str:
+    """The paper-style table as aligned text."""
+    part_names = list(rows[0].parts)
+    header = ["method", "tokens/view", f"score ({reward})", *part_names]
+    header += ["prefill ms", "speedup", "FLOPs share", "skipped"]
+    lines = [header]
+    for row in rows:
+        cells = [row.method, f"{row.tokens_per_view:.1f}", f"{row.score:.4f}"]
+        cells += ["-" if row.parts[p] is None else f"{row.parts[p]:.4f}" for p in part_names]
+        cells += [
+            f"{row.prefill_ms:.2f}",
+            f"{row.speedup:.2f}x",
+            f"{100 * row.flops_share:.1f} %",
+            str(row.skipped),
+        ]
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    )

@@ -1,0 +1,366 @@
+"""Tune per-view retention rates offline with optuna (TPE by default) on validation questions.
+
+Each trial picks one retention rate per camera view, prunes the cached visual tokens of every
+validation frame with them, answers the questions with the language model and scores the
+answers: ``R - lambda * P`` with ``R`` the local DriveLM score (or, without reference answers,
+agreement with the unpruned model) and ``P`` the fraction of visual tokens kept (see
+:mod:`prune2drive_ros.tuning.objective`). The vision encoder runs once per frame for the whole
+study (:mod:`prune2drive_ros.tuning.features`). The study is stored (default: SQLite in
+``--out``), so re-running the command resumes it and several processes on one storage share it
+(:mod:`prune2drive_ros.tuning.study`). The result is ``retention_rates.yaml`` for the node and
+replay, ``report.md`` and plots in ``--out``; with ``--multi-objective`` also the Pareto front.
+``--rates`` (default: the package's uniform 0.1) and uniform ``--max-rate`` are queued as the
+first trials, unless the study has them already.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import yaml
+
+from .bench import emit_json
+from .engine import Engine
+from .errors import ConfigError
+from .rates_file import redact_url, save_rates
+from .replay import add_engine_arguments, engine_config
+from .tuning.features import write_atomically
+from .tuning.objective import (
+    DEFAULT_LAMBDA,
+    REFERENCE_SUM_LAMBDA,
+    Evaluation,
+    EvaluationSetup,
+    add_evaluation_arguments,
+    prepare_evaluation,
+)
+from .tuning.report import ReportContext, write_report
+from .tuning.sources import add_data_arguments, open_validation_set
+from .tuning.study import (
+    DEFAULT_GRID_STEPS,
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_MAX_RATE,
+    DEFAULT_MIN_RATE,
+    OBJECTIVE_VERSION,
+    SAMPLERS,
+    Choice,
+    RunStats,
+    SearchSpace,
+    choose_trial,
+    completed_trials,
+    default_storage,
+    enqueue_starts,
+    make_objective,
+    make_sampler,
+    make_storage,
+    open_study,
+    pareto_front,
+    run_trials,
+    study_name,
+    trial_rates,
+)
+from .views import VIEWS
+from .vlm import RANDOM_WEIGHTS_NOTE
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUT = "tuning-out"
+DEFAULT_TRIALS = 100
+RATES_FILE = "retention_rates.yaml"
+PARETO_FILE = "pareto.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prune2drive tune``."""
+    add_data_arguments(parser)
+    add_engine_arguments(parser)
+    add_evaluation_arguments(parser)
+    search = parser.add_argument_group("search")
+    search.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=DEFAULT_LAMBDA,
+        help=f"token cost per unit of mean retention (default {DEFAULT_LAMBDA:g} = "
+        f"{REFERENCE_SUM_LAMBDA:g} per unit of the summed six rates, the reference's)",
+    )
+    search.add_argument(
+        "--min-rate", type=float, default=DEFAULT_MIN_RATE, help="lowest rate (%(default)s)"
+    )
+    search.add_argument(
+        "--max-rate", type=float, default=DEFAULT_MAX_RATE, help="highest rate (%(default)s)"
+    )
+    search.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=None,
+        help="optuna sampler (default tpe; nsga2 with --multi-objective)",
+    )
+    search.add_argument(
+        "--sampler-seed",
+        type=int,
+        default=None,
+        help="seed of the sampler (default --seed); give each worker sharing a study its own, "
+        "or they draw the same start-up points",
+    )
+    search.add_argument(
+        "--grid-steps",
+        type=int,
+        default=DEFAULT_GRID_STEPS,
+        help="values per view of the grid sampler (%(default)s)",
+    )
+    search.add_argument(
+        "--multi-objective",
+        action="store_true",
+        help="optimise (score, tokens) as two objectives and write the Pareto front",
+    )
+    search.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="with --multi-objective: write the best-scoring Pareto point keeping at most this "
+        "fraction of tokens (default: the knee of the front)",
+    )
+    search.add_argument(
+        "--trials", type=int, default=DEFAULT_TRIALS, help="trials to add in this run (%(default)s)"
+    )
+    search.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    study = parser.add_argument_group("study")
+    study.add_argument(
+        "--storage",
+        default=None,
+        help="optuna storage: sqlite:///FILE.db, postgresql://USER@HOST/DB, or journal:FILE "
+        "(default: sqlite:///OUT/prune2drive_tuning.db)",
+    )
+    study.add_argument(
+        "--study-name",
+        default=None,
+        help="default: named after model, data, reward, lambda (the same settings resume)",
+    )
+    study.add_argument(
+        "--heartbeat",
+        type=int,
+        default=DEFAULT_HEARTBEAT_S,
+        help="seconds between heartbeats of a running trial on RDB storages; a trial silent for "
+        "twice that is failed and retried (0: off; default %(default)s)",
+    )
+    study.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_OUT), help="output folder (%(default)s)"
+    )
+    study.add_argument("--json", action="store_true", help="print a JSON summary as last line")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``prune2drive tune``: 0 when rates were written, 1 when the run was cut short."""
+    if args.trials < 0:
+        raise ConfigError(f"--trials must be 0 or more, got {args.trials}")
+    if args.budget is not None and not (args.multi_objective and 0 < args.budget <= 1):
+        raise ConfigError("--budget is a fraction in (0, 1] and goes with --multi-objective")
+    if args.heartbeat < 0:
+        raise ConfigError(f"--heartbeat must be 0 (off) or more seconds, got {args.heartbeat}")
+    space = SearchSpace(args.min_rate, args.max_rate, args.grid_steps)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = engine_config(args)
+    engine = Engine.from_config(config)
+    if engine.vlm.random_weights:
+        print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
+    with open_validation_set(args, topics=engine.topics, compressed=config.use_compressed) as data:
+        print(data.summary())
+        setup = prepare_evaluation(args, engine.vlm, data, lam=args.lam)
+        print(f"reward: {setup.reward} ({setup.reward_reason})")
+        print(
+            f"vision encoder calls: {setup.features.encoder_calls} for {len(data.frames)} frames "
+            f"(the others were cached in {setup.features.folder})"
+        )
+        unpruned = setup.evaluator.evaluate(None)
+        print("unpruned model on this data:\n" + setup.evaluator.describe(unpruned))
+        return _search(args, engine, setup, space, unpruned)
+
+
+def _search(
+    args: argparse.Namespace,
+    engine: Engine,
+    setup: EvaluationSetup,
+    space: SearchSpace,
+    unpruned: Evaluation,
+) -> int:
+    """Open the study, run the trials, write the results; the exit status."""
+    vlm, multi = engine.vlm, args.multi_objective
+    settings = {
+        "version": OBJECTIVE_VERSION,
+        "model": setup.features.key,
+        "data": setup.data.identity,
+        "reward": setup.reward,
+        "lambda": args.lam,
+        "multi_objective": multi,
+        "pruner": args.pruner,
+        "min_rate": space.low,
+        "max_rate": space.high,
+        "max_new_tokens": args.max_new_tokens,
+    }
+    name = args.study_name or study_name(settings, model=Path(vlm.name).name, data=setup.data.tag)
+    url = args.storage or default_storage(args.out)
+    sampler_seed = args.seed if args.sampler_seed is None else args.sampler_seed
+    study = open_study(
+        make_storage(url, heartbeat_s=args.heartbeat),
+        name,
+        settings,
+        lambda existing: make_sampler(
+            args.sampler, space, seed=sampler_seed + existing, multi_objective=multi
+        ),
+    )
+    print(f"study {name} in {redact_url(url)}: {len(study.trials)} trials so far")
+    grid = args.sampler == "grid"
+    starts = [dict.fromkeys(VIEWS, space.high)]
+    if engine.rates is not None:
+        starts.insert(0, engine.rates)
+    enqueue_starts(study, [space.start_point(rates, grid=grid) for rates in starts])
+    objective = make_objective(setup.evaluator, space, multi_objective=multi)
+    begin = time.perf_counter()
+    stats = run_trials(
+        study, objective, trials=args.trials, timeout=args.timeout, progress=not args.no_progress
+    )
+    outcome = Outcome(
+        name=name,
+        url=url,
+        study=study,
+        choice=choose_trial(study, multi_objective=multi, budget=args.budget),
+        stats=stats,
+        seconds=time.perf_counter() - begin,
+        unpruned=unpruned,
+    )
+    rates_path = _write_outputs(args, engine, setup, outcome)
+    _print_summary(args, setup, outcome, rates_path)
+    if stats.aborted:
+        logger.error("the run stopped early: %s", stats.aborted)
+        return 130 if stats.interrupted else 1
+    return 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run of the study ended with."""
+
+    name: str
+    url: str
+    study: optuna.Study
+    choice: Choice
+    stats: RunStats
+    seconds: float
+    unpruned: Evaluation
+
+
+def _write_outputs(
+    args: argparse.Namespace, engine: Engine, setup: EvaluationSetup, outcome: Outcome
+) -> Path:
+    """retention_rates.yaml, the Pareto front (two objectives), report.md and plots."""
+    vlm, out, study, choice = engine.vlm, Path(args.out), outcome.study, outcome.choice
+    trial = choice.trial
+    budgets = [int(b) for b in trial.user_attrs["tokens_per_view"]]
+    note = f"{setup.reward} reward on {setup.data.summary()}; chosen as the {choice.how}"
+    if vlm.random_weights:
+        note += f"; {RANDOM_WEIGHTS_NOTE}"
+    rates_path = out / RATES_FILE
+    save_rates(
+        rates_path,
+        trial_rates(trial),
+        study=outcome.name,
+        storage=outcome.url,
+        score=float(trial.user_attrs["objective"]),
+        tokens_kept={"total": sum(budgets), "per_view": dict(zip(VIEWS, budgets, strict=True))},
+        tokens_full=vlm.tokens_per_view * len(VIEWS),
+        trials=len(completed_trials(study)),
+        model=vlm.name,
+        reward=float(trial.user_attrs["reward"]),
+        lambda_=args.lam,
+        note=note,
+    )
+    if args.multi_objective:
+        front = [
+            {
+                "trial": t.number,
+                "rates": trial_rates(t),
+                "score": float(t.user_attrs["reward"]),
+                "tokens": float(t.user_attrs["penalty"]),
+                "tokens_kept": sum(int(b) for b in t.user_attrs["tokens_per_view"]),
+            }
+            for t in pareto_front(completed_trials(study))
+        ]
+        text = yaml.safe_dump(front, sort_keys=False)
+        write_atomically(out / PARETO_FILE, lambda tmp: Path(tmp).write_text(text, "utf-8"))
+    write_report(
+        out,
+        ReportContext(
+            study=study,
+            choice=choice,
+            multi_objective=args.multi_objective,
+            reward=setup.reward,
+            reward_reason=setup.reward_reason,
+            lam=args.lam,
+            storage=redact_url(outcome.url),
+            model=vlm.name,
+            random_weights=vlm.random_weights,
+            tokens_per_view=vlm.tokens_per_view,
+            data=setup.data.summary(),
+            unpruned=outcome.unpruned,
+            encoder_calls=setup.features.encoder_calls,
+            rates_file=rates_path.resolve(),
+            command=["prune2drive", *sys.argv[1:]],
+        ),
+    )
+    return rates_path
+
+
+def _print_summary(
+    args: argparse.Namespace, setup: EvaluationSetup, outcome: Outcome, rates_path: Path
+) -> None:
+    """What this run did and chose, for people (and as JSON with ``--json``)."""
+    stats, seconds, choice = outcome.stats, outcome.seconds, outcome.choice
+    finished = len(completed_trials(outcome.study))
+    ran = stats.completed + stats.failed
+    per_trial = seconds / ran if ran else float("nan")
+    per_minute = 60 * ran / seconds if ran and seconds > 0 else float("nan")
+    trial = choice.trial
+    rates = trial_rates(trial)
+    print(
+        f"\nthis run: {stats.completed} trials finished, {stats.failed} failed in {seconds:.1f} s "
+        f"({per_minute:.2f} trials/min, {per_trial:.2f} s per trial); the study has "
+        f"{finished} finished trials"
+    )
+    print(
+        f"chosen: trial {trial.number} ({choice.how}): R = {trial.user_attrs['reward']:.4f}, "
+        f"P = {trial.user_attrs['penalty']:.4f}, objective = {trial.user_attrs['objective']:.4f} "
+        f"(unpruned R = {outcome.unpruned.reward:.4f})"
+    )
+    print("rates: " + ", ".join(f"{view}={rate:.3f}" for view, rate in rates.items()))
+    print(f"wrote {rates_path} and {Path(args.out) / 'report.md'} with plots")
+    if args.json:
+        emit_json(
+            {
+                "study": outcome.name,
+                "storage": redact_url(outcome.url),
+                "completed_this_run": stats.completed,
+                "failed_this_run": stats.failed,
+                "study_completed": finished,
+                "seconds": seconds,
+                "trials_per_minute": per_minute,
+                "seconds_per_trial": per_trial,
+                "samples": len(setup.data.samples),
+                "frames": len(setup.data.frames),
+                "encoder_calls": setup.features.encoder_calls,
+                "reward": setup.reward,
+                "lambda": args.lam,
+                "chosen_trial": trial.number,
+                "rates": rates,
+                "score": trial.user_attrs["reward"],
+                "tokens": trial.user_attrs["penalty"],
+                "objective": trial.user_attrs["objective"],
+                "unpruned_score": outcome.unpruned.reward,
+                "rates_file": str(rates_path),
+            }
+        )

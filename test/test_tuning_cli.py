@@ -1,0 +1,263 @@
+"""``prune2drive tune`` and ``eval`` end to end on a synthetic bag with the tiny model.
+
+The tiny model has random weights: these tests check the machinery (files, resuming, workers
+sharing a study, killed workers), never the scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from prune2drive_ros.cli import main
+from prune2drive_ros.errors import ConfigError
+from prune2drive_ros.pruning import PRUNERS
+from prune2drive_ros.rates_file import load_rates
+from prune2drive_ros.tuning.study import make_storage
+from prune2drive_ros.views import VIEWS
+
+POSTGRES_ENV = "PRUNE2DRIVE_TEST_POSTGRES_URL"
+POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+
+
+def _data_args(bag) -> list[str]:
+    return [
+        "--bag",
+        str(bag.path),
+        "--questions",
+        str(bag.questions_path),
+        "--samples",
+        "3",
+        "--max-new-tokens",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+
+
+def _tune_args(bag, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "tune",
+        *_data_args(bag),
+        "--out",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *extra,
+    ]
+
+
+def _last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def _postgres_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts a throwaway PostgreSQL)")
+    try:
+        make_storage(url, heartbeat_s=0)
+    except ConfigError as exc:
+        pytest.skip(f"PostgreSQL at {POSTGRES_ENV} is unreachable: {exc}")
+    return url
+
+
+def _storage_url(kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    if kind == "journal":
+        return f"journal:{tmp_path / 'shared.log'}"
+    return _postgres_url()
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=make_storage(url, heartbeat_s=0)).trials
+
+
+def _worker(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """A ``prune2drive`` process; its output goes to ``log`` (a pipe could fill and block it)."""
+    with log.open("wb") as stream:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prune2drive_ros.cli", *args],
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def test_tune_writes_a_rates_file_report_and_plots_then_resumes(small_bag, tmp_path, capsys):
+    assert main(_tune_args(small_bag, tmp_path, "--trials", "2", "--json")) == 0
+    first = _last_json(capsys.readouterr().out)
+    assert first["completed_this_run"] == 2
+    assert first["encoder_calls"] == first["frames"] >= 1
+    assert first["reward"] == "drivelm"  # the synthetic questions all have reference answers
+    out = tmp_path / "out"
+    written = load_rates(out / "retention_rates.yaml")
+    assert set(written.rates) == set(VIEWS)
+    assert written.meta["study"] == first["study"]
+    assert written.meta["trials"] == 2
+    assert written.meta["lambda"] == pytest.approx(0.18)
+    assert written.meta["storage"].startswith("sqlite:///")
+    assert written.meta["tokens_full"] == 6 * 729
+    report = (out / "report.md").read_text()
+    assert "random-weight" in report and "rates_file:=" in report and "Top 5" in report
+    for plot in ("history.png", "rates.png", "score_vs_tokens.png"):
+        assert (out / plot).read_bytes().startswith(b"\x89PNG")
+
+    assert main(_tune_args(small_bag, tmp_path, "--trials", "2", "--json")) == 0
+    second = _last_json(capsys.readouterr().out)
+    assert second["study"] == first["study"]
+    assert second["study_completed"] == 4
+    assert second["encoder_calls"] == 0
+    assert load_rates(out / "retention_rates.yaml").meta["trials"] == 4
+
+
+def test_multi_objective_writes_the_pareto_front(small_bag, tmp_path, capsys):
+    args = _tune_args(
+        small_bag, tmp_path, "--trials", "3", "--multi-objective", "--reward", "fidelity"
+    )
+    assert main([*args, "--sampler", "random", "--json"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    front = yaml.safe_load((tmp_path / "out" / "pareto.yaml").read_text())
+    assert front and {"trial", "rates", "score", "tokens", "tokens_kept"} <= set(front[0])
+    assert summary["chosen_trial"] in [point["trial"] for point in front]
+    assert "pareto" in summary["study"]
+    load_rates(tmp_path / "out" / "retention_rates.yaml")
+
+
+def test_grid_sampler_runs(small_bag, tmp_path):
+    args = _tune_args(small_bag, tmp_path, "--trials", "3", "--sampler", "grid")
+    assert main([*args, "--grid-steps", "2", "--reward", "fidelity"]) == 0
+    rates = load_rates(tmp_path / "out" / "retention_rates.yaml").rates
+    assert set(rates.values()) <= {0.05, 1.0}
+
+
+def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_path, capsys):
+    common = [
+        "eval",
+        *_data_args(small_bag),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--timing-frames",
+        "1",
+        "--repeats",
+        "1",
+        "--json",
+    ]
+    assert main([*common, "--uniform", "0.3"]) == 0
+    table = _last_json(capsys.readouterr().out)
+    rows = {row["method"]: row for row in table["rows"]}
+    assert list(rows) == [*PRUNERS, "none"]
+    assert rows["none"]["tokens_per_view"] == 729 and rows["none"]["speedup"] == 1.0
+    assert rows["none"]["flops_share"] == 1.0
+    assert rows["tfps"]["tokens_per_view"] == round(0.3 * 729)
+    assert 0 < rows["tfps"]["flops_share"] < 1
+    assert set(rows["tfps"]["parts"]) == {"accuracy", "language", "match"}
+
+    assert main([*common, "--no-pruning", "--reward", "fidelity"]) == 0
+    only = _last_json(capsys.readouterr().out)
+    assert [row["method"] for row in only["rows"]] == ["none"]
+    assert only["rows"][0]["score"] == 1.0
+    assert only["encoder_calls"] == 0  # the first run cached every frame
+
+
+@pytest.mark.parametrize(
+    ("rates", "message"),
+    [
+        ({"CAM_FRONT": 0.5, "CAM_TOP": 0.5}, "unknown view"),
+        ({view: 1.5 for view in VIEWS}, "must lie in (0, 1]"),
+    ],
+)
+def test_eval_refuses_bad_rates_files(small_bag, tmp_path, capsys, rates, message):
+    path = tmp_path / "rates.yaml"
+    path.write_text(yaml.safe_dump({"rates": rates}))
+    assert main(["eval", *_data_args(small_bag), "--rates", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and str(path) in error
+
+
+def test_bad_tune_options_are_clear_errors(small_bag, tmp_path, capsys):
+    assert main(_tune_args(small_bag, tmp_path, "--min-rate", "0")) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+    assert main(_tune_args(small_bag, tmp_path, "--budget", "0.2")) == 2
+    assert "--multi-objective" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind", ["sqlite", "journal", pytest.param("postgres", marks=[pytest.mark.postgres])]
+)
+def test_two_processes_share_one_study(small_bag, tmp_path, kind):
+    url = _storage_url(kind, tmp_path)
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    workers = [
+        _worker(
+            _tune_args(
+                small_bag,
+                tmp_path / f"w{seed}",
+                "--trials",
+                "2",
+                "--storage",
+                url,
+                "--study-name",
+                name,
+                "--sampler-seed",
+                str(seed),
+                "--reward",
+                "fidelity",
+            ),
+            tmp_path / f"w{seed}.log",
+        )
+        for seed in (1, 2)
+    ]
+    for seed, worker in zip((1, 2), workers, strict=True):
+        assert worker.wait(timeout=600) == 0, (tmp_path / f"w{seed}.log").read_text()
+    complete = [t for t in _trials(url, name) if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 4
+    assert len({t.user_attrs["worker"] for t in complete}) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", POSTGRES])
+def test_a_killed_worker_loses_no_finished_trial(small_bag, tmp_path, capsys, kind):
+    url = _storage_url(kind, tmp_path)
+    name = f"killed-{uuid.uuid4().hex[:8]}"
+    args = _tune_args(
+        small_bag, tmp_path, "--storage", url, "--study-name", name, "--heartbeat", "1"
+    )
+    worker = _worker([*args, "--trials", "500"], tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 600
+        finished: dict[int, dict[str, float]] = {}
+        while len(finished) < 2:
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, "the worker finished no trial in time"
+            time.sleep(0.5)
+            try:
+                trials = _trials(url, name)
+            except KeyError:  # the worker has not created the study yet
+                continue
+            finished = {t.number: t.params for t in trials if t.state == TrialState.COMPLETE}
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=60)
+    time.sleep(2.5)  # past the 2 s grace period of a 1 s heartbeat
+    assert main([*args, "--trials", "1", "--json"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    trials = {t.number: t for t in _trials(url, name)}
+    for number, params in finished.items():
+        assert trials[number].state == TrialState.COMPLETE
+        assert trials[number].params == params
+    assert summary["study_completed"] >= len(finished) + 1
+    assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
