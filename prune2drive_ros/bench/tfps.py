@@ -65,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="token dtype")
     parser.add_argument("--repeats", type=_positive, default=7, help="timed runs (median; 7)")
     parser.add_argument("--warmup", type=_non_negative, default=1, help="untimed runs first (1)")
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        default=None,
+        help="CPU threads for torch (default: torch's choice, one per core); on a shared "
+        "machine 1 avoids stalls of threads waiting for a descheduled sibling",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens (0)")
     parser.add_argument("--json", action="store_true", help="print JSON lines, not a table")
 
@@ -148,6 +155,8 @@ def _print_table(results: list[dict[str, Any]]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; exit status 1 if the two implementations kept different tokens."""
     device = resolve_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(args.seed)
     tokens = torch.randn(args.views, args.tokens, args.dim, generator=generator)
     tokens = tokens.to(device=device, dtype=DTYPES[args.dtype])
