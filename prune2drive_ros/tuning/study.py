@@ -192,6 +192,7 @@ def make_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> BaseSto
             f"storage {url!r} is not an optuna storage; use sqlite:///FILE.db, "
             "postgresql://USER@HOST/DB or journal:FILE"
         )
+    given, url = url, _with_postgres_driver(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Workers on one SQLite file queue for its write lock instead of failing at once.
@@ -213,7 +214,28 @@ def make_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> BaseSto
             return _rdb_storage(url, kwargs)
     except (ImportError, ValueError, SQLAlchemyError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot open storage {redact_url(url)}: {reason}") from exc
+        raise ConfigError(f"cannot open storage {redact_url(given)}: {reason}") from exc
+
+
+def _with_postgres_driver(url: str) -> str:
+    """``postgresql://`` spelled with the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, while this package's
+    ``postgres`` extra installs psycopg2 (``psycopg2-binary``, a wheel with libpq inside); the
+    URL is pointed at psycopg2 when only that one is there. Explicit drivers are left alone.
+
+    Raises:
+        ConfigError: neither driver is installed.
+    """
+    scheme, separator, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or importlib.util.find_spec("psycopg"):
+        return url
+    if importlib.util.find_spec("psycopg2") is None:
+        raise ConfigError(
+            "a PostgreSQL storage needs a driver: pip install 'prune2drive_ros[postgres]' "
+            "(psycopg2-binary) or psycopg"
+        )
+    return f"postgresql+psycopg2{separator}{rest}"
 
 
 def _rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
