@@ -19,7 +19,7 @@ import torch
 
 from .config import DriveVLMConfig, resolve_rates_file
 from .errors import DecodeError, QuestionError
-from .imaging import decode_image
+from .imaging import decode_views
 from .pruning.budget import validate_rates
 from .rates_file import load_rates
 from .stats import STAGES
@@ -151,10 +151,8 @@ class Engine:
                 + ", ".join(f"{view} ({self.topics[view]})" for view in missing)
                 + "; check that all six camera topics are published"
             )
-        return [
-            decode_image(frames.messages[view], topic=self.topics[view], size=self.vlm.image_size)
-            for view in VIEWS
-        ]
+        images = decode_views(frames.messages, self.topics, size=self.vlm.image_size)
+        return [images[view] for view in VIEWS]
 
     def answer(self, frames: FrameSet, question: str, max_new_tokens: int | None = None) -> Answer:
         """Answer one question about ``frames``."""
