@@ -23,7 +23,13 @@ from prune2drive_ros.pruning import (
     reference_tfps,
     tfps,
 )
-from prune2drive_ros.pruning.tfps import METRICS, STARTS, pairwise_distances
+from prune2drive_ros.pruning.tfps import (
+    METRICS,
+    STARTS,
+    SYMMETRIC_FROM,
+    gram,
+    pairwise_distances,
+)
 
 
 def _tokens(views: int, count: int, dim: int, seed: int, coarse: bool = False) -> torch.Tensor:
@@ -238,9 +244,10 @@ def test_euclidean_fps_on_unit_vectors_equals_cosine_fps(start: str) -> None:
     assert torch.equal(cosine.indices, euclid.indices)
 
 
+@pytest.mark.parametrize("count", [17, SYMMETRIC_FROM, 301])
 @pytest.mark.parametrize("metric", METRICS)
-def test_pairwise_distances_match_a_float64_computation(metric: str) -> None:
-    tokens = _tokens(3, 17, 9, seed=4)
+def test_pairwise_distances_match_a_float64_computation(metric: str, count: int) -> None:
+    tokens = _tokens(3, count, 9, seed=4)
     x = tokens.double()
     if metric == "cosine":
         unit = x / x.norm(dim=-1, keepdim=True)
@@ -254,6 +261,14 @@ def test_pairwise_distances_match_a_float64_computation(metric: str) -> None:
     assert got.dtype == got_bf16.dtype == torch.float32
     assert torch.equal(got, got_bf16)
     assert torch.allclose(pairwise_distances(tokens, metric).double(), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("count", [1, 2, SYMMETRIC_FROM - 1, SYMMETRIC_FROM, 301])
+def test_gram_is_the_exactly_symmetric_product(count: int) -> None:
+    x = _tokens(2, count, 7, seed=count)
+    product = gram(x)
+    assert torch.equal(product, product.transpose(1, 2))
+    assert torch.allclose(product, x @ x.transpose(1, 2), atol=1e-5)
 
 
 # --- bad input -----------------------------------------------------------------------------

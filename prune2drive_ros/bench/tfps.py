@@ -2,11 +2,12 @@
 
 For each retention rate both implementations run on the same ``[views, tokens, dim]`` tokens
 after a warm-up, taking turns run by run; the medians are reported with the speedup, whether
-both kept the same tokens, and the analytic cost of the distance matrix: its FLOPs
-(``2 * V * N * N * D``), the bytes the selection moves at least, and ``floor_ms``, the time of
-one batched float32 matmul of the same size alone. That matmul is the cosine and l2 distance
-matrix itself (l1 has no matmul form), so no implementation that needs every pairwise distance
-can beat it: ``ours_over_floor`` says how close to that limit T-FPS runs on this device.
+both kept the same tokens, and the analytic cost of the distance matrix: the FLOPs of the full
+product (``distance_gflop``, ``2 * V * N * N * D``) and of the symmetric product T-FPS computes
+(``gram_gflop``, about 3/4 of it), the bytes the selection moves at least, and ``floor_ms``, the
+time of that product alone. Every cosine or l2 selection that needs all pairwise distances (the
+"isolated" start does) pays at least this product, so ``ours_over_floor`` says how close to that
+limit T-FPS runs on this device (l1 has no matmul form; its floor is only indicative).
 
 With ``--json`` every retention prints one JSON object on its own line, in the order given; the
 last line is therefore always a JSON object (the last retention's). Without ``--json`` a short
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from ..pruning import budgets_from_rates, reference_tfps, tfps
-from ..pruning.tfps import METRICS
+from ..pruning.tfps import METRICS, SYMMETRIC_FROM, gram
 from . import DEVICES, device_name, emit_json, median, resolve_device, time_interleaved
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON lines, not a table")
 
 
+def _gram_products(count: int) -> int:
+    """Dot products :func:`~prune2drive_ros.pruning.tfps.gram` computes for ``count`` tokens."""
+    if count < SYMMETRIC_FROM:
+        return count * count
+    half = count // 2
+    return half * count + (count - half) ** 2
+
+
 def _measure(
     tokens: torch.Tensor, retention: float, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Any]:
@@ -92,7 +101,7 @@ def _measure(
     upcast = tokens.float()
 
     def floor() -> Any:
-        return torch.bmm(upcast, upcast.transpose(1, 2))
+        return gram(upcast)
 
     same = torch.equal(ours().indices, reference().indices)
     log.info("timing retention %s (budgets %s)", retention, budgets)
@@ -129,6 +138,7 @@ def _measure(
         "floor_ms": round(floor_ms, 3),
         "ours_over_floor": round(ours_ms / floor_ms, 2),
         "distance_gflop": round(2 * views * count * count * dim / 1e9, 3),
+        "gram_gflop": round(2 * views * _gram_products(count) * dim / 1e9, 3),
         "bytes_moved": bytes_moved,
         "same_selection": same,
     }

@@ -10,11 +10,11 @@ It exists for two jobs: the golden tests check :func:`~prune2drive_ros.pruning.t
 against it, and ``prune2drive bench tfps`` times it as ``reference_ms``. Nothing in the
 package prunes with it.
 
-Two deliberate departures, both so that a comparison tests the selection loop and not rounding:
-the distances come from the same :func:`~prune2drive_ros.pruning.tfps.pairwise_distances`
-(float32, where the original runs in the model's dtype; cosine is the original's
-normalise-then-matmul formula), and the ``l2``/``l1`` metrics are offered besides the
-original's cosine.
+Departures, all so that a comparison tests the selection loop and not rounding: the distances
+come from the same :func:`~prune2drive_ros.pruning.tfps.pairwise_distances` (cosine is the
+original's normalise-then-matmul formula, but in float32 where the original runs in the model's
+dtype, and its matmul skips the mirrored quarter of the symmetric product), and the ``l2``/``l1``
+metrics are offered besides the original's cosine.
 """
 
 from __future__ import annotations
