@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 
 from .errors import Prune2DriveError
@@ -33,10 +33,10 @@ COMMANDS: dict[str, str | dict[str, str]] = {
 
 
 def _add_commands(
-    subparsers: argparse._SubParsersAction, table: dict[str, str | dict[str, str]], dest: str
+    subparsers: argparse._SubParsersAction, table: Mapping[str, str | Mapping[str, str]], dest: str
 ) -> None:
     for name, target in table.items():
-        if isinstance(target, dict):
+        if isinstance(target, Mapping):
             group = subparsers.add_parser(name, help=f"{name} subcommands")
             _add_commands(
                 group.add_subparsers(dest=f"{dest}_{name}", required=True, metavar="JOB"),
