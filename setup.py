@@ -33,6 +33,7 @@ setup(
         "pillow>=10",
         "rosbags>=0.10",
         "optuna>=4.0",
+        "cmaes>=0.10",  # optuna's CMA-ES sampler (prune2drive tune --sampler cmaes)
         "pycocoevalcap>=1.2",
         "pyyaml>=6",
         "tqdm>=4.60",
