@@ -35,7 +35,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import PruningInputError
 from .budget import check_budgets
@@ -128,17 +127,23 @@ def pairwise_distances(tokens: torch.Tensor, metric: str = "cosine") -> torch.Te
     """Distances between all tokens of each view: ``[views, tokens, dim]`` -> ``[views, N, N]``.
 
     Computed in float32 (float64 stays float64). ``cosine`` is ``1 - <x/|x|, y/|y|>`` as in the
-    reference code; ``l2`` is the *squared* Euclidean distance from the Gram identity, clamped at
-    0 (farthest point selection only compares distances and squaring is monotone, so the
-    selection is the same and a square root over the whole matrix is saved); ``l1`` uses
-    ``torch.cdist``, which has no matmul form and is much slower on large ``dim``.
+    reference code (a zero token is at distance 1 from everything); ``l2`` is the *squared*
+    Euclidean distance from the Gram identity, clamped at 0 (farthest point selection only
+    compares distances and squaring is monotone, so the selection is the same and a square root
+    over the whole matrix is saved); ``l1`` uses ``torch.cdist``, which has no matmul form and
+    is much slower on large ``dim``.
 
     Raises:
         ValueError: unknown metric.
     """
     x = tokens.to(torch.promote_types(tokens.dtype, torch.float32))
     if metric == "cosine":
-        return gram(F.normalize(x, p=2.0, dim=-1)).neg_().add_(1.0)
+        # The Gram matrix of the raw tokens scaled by inverse norms: equal to the reference's
+        # Gram of normalised tokens up to rounding, but scaling N x N products instead of
+        # dividing N x dim features is 3 % instead of 15 % of the time at dim 3584.
+        inverse = torch.linalg.vector_norm(x, dim=-1).clamp_min_(1e-12).reciprocal_()
+        product = gram(x).mul_(inverse.unsqueeze(2)).mul_(inverse.unsqueeze(1))
+        return product.neg_().add_(1.0)
     if metric == "l2":
         squared = x.square().sum(dim=-1)
         norms = squared.unsqueeze(2) + squared.unsqueeze(1)
