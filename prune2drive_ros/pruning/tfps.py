@@ -216,9 +216,9 @@ def tfps(
         raise ValueError(f"unknown start {start!r}; expected one of {', '.join(STARTS)}")
     views, count, _ = tokens.shape
     device = tokens.device
-    # The finiteness flag is queued now and read once, at the very end: the only host sync.
     limit = _to_device(torch.tensor(budgets), device).unsqueeze(1)
     picked = _fixed_start(start, views, count, seed, device)
+    # Queued now, read once at the very end: the call's only host synchronisation.
     finite = all_finite(tokens)
 
     dist = pairwise_distances(tokens, metric)
