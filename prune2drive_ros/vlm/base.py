@@ -257,6 +257,42 @@ def chatml_prompt(view: str) -> PromptTemplate:
     )
 
 
+#: Random-weight test shapes every family shares, so their prefill times compare: ``tiny`` for
+#: tests (a CPU forward of six views in well under a second), ``small`` the CPU benchmark shape,
+#: big enough for the language model to dominate prefill time. Vision towers of the ViT kind
+#: (SigLIP, InternViT) take :data:`VIT_TEST_SHAPES`; decoders (Qwen2) :data:`DECODER_TEST_SHAPES`.
+VIT_TEST_SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+    },
+    "small": {
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    },
+}
+DECODER_TEST_SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },
+    "small": {
+        "hidden_size": 768,
+        "intermediate_size": 2048,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 6,  # head size 128 and grouped KV heads, as in Qwen2-7B
+        "num_key_value_heads": 2,
+    },
+}
+
+
 def pick_shape(shapes: Mapping[str, _Shape], shape: str) -> _Shape:
     """``shapes[shape]``, or a ValueError naming the known shapes (for ``random_config``)."""
     try:

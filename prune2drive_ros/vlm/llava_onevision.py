@@ -23,6 +23,8 @@ from transformers.image_processing_base import ImageProcessingMixin
 from ..errors import ModelLoadError
 from .base import (
     CHATML_SPECIAL_TOKENS,
+    DECODER_TEST_SHAPES,
+    VIT_TEST_SHAPES,
     DrivingVLM,
     ViewGeometry,
     chatml_prompt,
@@ -42,36 +44,7 @@ SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
 #: CPU benchmark shape, big enough for the language model to dominate prefill time; ``7b`` is
 #: LLaVA-OneVision-7B's real architecture (SigLIP-so400m, Qwen2-7B) for GPU benchmarks.
 _SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "tiny": (
-        {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-        },
-        {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-        },
-    ),
-    "small": (
-        {
-            "hidden_size": 128,
-            "intermediate_size": 512,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-        },
-        {
-            "hidden_size": 768,
-            "intermediate_size": 2048,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 6,  # head size 128 and grouped KV heads, as in Qwen2-7B
-            "num_key_value_heads": 2,
-        },
-    ),
+    **{name: (VIT_TEST_SHAPES[name], DECODER_TEST_SHAPES[name]) for name in VIT_TEST_SHAPES},
     "7b": (
         {
             "hidden_size": 1152,

@@ -48,6 +48,7 @@ from transformers.image_processing_base import ImageProcessingMixin
 from ..errors import ModelLoadError
 from .base import (
     CHATML_SPECIAL_TOKENS,
+    DECODER_TEST_SHAPES,
     DrivingVLM,
     ViewGeometry,
     chatml_prompt,
@@ -64,53 +65,31 @@ TEMPORAL_PATCH_SIZE = 2
 #: Rotary axes of M-RoPE: temporal, height, width.
 ROPE_AXES = 3
 
+
+#: Qwen2.5-VL's window-attention vision tower names its sizes differently from a plain ViT.
+_VISION_TEST_SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {"hidden_size": 32, "intermediate_size": 64, "depth": 2, "num_heads": 2},
+    "small": {"hidden_size": 128, "intermediate_size": 512, "depth": 2, "num_heads": 4},
+}
+
+
+def _mrope(sections: list[int]) -> dict[str, Any]:
+    """Qwen2.5-VL's rotary settings with M-RoPE ``sections`` (t, h, w) of half a head."""
+    return {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": sections}
+
+
 #: Random-weight shapes: (vision tower, language model) keyword arguments. ``tiny`` for tests,
 #: ``small`` the CPU benchmark shape (the same language model as the other families' ``small``),
 #: ``7b`` Qwen2.5-VL-7B-Instruct's real architecture. ``mrope_section`` splits the rotary
 #: frequencies (head size / 2) over the three axes.
 _SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "tiny": (
-        {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "depth": 2,
-            "num_heads": 2,
-            "fullatt_block_indexes": [1],
-        },
-        {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1000000.0,
-                "mrope_section": [2, 3, 3],
-            },
-        },
-    ),
-    "small": (
-        {
-            "hidden_size": 128,
-            "intermediate_size": 512,
-            "depth": 2,
-            "num_heads": 4,
-            "fullatt_block_indexes": [1],
-        },
-        {
-            "hidden_size": 768,
-            "intermediate_size": 2048,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 6,  # head size 128 and grouped KV heads, as in Qwen2-7B
-            "num_key_value_heads": 2,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1000000.0,
-                "mrope_section": [16, 24, 24],
-            },
-        },
-    ),
+    **{
+        name: (
+            {**_VISION_TEST_SHAPES[name], "fullatt_block_indexes": [1]},
+            {**DECODER_TEST_SHAPES[name], "rope_parameters": _mrope(sections)},
+        )
+        for name, sections in (("tiny", [2, 3, 3]), ("small", [16, 24, 24]))
+    },
     "7b": (
         {
             "hidden_size": 1280,
