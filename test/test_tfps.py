@@ -318,6 +318,17 @@ def test_values_whose_sum_overflows_are_rejected_but_large_ones_pass() -> None:
         tfps(tokens, [2, 2])
 
 
+@pytest.mark.parametrize("pruner", [tfps, reference_tfps, *PRUNERS.values()])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_feature_sums_past_their_range_are_no_false_alarm(
+    pruner: object, dtype: torch.dtype
+) -> None:
+    # 100 features of 1000 sum to 1e5, past fp16's 65504: the check must not overflow first.
+    assert callable(pruner)
+    tokens = (1000 + _tokens(2, 8, 100, seed=1)).to(dtype)
+    assert pruner(tokens, [3, 3]).budgets == (3, 3)
+
+
 def test_not_a_tensor_is_rejected() -> None:
     with pytest.raises(PruningInputError, match=r"torch\.Tensor"):
         tfps([[[1.0]]], [1])  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .selection import Selection
-from .tfps import all_finite, check_tokens, require_finite
+from .tfps import all_finite, check_tokens, require_finite, upcast
 
 
 def _keep_lowest(scores: torch.Tensor, budgets: tuple[int, ...]) -> torch.Tensor:
@@ -99,10 +99,10 @@ def dart_select(
     budgets = check_tokens(tokens, budgets)
     if pivots < 1:
         raise ValueError(f"pivots must be at least 1, got {pivots}")
-    require_finite(all_finite(tokens))
+    x = upcast(tokens)
+    require_finite(all_finite(x))
     views, count, _ = tokens.shape
     device = tokens.device
-    x = tokens.to(torch.promote_types(tokens.dtype, torch.float32))
     width = min(pivots, count)
     by_norm = torch.linalg.vector_norm(x, dim=-1).neg().argsort(dim=1, stable=True)[:, :width]
     # A view keeps min(pivots, budget) pivots so that its pivots never exceed its budget.

@@ -26,7 +26,14 @@ from collections.abc import Sequence
 import torch
 
 from .selection import Selection
-from .tfps import METRICS, all_finite, check_tokens, pairwise_distances, require_finite
+from .tfps import (
+    METRICS,
+    all_finite,
+    check_tokens,
+    pairwise_distances,
+    require_finite,
+    upcast,
+)
 
 
 @torch.no_grad()
@@ -43,11 +50,12 @@ def reference_tfps(
     budgets = check_tokens(tokens, budgets)
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
-    require_finite(all_finite(tokens))
+    x = upcast(tokens)
+    require_finite(all_finite(x))
     views, count, _ = tokens.shape
     mask = torch.zeros(views, count, dtype=torch.bool, device=tokens.device)
     for view, budget in enumerate(budgets):
-        dist = pairwise_distances(tokens[view : view + 1], metric)[0]
+        dist = pairwise_distances(x[view : view + 1], metric)[0]
         dist.fill_diagonal_(float("inf"))
         selected = torch.zeros(count, dtype=torch.bool, device=tokens.device)
         kept: list[int] = []

@@ -73,6 +73,15 @@ def check_tokens(tokens: torch.Tensor, budgets: Sequence[int]) -> tuple[int, ...
     return check_budgets(budgets, views, count)
 
 
+def upcast(tokens: torch.Tensor) -> torch.Tensor:
+    """``tokens`` in the dtype the distance math runs in: float32, or float64 if given float64.
+
+    bf16/fp16 tokens are converted once, up front, so that ties come out the same as for their
+    float32 upcast and so that no later step pays for the conversion again.
+    """
+    return tokens.to(torch.promote_types(tokens.dtype, torch.float32))
+
+
 def all_finite(tokens: torch.Tensor) -> torch.Tensor:
     """A 0-d bool tensor, True unless ``tokens`` hold NaN or inf (not read back: no sync).
 
@@ -80,9 +89,11 @@ def all_finite(tokens: torch.Tensor) -> torch.Tensor:
     one reduction is more than ten times cheaper on the CPU than ``torch.isfinite(tokens)``'s
     elementwise passes. The price is a false alarm for a token whose feature sum overflows,
     which only values near the float32 limit do, and those would break the distances anyway.
+    The sum runs in the tokens' dtype (a conversion would cost as much as the whole check)
+    unless that overflows before float32 does (fp16).
     """
-    accumulate = torch.promote_types(tokens.dtype, torch.float32)
-    return torch.isfinite(tokens.sum(dim=-1, dtype=accumulate)).all()
+    narrow = torch.finfo(tokens.dtype).max < torch.finfo(torch.float32).max
+    return torch.isfinite(tokens.sum(dim=-1, dtype=torch.float32 if narrow else None)).all()
 
 
 def require_finite(finite: torch.Tensor) -> None:
@@ -136,7 +147,7 @@ def pairwise_distances(tokens: torch.Tensor, metric: str = "cosine") -> torch.Te
     Raises:
         ValueError: unknown metric.
     """
-    x = tokens.to(torch.promote_types(tokens.dtype, torch.float32))
+    x = upcast(tokens)
     if metric == "cosine":
         # The Gram matrix of the raw tokens scaled by inverse norms: equal to the reference's
         # Gram of normalised tokens up to rounding, but scaling N x N products instead of
@@ -218,10 +229,11 @@ def tfps(
     device = tokens.device
     limit = _to_device(torch.tensor(budgets), device).unsqueeze(1)
     picked = _fixed_start(start, views, count, seed, device)
+    x = upcast(tokens)
     # Queued now, read once at the very end: the call's only host synchronisation.
-    finite = all_finite(tokens)
+    finite = all_finite(x)
 
-    dist = pairwise_distances(tokens, metric)
+    dist = pairwise_distances(x, metric)
     diagonal = dist.diagonal(dim1=1, dim2=2)
     if picked is None:
         # Most isolated token: largest nearest-neighbour distance, a token not being its own.
