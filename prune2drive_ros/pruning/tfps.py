@@ -10,21 +10,23 @@ and l1 only.
 Why this implementation is shaped the way it is:
 
 * The default start (the most isolated token, as in the reference code) needs every pairwise
-  distance anyway, so the ``[views, tokens, tokens]`` distance matrix is computed once with one
-  batched matmul. Each greedy step is then a gather of one row per view, a running minimum and
-  an argmax: O(views * tokens), with no host synchronisation and no Python branching on tensor
-  values, so on a GPU the whole loop is queued without stalls.
+  distance anyway, so the ``[views, tokens, tokens]`` distance matrix is computed once, by
+  batched matmuls that skip the mirrored quarter of the symmetric product (:func:`gram`). Each
+  greedy step is then a gather of one row per view, a running minimum and an argmax:
+  O(views * tokens), with no host synchronisation and no Python branching on tensor values, so
+  on a GPU the whole loop is queued without stalls. The one sync is the finiteness check's,
+  read after everything is queued.
 * All views walk in the same loop; a view whose budget is reached keeps walking but its extra
   picks are discarded when the result is built (masking at the end is cheaper than masking
   every step).
 * An incremental variant (no matrix: one matrix-vector product per step against the new
-  token) can serve the "first"/"random" starts. Measured on the 2-core CPU this was written on
-  (6 x 729 tokens, start "first", medians of 8 interleaved runs, same selections): at 10 %
-  retention it took 32 ms against 60 ms for the full matrix at dim 1152 and 153 ms against
-  213 ms at dim 3584; at 25 % it lost, 71 ms against 62 ms and 322 ms against 211 ms. It only
-  helps a non-default start at low retention on a CPU; on a GPU (not measured yet) its k
-  matrix-vector products are memory bound and each costs kernel launches, where the one matmul
-  is the kind of work a GPU does best. So there is one code path, the full matrix.
+  token) could serve the "first"/"random" starts. Measured against this code with start
+  "first" on the shared 2-core CPU (6 x 729 tokens, medians of 9 interleaved runs, identical
+  selections): at 10 % retention 115 against 88 ms at dim 1152 and 300 against 234 ms at dim
+  3584 on one thread, 40 against 44 ms and 164 against 119 ms on two; at 25 % it loses 2-3x.
+  Its k matrix-vector products re-read all features every step (memory bound) while the one
+  symmetric matmul below is compute bound, and on a GPU each step would add kernel launches.
+  So there is one code path, the full matrix.
 * Distances are computed in float32 (or float64 for float64 input) whatever the token dtype,
   so that bf16/fp16 tokens select the same tokens as their float32 upcast.
 * Ties go to the lowest index (``torch.argmax`` returns the first maximum), as in the reference.
