@@ -60,7 +60,7 @@ from optuna.storages import (
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from tqdm import tqdm
 
 from ..errors import ConfigError, Prune2DriveError
@@ -241,15 +241,17 @@ def _with_postgres_driver(url: str) -> str:
 def _rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
     """RDBStorage, retried when another worker is creating the tables at the same moment.
 
-    Two workers starting on a new database both try to create optuna's tables; the loser gets
-    "table ... already exists". A second attempt finds the tables and goes on.
+    Two workers starting on a new database both try to create optuna's tables and stamp their
+    schema version; the loser gets "table ... already exists", or an IntegrityError on the
+    version row (``alembic_version``). A second attempt finds the tables and goes on.
     """
     attempt = 1
     while True:
         try:
             return RDBStorage(url, **kwargs)
         except SQLAlchemyError as exc:
-            if "already exists" not in str(exc) or attempt == _CREATE_ATTEMPTS:
+            lost_race = isinstance(exc, IntegrityError) or "already exists" in str(exc)
+            if not lost_race or attempt == _CREATE_ATTEMPTS:
                 raise
             logger.debug("optuna tables are being created by another worker; retrying")
             time.sleep(0.5 * attempt)
