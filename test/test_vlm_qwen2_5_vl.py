@@ -16,6 +16,7 @@ import torch
 from transformers import Qwen2VLImageProcessorPil
 
 from prune2drive_ros.pruning import Selection, random_select
+from prune2drive_ros.pruning.baselines import _grid_indices
 from prune2drive_ros.views import VIEWS
 from prune2drive_ros.vlm import load_vlm
 from prune2drive_ros.vlm.qwen2_5_vl import Qwen2_5_VLVLM
@@ -104,6 +105,16 @@ def test_kept_tokens_keep_their_grid_cell(
     # <|vision_end|> after the view continues at s + max(rows, cols), on all three axes.
     end = places[:, first + kept.numel()]
     assert end.tolist() == [first + 32] * 3
+
+
+def test_grid_baseline_follows_the_18_by_32_patch_grid(
+    vlm: Qwen2_5_VLVLM, visual: torch.Tensor
+) -> None:
+    """The grid pruner gets the family's raster, so its lattice spans the wide view evenly."""
+    chosen = vlm.prune(visual, vlm.budgets(0.1), "grid")
+    assert chosen.per_view()[0].tolist() == _grid_indices(58, 18, 32)
+    kept = chosen.per_view()[0]
+    assert len(set((kept % 32).tolist())) > len(set((kept // 32).tolist()))
 
 
 def test_text_positions_are_equal_on_all_axes(vlm: Qwen2_5_VLVLM, visual: torch.Tensor) -> None:

@@ -1,8 +1,10 @@
 """Visual-token pruners: batched T-FPS, its reference, baselines, budgets. Torch only, no ROS.
 
-Every pruner has one signature, ``pruner(tokens, budgets, *, seed=0, **options) -> Selection``
-with ``tokens`` of shape ``[views, tokens, dim]``, so callers pick one by name from
-:data:`PRUNERS` (or :func:`get_pruner`) and never special-case it.
+Every pruner has one signature,
+``pruner(tokens, budgets, *, seed=0, grid=None, **options) -> Selection`` with ``tokens`` of
+shape ``[views, tokens, dim]`` and ``grid`` the ``(rows, cols)`` raster of each view's tokens
+(content-based pruners ignore it), so callers pick one by name from :data:`PRUNERS` (or
+:func:`get_pruner`) and never special-case it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from .reference import reference_tfps
 from .selection import Selection, gather_kept
 from .tfps import tfps
 
-#: Pruner name -> pruner, all with the signature ``(tokens, budgets, *, seed=0, **options)``.
+#: Pruner name -> pruner, all with the one signature of the module docstring.
 PRUNERS: dict[str, Callable[..., Selection]] = {
     "tfps": tfps,
     "random": random_select,

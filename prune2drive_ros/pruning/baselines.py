@@ -1,6 +1,6 @@
 """Attention-free baselines with the T-FPS interface, for comparisons at equal token budgets.
 
-Each takes ``(tokens, budgets, *, seed=0, ...)`` and returns a
+Each takes ``(tokens, budgets, *, seed=0, grid=None, ...)`` and returns a
 :class:`~prune2drive_ros.pruning.selection.Selection` keeping exactly ``budgets[v]`` tokens of
 view ``v``, so the tuner and the benchmarks can swap them for T-FPS without other changes.
 None needs attention weights, so all of them run before the language model with SDPA or
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import PruningInputError
 from .selection import Selection
 from .tfps import all_finite, check_tokens, require_finite, upcast
 
@@ -32,25 +33,45 @@ def _spread(budget: int, length: int) -> list[int]:
     return [math.floor((j + 0.5) * length / budget) for j in range(budget)]
 
 
-def _grid_indices(budget: int, count: int) -> list[int]:
-    """Token indices of a near-uniform spatial grid of exactly ``budget`` of ``count`` tokens.
+def _grid_indices(budget: int, rows: int, cols: int) -> list[int]:
+    """Raster indices of a near-uniform lattice of exactly ``budget`` cells of a patch grid.
 
-    The tokens are taken as a ``side x side`` patch grid when ``count`` is a perfect square
-    (27 x 27 for SigLIP's 729): a ``rows x cols`` lattice with ``rows * cols >= budget`` points
-    placed at cell centres, thinned by an even stride to exactly ``budget``. Any other ``count``
-    gets an even 1-D stride.
+    A ``r x c`` lattice with ``r * c >= budget`` points at cell centres, shaped like the grid
+    (``r / c`` close to ``rows / cols``, so Qwen2.5-VL's 18 x 32 tokens get a wide lattice),
+    thinned by an even stride to exactly ``budget``. A ``1 x count`` grid is an even 1-D stride.
     """
-    side = math.isqrt(count)
-    if side * side != count:
-        return _spread(budget, count)
-    rows = math.isqrt(budget - 1) + 1  # ceil(sqrt(budget)) <= side, as budget <= side * side
-    cols = -(-budget // rows)
-    ys, xs = _spread(rows, side), _spread(cols, side)
-    lattice = [y * side + x for y in ys for x in xs]
+    r = min(rows, max(1, math.ceil(math.sqrt(budget * rows / cols))))
+    c = min(cols, -(-budget // r))
+    r = max(r, -(-budget // c))  # only grows when c was capped at cols, and stays <= rows
+    lattice = [y * cols + x for y in _spread(r, rows) for x in _spread(c, cols)]
     return sorted(lattice[i] for i in _spread(budget, len(lattice)))
 
 
-def random_select(tokens: torch.Tensor, budgets: Sequence[int], *, seed: int = 0) -> Selection:
+def _patch_grid(count: int, grid: tuple[int, int] | None) -> tuple[int, int]:
+    """``grid`` checked against ``count`` tokens; without one, a square if ``count`` is one.
+
+    Raises:
+        PruningInputError: ``grid`` does not hold exactly ``count`` tokens.
+    """
+    if grid is None:
+        side = math.isqrt(count)
+        return (side, side) if side * side == count else (1, count)
+    rows, cols = grid
+    if rows < 1 or cols < 1 or rows * cols != count:
+        raise PruningInputError(
+            f"patch grid {rows} x {cols} does not hold the {count} tokens of a view; pass the "
+            "(rows, cols) the vision tower lays its tokens out in (DrivingVLM.patch_grid)"
+        )
+    return rows, cols
+
+
+def random_select(
+    tokens: torch.Tensor,
+    budgets: Sequence[int],
+    *,
+    seed: int = 0,
+    grid: tuple[int, int] | None = None,
+) -> Selection:
     """Uniformly random tokens per view; the same ``seed`` gives the same selection.
 
     The random numbers are drawn on the CPU from a ``torch.Generator`` seeded with ``seed``, so
@@ -63,24 +84,42 @@ def random_select(tokens: torch.Tensor, budgets: Sequence[int], *, seed: int = 0
     return Selection.from_mask(_keep_lowest(scores, budgets).to(tokens.device))
 
 
-def grid_select(tokens: torch.Tensor, budgets: Sequence[int], *, seed: int = 0) -> Selection:
-    """A uniform spatial grid of exactly ``budgets[v]`` patches per view (``seed`` is unused).
+def grid_select(
+    tokens: torch.Tensor,
+    budgets: Sequence[int],
+    *,
+    seed: int = 0,
+    grid: tuple[int, int] | None = None,
+) -> Selection:
+    """A uniform spatial lattice of exactly ``budgets[v]`` patches per view (``seed`` is unused).
 
     The content-blind baseline: what any pruner must beat to show that looking at the tokens
-    helps. See :func:`_grid_indices` for the layout.
+    helps. ``grid`` is the ``(rows, cols)`` raster the tokens come in; without it a square
+    count is taken as a square grid (27 x 27 for SigLIP's 729) and any other as one row.
+    See :func:`_grid_indices` for the layout.
+
+    Raises:
+        PruningInputError: as :func:`~prune2drive_ros.pruning.tfps.tfps`, or a ``grid`` that
+            does not hold the view's token count.
     """
     budgets = check_tokens(tokens, budgets)
     require_finite(all_finite(tokens))
     views, count, _ = tokens.shape
+    rows, cols = _patch_grid(count, grid)
     mask = torch.zeros(views, count, dtype=torch.bool)
     for view, budget in enumerate(budgets):
-        mask[view, _grid_indices(budget, count)] = True
+        mask[view, _grid_indices(budget, rows, cols)] = True
     return Selection.from_mask(mask.to(tokens.device))
 
 
 @torch.no_grad()
 def dart_select(
-    tokens: torch.Tensor, budgets: Sequence[int], *, seed: int = 0, pivots: int = 4
+    tokens: torch.Tensor,
+    budgets: Sequence[int],
+    *,
+    seed: int = 0,
+    grid: tuple[int, int] | None = None,
+    pivots: int = 4,
 ) -> Selection:
     """DART-style duplication removal: keep pivots and the tokens least similar to them.
 
@@ -90,7 +129,8 @@ def dart_select(
     the paper, to fit this interface: pivots are the ``pivots`` tokens of largest L2 norm of the
     given features (DART uses key-state norms inside the language model and may add text
     pivots), and the non-pivot tokens are ranked once by their highest similarity to any pivot
-    instead of per-pivot quotas, so each view keeps exactly its budget. ``seed`` is unused.
+    instead of per-pivot quotas, so each view keeps exactly its budget. ``seed`` and ``grid``
+    are unused.
 
     Raises:
         PruningInputError, BudgetError: as :func:`~prune2drive_ros.pruning.tfps.tfps`.

@@ -201,6 +201,7 @@ def tfps(
     budgets: Sequence[int],
     *,
     seed: int = 0,
+    grid: tuple[int, int] | None = None,
     metric: str = "cosine",
     start: str = "isolated",
 ) -> Selection:
@@ -210,6 +211,8 @@ def tfps(
         tokens: ``[views, tokens, dim]``, any floating dtype, CPU or CUDA.
         budgets: tokens to keep per view, each in ``[1, tokens]``.
         seed: seeds the ``"random"`` start; ignored by the deterministic starts.
+        grid: the views' patch grid; unused (T-FPS looks at token content, not position), taken
+            so that every pruner has one signature.
         metric: ``"cosine"`` (the paper's), ``"l2"`` or ``"l1"``.
         start: ``"isolated"`` (the paper's: largest nearest-neighbour distance), ``"first"``
             (token 0) or ``"random"``.

@@ -609,13 +609,17 @@ class DrivingVLM(ABC):
         *,
         seed: int = 0,
     ) -> Selection:
-        """Select ``budgets[v]`` tokens of each view with ``pruner`` (a name or a callable)."""
+        """Select ``budgets[v]`` tokens of each view with ``pruner`` (a name or a callable).
+
+        The pruner gets this family's :attr:`patch_grid`, which the grid baseline needs (not
+        every tower's grid is square: Qwen2.5-VL's 576 tokens per view are 18 x 32).
+        """
         check_budgets(budgets, visual.shape[0], visual.shape[1])
         if isinstance(pruner, str):
             from ..pruning import get_pruner  # the pruner registry imports its backends lazily
 
             pruner = get_pruner(pruner)
-        return pruner(visual, budgets, seed=seed)
+        return pruner(visual, budgets, seed=seed, grid=self.patch_grid)
 
     @torch.inference_mode()
     def prefill_inputs(
