@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
+from .argtypes import at_least
 from .bench import device_name, emit_json, median, time_interleaved
 from .config import resolve_rates_file
 from .engine import Engine
@@ -74,13 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--no-pruning", action="store_true", help="score only the unpruned model")
     parser.add_argument(
         "--timing-frames",
-        type=int,
+        type=at_least(1),
         default=DEFAULT_TIMING_FRAMES,
         help="frames the prefill is timed on (%(default)s)",
     )
     parser.add_argument(
         "--repeats",
-        type=int,
+        type=at_least(1),
         default=DEFAULT_REPEATS,
         help="timed prefills per method and frame, after one warm-up (%(default)s)",
     )
@@ -89,8 +90,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``prune2drive eval``: 0, or 1 when some questions had to be skipped."""
-    if args.timing_frames < 1 or args.repeats < 1:
-        raise ConfigError("--timing-frames and --repeats must be at least 1")
     config = engine_config(args)
     # Rates are checked before the model loads, so a bad file fails in a second, not minutes.
     rates = None

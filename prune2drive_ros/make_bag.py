@@ -13,18 +13,12 @@ import argparse
 import shutil
 from pathlib import Path
 
+from .argtypes import at_least
 from .bag import DEFAULT_JITTER_MS, default_questions_path, max_jitter_ms, write_synthetic_bag
 from .errors import BagError
 
 #: nuScenes' camera rate.
 _RATE_HZ = 12.0
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _jitter_ms(text: str) -> float:
@@ -39,13 +33,13 @@ def _jitter_ms(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``prune2drive make-bag``."""
     parser.add_argument("out", type=Path, help="bag folder to create (must not exist)")
-    parser.add_argument("--frames", type=_positive, default=24, help="frames at 12 Hz (24 = 2 s)")
+    parser.add_argument("--frames", type=at_least(1), default=24, help="frames at 12 Hz (24 = 2 s)")
     parser.add_argument(
         "--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage plugin (mcap)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of scenes and jitter (0)")
-    parser.add_argument("--width", type=_positive, default=1600, help="image width (1600)")
-    parser.add_argument("--height", type=_positive, default=900, help="image height (900)")
+    parser.add_argument("--width", type=at_least(1), default=1600, help="image width (1600)")
+    parser.add_argument("--height", type=at_least(1), default=900, help="image height (900)")
     parser.add_argument(
         "--jitter-ms",
         type=_jitter_ms,

@@ -25,6 +25,7 @@ from pathlib import Path
 import optuna
 import yaml
 
+from .argtypes import at_least
 from .bench import emit_json
 from .engine import Engine
 from .errors import ConfigError
@@ -127,7 +128,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fraction of tokens (default: the knee of the front)",
     )
     search.add_argument(
-        "--trials", type=int, default=DEFAULT_TRIALS, help="trials to add in this run (%(default)s)"
+        "--trials",
+        type=at_least(0),
+        default=DEFAULT_TRIALS,
+        help="trials to add in this run (%(default)s)",
     )
     search.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
     study = parser.add_argument_group("study")
@@ -144,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     study.add_argument(
         "--heartbeat",
-        type=int,
+        type=at_least(0),
         default=DEFAULT_HEARTBEAT_S,
         help="seconds between heartbeats of a running trial on RDB storages; a trial silent for "
         "twice that is failed and retried (0: off; default %(default)s)",
@@ -157,12 +161,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``prune2drive tune``: 0 when rates were written, 1 when the run was cut short."""
-    if args.trials < 0:
-        raise ConfigError(f"--trials must be 0 or more, got {args.trials}")
     if args.budget is not None and not (args.multi_objective and 0 < args.budget <= 1):
         raise ConfigError("--budget is a fraction in (0, 1] and goes with --multi-objective")
-    if args.heartbeat < 0:
-        raise ConfigError(f"--heartbeat must be 0 (off) or more seconds, got {args.heartbeat}")
     space = SearchSpace(args.min_rate, args.max_rate, args.grid_steps)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = engine_config(args)

@@ -8,6 +8,7 @@ output with one JSON line, so scripts can read the last line and people the rest
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..argtypes import at_least
 from ..errors import ConfigError
 
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
@@ -38,6 +40,42 @@ def resolve_device(name: str) -> torch.device:
             f"(torch {torch.__version__}); use --device cpu or auto"
         )
     return torch.device(name)
+
+
+def add_timing_arguments(
+    parser: argparse.ArgumentParser, *, repeats: int, warmup: int, torch_device: bool = True
+) -> None:
+    """The flags every benchmark shares: repeats, warm-up and ``--json``; for the benchmarks
+    that run torch also ``--device`` and ``--threads`` (read back by :func:`setup_torch`)."""
+    parser.add_argument(
+        "--repeats", type=at_least(1), default=repeats, help="timed runs, median (%(default)s)"
+    )
+    parser.add_argument(
+        "--warmup", type=at_least(0), default=warmup, help="untimed runs first (%(default)s)"
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON output")
+    if not torch_device:
+        return
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="device (auto)")
+    parser.add_argument(
+        "--threads",
+        type=at_least(1),
+        default=None,
+        help="CPU threads for torch (default: torch's choice, one per core); on a shared "
+        "machine 1 avoids stalls of threads waiting for a descheduled sibling",
+    )
+
+
+def setup_torch(args: argparse.Namespace) -> torch.device:
+    """Apply ``--threads`` and return the ``--device`` of :func:`add_timing_arguments`.
+
+    Raises:
+        ConfigError: as :func:`resolve_device`.
+    """
+    device = resolve_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return device
 
 
 def device_name(device: torch.device) -> str:

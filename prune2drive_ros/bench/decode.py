@@ -23,10 +23,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..argtypes import at_least
 from ..imaging import decode_image, decode_views, encode_jpeg
 from ..scene import RoadScene
 from ..views import VIEWS, image_topic
-from . import device_name, emit_json, median, resolve_device, time_interleaved
+from . import add_timing_arguments, device_name, emit_json, median, resolve_device, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +44,16 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _count(text: str, minimum: int) -> int:
-    value = int(text)
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``prune2drive bench decode``."""
     parser.add_argument(
         "--size", type=_size, default=(384, 384), help="encoder input, N or WxH (384)"
     )
-    parser.add_argument("--width", type=lambda t: _count(t, 16), default=1600, help="(1600)")
-    parser.add_argument("--height", type=lambda t: _count(t, 16), default=900, help="(900)")
-    parser.add_argument("--quality", type=lambda t: _count(t, 1), default=90, help="JPEG (90)")
-    parser.add_argument("--repeats", type=lambda t: _count(t, 1), default=21, help="(21)")
-    parser.add_argument("--warmup", type=lambda t: _count(t, 0), default=3, help="(3)")
+    parser.add_argument("--width", type=at_least(16), default=1600, help="(1600)")
+    parser.add_argument("--height", type=at_least(16), default=900, help="(900)")
+    parser.add_argument("--quality", type=at_least(1), default=90, help="JPEG (90)")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (0)")
-    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    add_timing_arguments(parser, repeats=21, warmup=3, torch_device=False)
 
 
 def run(args: argparse.Namespace) -> int:

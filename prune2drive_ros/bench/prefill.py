@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..argtypes import retention_rate
 from ..views import VIEWS
-from . import DEVICES, device_name, emit_json, median, resolve_device, time_interleaved
+from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +36,6 @@ QUESTION = (
     "What are the important objects in the current scene? Those objects will be considered "
     "for the future reasoning and driving decision."
 )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="random-weight shape: small for CPUs, 7b (the real architecture) for GPUs (small)",
     )
     parser.add_argument(
-        "--retention", type=_rate, default=0.1, help="fraction of tokens kept per view (0.1)"
+        "--retention",
+        type=retention_rate,
+        default=0.1,
+        help="fraction of tokens kept per view (0.1)",
     )
     parser.add_argument("--pruner", default="tfps", help="pruner name (tfps)")
     parser.add_argument(
@@ -72,7 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="original",
         help="RoPE positions of the pruned sequence (original)",
     )
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="device (auto)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     parser.add_argument(
         "--attn",
@@ -80,17 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="sdpa",
         help="attention kernel (sdpa)",
     )
-    parser.add_argument("--repeats", type=_positive, default=5, help="timed runs (median; 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (1)")
-    parser.add_argument(
-        "--threads",
-        type=_positive,
-        default=None,
-        help="CPU threads for torch (default: torch's choice, one per core); on a shared "
-        "machine 1 avoids stalls of threads waiting for a descheduled sibling",
-    )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and frames (0)")
-    parser.add_argument("--json", action="store_true", help="print one JSON line, not a summary")
+    add_timing_arguments(parser, repeats=5, warmup=1)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -98,9 +78,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from ..vlm.flops import DecoderShape, flops_ratio, prefill_flops
     from ..vlm.tiny import random_vlm  # transformers loads only when a benchmark runs
 
-    device = resolve_device(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    device = setup_torch(args)
     vlm = random_vlm(
         args.family,
         args.shape,

@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
+from ..argtypes import at_least, retention_rate
 from ..pruning import budgets_from_rates, reference_tfps, tfps
 from ..pruning.tfps import METRICS, SYMMETRIC_FROM, gram
-from . import DEVICES, device_name, emit_json, median, resolve_device, time_interleaved
+from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -35,46 +36,22 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``prune2drive bench tfps``."""
-    parser.add_argument("--views", type=_positive, default=6, help="camera views (default 6)")
-    parser.add_argument("--tokens", type=_positive, default=729, help="tokens per view (729)")
-    parser.add_argument("--dim", type=_positive, default=1152, help="feature size (1152)")
+    parser.add_argument("--views", type=at_least(1), default=6, help="camera views (default 6)")
+    parser.add_argument("--tokens", type=at_least(1), default=729, help="tokens per view (729)")
+    parser.add_argument("--dim", type=at_least(1), default=1152, help="feature size (1152)")
     parser.add_argument(
         "--retention",
-        type=float,
+        type=retention_rate,
         nargs="+",
         default=[0.1],
         help="fraction of tokens kept per view; several values give one result each (0.1)",
     )
     parser.add_argument("--metric", choices=METRICS, default="cosine", help="distance (cosine)")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="device (auto)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="token dtype")
-    parser.add_argument("--repeats", type=_positive, default=7, help="timed runs (median; 7)")
-    parser.add_argument("--warmup", type=_non_negative, default=1, help="untimed runs first (1)")
-    parser.add_argument(
-        "--threads",
-        type=_positive,
-        default=None,
-        help="CPU threads for torch (default: torch's choice, one per core); on a shared "
-        "machine 1 avoids stalls of threads waiting for a descheduled sibling",
-    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens (0)")
-    parser.add_argument("--json", action="store_true", help="print JSON lines, not a table")
+    add_timing_arguments(parser, repeats=7, warmup=1)
 
 
 def _gram_products(count: int) -> int:
@@ -164,9 +141,7 @@ def _print_table(results: list[dict[str, Any]]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; exit status 1 if the two implementations kept different tokens."""
-    device = resolve_device(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    device = setup_torch(args)
     generator = torch.Generator().manual_seed(args.seed)
     tokens = torch.randn(args.views, args.tokens, args.dim, generator=generator)
     tokens = tokens.to(device=device, dtype=DTYPES[args.dtype])

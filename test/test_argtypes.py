@@ -1,0 +1,44 @@
+"""Flag value types: a bad number stops a command before any work, naming the flag and limit."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from prune2drive_ros.argtypes import at_least, retention_rate
+from prune2drive_ros.cli import main
+
+
+def test_at_least_accepts_the_minimum_and_refuses_below() -> None:
+    assert at_least(0)("0") == 0
+    assert at_least(1)("7") == 7
+    with pytest.raises(argparse.ArgumentTypeError, match="must be at least 1, got 0"):
+        at_least(1)("0")
+
+
+def test_retention_rate_is_a_fraction_of_the_tokens() -> None:
+    assert retention_rate("1") == 1.0
+    assert retention_rate("0.05") == 0.05
+    for bad in ("0", "-0.1", "1.01"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"must lie in \(0, 1\]"):
+            retention_rate(bad)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "decode", "--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+        (["bench", "tfps", "--warmup", "x"], "argument --warmup: invalid integer value: 'x'"),
+        (["bench", "prefill", "--retention", "2"], "argument --retention: must lie in (0, 1]"),
+        (["make-bag", "out", "--frames", "0"], "argument --frames: must be at least 1, got 0"),
+        (["tune", "--trials", "-1"], "argument --trials: must be at least 0, got -1"),
+    ],
+)
+def test_commands_refuse_bad_numbers_with_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
