@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .config import DriveVLMConfig, resolve_rates_file
 from .errors import DecodeError, QuestionError
@@ -102,13 +101,10 @@ class Engine:
             from .vlm.tiny import cached_tiny
 
             model, family = str(cached_tiny(DEFAULT_FAMILY)), DEFAULT_FAMILY
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         vlm = load_vlm(
             model,
             family=family,
-            device=device,
+            device=config.device,
             dtype=config.dtype,
             attn_implementation=config.attn_implementation,
         )

@@ -11,7 +11,8 @@ import torch
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from prune2drive_ros.errors import ModelLoadError
+from prune2drive_ros.devices import resolve_device
+from prune2drive_ros.errors import ConfigError, ModelLoadError
 from prune2drive_ros.vlm import FAMILIES, load_vlm
 from prune2drive_ros.vlm.base import resolve_dtype
 from prune2drive_ros.vlm.llava_onevision import LlavaOnevisionVLM
@@ -102,7 +103,6 @@ def test_missing_weights(tiny: Path, tmp_path: Path) -> None:
         ({"dtype": "int8"}, "dtype 'int8' is not supported"),
         ({"attn_implementation": "flash_attention_2"}, "CUDA only"),
         ({"attn_implementation": "eager"}, "sdpa, flash_attention_2"),
-        ({"device": "tpu"}, "device"),
     ],
 )
 def test_unusable_options(tiny: Path, options: dict[str, str], message: str) -> None:
@@ -110,10 +110,21 @@ def test_unusable_options(tiny: Path, options: dict[str, str], message: str) -> 
         load_vlm(tiny, **options)
 
 
+@pytest.mark.parametrize("device", ["tpu", "meta", "cuda:x"])
+def test_unusable_device_is_a_config_error(tiny: Path, device: str) -> None:
+    with pytest.raises(ConfigError, match=f"device '{device}'"):
+        load_vlm(tiny, device=device)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where there is no GPU")
 def test_cuda_without_a_gpu(tiny: Path) -> None:
-    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+    with pytest.raises(ConfigError, match="CUDA is not available"):
         load_vlm(tiny, device="cuda")
+
+
+def test_auto_device_is_the_cpu_without_a_gpu() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
 
 
 def test_auto_dtype_on_cpu_is_float32() -> None:

@@ -19,27 +19,10 @@ from pathlib import Path
 import torch
 
 from ..argtypes import at_least
-from ..errors import ConfigError
+from ..devices import resolve_device
 
+#: ``--device`` choices (any ``cuda:n`` also works from Python; see ``resolve_device``).
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available) -> a device.
-
-    Raises:
-        ConfigError: unknown name, or CUDA asked for where there is none.
-    """
-    if name not in DEVICES:
-        raise ConfigError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "device cuda was requested but torch sees no CUDA device "
-            f"(torch {torch.__version__}); use --device cpu or auto"
-        )
-    return torch.device(name)
 
 
 def add_timing_arguments(

@@ -92,6 +92,7 @@ from transformers import AutoConfig, AutoTokenizer, DynamicCache, PreTrainedConf
 from transformers.image_processing_base import ImageProcessingMixin
 from transformers.utils import is_flash_attn_2_available
 
+from ..devices import resolve_device
 from ..errors import DecodeError, ModelLoadError
 from ..pruning.budget import Rates, budgets_from_rates, check_budgets
 from ..pruning.selection import Selection
@@ -443,7 +444,7 @@ class DrivingVLM(ABC):
         Args:
             path_or_id: folder written by ``save_pretrained`` (or :mod:`~.tiny`), or a hub id
                 already in the local hub cache (this package never needs the network).
-            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+            device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
             dtype: ``"auto"`` (bfloat16 on CUDA where supported, else float16; float32 on CPU)
                 or ``float32`` / ``bfloat16`` / ``float16``.
             attn_implementation: ``"sdpa"`` or ``"flash_attention_2"`` (CUDA with flash-attn).
@@ -452,8 +453,9 @@ class DrivingVLM(ABC):
         Raises:
             ModelLoadError: with the remedy, for a missing path, a folder that is not a
                 checkpoint, a checkpoint of another family, a vision tower whose input size
-                does not give this family's per-view token grid, a device or dtype that cannot
-                be used, or an attention kernel that is not installed.
+                does not give this family's per-view token grid, a dtype that cannot be
+                used, or an attention kernel that is not installed.
+            ConfigError: a device that cannot be used (unknown, or CUDA without a GPU).
         """
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
@@ -934,22 +936,6 @@ def load_config(path_or_id: str | Path, *, local_files_only: bool = False) -> Pr
             "a hub id that is already in the hub cache on this machine"
         ) from exc
     return config
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"`` / ``"cuda[:n]"`` -> a usable torch device, or a ModelLoadError."""
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"unknown device {device!r}; use 'cpu' or 'cuda[:n]'") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(
-            f"device {device!r} asked for but CUDA is not available (torch {torch.__version__}); "
-            "use device 'cpu' or install a CUDA build of torch"
-        )
-    if resolved.type not in ("cpu", "cuda"):
-        raise ModelLoadError(f"device {device!r} is not supported; use 'cpu' or 'cuda[:n]'")
-    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

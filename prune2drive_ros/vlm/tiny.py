@@ -28,6 +28,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from ..devices import resolve_device
 from ..errors import ModelLoadError
 from ..views import VIEW_LABELS
 from .base import (
@@ -36,7 +37,6 @@ from .base import (
     Normalization,
     check_attention,
     family_class,
-    resolve_device,
     resolve_dtype,
 )
 
