@@ -1,13 +1,13 @@
 """Every family's pruned path against its stock transformers model, one set of tests for all.
 
-Runs on the tiny random-weight checkpoints (real classes, loaded from disk like a user's
-checkpoint) of the families added after LLaVA-OneVision, whose own module holds the same
-checks for it. Retention 1.0 must reproduce the stock forward on the prompt the family's
-processor would write; pruning must hand the language model exactly the kept tokens, the view
-separators and every text token (the image wrapper tokens included), at the positions the
-stock model gives them in the unpruned prompt (M-RoPE's three axes for Qwen2.5-VL); generation
-must use the KV cache and answer several questions as it answers each alone. A checkpoint whose
-vision tower does not give the family's per-view grid is refused with a ModelLoadError.
+Runs on the tiny random-weight checkpoints of every family (real classes, loaded from disk
+like a user's checkpoint); what is particular to one family is in its own module. Retention
+1.0 must reproduce the stock forward on the prompt the family's processor would write; pruning
+must hand the language model exactly the kept tokens, the view separators (LLaVA's newline)
+and every text token (the image wrapper tokens included), at the positions the stock model
+gives them in the unpruned prompt (M-RoPE's three axes for Qwen2.5-VL); generation must use
+the KV cache and answer several questions as it answers each alone. A checkpoint whose vision
+tower does not give the family's per-view grid is refused with a ModelLoadError.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from prune2drive_ros.errors import ModelLoadError
 from prune2drive_ros.pruning import Selection, random_select
 from prune2drive_ros.views import VIEWS
 from prune2drive_ros.vlm import DrivingVLM, load_vlm
+from prune2drive_ros.vlm.llava_onevision import LlavaOnevisionVLM
 from prune2drive_ros.vlm.qwen2_5_vl import Qwen2_5_VLVLM
 from prune2drive_ros.vlm.tiny import cached_tiny
 
-FAMILIES_UNDER_TEST = ("internvl", "qwen2_5_vl")
+FAMILIES_UNDER_TEST = ("llava_onevision", "internvl", "qwen2_5_vl")
 QUESTION = "Is there a pedestrian in front of the ego vehicle?"
 #: Fractions of each view's tokens to keep (every view a different count, one view a single token).
 FRACTIONS = (0.1, 0.05, 0.15, 0.02, 0.1, 0.0)
@@ -95,6 +96,12 @@ def stock_image_inputs(vlm: DrivingVLM, pixels: torch.Tensor, ids: torch.Tensor)
         # get_rope_index finds the images by these token types (what the processor returns).
         types = (ids == image_id(vlm)).int()
         return {"pixel_values": flat, "image_grid_thw": grid, "mm_token_type_ids": types}
+    if isinstance(vlm, LlavaOnevisionVLM):  # one 384 px image per view, no anyres tiles
+        return {
+            "pixel_values": pixels.unsqueeze(1),
+            "image_sizes": torch.tensor([list(vlm.image_size)] * len(VIEWS)),
+            "batch_num_images": torch.tensor([len(VIEWS)]),
+        }
     return {"pixel_values": pixels}  # InternVL: one 448 px tile per view
 
 
@@ -143,7 +150,10 @@ def test_encode_views_are_the_stock_image_features(
     with torch.inference_mode():
         stock = vlm.model.get_image_features(**inputs).pooler_output
     assert visual.shape == (len(VIEWS), vlm.tokens_per_view, vlm._hidden_size)
-    torch.testing.assert_close(torch.cat(list(stock)), visual.flatten(0, 1))
+    # The stock features of a view are its tokens followed by its separators (LLaVA's newline).
+    separators = vlm._view_separator()
+    expected = torch.cat([torch.cat([tokens, separators]) for tokens in visual])
+    torch.testing.assert_close(torch.cat([f.flatten(0, -2) for f in stock]), expected)
 
 
 @pytest.fixture(scope="module")
