@@ -67,7 +67,7 @@ when that differs. Families with multi-axis RoPE (Qwen2-VL's M-RoPE) override
 :meth:`DrivingVLM._view_positions`, :meth:`DrivingVLM._text_positions` and
 :meth:`DrivingVLM._decoder_position_ids`; everything else (splicing, caching, decoding, timing) is
 shared. Families whose language model speaks ChatML (Qwen2) build their prompt with
-:func:`chatml_prompt`; :func:`pick_shape` and :func:`padded_vocab_size` serve
+:func:`chatml_prompt`; :func:`pick_shape` and :meth:`DrivingVLM._random_text_config` serve
 :meth:`DrivingVLM.random_config`. Add the family to the tests by parametrising them over it.
 """
 
@@ -528,6 +528,21 @@ class DrivingVLM(ABC):
     @abstractmethod
     def random_config(cls, shape: str, tokenizer: Any) -> PreTrainedConfig:
         """Model config of a random-weight shape (``tiny``, ``small``, ``7b``) for ``tokenizer``."""
+
+    @classmethod
+    def _random_text_config(
+        cls, tokenizer: Any, shape: Mapping[str, Any], model_type: str = "qwen2"
+    ) -> dict[str, Any]:
+        """The language model part of :meth:`random_config`: every family here decodes with a
+        Qwen2-style model speaking ChatML, sized by ``shape`` and wired to the tokenizer."""
+        return {
+            "model_type": model_type,
+            "vocab_size": padded_vocab_size(tokenizer),
+            "max_position_embeddings": 32768,
+            "eos_token_id": tokenizer.convert_tokens_to_ids(cls.eos_token),
+            "pad_token_id": tokenizer.convert_tokens_to_ids(cls.pad_token),
+            **shape,
+        }
 
     @classmethod
     @abstractmethod

@@ -38,7 +38,6 @@ from .base import (
     DrivingVLM,
     ViewGeometry,
     chatml_prompt,
-    padded_vocab_size,
     pick_shape,
     register_family,
 )
@@ -149,14 +148,7 @@ class InternVLVLM(DrivingVLM):
                 "patch_size": PATCH_SIZE,
                 **vision,
             },
-            text_config={
-                "model_type": "qwen2",
-                "vocab_size": padded_vocab_size(tokenizer),
-                "max_position_embeddings": 32768,
-                "eos_token_id": tokenizer.convert_tokens_to_ids(cls.eos_token),
-                "pad_token_id": tokenizer.convert_tokens_to_ids(cls.pad_token),
-                **text,
-            },
+            text_config=cls._random_text_config(tokenizer, text),
             image_token_id=tokenizer.convert_tokens_to_ids(cls.image_placeholder),
             image_seq_length=256,
             downsample_ratio=DOWNSAMPLE_RATIO,

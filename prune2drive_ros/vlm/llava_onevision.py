@@ -28,7 +28,6 @@ from .base import (
     DrivingVLM,
     ViewGeometry,
     chatml_prompt,
-    padded_vocab_size,
     pick_shape,
     register_family,
 )
@@ -130,13 +129,8 @@ class LlavaOnevisionVLM(DrivingVLM):
                 **vision,
             },
             text_config={
-                "model_type": "qwen2",
-                "vocab_size": padded_vocab_size(tokenizer),
-                "max_position_embeddings": 32768,
+                **cls._random_text_config(tokenizer, text),
                 "tie_word_embeddings": False,
-                "eos_token_id": tokenizer.convert_tokens_to_ids(cls.eos_token),
-                "pad_token_id": tokenizer.convert_tokens_to_ids(cls.pad_token),
-                **text,
             },
             image_token_index=tokenizer.convert_tokens_to_ids(cls.image_placeholder),
             video_token_index=tokenizer.convert_tokens_to_ids("<video>"),

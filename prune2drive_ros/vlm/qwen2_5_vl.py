@@ -52,7 +52,6 @@ from .base import (
     DrivingVLM,
     ViewGeometry,
     chatml_prompt,
-    padded_vocab_size,
     pick_shape,
     register_family,
 )
@@ -221,13 +220,8 @@ class Qwen2_5_VLVLM(DrivingVLM):
                 **vision,
             },
             text_config={
-                "model_type": "qwen2_5_vl_text",
-                "vocab_size": padded_vocab_size(tokenizer),
-                "max_position_embeddings": 32768,
+                **cls._random_text_config(tokenizer, text, "qwen2_5_vl_text"),
                 "bos_token_id": ids(cls.pad_token),
-                "eos_token_id": ids(cls.eos_token),
-                "pad_token_id": ids(cls.pad_token),
-                **text,
             },
             image_token_id=ids(cls.image_placeholder),
             video_token_id=ids("<|video_pad|>"),
