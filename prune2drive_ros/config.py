@@ -23,6 +23,7 @@ import yaml
 
 from .errors import ConfigError
 from .sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
+from .textfile import read_text
 from .views import VIEWS, image_topic
 
 PACKAGE = "prune2drive_ros"
@@ -390,10 +391,14 @@ def load_params_yaml(path: str | Path, node_name: str = NODE_NAME) -> DriveVLMCo
         ConfigError: unreadable file, no section for the node, unknown or invalid parameters.
     """
     path = Path(path)
+    text = read_text(
+        path,
+        what="params file",
+        remedy="pass a ROS 2 params file such as the package's config/drive_vlm.yaml",
+        error=ConfigError,
+    )
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read params file {path}: {exc.strerror}") from exc
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"params file {path} is not valid YAML: {exc}") from exc
     if not isinstance(document, Mapping):

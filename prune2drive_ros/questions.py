@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import QuestionError
+from .textfile import read_text
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,13 @@ def read_questions(path: str | os.PathLike[str]) -> list[QAItem]:
     Blank lines are skipped.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise QuestionError(
-            f"questions file {path} does not exist; write one (JSON Lines with stamp, question, "
-            "answer) or let `prune2drive make-bag` write one beside a synthetic bag"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise QuestionError(f"cannot read questions file {path}: {exc}") from exc
+    text = read_text(
+        path,
+        what="questions file",
+        remedy="write one (JSON Lines with stamp, question, answer) or let "
+        "`prune2drive make-bag` write one beside a synthetic bag",
+        error=QuestionError,
+    )
     items = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():

@@ -39,6 +39,7 @@ import yaml
 
 from .errors import BudgetError, ConfigError
 from .pruning.budget import Rates, validate_rates
+from .textfile import read_text
 from .views import VIEWS
 
 logger = logging.getLogger(__name__)
@@ -100,15 +101,12 @@ def load_rates(path: str | Path) -> RatesFile:
             starts with the file name.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"retention rates file {path} does not exist; write one with `prune2drive tune` "
-            "or use config/retention_rates.yaml"
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read retention rates file {path}: {err}") from err
+    text = read_text(
+        path,
+        what="retention rates file",
+        remedy="write one with `prune2drive tune` or use config/retention_rates.yaml",
+        error=ConfigError,
+    )
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

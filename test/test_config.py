@@ -182,8 +182,16 @@ def test_load_bad_files(tmp_path: Path, body: str, message: str) -> None:
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read params file"):
+    with pytest.raises(ConfigError, match=r"params file .*absent\.yaml does not exist; pass"):
         load_params_yaml(tmp_path / "absent.yaml")
+
+
+def test_load_unreadable_file(tmp_path: Path) -> None:
+    (tmp_path / "latin1.yaml").write_bytes(b"prune2drive: {ros__parameters: {pruner: t\xe9}}")
+    with pytest.raises(ConfigError, match=r"cannot read params file .*latin1\.yaml: 'utf-8'"):
+        load_params_yaml(tmp_path / "latin1.yaml")
+    with pytest.raises(ConfigError, match=r"cannot read params file .*: Is a directory"):
+        load_params_yaml(tmp_path)
 
 
 def test_shipped_params_file_is_the_schema() -> None:

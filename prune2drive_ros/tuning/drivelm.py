@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ConfigError, QuestionError
+from ..textfile import read_text
 from ..views import VIEWS
 from .scoring import Score, challenge_keep, is_choice_answer, score_answers
 
@@ -210,21 +211,19 @@ def _check_categories(categories: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise QuestionError(
-            f"DriveLM file {path} does not exist; give the path of a DriveLM-nuScenes JSON "
-            "file such as v1_1_train_nus.json"
-        )
+    text = read_text(
+        path,
+        what="DriveLM file",
+        remedy="give the path of a DriveLM-nuScenes JSON file such as v1_1_train_nus.json",
+        error=QuestionError,
+    )
     try:
-        with path.open(encoding="utf-8") as stream:
-            return json.load(stream)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise QuestionError(
             f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno} "
             f"(character {err.pos})"
         ) from err
-    except UnicodeDecodeError as err:
-        raise QuestionError(f"{path} is not UTF-8 text: {err}") from err
 
 
 def _mapping(value: Any, where: str, path: Path) -> Mapping[str, Any]:
