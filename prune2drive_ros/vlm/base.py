@@ -292,6 +292,17 @@ DECODER_TEST_SHAPES: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2,
     },
 }
+#: The language model of every family's ``7b`` shape: Qwen2-7B / Qwen2.5-7B (families change
+#: only the vocabulary size and the rotary settings).
+QWEN2_7B_DECODER: dict[str, Any] = {
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+}
 
 
 def pick_shape(shapes: Mapping[str, _Shape], shape: str) -> _Shape:

@@ -34,6 +34,7 @@ from ..errors import ModelLoadError
 from .base import (
     CHATML_SPECIAL_TOKENS,
     DECODER_TEST_SHAPES,
+    QWEN2_7B_DECODER,
     VIT_TEST_SHAPES,
     DrivingVLM,
     ViewGeometry,
@@ -63,15 +64,7 @@ _SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "num_attention_heads": 16,
             "attention_bias": True,
         },
-        {
-            "hidden_size": 3584,
-            "intermediate_size": 18944,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 28,
-            "num_key_value_heads": 4,
-            "vocab_size": 151674,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
-        },
+        {**QWEN2_7B_DECODER, "vocab_size": 151674},
     ),
 }
 

@@ -49,6 +49,7 @@ from ..errors import ModelLoadError
 from .base import (
     CHATML_SPECIAL_TOKENS,
     DECODER_TEST_SHAPES,
+    QWEN2_7B_DECODER,
     DrivingVLM,
     ViewGeometry,
     chatml_prompt,
@@ -97,19 +98,7 @@ _SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "num_heads": 16,
             "fullatt_block_indexes": [7, 15, 23, 31],
         },
-        {
-            "hidden_size": 3584,
-            "intermediate_size": 18944,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 28,
-            "num_key_value_heads": 4,
-            "vocab_size": 152064,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1000000.0,
-                "mrope_section": [16, 24, 24],
-            },
-        },
+        {**QWEN2_7B_DECODER, "rope_parameters": _mrope([16, 24, 24])},
     ),
 }
 
