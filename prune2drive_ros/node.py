@@ -38,6 +38,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
@@ -45,6 +46,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
+from transformers.utils.logging import disable_progress_bar
 
 from .config import NODE_NAME, PACKAGE, DriveVLMConfig, ParamSpec
 from .engine import Answer, Engine
@@ -183,6 +185,15 @@ class DriveVLMNode(Node):
         self._reset_standing_timer()
 
         self._updater = Updater(self, period=self.config.diagnostics_period_s)
+        # Updater's timer runs on the node clock, which stands still under use_sim_time until
+        # /clock arrives (a bag played without --clock, or not yet): re-create it on the steady
+        # clock so /diagnostics keeps reporting, which is when it is needed most.
+        self.destroy_timer(self._updater.timer)
+        self._updater.timer = self.create_timer(
+            self.get_parameter("diagnostic_updater.period").value,
+            self._updater.update,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
         self._updater.setHardwareID("loading")
         self._updater.add(FunctionDiagnosticTask("driving QA", self._diagnose))
 
@@ -385,6 +396,9 @@ class DriveVLMNode(Node):
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point ``drive_vlm_node``: exit 0 on Ctrl-C, 1 if the model fails, 2 on bad params."""
+    # A progress bar is noise in a node's log (launch shows it as blank lines): the rclpy logger
+    # says when the model is loaded.
+    disable_progress_bar()
     rclpy.init(args=args)
     node: DriveVLMNode | None = None
     executor: MultiThreadedExecutor | None = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 from prune2drive_ros.bag import SyntheticBag, write_synthetic_bag
@@ -35,3 +38,25 @@ def synthetic_bags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synthe
 def small_bag(synthetic_bags: dict[str, SyntheticBag]) -> SyntheticBag:
     """The mcap one of :func:`synthetic_bags` (read-only)."""
     return synthetic_bags["mcap"]
+
+
+@pytest.fixture(autouse=True)
+def _package_logs_reach_caplog() -> Iterator[None]:
+    """Let the package's log records reach ``caplog`` when ROS is sourced.
+
+    With ROS sourced, the launch_testing and launch_ros pytest plugins import ``launch``, which
+    makes every logger created afterwards a ``LaunchLogger`` with ``propagate = False``: the
+    package's records would then never reach the root handler that ``caplog`` reads, and the
+    tests that check a warning was logged would fail under ``colcon test`` only.
+    """
+    loggers = [
+        logger
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if name.startswith("prune2drive_ros") and isinstance(logger, logging.Logger)
+    ]
+    saved = [(logger, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.propagate = True
+    yield
+    for logger, propagate in saved:
+        logger.propagate = propagate
