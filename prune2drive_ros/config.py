@@ -19,11 +19,9 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
 from .sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
-from .textfile import read_text
+from .textfile import read_yaml
 from .views import VIEWS, image_topic
 
 PACKAGE = "prune2drive_ros"
@@ -391,16 +389,11 @@ def load_params_yaml(path: str | Path, node_name: str = NODE_NAME) -> DriveVLMCo
         ConfigError: unreadable file, no section for the node, unknown or invalid parameters.
     """
     path = Path(path)
-    text = read_text(
+    document = read_yaml(
         path,
         what="params file",
         remedy="pass a ROS 2 params file such as the package's config/drive_vlm.yaml",
-        error=ConfigError,
     )
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"params file {path} is not valid YAML: {exc}") from exc
     if not isinstance(document, Mapping):
         raise ConfigError(f"params file {path} must map node names to sections")
     sections = list(_node_sections(document, node_name))

@@ -39,7 +39,7 @@ import yaml
 
 from .errors import BudgetError, ConfigError
 from .pruning.budget import Rates, validate_rates
-from .textfile import read_text
+from .textfile import read_yaml
 from .views import VIEWS
 
 logger = logging.getLogger(__name__)
@@ -101,18 +101,11 @@ def load_rates(path: str | Path) -> RatesFile:
             starts with the file name.
     """
     path = Path(path)
-    text = read_text(
+    data = read_yaml(
         path,
         what="retention rates file",
         remedy="write one with `prune2drive tune` or use config/retention_rates.yaml",
-        error=ConfigError,
     )
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}: {err}") from err
     if not isinstance(data, Mapping):
         what = "empty" if data is None else f"a {type(data).__name__}"
         raise ConfigError(f"{path} is {what}; {SCHEMA_HINT}")

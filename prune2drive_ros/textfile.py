@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from .errors import Prune2DriveError
+import yaml
+
+from .errors import ConfigError, Prune2DriveError
 
 
 def read_text(
@@ -30,3 +33,19 @@ def read_text(
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise error(f"cannot read {what} {path}: {reason}") from exc
+
+
+def read_yaml(path: str | os.PathLike[str], *, what: str, remedy: str) -> Any:
+    """The parsed YAML document of the ``what`` file at ``path`` (``None`` when it is empty).
+
+    Raises:
+        ConfigError: as :func:`read_text`, or ``"<what> <path> is not valid YAML at line L,
+            column C: <reason>"``.
+    """
+    text = read_text(path, what=what, remedy=remedy, error=ConfigError)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{what} {path} is not valid YAML{where}: {err}") from err

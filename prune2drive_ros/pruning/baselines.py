@@ -75,7 +75,7 @@ def random_select(
     """Uniformly random tokens per view; the same ``seed`` gives the same selection.
 
     The random numbers are drawn on the CPU from a ``torch.Generator`` seeded with ``seed``, so
-    the selection does not depend on the device either.
+    the selection does not depend on the device either. ``grid`` is unused.
     """
     budgets = check_tokens(tokens, budgets)
     require_finite(all_finite(tokens))

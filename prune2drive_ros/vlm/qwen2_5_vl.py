@@ -75,7 +75,7 @@ _VISION_TEST_SHAPES: dict[str, dict[str, Any]] = {
 
 def _mrope(sections: list[int]) -> dict[str, Any]:
     """Qwen2.5-VL's rotary settings with M-RoPE ``sections`` (t, h, w) of half a head."""
-    return {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": sections}
+    return {**QWEN2_7B_DECODER["rope_parameters"], "mrope_section": sections}
 
 
 #: Random-weight shapes: (vision tower, language model) keyword arguments. ``tiny`` for tests,
