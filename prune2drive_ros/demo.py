@@ -14,6 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from .argtypes import at_least
 from .bag import default_questions_path, open_camera_bag, write_synthetic_bag
 from .cache import build_once, cache_dir
 from .config import DriveVLMConfig
@@ -38,8 +39,10 @@ def demo_bag(frames: int, seed: int) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``prune2drive demo``."""
-    parser.add_argument("--frames", type=int, default=12, help="frames in the synthetic bag")
-    parser.add_argument("--questions", type=int, default=6, help="questions to answer")
+    parser.add_argument(
+        "--frames", type=at_least(1), default=12, help="frames in the synthetic bag"
+    )
+    parser.add_argument("--questions", type=at_least(1), default=6, help="questions to answer")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic scene")
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length limit")

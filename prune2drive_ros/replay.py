@@ -22,6 +22,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from .argtypes import at_least
 from .bag import open_camera_bag
 from .config import DriveVLMConfig
 from .engine import Answer, Engine
@@ -122,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_GAP_MS,
         help="largest distance from a question's stamp to its frame set (default %(default)s)",
     )
-    parser.add_argument("--limit", type=int, help="answer only the first N questions")
+    parser.add_argument("--limit", type=at_least(1), help="answer only the first N questions")
     parser.add_argument(
         "--baseline", action="store_true", help="also answer each question without pruning"
     )

@@ -33,6 +33,9 @@ def test_retention_rate_is_a_fraction_of_the_tokens() -> None:
         (["bench", "prefill", "--retention", "2"], "argument --retention: must lie in (0, 1]"),
         (["make-bag", "out", "--frames", "0"], "argument --frames: must be at least 1, got 0"),
         (["tune", "--trials", "-1"], "argument --trials: must be at least 0, got -1"),
+        (["demo", "--questions", "0"], "argument --questions: must be at least 1, got 0"),
+        (["demo", "--frames", "0"], "argument --frames: must be at least 1, got 0"),
+        (["replay", "bag", "--questions", "q", "--limit", "-1"], "must be at least 1, got -1"),
     ],
 )
 def test_commands_refuse_bad_numbers_with_usage_errors(
