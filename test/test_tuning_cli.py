@@ -252,7 +252,7 @@ def test_a_killed_worker_loses_no_finished_trial(small_bag, tmp_path, capsys, ki
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=60)
-    time.sleep(2.5)  # past the 2 s grace period of a 1 s heartbeat
+    time.sleep(3.5)  # past the 2 s grace period of a 1 s heartbeat (SQLite: whole seconds)
     assert main([*args, "--trials", "1", "--json"]) == 0
     summary = _last_json(capsys.readouterr().out)
     trials = {t.number: t for t in _trials(url, name)}

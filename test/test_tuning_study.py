@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import optuna
 import pytest
@@ -93,6 +94,27 @@ def test_storage_urls(tmp_path):
     assert (tmp_path / "nested" / "x.db").exists()
     with pytest.raises(ConfigError, match="not an optuna storage"):
         make_storage(str(tmp_path / "x.db"))
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Heartbeat of storage", "ignore::optuna.exceptions.ExperimentalWarning"
+)
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    # The worker dies right after study.ask(): before optuna's heartbeat thread ever ran. Both
+    # ways a trial starts: a new one, and an enqueued one leaving the queue.
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_s=1)
+    study = open_study(storage, "s", SETTINGS, lambda n: RandomSampler(seed=n))
+    enqueue_starts(study, [dict.fromkeys(VIEWS, 0.3)])
+    queued, new = study.ask(), study.ask()
+    for trial in (queued, new):
+        SearchSpace().suggest(trial)
+    # SQLite's clock has whole seconds: 3.5 s is past the 2 s grace period in any case.
+    time.sleep(3.5)
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states[queued.number] == states[new.number] == TrialState.FAIL
+    retried = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert sorted(t.params[VIEWS[0]] for t in retried) == sorted((0.3, new.params[VIEWS[0]]))
 
 
 def test_unreachable_database_is_a_clear_error_without_the_password():

@@ -13,9 +13,13 @@ Every trial is written to the storage when it finishes, so a killed worker loses
 trial it was running. On RDB storages each running trial also records a heartbeat (every
 ``--heartbeat`` seconds); a trial whose heartbeat is older than twice that (its worker was
 killed) is marked FAIL by the next worker that asks for a trial, and re-queued once with the
-same rates (:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`). JournalStorage has no
-heartbeat: a killed worker's running trial stays RUNNING there (it is ignored by the samplers'
-results and by the report; finished trials are all kept).
+same rates (:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`). optuna ignores a
+running trial that has no heartbeat at all, and stock optuna records the first one only once
+the sampler has drawn the trial's parameters: a worker killed in between left its trial
+RUNNING for good. :class:`HeartbeatRDBStorage` stamps the first heartbeat as the trial starts
+running (see there). JournalStorage has no heartbeat: a killed worker's running trial stays
+RUNNING there (it is ignored by the samplers' results and by the report; finished trials are
+all kept).
 
 Studies are named after what defines their objective (model, data, reward, lambda, search
 space, pruner, answer length); the same settings give the same name, so re-running resumes
@@ -57,10 +61,12 @@ from optuna.storages import (
     RDBStorage,
     RetryHeartbeatStaleTrialCallback,
 )
+from optuna.storages._rdb import models as rdb_models
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from ..errors import ConfigError, Prune2DriveError
@@ -238,6 +244,37 @@ def _with_postgres_driver(url: str) -> str:
     return f"postgresql+psycopg2{separator}{rest}"
 
 
+class HeartbeatRDBStorage(RDBStorage):
+    """optuna's RDBStorage whose trials carry a heartbeat from the moment they run.
+
+    Stock optuna writes a trial's first heartbeat from the thread it starts after
+    ``study.ask()`` has created the trial and sampled its parameters, and never counts a
+    running trial without a heartbeat as stale. A worker killed in that window (tens of
+    milliseconds per trial on SQLite, longer with a slow sampler) left a trial that no worker
+    would ever fail or retry. Here a new trial's heartbeat row is written in the transaction
+    that creates it, and an enqueued trial's right after it leaves the queue (a separate
+    commit: a window of one statement remains there). The heartbeat thread then refreshes the
+    row as usual. Only the two methods below differ from optuna's; both are hooks of optuna's
+    own RDBStorage (present since optuna 4.0, the oldest this package accepts).
+    """
+
+    def _get_prepared_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None, session: Session
+    ) -> rdb_models.TrialModel:
+        trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        if self.heartbeat_interval and trial.state == TrialState.RUNNING:
+            session.add(rdb_models.TrialHeartbeatModel(trial_id=trial.trial_id))
+        return trial
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING and self.heartbeat_interval:
+            self.record_heartbeat(trial_id)
+        return changed
+
+
 def _rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
     """RDBStorage, retried when another worker is creating the tables at the same moment.
 
@@ -248,7 +285,7 @@ def _rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
     attempt = 1
     while True:
         try:
-            return RDBStorage(url, **kwargs)
+            return HeartbeatRDBStorage(url, **kwargs)
         except SQLAlchemyError as exc:
             lost_race = isinstance(exc, IntegrityError) or "already exists" in str(exc)
             if not lost_race or attempt == _CREATE_ATTEMPTS:
