@@ -215,6 +215,15 @@ class DriveVLMConfig:
         low=1,
         high=64,
     )
+    answer_timeout_s: float = _param(
+        60.0,
+        "seconds an ~/ask call waits for its answer, queueing included; then it gets success "
+        "false (a question still queued is withdrawn, one being answered still publishes its "
+        "answer on ~/answers)",
+        low=1.0,
+        high=3600.0,
+        read_only=False,
+    )
     max_new_tokens: int = _param(
         64,
         "answer length limit in tokens when a request gives 0",

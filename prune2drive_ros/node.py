@@ -63,8 +63,24 @@ LEVELS = {
     "ERROR": DiagnosticStatus.ERROR,
 }
 
-#: Executor threads besides the service calls that may wait on the worker at once.
-_SPARE_THREADS = 4
+#: Callback groups besides the service's, each holding at most one executor thread at a time:
+#: the cameras, the standing-question timer, and the node's default group (the diagnostics
+#: timer, the parameter services).
+_OTHER_GROUPS = 3
+
+#: Seconds the running question gets to finish at shutdown. launch escalates Ctrl-C (SIGINT) to
+#: SIGTERM after 5 s, and that to SIGKILL: the node must be gone well before.
+CLOSE_TIMEOUT_S = 3.0
+
+
+def executor_threads(max_queue: int) -> int:
+    """Executor threads so that no callback waits for a thread.
+
+    Up to ``max_queue + 1`` service calls wait for an answer at once (the queued questions and
+    the one being answered), each holding its thread; one more serves a call that is refused at
+    once, and each other callback group needs one.
+    """
+    return (max_queue + 1) + 1 + _OTHER_GROUPS
 
 
 def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -316,6 +332,8 @@ class DriveVLMNode(Node):
 
     def _publish(self, future: Future[JobResult[Answer]]) -> None:
         """Record and publish every answer (service calls and the standing question alike)."""
+        if future.cancelled():  # withdrawn after answer_timeout_s, never ran
+            return
         outcome = future.result()
         if not outcome.success or outcome.value is None:
             return
@@ -328,7 +346,8 @@ class DriveVLMNode(Node):
 
     def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
         """Service ``~/ask``: wait for this question's own future (reentrant group)."""
-        outcome = self._submit(request.question, request.max_new_tokens).result()
+        future = self._submit(request.question, request.max_new_tokens)
+        outcome = self._worker.wait(future, self.config.answer_timeout_s)
         response.success = outcome.success
         response.message = outcome.message
         if outcome.success and outcome.value is not None:
@@ -390,8 +409,13 @@ class DriveVLMNode(Node):
         return stat
 
     def close(self) -> None:
-        """Stop taking questions; queued ones are answered "shutting down", then join."""
-        self._worker.close(timeout=30.0)
+        """Stop taking questions: the queued ones and, after :data:`CLOSE_TIMEOUT_S`, the one
+        still running are answered "shutting down", so no executor thread is left waiting."""
+        if not self._worker.close(timeout=CLOSE_TIMEOUT_S):
+            self.get_logger().warning(
+                f"the question being answered did not finish within {CLOSE_TIMEOUT_S:g} s; "
+                "its asker is told the node is shutting down"
+            )
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -408,7 +432,7 @@ def main(args: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             get_logger(NODE_NAME).fatal(f"invalid parameters: {exc}")
             return 2
-        executor = MultiThreadedExecutor(num_threads=node.config.max_queue + _SPARE_THREADS)
+        executor = MultiThreadedExecutor(num_threads=executor_threads(node.config.max_queue))
         executor.add_node(node)
         node.start()
         while rclpy.ok() and node.fatal is None:

@@ -13,6 +13,7 @@ traceback; in every case the next question is served.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -20,7 +21,8 @@ import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeoutError  # builtin only from 3.11
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +31,9 @@ from .errors import Prune2DriveError
 T = TypeVar("T")
 
 _LOG = logging.getLogger(__name__)
+
+#: What a question still queued or running gets when the node shuts down.
+SHUTDOWN = "the node is shutting down"
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,7 @@ class InferenceWorker:
         self._cond = threading.Condition()
         self._queue: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._closing = False
-        self._busy = False
+        self._running: Future[Any] | None = None
         self._served = 0
         self._rejected: Counter[str] = Counter()
         self._failed: Counter[str] = Counter()
@@ -193,7 +198,7 @@ class InferenceWorker:
         future: Future[JobResult[T]] = Future()
         with self._cond:
             if rejection is None and self._closing:
-                rejection = Rejection("shutdown", "the node is shutting down")
+                rejection = Rejection("shutdown", SHUTDOWN)
             if rejection is None:
                 rejection = check_queue(len(self._queue), self.max_queue)
             if rejection is None:
@@ -212,30 +217,63 @@ class InferenceWorker:
                 rejected=dict(self._rejected),
                 failed=dict(self._failed),
                 waiting=len(self._queue),
-                busy=self._busy,
+                busy=self._running is not None,
                 last_failure_s=self._last_failure_s,
                 last_failure=self._last_failure,
             )
 
-    def close(self, timeout: float | None = None) -> None:
-        """Drain and join: queued jobs resolve as "shutting down", the running one finishes.
+    def wait(self, future: Future[JobResult[T]], timeout_s: float) -> JobResult[T]:
+        """The job's result, or a "timeout" failure after ``timeout_s`` seconds.
 
-        Nobody waits forever on a future after this returns (unless the running job outlasts
-        ``timeout``). Later submissions are rejected.
+        A job still queued then is withdrawn (nobody waits for it any more); one already running
+        cannot be stopped and finishes (the node still publishes its answer on ``~/answers``).
+        """
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeoutError:
+            withdrawn = future.cancel()
+        message = (
+            f"no answer within answer_timeout_s={timeout_s:g} s: "
+            + (
+                "the question was still queued and is withdrawn"
+                if withdrawn
+                else "the question is still being answered (the answer will be published on "
+                "~/answers)"
+            )
+            + "; ask again later, or raise answer_timeout_s for a slow model"
+        )
+        with self._cond:
+            self._count_failure("timeout", message)
+        return JobResult(False, message=message, reason="timeout")
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop: queued jobs and later submissions resolve as "shutting down"; join the thread.
+
+        The running job gets ``timeout`` seconds to finish. If it outlasts them its future is
+        resolved as "shutting down" too (so nobody waits on it, and an executor thread blocked
+        on it is released), and the thread, a daemon, is left to finish or die with the process.
+
+        Returns:
+            True when the worker thread ended within ``timeout``.
         """
         with self._cond:
             self._closing = True
-            pending = list(self._queue)
+            pending = [future for _, future in self._queue]
             self._queue.clear()
             if pending:
                 self._rejected["shutdown"] += len(pending)
             self._cond.notify_all()
-        for _, future in pending:
-            if future.set_running_or_notify_cancel():
-                future.set_result(
-                    JobResult(False, message="the node is shutting down", reason="shutdown")
-                )
+        shutdown: JobResult[Any] = JobResult(False, message=SHUTDOWN, reason="shutdown")
+        for future in pending:
+            _resolve(future, shutdown)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return True
+        with self._cond:
+            running = self._running
+        if running is not None:
+            _resolve(running, shutdown)
+        return False
 
     def _run(self) -> None:
         while True:
@@ -247,17 +285,21 @@ class InferenceWorker:
                 job, future = self._queue.popleft()
                 if not future.set_running_or_notify_cancel():
                     continue  # the asker gave up before its turn
-                self._busy = True
+                self._running = future
             result = self._execute(job)
             with self._cond:
-                self._busy = False
+                self._running = None
                 if result.success:
                     self._served += 1
                 else:
-                    self._failed[result.reason] += 1
-                    self._last_failure_s = self._clock()
-                    self._last_failure = result.message
-            future.set_result(result)
+                    self._count_failure(result.reason, result.message)
+            _resolve(future, result)
+
+    def _count_failure(self, reason: str, message: str) -> None:
+        """Count a failure (the caller holds the lock)."""
+        self._failed[reason] += 1
+        self._last_failure_s = self._clock()
+        self._last_failure = message
 
     def _execute(self, job: Callable[[], object]) -> JobResult[object]:
         """Run one job, turning every exception into a failed result."""
@@ -282,3 +324,9 @@ class InferenceWorker:
                 message=f"internal error: {type(exc).__name__}: {exc} (traceback in the node log)",
                 reason="internal",
             )
+
+
+def _resolve(future: Future[T], result: T) -> None:
+    """Resolve ``future`` unless it already is (close() may have answered "shutting down")."""
+    with contextlib.suppress(InvalidStateError):  # resolved or cancelled: its asker is answered
+        future.set_result(result)

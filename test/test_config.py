@@ -38,6 +38,7 @@ INVALID: dict[str, object] = {
     "max_frame_age_s": -1.0,
     "max_question_chars": 0,
     "max_queue": 65,
+    "answer_timeout_s": 0.5,
     "max_new_tokens": 0,
     "standing_question": 7,
     "standing_period_s": 0.0,

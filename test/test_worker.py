@@ -163,6 +163,52 @@ def test_close_drains_queue_and_rejects_later_jobs(errors: list[str]) -> None:
     assert w.counters().rejected == {"shutdown": 4}
 
 
+def test_close_answers_a_job_that_outlasts_it(errors: list[str]) -> None:
+    """A job still running when close() gives up is answered "shutting down" at once (nobody
+    waits on it); when it finishes later, its result is dropped without an error."""
+    crashes: list[threading.ExceptHookArgs] = []
+    w = InferenceWorker(max_queue=1, log_error=errors.append)
+    gate = Gate()
+    running = w.submit(gate)
+    assert gate.started.wait(TIMEOUT)
+    assert w.close(timeout=0.0) is False
+    outcome = result(running)
+    assert (outcome.success, outcome.reason, outcome.message) == (
+        False,
+        "shutdown",
+        "the node is shutting down",
+    )
+    saved_hook, threading.excepthook = threading.excepthook, crashes.append
+    try:
+        gate.release.set()
+        assert w.close(timeout=TIMEOUT) is True, "the worker thread ends once the job is done"
+    finally:
+        threading.excepthook = saved_hook
+    assert not crashes and not errors
+    assert result(running) == outcome, "the first answer stands"
+
+
+def test_wait_withdraws_a_queued_job_after_the_timeout(worker: InferenceWorker) -> None:
+    gate = Gate()
+    running = worker.submit(gate)
+    assert gate.started.wait(TIMEOUT)
+    ran = threading.Event()
+    queued = worker.submit(ran.set)
+    late = worker.wait(queued, timeout_s=0.0)
+    assert (late.success, late.reason) == (False, "timeout")
+    assert late.message.startswith("no answer within answer_timeout_s=0 s: the question was")
+    assert "withdrawn" in late.message
+    assert queued.cancelled()
+    busy = worker.wait(running, timeout_s=0.0)
+    assert "still being answered" in busy.message and "~/answers" in busy.message
+    gate.release.set()
+    assert worker.wait(worker.submit(lambda: "next"), TIMEOUT).value == "next"
+    assert not ran.is_set(), "a withdrawn question never runs"
+    counters = worker.counters()
+    assert (counters.served, counters.failed) == (2, {"timeout": 2})
+    assert counters.last_failure == busy.message
+
+
 def test_cancelled_future_is_skipped(worker: InferenceWorker) -> None:
     gate = Gate()
     worker.submit(gate)
