@@ -170,8 +170,7 @@ class DriveVLMNode(Node):
         package_log.addHandler(RosLogHandler(self.get_logger()))
         self.config = self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        #: set by the loader thread when the model cannot be loaded; main() then exits non-zero
-        self.fatal: str | None = None
+        self._load_failure: str | None = None  # set by the loader thread
         self._engine: Engine | None = None
         self._gpu_memory: functools.partial[int] | None = None
 
@@ -251,6 +250,13 @@ class DriveVLMNode(Node):
             self._reset_standing_timer()
         return SetParametersResult(successful=True)
 
+    @property
+    def fatal(self) -> str | None:
+        """Why the node must exit with status 1: the model did not load, or a CUDA error broke
+        the process's CUDA context (a fresh process, e.g. launch's respawn, recovers); None
+        while it serves."""
+        return self._load_failure or self._worker.fatal
+
     # ------------------------------------------------------------------ model
 
     def start(self) -> None:
@@ -267,7 +273,7 @@ class DriveVLMNode(Node):
             self.get_logger().fatal(
                 f"cannot load model {self.config.model or '(tiny test model)'}: {exc}{detail}"
             )
-            self.fatal = str(exc)
+            self._load_failure = str(exc)
             return
         facts = engine.describe()
         if facts["device"].startswith("cuda"):
@@ -419,7 +425,8 @@ class DriveVLMNode(Node):
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point ``drive_vlm_node``: exit 0 on Ctrl-C, 1 if the model fails, 2 on bad params."""
+    """Entry point ``drive_vlm_node``: exit 0 on Ctrl-C, 1 if the model does not load or CUDA
+    fails, 2 on bad params."""
     # A progress bar is noise in a node's log (launch shows it as blank lines): the rclpy logger
     # says when the model is loaded.
     disable_progress_bar()

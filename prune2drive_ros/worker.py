@@ -8,13 +8,17 @@ node and the tests share; the worker runs opaque callables, so it knows nothing 
 
 A job that raises never kills the worker: package errors become their message, a CUDA
 out-of-memory frees the cache and says how to use less memory, anything else is logged with its
-traceback; in every case the next question is served.
+traceback, and the next question is served. Except other CUDA errors (an illegal memory access,
+a device-side assert): they leave the process's CUDA context unusable, so every later question
+would fail too. The worker then stops taking questions and reports :attr:`InferenceWorker.fatal`;
+the node exits with status 1 so that launch's ``respawn`` can start a fresh process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import threading
 import time
@@ -34,6 +38,10 @@ _LOG = logging.getLogger(__name__)
 
 #: What a question still queued or running gets when the node shuts down.
 SHUTDOWN = "the node is shutting down"
+
+#: CUDA errors as torch before 2.8 raised them (plain RuntimeError); later ones raise
+#: ``torch.AcceleratorError``.
+_CUDA_ERROR = re.compile(r"CUDA error|CUBLAS_STATUS_|CUDNN_STATUS_|cuDNN error")
 
 
 @dataclass(frozen=True)
@@ -140,10 +148,21 @@ def check_queue(waiting: int, max_queue: int) -> Rejection | None:
     )
 
 
-def _cuda_oom_type() -> type[BaseException] | None:
-    """torch's CUDA out-of-memory error, when torch is loaded (a job raising it loaded it)."""
+def cuda_failure(exc: BaseException) -> str | None:
+    """``"cuda_oom"``, ``"cuda_error"`` (the CUDA context is lost) or None (not a CUDA error).
+
+    torch is looked up, not imported: a job that raised a CUDA error has loaded it.
+    """
     torch = sys.modules.get("torch")
-    return None if torch is None else torch.cuda.OutOfMemoryError
+    if torch is None or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text:
+        return "cuda_oom"
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    if isinstance(exc, accelerator_error) or _CUDA_ERROR.search(text):
+        return "cuda_error"
+    return None
 
 
 class InferenceWorker:
@@ -171,7 +190,7 @@ class InferenceWorker:
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
-        self._closing = False
+        self._refusal: Rejection | None = None  # set once the worker takes no more jobs
         self._running: Future[Any] | None = None
         self._served = 0
         self._rejected: Counter[str] = Counter()
@@ -193,12 +212,12 @@ class InferenceWorker:
 
         Returns:
             A future resolved with the job's :class:`JobResult`; already resolved when the
-            question is rejected (by the caller, a full queue, or a closing worker).
+            question is rejected (by the caller, a full queue, a closing or failed worker).
         """
         future: Future[JobResult[T]] = Future()
         with self._cond:
-            if rejection is None and self._closing:
-                rejection = Rejection("shutdown", SHUTDOWN)
+            if rejection is None:
+                rejection = self._refusal
             if rejection is None:
                 rejection = check_queue(len(self._queue), self.max_queue)
             if rejection is None:
@@ -256,29 +275,45 @@ class InferenceWorker:
         Returns:
             True when the worker thread ended within ``timeout``.
         """
-        with self._cond:
-            self._closing = True
-            pending = [future for _, future in self._queue]
-            self._queue.clear()
-            if pending:
-                self._rejected["shutdown"] += len(pending)
-            self._cond.notify_all()
-        shutdown: JobResult[Any] = JobResult(False, message=SHUTDOWN, reason="shutdown")
-        for future in pending:
-            _resolve(future, shutdown)
+        self._refuse(Rejection("shutdown", SHUTDOWN))
         self._thread.join(timeout)
         if not self._thread.is_alive():
             return True
         with self._cond:
             running = self._running
         if running is not None:
-            _resolve(running, shutdown)
+            _resolve(running, JobResult(False, message=SHUTDOWN, reason="shutdown"))
         return False
+
+    @property
+    def fatal(self) -> str | None:
+        """Why the worker stopped for good (a CUDA error), None while it serves."""
+        with self._cond:
+            refusal = self._refusal
+        return refusal.message if refusal is not None and refusal.reason == "cuda_error" else None
+
+    def _refuse(self, rejection: Rejection) -> None:
+        """Take no more jobs: the queued ones and later submissions get ``rejection`` (the
+        first reason stays: a closing worker that failed still says why)."""
+        with self._cond:
+            if self._refusal is None:
+                self._refusal = rejection
+            rejection = self._refusal
+            pending = [future for _, future in self._queue]
+            self._queue.clear()
+            if pending:
+                self._rejected[rejection.reason] += len(pending)
+            self._cond.notify_all()
+        refused: JobResult[Any] = JobResult(
+            False, message=rejection.message, reason=rejection.reason
+        )
+        for future in pending:
+            _resolve(future, refused)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
+                while not self._queue and self._refusal is None:
                     self._cond.wait()
                 if not self._queue:
                     return
@@ -294,6 +329,8 @@ class InferenceWorker:
                 else:
                     self._count_failure(result.reason, result.message)
             _resolve(future, result)
+            if result.reason == "cuda_error":
+                self._refuse(Rejection(result.reason, result.message))
 
     def _count_failure(self, reason: str, message: str) -> None:
         """Count a failure (the caller holds the lock)."""
@@ -306,24 +343,39 @@ class InferenceWorker:
         try:
             return JobResult(True, value=job())
         except Exception as exc:
-            oom = _cuda_oom_type()
-            if oom is not None and isinstance(exc, oom):
-                sys.modules["torch"].cuda.empty_cache()
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                message = (
-                    f"CUDA out of memory ({first_line}): try a lower retention (rates_file) "
-                    "or max_new_tokens, a smaller dtype or model"
-                )
-                self._log_error(message)
-                return JobResult(False, message=message, reason="cuda_oom")
-            if isinstance(exc, Prune2DriveError):
-                return JobResult(False, message=str(exc), reason=type(exc).__name__)
-            self._log_error(f"question failed with an unexpected error:\n{traceback.format_exc()}")
-            return JobResult(
-                False,
-                message=f"internal error: {type(exc).__name__}: {exc} (traceback in the node log)",
-                reason="internal",
+            failure = self._failure(exc)
+        # Only out here is the traceback gone, and with it the failed forward pass's tensors
+        # that its frames hold: emptying the cache inside the except block would keep them.
+        if failure.reason == "cuda_oom":
+            sys.modules["torch"].cuda.empty_cache()
+        return failure
+
+    def _failure(self, exc: Exception) -> JobResult[object]:
+        """The failed result of a job that raised ``exc`` (logged here when unexpected)."""
+        kind = cuda_failure(exc)
+        first_line = next(iter(str(exc).strip().splitlines()), "")
+        if kind == "cuda_oom":
+            message = (
+                f"CUDA out of memory ({first_line}): try a lower retention (rates_file) "
+                "or max_new_tokens, a smaller dtype or model"
             )
+            self._log_error(message)
+            return JobResult(False, message=message, reason=kind)
+        if kind == "cuda_error":
+            message = (
+                f"CUDA error ({first_line}): the process's CUDA context is unusable; the node "
+                "exits with status 1 so that it can be restarted (launch respawn:=true)"
+            )
+            self._log_error(f"{message}\n{traceback.format_exc()}")
+            return JobResult(False, message=message, reason=kind)
+        if isinstance(exc, Prune2DriveError):
+            return JobResult(False, message=str(exc), reason=type(exc).__name__)
+        self._log_error(f"question failed with an unexpected error:\n{traceback.format_exc()}")
+        return JobResult(
+            False,
+            message=f"internal error: {type(exc).__name__}: {exc} (traceback in the node log)",
+            reason="internal",
+        )
 
 
 def _resolve(future: Future[T], result: T) -> None:

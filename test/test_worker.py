@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -21,6 +22,7 @@ from prune2drive_ros.worker import (
     check_frames,
     check_queue,
     check_ready,
+    cuda_failure,
 )
 
 TOPICS = ("/CAM_FRONT/image_rect_compressed", "/CAM_BACK/image_rect_compressed")
@@ -113,6 +115,69 @@ def test_cuda_oom_is_contained(worker: InferenceWorker, errors: list[str]) -> No
     counters = worker.counters()
     assert (counters.served, counters.failed) == (1, {"cuda_oom": 1})
     assert counters.last_failure == outcome.message
+
+
+def test_cuda_cache_is_emptied_after_the_traceback_is_gone(
+    worker: InferenceWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed forward pass's tensors live in the traceback's frames: empty_cache inside the
+    except block could not free them."""
+    handling: list[object] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: handling.append(sys.exc_info()[1]))
+    outcome = result(worker.submit(raising(torch.cuda.OutOfMemoryError("CUDA out of memory"))))
+    assert outcome.reason == "cuda_oom"
+    assert handling == [None], "empty_cache must run once no exception is being handled"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        torch.AcceleratorError("CUDA error: an illegal memory access was encountered"),
+        RuntimeError("CUDA error: device-side assert triggered\nCUDA kernel errors might be..."),
+        RuntimeError("CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx`"),
+    ],
+)
+def test_other_cuda_errors_stop_the_worker(exc: RuntimeError, errors: list[str]) -> None:
+    """They break the CUDA context for good: stop serving and say so, for a restart."""
+    w = InferenceWorker(max_queue=2, log_error=errors.append)
+    gate = Gate()
+
+    def fail_after_gate() -> None:
+        gate()
+        raise exc
+
+    failing = w.submit(fail_after_gate)
+    assert gate.started.wait(TIMEOUT)
+    queued = w.submit(lambda: "never runs")
+    assert w.fatal is None
+    gate.release.set()
+    outcome = result(failing)
+    assert (outcome.success, outcome.reason) == (False, "cuda_error")
+    first_line = str(exc).splitlines()[0]
+    assert outcome.message.startswith(f"CUDA error ({first_line}): the process's CUDA context")
+    assert "status 1" in outcome.message and "respawn" in outcome.message
+    assert w.fatal == outcome.message
+    assert result(queued) == JobResult(False, message=outcome.message, reason="cuda_error")
+    late = result(w.submit(lambda: "never runs"))
+    assert (late.reason, late.message) == ("cuda_error", outcome.message)
+    assert len(errors) == 1 and "Traceback" in errors[0]
+    assert w.close(timeout=TIMEOUT) is True
+    counters = w.counters()
+    assert (counters.failed, counters.rejected) == ({"cuda_error": 1}, {"cuda_error": 2})
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "cuda_oom"),
+        (torch.AcceleratorError("CUDA error: out of memory"), "cuda_oom"),
+        (torch.AcceleratorError("CUDA error: misaligned address"), "cuda_error"),
+        (RuntimeError("shape mismatch"), None),
+        (ValueError("CUDA error: in a ValueError it is not torch's"), None),
+    ],
+)
+def test_cuda_failure_kinds(exc: BaseException, kind: str | None) -> None:
+    assert cuda_failure(exc) == kind
 
 
 def test_package_error_becomes_its_message(worker: InferenceWorker, errors: list[str]) -> None:
