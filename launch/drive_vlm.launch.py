@@ -4,8 +4,10 @@
     ros2 launch prune2drive_ros drive_vlm.launch.py use_sim_time:=true  # bag play --clock
 
 Every parameter comes from ``params_file`` (default: the installed config/drive_vlm.yaml); the
-arguments model, rates_file, device and use_compressed override it only when given, so an empty
-argument never clobbers the file's value.
+arguments model, rates_file, device, use_compressed and use_sim_time override it only when
+given, so an empty argument never clobbers the file's value. The params file and the arguments
+are checked before the node starts (ROS itself ignores a misspelt parameter name): a bad one
+stops the launch with a message naming it.
 """
 
 from __future__ import annotations
@@ -18,19 +20,16 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchContext, LaunchDescription
+from prune2drive_ros.config import (
+    LAUNCH_OVERRIDES,
+    NODE_NAME,
+    PACKAGE,
+    launch_overrides,
+    parse_bool,
+)
 
-PACKAGE = "prune2drive_ros"
-
-#: String arguments that override the params file when non-empty.
-STRING_OVERRIDES = ("model", "rates_file", "device")
-
-
-def _parse_bool(name: str, text: str) -> bool:
-    """A launch argument as a bool; anything but true/false is an error naming the argument."""
-    lowered = text.strip().lower()
-    if lowered not in ("true", "false"):
-        raise ValueError(f"launch argument {name} must be true or false, got {text!r}")
-    return lowered == "true"
+#: Seconds before a node that exited is started again, with respawn:=true.
+RESPAWN_DELAY_S = 2.0
 
 
 def _node(context: LaunchContext) -> list[Node]:
@@ -39,17 +38,17 @@ def _node(context: LaunchContext) -> list[Node]:
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
-    overrides: dict[str, object] = {name: arg(name) for name in STRING_OVERRIDES if arg(name)}
-    if arg("use_compressed"):
-        overrides["use_compressed"] = _parse_bool("use_compressed", arg("use_compressed"))
-    overrides["use_sim_time"] = _parse_bool("use_sim_time", arg("use_sim_time"))
+    params_file = arg("params_file")
+    overrides = launch_overrides(params_file, {name: arg(name) for name in LAUNCH_OVERRIDES})
     return [
         Node(
             package=PACKAGE,
             executable="drive_vlm_node",
-            name="prune2drive",
+            name=NODE_NAME,
             namespace=arg("namespace"),
-            parameters=[arg("params_file"), overrides],
+            parameters=[params_file, overrides],
+            respawn=parse_bool("respawn", arg("respawn")),
+            respawn_delay=RESPAWN_DELAY_S,
             output="screen",
             emulate_tty=True,
         )
@@ -92,8 +91,15 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "use_sim_time",
+                default_value="",
+                description="true when replaying a bag with `ros2 bag play --clock`; empty = the "
+                "params file's (false when it has none)",
+            ),
+            DeclareLaunchArgument(
+                "respawn",
                 default_value="false",
-                description="true when replaying a bag with `ros2 bag play --clock`",
+                description="true: start the node again when it exits, e.g. with status 1 after "
+                "a CUDA error that leaves the GPU unusable to the process",
             ),
             OpaqueFunction(function=_node),
         ]

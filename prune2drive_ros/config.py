@@ -40,6 +40,16 @@ ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "flash_attention_2")
 DEFAULT_RATES_FILE = "config/retention_rates.yaml"
 DEFAULT_PARAMS_FILE = "config/drive_vlm.yaml"
 
+#: Arguments of launch/drive_vlm.launch.py that set a node parameter, over the params file, when
+#: given (an empty argument is not given: the file's value stays).
+LAUNCH_OVERRIDES: tuple[str, ...] = (
+    "model",
+    "rates_file",
+    "device",
+    "use_compressed",
+    "use_sim_time",
+)
+
 
 def pruner_names() -> tuple[str, ...]:
     """Names of the registered pruners; :data:`prune2drive_ros.pruning.PRUNERS` is the source.
@@ -423,3 +433,47 @@ def load_params_yaml(path: str | Path, node_name: str = NODE_NAME) -> DriveVLMCo
         return DriveVLMConfig.from_mapping(own, ros_types=True)
     except ConfigError as exc:
         raise ConfigError(f"params file {path}: {exc}") from exc
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """A launch argument as a bool.
+
+    Raises:
+        ConfigError: anything but true or false (any case), naming the argument.
+    """
+    lowered = text.strip().lower()
+    if lowered not in ("true", "false"):
+        raise ConfigError(f"launch argument {name} must be true or false, got {text!r}")
+    return lowered == "true"
+
+
+def launch_overrides(
+    params_file: str | Path, arguments: Mapping[str, str], node_name: str = NODE_NAME
+) -> dict[str, Any]:
+    """The parameters drive_vlm.launch.py passes over ``params_file``, after checking both.
+
+    ROS ignores a parameter it does not know, so a misspelt name in a params file would go
+    unnoticed and the node would quietly run on the default; checking at launch makes it fail
+    there, naming the file and the parameter.
+
+    Args:
+        params_file: the ROS 2 params file the node gets.
+        arguments: launch argument -> its text; those of :data:`LAUNCH_OVERRIDES` that are not
+            empty become parameters (others are ignored).
+
+    Raises:
+        ConfigError: the params file is invalid (see :func:`load_params_yaml`), or an argument.
+    """
+    config = load_params_yaml(params_file, node_name)
+    overrides: dict[str, Any] = {}
+    for name in LAUNCH_OVERRIDES:
+        text = arguments.get(name, "")
+        if not text:
+            continue
+        is_bool = name == "use_sim_time" or DriveVLMConfig.spec(name).kind is bool
+        overrides[name] = parse_bool(name, text) if is_bool else text
+    try:
+        config.with_changes(**{k: v for k, v in overrides.items() if not _is_foreign(k)})
+    except ConfigError as exc:
+        raise ConfigError(f"launch arguments: {exc}") from exc
+    return overrides

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import setuptools
 
-from prune2drive_ros.config import NODE_NAME, DriveVLMConfig
+from prune2drive_ros.config import LAUNCH_OVERRIDES, DriveVLMConfig
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "prune2drive_ros"
@@ -58,6 +58,7 @@ LAUNCH_ARGUMENTS = {
     "use_compressed",
     "device",
     "use_sim_time",
+    "respawn",
 }
 
 FLOATS = ["decode_ms", "encode_ms", "prune_ms", "prefill_ms", "generate_ms", "total_ms"]
@@ -207,15 +208,11 @@ def test_launch_file_declares_documented_arguments() -> None:
     (node_call,) = calls(tree, "Node")
     keywords = {k.arg: k.value for k in node_call.keywords}
     assert ast.literal_eval(keywords["executable"]) == "drive_vlm_node"
-    assert ast.literal_eval(keywords["name"]) == NODE_NAME
-    overrides = next(
-        ast.literal_eval(node.value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Assign)
-        and any(getattr(t, "id", None) == "STRING_OVERRIDES" for t in node.targets)
-    )
+    assert getattr(keywords["name"], "id", None) == "NODE_NAME"
+    assert calls(tree, "launch_overrides"), "the launch file must check the params file"
     schema = {spec.name for spec in DriveVLMConfig.specs()}
-    assert set(overrides) | {"use_compressed"} <= schema & LAUNCH_ARGUMENTS
+    assert set(LAUNCH_OVERRIDES) <= LAUNCH_ARGUMENTS
+    assert set(LAUNCH_OVERRIDES) - {"use_sim_time"} <= schema
 
 
 def test_interfaces_package_builds_every_interface_file() -> None:

@@ -9,10 +9,13 @@ import pytest
 
 from prune2drive_ros.config import (
     DEFAULT_PARAMS_FILE,
+    LAUNCH_OVERRIDES,
     DriveVLMConfig,
     default_image_topics,
+    launch_overrides,
     load_params_yaml,
     package_file,
+    parse_bool,
     resolve_rates_file,
 )
 from prune2drive_ros.errors import ConfigError
@@ -224,3 +227,48 @@ def test_package_file_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert package_file("", "config/x.yaml", share) == share / "config" / "x.yaml"
     with pytest.raises(ConfigError, match=r"rates_file 'nope\.yaml' not found; tried"):
         resolve_rates_file(DriveVLMConfig(rates_file="nope.yaml"))
+
+
+def test_launch_passes_only_the_arguments_given() -> None:
+    """An empty argument keeps the params file's value (use_sim_time: true in the file too)."""
+    assert launch_overrides(SHIPPED, dict.fromkeys(LAUNCH_OVERRIDES, "")) == {}
+    given = {
+        "model": "/models/ov",
+        "device": "cpu",
+        "use_compressed": "False",
+        "use_sim_time": "TRUE",
+    }
+    assert launch_overrides(SHIPPED, given) == {
+        "model": "/models/ov",
+        "device": "cpu",
+        "use_compressed": False,
+        "use_sim_time": True,
+    }
+    assert launch_overrides(SHIPPED, {"namespace": "/car"}) == {}, "not a parameter"
+
+
+def test_launch_fails_on_a_misspelt_parameter(tmp_path: Path) -> None:
+    """ROS would ignore it and run on the default: the launch stops, naming file and name."""
+    path = write_params(tmp_path, "/**/prune2drive:\n  ros__parameters:\n    max_frame_age: 5.0\n")
+    with pytest.raises(ConfigError, match=r"params file .*params\.yaml: unknown parameter\(s\) "):
+        launch_overrides(path, {})
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"device": "tpu"}, r"launch arguments: parameter device is 'tpu'; it must be one of"),
+        ({"use_sim_time": "yes"}, "launch argument use_sim_time must be true or false, got 'yes'"),
+        ({"use_compressed": "1"}, "launch argument use_compressed must be true or false"),
+    ],
+)
+def test_launch_fails_on_a_bad_argument(given: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        launch_overrides(SHIPPED, given)
+
+
+def test_parse_bool() -> None:
+    assert parse_bool("respawn", " True ") is True
+    assert parse_bool("respawn", "false") is False
+    with pytest.raises(ConfigError, match="launch argument respawn must be true or false"):
+        parse_bool("respawn", "")
