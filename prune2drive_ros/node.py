@@ -178,7 +178,8 @@ class DriveVLMNode(Node):
         self._worker = InferenceWorker(self.config.max_queue, log_error=self.get_logger().error)
         self._topics = self.config.resolved_image_topics()
         self._sync = ApproximateSync(VIEWS, self.config.sync_slop_s, self.config.sync_queue_size)
-        self._heard: set[str] = set()  # views that delivered at least one message
+        #: camera topic -> header stamp of its newest message, None before its first
+        self._newest: dict[str, int | None] = dict.fromkeys(self._topics.values())
 
         image_group = MutuallyExclusiveCallbackGroup()
         msg_type = CompressedImage if self.config.use_compressed else Image
@@ -290,9 +291,10 @@ class DriveVLMNode(Node):
 
     def _on_image(self, view: str, msg: CompressedImage | Image) -> None:
         """Queue one camera message for pairing; no decoding here (it waits for a question)."""
-        self._heard.add(view)
         stamp = msg.header.stamp
-        frame_set = self._sync.add(view, stamp.sec * 1_000_000_000 + stamp.nanosec, msg)
+        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        self._newest[self._topics[view]] = stamp_ns
+        frame_set = self._sync.add(view, stamp_ns, msg)
         if frame_set is not None:
             self._stats.record_frameset(frame_set.stamp_ns)
 
@@ -308,8 +310,7 @@ class DriveVLMNode(Node):
                 None if frames is None else frames.stamp_ns,
                 self.get_clock().now().nanoseconds,
                 config.max_frame_age_s,
-                topics=list(self._topics.values()),
-                silent_topics=[t for v, t in self._topics.items() if v not in self._heard],
+                dict(self._newest),
             )
         )
         tokens = max_new_tokens or config.max_new_tokens
@@ -405,6 +406,7 @@ class DriveVLMNode(Node):
             max_frame_age_s=self.config.max_frame_age_s,
             model_loaded=engine is not None,
             worker=self._worker.counters(),
+            newest=dict(self._newest),
             sync=self._sync.stats,
             gpu_memory_bytes=self._gpu_memory,
             info=info,

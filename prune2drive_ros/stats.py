@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .sync import SyncStats
-from .worker import WorkerCounters
+from .worker import WorkerCounters, check_frames
 
 #: Stage keys of ``Answer.timings_ms``, in pipeline order.
 STAGES: tuple[str, ...] = ("decode", "encode", "prune", "prefill", "generate", "total")
@@ -127,6 +127,7 @@ class NodeStats:
         max_frame_age_s: float,
         model_loaded: bool,
         worker: WorkerCounters,
+        newest: Mapping[str, int | None],
         sync: SyncStats | None = None,
         gpu_memory_bytes: Callable[[], int] | None = None,
         info: Mapping[str, str] | None = None,
@@ -134,11 +135,13 @@ class NodeStats:
         """The node's diagnostics status.
 
         Levels: model not loaded -> ERROR; no camera set yet, the newest set older than
-        ``max_frame_age_s`` (0 disables), or a failure within ``failure_window_s`` -> WARN.
+        ``max_frame_age_s`` (0 disables), or a failure within ``failure_window_s`` -> WARN. The
+        frame problems are worded as a question about them is refused (``check_frames``).
 
         Args:
             now_ns: the node clock, same epoch as the header stamps (sim time aware).
             worker: the worker's counters.
+            newest: camera topic -> header stamp of its newest message, None before its first.
             sync: the synchronizer's counters, when the caller has them.
             gpu_memory_bytes: e.g. ``torch.cuda.memory_allocated`` on a cuda device.
             info: fixed facts first in the list (model, device, pruner, ...).
@@ -150,14 +153,11 @@ class NodeStats:
 
         stamp_ns = self.latest_stamp_ns
         values.append(("synchronized sets/s", f"{self.sync_rate_hz():.2f}"))
-        if stamp_ns is None:
-            problems.append(("WARN", "no synchronized camera frames yet"))
-            values.append(("frame age s", "no frames"))
-        else:
-            age_s = (now_ns - stamp_ns) / 1e9
-            values.append(("frame age s", f"{age_s:.3f}"))
-            if max_frame_age_s > 0 and abs(age_s) > max_frame_age_s:
-                problems.append(("WARN", f"frames {age_s:.1f} s old"))
+        age = "no frames" if stamp_ns is None else f"{(now_ns - stamp_ns) / 1e9:.3f}"
+        values.append(("frame age s", age))
+        frames = check_frames(stamp_ns, now_ns, max_frame_age_s, newest)
+        if frames is not None:
+            problems.append(("WARN", frames.message))
         if sync is not None:
             values += [
                 ("sync messages dropped", str(sync.dropped)),

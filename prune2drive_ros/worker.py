@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeoutError  # builtin only from 3.11
 from dataclasses import dataclass, field
@@ -98,42 +98,51 @@ def check_frames(
     stamp_ns: int | None,
     now_ns: int,
     max_age_s: float,
-    topics: Sequence[str],
-    silent_topics: Sequence[str] = (),
+    newest: Mapping[str, int | None],
 ) -> Rejection | None:
-    """Reject when no camera set arrived yet, or the newest one is too old.
+    """Reject when no camera set arrived yet, or the newest one is too old; say which camera.
 
     Args:
         stamp_ns: header stamp of the newest synchronized set, None before the first.
         now_ns: the node clock (sim time with ``use_sim_time``), same epoch as the stamps.
         max_age_s: largest accepted ``|now - stamp|``; 0 disables the age check.
-        topics: the six camera topics.
-        silent_topics: those that never delivered a message (pinpoints a dead camera).
+        newest: camera topic -> header stamp of its newest message, None before its first
+            (pinpoints a camera that never sent, or stopped sending).
     """
+    topics = ", ".join(newest)
     if stamp_ns is None:
-        if set(silent_topics) >= set(topics):
+        silent = [topic for topic, stamp in newest.items() if stamp is None]
+        if newest and len(silent) == len(newest):
             detail = "nothing received on any of them: is the bag/camera running?"
-        elif silent_topics:
-            detail = f"nothing received at all on {', '.join(silent_topics)}"
+        elif silent:
+            detail = f"nothing received at all on {', '.join(silent)}"
         else:
             detail = "every topic sends, but their stamps never fall within sync_slop_s"
-        return Rejection(
-            "no_frames", f"no synchronized frames received yet on {', '.join(topics)}: {detail}"
-        )
+        return Rejection("no_frames", f"no synchronized frames received yet on {topics}: {detail}")
     age_s = (now_ns - stamp_ns) / 1e9
     if max_age_s <= 0 or abs(age_s) <= max_age_s:
         return None
-    if age_s > 0:
+    if age_s < 0:
         return Rejection(
             "stale_frames",
-            f"frames are {age_s:.1f} s old (max_frame_age_s={max_age_s:g}): is the bag/camera "
-            "running? with use_sim_time check /clock (ros2 bag play --clock)",
+            f"frames are stamped {-age_s:.1f} s ahead of the node clock (max_frame_age_s="
+            f"{max_age_s:g}): with use_sim_time check /clock (ros2 bag play --clock); without "
+            "it, check the camera clocks",
         )
+    stopped = {
+        topic: (now_ns - stamp) / 1e9
+        for topic, stamp in newest.items()
+        if stamp is not None and (now_ns - stamp) / 1e9 > max_age_s
+    }
+    if stopped and len(stopped) < len(newest):
+        ages = ", ".join(f"{topic} ({topic_age:.1f} s)" for topic, topic_age in stopped.items())
+        detail = f"nothing new on {ages}: is that camera running?"
+    elif stopped or not newest:
+        detail = "is the bag/camera running? with use_sim_time check /clock (ros2 bag play --clock)"
+    else:
+        detail = "every camera sends, but their stamps no longer fall within sync_slop_s"
     return Rejection(
-        "stale_frames",
-        f"frames are stamped {-age_s:.1f} s ahead of the node clock (max_frame_age_s="
-        f"{max_age_s:g}): with use_sim_time check /clock (ros2 bag play --clock); without it, "
-        "check the camera clocks",
+        "stale_frames", f"frames are {age_s:.1f} s old (max_frame_age_s={max_age_s:g}): {detail}"
     )
 
 

@@ -11,6 +11,11 @@ from prune2drive_ros.sync import SyncStats
 from prune2drive_ros.worker import WorkerCounters
 
 SECOND = 1_000_000_000
+TOPICS = ("/CAM_FRONT/image_rect_compressed", "/CAM_BACK/image_rect_compressed")
+NO_FRAMES = (
+    f"no synchronized frames received yet on {', '.join(TOPICS)}: nothing received on any of "
+    "them: is the bag/camera running?"
+)
 
 
 class FakeClock:
@@ -37,6 +42,8 @@ def report(stats: NodeStats, **overrides: Any) -> DiagnosticReport:
         "max_frame_age_s": 1.0,
         "model_loaded": True,
         "worker": WorkerCounters(),
+        # each camera's newest message is the one of the newest set unless a test says otherwise
+        "newest": dict.fromkeys(TOPICS, stats.latest_stamp_ns),
     }
     kwargs.update(overrides)
     return stats.report(**kwargs)
@@ -80,12 +87,12 @@ def test_sync_rate_over_window_and_decay(stats: NodeStats, clock: FakeClock) -> 
 def test_model_not_loaded_is_error(stats: NodeStats) -> None:
     status = report(stats, model_loaded=False)
     assert status.level == "ERROR"
-    assert status.message == "model not loaded; no synchronized camera frames yet"
+    assert status.message == f"model not loaded; {NO_FRAMES}"
 
 
 def test_no_frames_is_warn(stats: NodeStats) -> None:
     status = report(stats)
-    assert (status.level, status.message) == ("WARN", "no synchronized camera frames yet")
+    assert (status.level, status.message) == ("WARN", NO_FRAMES)
     assert ("frame age s", "no frames") in status.values
 
 
@@ -95,8 +102,34 @@ def test_fresh_frames_are_ok_and_stale_warn(stats: NodeStats) -> None:
     assert (fresh.level, fresh.message) == ("OK", "ready")
     assert ("frame age s", "0.250") in fresh.values
     stale = report(stats, now_ns=52 * SECOND + SECOND // 4)
-    assert (stale.level, stale.message) == ("WARN", "frames 2.5 s old")
+    assert (stale.level, stale.message) == (
+        "WARN",
+        "frames are 2.5 s old (max_frame_age_s=1): is the bag/camera running? with "
+        "use_sim_time check /clock (ros2 bag play --clock)",
+    )
     assert report(stats, now_ns=53 * SECOND, max_frame_age_s=0.0).level == "OK"
+
+
+def test_stale_frames_name_the_camera_that_stopped(stats: NodeStats) -> None:
+    stats.record_frameset(40 * SECOND)
+    newest = {TOPICS[0]: 50 * SECOND - SECOND // 10, TOPICS[1]: 40 * SECOND}
+    status = report(stats, newest=newest)
+    assert status.message == (
+        f"frames are 10.0 s old (max_frame_age_s=1): nothing new on {TOPICS[1]} (10.0 s): "
+        "is that camera running?"
+    )
+
+
+def test_sim_time_before_clock_says_check_clock(stats: NodeStats) -> None:
+    """Under use_sim_time the node clock is 0 until /clock arrives: the bag's frames are then
+    "ahead" of it, not a negative number of seconds old."""
+    stats.record_frameset(1_533_151_603 * SECOND + SECOND // 2)
+    status = report(stats, now_ns=0)
+    assert status.level == "WARN"
+    assert status.message.startswith(
+        "frames are stamped 1533151603.5 s ahead of the node clock (max_frame_age_s=1): with "
+        "use_sim_time check /clock (ros2 bag play --clock)"
+    )
 
 
 def test_recent_failure_warns_then_clears(stats: NodeStats, clock: FakeClock) -> None:

@@ -305,23 +305,44 @@ def test_check_queue() -> None:
 
 
 def test_check_frames_none_yet() -> None:
-    silent = check_frames(None, 0, 1.0, TOPICS, silent_topics=TOPICS[1:])
+    silent = check_frames(None, 0, 1.0, {TOPICS[0]: 5, TOPICS[1]: None})
     assert silent is not None and silent.reason == "no_frames"
     assert silent.message.startswith(f"no synchronized frames received yet on {', '.join(TOPICS)}")
     assert f"nothing received at all on {TOPICS[1]}" in silent.message
-    dead = check_frames(None, 0, 1.0, TOPICS, silent_topics=TOPICS)
+    dead = check_frames(None, 0, 1.0, dict.fromkeys(TOPICS))
     assert dead is not None and "nothing received on any of them" in dead.message
-    unsynced = check_frames(None, 0, 1.0, TOPICS)
+    unsynced = check_frames(None, 0, 1.0, dict.fromkeys(TOPICS, 5))
     assert unsynced is not None and "sync_slop_s" in unsynced.message
 
 
 def test_check_frames_age() -> None:
     now = 100 * SECOND
-    assert check_frames(now - SECOND // 2, now, 1.0, TOPICS) is None
-    stale = check_frames(now - 25 * SECOND // 10, now, 1.0, TOPICS)
+    fresh = dict.fromkeys(TOPICS, now)
+    assert check_frames(now - SECOND // 2, now, 1.0, fresh) is None
+    old = now - 25 * SECOND // 10
+    stale = check_frames(old, now, 1.0, dict.fromkeys(TOPICS, old))
     assert stale is not None and stale.reason == "stale_frames"
-    assert stale.message.startswith("frames are 2.5 s old (max_frame_age_s=1):")
-    assert "use_sim_time check /clock" in stale.message
-    ahead = check_frames(now + 5 * SECOND, now, 1.0, TOPICS)
+    assert stale.message == (
+        "frames are 2.5 s old (max_frame_age_s=1): is the bag/camera running? with "
+        "use_sim_time check /clock (ros2 bag play --clock)"
+    )
+    ahead = check_frames(now + 5 * SECOND, now, 1.0, fresh)
     assert ahead is not None and "ahead of the node clock" in ahead.message
-    assert check_frames(0, now, 0.0, TOPICS) is None, "0 disables the age check"
+    assert check_frames(0, now, 0.0, fresh) is None, "0 disables the age check"
+
+
+def test_check_frames_names_the_cameras_that_stopped() -> None:
+    """A camera that died after sending is named, with the age of its newest message."""
+    now = 100 * SECOND
+    newest = {TOPICS[0]: now, TOPICS[1]: now - 30 * SECOND}
+    stale = check_frames(now - 30 * SECOND, now, 1.0, newest)
+    assert stale is not None
+    assert stale.message == (
+        f"frames are 30.0 s old (max_frame_age_s=1): nothing new on {TOPICS[1]} (30.0 s): "
+        "is that camera running?"
+    )
+    drifted = check_frames(now - 30 * SECOND, now, 1.0, dict.fromkeys(TOPICS, now))
+    assert drifted is not None
+    assert drifted.message.endswith(
+        "every camera sends, but their stamps no longer fall within sync_slop_s"
+    )
