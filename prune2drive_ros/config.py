@@ -12,6 +12,7 @@ params-file loader is just as strict: a file that loads here also loads in the n
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -29,10 +30,15 @@ PACKAGE = "prune2drive_ros"
 #: Node name, and the key of its section in a ROS params file.
 NODE_NAME = "prune2drive"
 
-#: Parameters ROS itself or a library the node uses declares; a params file may set them, the
-#: schema does not own them (``diagnostic_updater.period`` overrides ``diagnostics_period_s``).
+#: Parameters ROS itself declares; a params file may set them, the schema does not own them.
 FOREIGN_PARAMETERS: tuple[str, ...] = ("use_sim_time", "start_type_description_service")
-FOREIGN_PREFIXES: tuple[str, ...] = ("diagnostic_updater.", "qos_overrides.")
+FOREIGN_PREFIXES: tuple[str, ...] = ("qos_overrides.",)
+
+#: Parameters a library declares on the node that the node does not use -> the one to set.
+#: diagnostic_updater's timer runs on the node clock, which stands still under use_sim_time
+#: until /clock arrives, so the node publishes /diagnostics on a steady timer of its own.
+UPDATER_PERIOD = "diagnostic_updater.period"
+SUPERSEDED: dict[str, str] = {UPDATER_PERIOD: "diagnostics_period_s"}
 
 #: Attention kernels the VLM adapters support (prune2drive_ros.vlm.base checks the same).
 ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "flash_attention_2")
@@ -250,7 +256,12 @@ class DriveVLMConfig:
         5.0, "period of the standing question in seconds", low=0.1, high=3600.0, read_only=False
     )
     diagnostics_period_s: float = _param(
-        1.0, "period of the /diagnostics status in seconds", low=0.1, high=60.0
+        1.0,
+        "period of the /diagnostics status in seconds (on the steady clock; diagnostic_updater's "
+        "own diagnostic_updater.period is not used)",
+        low=0.1,
+        high=60.0,
+        read_only=False,
     )
 
     @classmethod
@@ -285,9 +296,8 @@ class DriveVLMConfig:
         specs = {spec.name: spec for spec in cls.specs()}
         unknown = sorted(name for name in values if name not in specs)
         if unknown:
-            raise ConfigError(
-                f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(specs)}"
-            )
+            named = ", ".join(f"{name}{_suggestion(name, specs)}" for name in unknown)
+            raise ConfigError(f"unknown parameter(s) {named}; known: {', '.join(specs)}")
         kwargs: dict[str, Any] = {}
         for name, value in values.items():
             if ros_types and specs[name].kind is float and type(value) is int:
@@ -383,6 +393,14 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _suggestion(unknown: str, known: Iterable[str]) -> str:
+    """`` (set X instead)`` or `` (did you mean X?)`` for an unknown parameter name, or ``""``."""
+    if unknown in SUPERSEDED:
+        return f" (this node does not use it: set {SUPERSEDED[unknown]} instead)"
+    close = difflib.get_close_matches(unknown, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _is_foreign(name: str) -> bool:
     return name in FOREIGN_PARAMETERS or name.startswith(FOREIGN_PREFIXES)
 
@@ -401,8 +419,8 @@ def load_params_yaml(path: str | Path, node_name: str = NODE_NAME) -> DriveVLMCo
     """Read a ROS 2 params file (``<node>: ros__parameters: {...}``) into a validated config.
 
     Sections for ``/**`` and for the node (``prune2drive``, ``/prune2drive`` or
-    ``/<ns>/prune2drive``) apply, the node's own winning. Parameters ROS or diagnostic_updater
-    own (``use_sim_time``, ``diagnostic_updater.*``) are accepted and ignored.
+    ``/<ns>/prune2drive``) apply, the node's own winning. Parameters ROS owns (``use_sim_time``,
+    ``qos_overrides.*``) are accepted and ignored.
 
     Raises:
         ConfigError: unreadable file, no section for the node, unknown or invalid parameters.

@@ -48,7 +48,14 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from transformers.utils.logging import disable_progress_bar
 
-from .config import NODE_NAME, PACKAGE, DriveVLMConfig, ParamSpec
+from .config import (
+    NODE_NAME,
+    PACKAGE,
+    SUPERSEDED,
+    UPDATER_PERIOD,
+    DriveVLMConfig,
+    ParamSpec,
+)
 from .engine import Answer, Engine
 from .errors import ConfigError, Prune2DriveError, QuestionError
 from .stats import NodeStats
@@ -200,16 +207,14 @@ class DriveVLMNode(Node):
         self._standing_future: Future[JobResult[Answer]] | None = None
         self._reset_standing_timer()
 
-        self._updater = Updater(self, period=self.config.diagnostics_period_s)
+        try:  # Updater declares diagnostic_updater.period: _on_set_parameters checks it
+            self._updater = Updater(self, period=self.config.diagnostics_period_s)
+        except ParameterException as exc:
+            raise ConfigError(f"parameter {UPDATER_PERIOD}: {exc}") from exc
         # Updater's timer runs on the node clock, which stands still under use_sim_time until
         # /clock arrives (a bag played without --clock, or not yet): re-create it on the steady
         # clock so /diagnostics keeps reporting, which is when it is needed most.
-        self.destroy_timer(self._updater.timer)
-        self._updater.timer = self.create_timer(
-            self.get_parameter("diagnostic_updater.period").value,
-            self._updater.update,
-            clock=Clock(clock_type=ClockType.STEADY_TIME),
-        )
+        self._reset_diagnostics_timer()
         self._updater.setHardwareID("loading")
         self._updater.add(FunctionDiagnosticTask("driving QA", self._diagnose))
 
@@ -237,6 +242,16 @@ class DriveVLMNode(Node):
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Apply run-time changes (read-only ones never get here) after validating them."""
+        for parameter in parameters:
+            # Only Updater's own declaration, with the node's period, gets through.
+            if parameter.name == UPDATER_PERIOD and parameter.value != (
+                self.config.diagnostics_period_s
+            ):
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"this node does not use {UPDATER_PERIOD}: set "
+                    f"{SUPERSEDED[UPDATER_PERIOD]} instead",
+                )
         names = {spec.name for spec in DriveVLMConfig.specs()}
         changes = {p.name: p.value for p in parameters if p.name in names}
         if not changes:
@@ -249,6 +264,8 @@ class DriveVLMNode(Node):
         standing = (candidate.standing_question, candidate.standing_period_s)
         if standing != (previous.standing_question, previous.standing_period_s):
             self._reset_standing_timer()
+        if candidate.diagnostics_period_s != previous.diagnostics_period_s:
+            self._reset_diagnostics_timer()
         return SetParametersResult(successful=True)
 
     @property
@@ -392,6 +409,15 @@ class DriveVLMNode(Node):
             )
 
     # ------------------------------------------------------------------ diagnostics
+
+    def _reset_diagnostics_timer(self) -> None:
+        """(Re)create the /diagnostics timer, on the steady clock, from diagnostics_period_s."""
+        self.destroy_timer(self._updater.timer)
+        self._updater.timer = self.create_timer(
+            self.config.diagnostics_period_s,
+            self._updater.update,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
 
     def _diagnose(self, stat: DiagnosticStatusWrapper) -> DiagnosticStatusWrapper:
         """The diagnostic_updater task: the stats.py report as a DiagnosticStatus."""

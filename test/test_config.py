@@ -145,8 +145,10 @@ def test_load_node_section_and_wildcard(tmp_path: Path) -> None:
 /vehicle/prune2drive:
   ros__parameters:
     max_queue: 8
-    diagnostic_updater:
-      period: 2.0
+    qos_overrides:
+      /parameter_events:
+        publisher:
+          depth: 100
 other_node:
   ros__parameters:
     whatever: 1
@@ -158,9 +160,28 @@ other_node:
 
 def test_load_unknown_keys_are_all_named(tmp_path: Path) -> None:
     path = write_params(
-        tmp_path, "prune2drive:\n  ros__parameters:\n    max_qeue: 3\n    devcie: cpu\n"
+        tmp_path,
+        "prune2drive:\n  ros__parameters:\n    max_qeue: 3\n    devcie: cpu\n    zzz: 1\n",
     )
-    with pytest.raises(ConfigError, match="devcie, max_qeue"):
+    with pytest.raises(ConfigError) as raised:
+        load_params_yaml(path)
+    assert (
+        "unknown parameter(s) devcie (did you mean device?), max_qeue (did you mean max_queue?), "
+        "zzz; known: model, family,"
+    ) in str(raised.value)
+
+
+def test_load_refuses_diagnostic_updaters_period(tmp_path: Path) -> None:
+    """The node publishes /diagnostics on its own steady timer: the library's period would be
+    silently ignored, so the file must set diagnostics_period_s."""
+    path = write_params(
+        tmp_path, "prune2drive:\n  ros__parameters:\n    diagnostic_updater:\n      period: 2.0\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"diagnostic_updater\.period \(this node does not use it: set "
+        r"diagnostics_period_s instead\)",
+    ):
         load_params_yaml(path)
 
 
