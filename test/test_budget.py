@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -49,8 +50,22 @@ def test_bad_rate_is_named_with_its_view(bad: object) -> None:
     rates["CAM_FRONT_RIGHT"] = bad
     with pytest.raises(BudgetError, match="CAM_FRONT_RIGHT"):
         validate_rates(rates)  # type: ignore[arg-type]
-    with pytest.raises(BudgetError, match="CAM_FRONT"):
+    # One rate for every view names no view: it is the caller's one number that is wrong.
+    with pytest.raises(BudgetError, match=r"^the retention rate is .*\(0, 1\]") as info:
         validate_rates(bad)  # type: ignore[arg-type]
+    assert "CAM_" not in str(info.value)
+
+
+def test_numpy_rates_are_numbers() -> None:
+    assert validate_rates(np.float32(0.5)) == dict.fromkeys(VIEWS, 0.5)
+    assert budgets_from_rates({view: np.float64(0.1) for view in VIEWS}, 729) == (73,) * 6
+
+
+@pytest.mark.parametrize("bad", [2.7, math.nan, True, "3"])
+def test_budgets_must_be_whole_numbers(bad: object) -> None:
+    with pytest.raises(BudgetError, match="view 1"):
+        check_budgets([3, bad, 3], views=3, tokens=10)  # type: ignore[list-item]
+    assert check_budgets([np.int64(3), 4], views=2, tokens=10) == (3, 4)
 
 
 def test_rounding_is_half_up() -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..argtypes import retention_rate
+from ..pruning import PRUNERS
 from ..views import VIEWS
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.1,
         help="fraction of tokens kept per view (0.1)",
     )
-    parser.add_argument("--pruner", default="tfps", help="pruner name (tfps)")
+    parser.add_argument("--pruner", choices=tuple(PRUNERS), default="tfps", help="pruner (tfps)")
     parser.add_argument(
         "--positions",
         choices=("original", "compact"),
@@ -147,7 +148,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "flops_ratio": round(ratio, 4),
         "flops_speedup_bound": round(1 / ratio, 2),
         "encode_ms": round(encode_ms, 2),
-        "tfps_ms": round(prune_ms, 2),
+        "prune_ms": round(prune_ms, 2),
         "end_to_end_speedup": round(
             (encode_ms + baseline_ms) / (encode_ms + prune_ms + pruned_ms), 2
         ),
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"speedup {record['speedup']:.2f}x (FLOPs bound {record['flops_speedup_bound']:.2f}x, "
         f"ratio {record['flops_ratio']:.3f}); encode {record['encode_ms']:.1f} ms, "
-        f"{record['pruner']} {record['tfps_ms']:.1f} ms, end to end "
+        f"{record['pruner']} {record['prune_ms']:.1f} ms, end to end "
         f"{record['end_to_end_speedup']:.2f}x"
     )
     return 0

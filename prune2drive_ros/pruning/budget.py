@@ -8,6 +8,8 @@ clear error naming the offending view.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections.abc import Mapping, Sequence
 
 from ..errors import BudgetError
@@ -37,16 +39,22 @@ def validate_rates(rates: Rates, views: Sequence[str] = VIEWS) -> dict[str, floa
             )
         table = {name: rates[name] for name in views}
     else:
-        table = dict.fromkeys(views, rates)
+        _check_rate(rates, "the retention rate")
+        return dict.fromkeys(views, float(rates))
     for name, rate in table.items():
-        if isinstance(rate, bool) or not isinstance(rate, int | float):
-            raise BudgetError(f"retention rate of {name} is {rate!r}, not a number in (0, 1]")
-        if not math.isfinite(rate) or not 0.0 < rate <= 1.0:
-            raise BudgetError(
-                f"retention rate of {name} is {rate}; it must lie in (0, 1] "
-                "(1.0 keeps every token, 0.1 keeps one in ten)"
-            )
+        _check_rate(rate, f"retention rate of {name}")
     return {name: float(rate) for name, rate in table.items()}
+
+
+def _check_rate(rate: object, what: str) -> None:
+    """A BudgetError unless ``rate`` is a real number (numpy's too, not bool) in (0, 1]."""
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise BudgetError(f"{what} is {rate!r}, not a number in (0, 1]")
+    value = float(rate)
+    if not math.isfinite(value) or not 0.0 < value <= 1.0:
+        raise BudgetError(
+            f"{what} is {rate}; it must lie in (0, 1] (1.0 keeps every token, 0.1 keeps one in ten)"
+        )
 
 
 def budget_for_rate(rate: float, tokens: int) -> int:
@@ -73,9 +81,12 @@ def check_budgets(budgets: Sequence[int], views: int, tokens: int) -> tuple[int,
     if len(budgets) != views:
         raise BudgetError(f"got {len(budgets)} budgets for {views} views; give one per view")
     out = []
-    for v, k in enumerate(budgets):
-        k = int(k)
-        if not 1 <= k <= tokens:
+    for v, budget in enumerate(budgets):
+        try:  # whole numbers only (numpy's too): 2.7 tokens is a caller's bug, not 2
+            k = operator.index(budget)
+        except TypeError:
+            raise BudgetError(f"budget {budget!r} of view {v} is not a whole number") from None
+        if isinstance(budget, bool) or not 1 <= k <= tokens:
             raise BudgetError(
                 f"budget {k} of view {v} is outside [1, {tokens}] (the view has {tokens} tokens)"
             )
