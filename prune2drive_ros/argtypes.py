@@ -7,7 +7,10 @@ argparse turns the :class:`argparse.ArgumentTypeError` raised here into
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
+
+from .views import VIEWS
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -28,3 +31,25 @@ def retention_rate(text: str) -> float:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {value}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above zero (durations, distances)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def topic_remap(text: str) -> tuple[str, str]:
+    """``VIEW:=TOPIC``, ROS's remapping syntax: the topic that carries one camera view."""
+    view, separator, topic = text.partition(":=")
+    if not separator or not topic.strip():
+        raise argparse.ArgumentTypeError(
+            f"write VIEW:=TOPIC, e.g. CAM_FRONT:=/cam_front/image/compressed; got {text!r}"
+        )
+    if view not in VIEWS:
+        raise argparse.ArgumentTypeError(
+            f"unknown camera view {view!r} in {text!r}; views: {', '.join(VIEWS)}"
+        )
+    return view, topic.strip()

@@ -71,6 +71,7 @@ _CORRUPT_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     KeyError,
     IndexError,
+    OverflowError,  # an mcap record length field of garbage: seek() past any file size
     struct.error,
 )
 try:  # sqlite3 storage is read through apsw; its errors do not derive from the ones above
@@ -103,7 +104,9 @@ class CameraBag:
     """A validated rosbag2 recording of the six cameras; use as a context manager.
 
     ``topics`` maps views to topics and may name only some views (the others keep their
-    defaults, :func:`~prune2drive_ros.views.image_topic` with ``compressed``).
+    defaults, :func:`~prune2drive_ros.views.image_topic` with ``compressed``). ``slop_s`` and
+    ``queue_size`` are the synchronizer's (the node's ``sync_slop_s`` and ``sync_queue_size``),
+    so a bag's frames pair exactly as the live node would pair them.
     """
 
     def __init__(
@@ -111,11 +114,15 @@ class CameraBag:
         path: str | os.PathLike[str],
         topics: Mapping[str, str] | None = None,
         compressed: bool = True,
+        *,
+        slop_s: float = DEFAULT_SLOP_S,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
         self.path = Path(path)
         self.topics: dict[str, str] = {v: image_topic(v, compressed) for v in VIEWS}
         for view, topic in (topics or {}).items():
             self.topics[check_view(view)] = topic
+        self.slop_s, self.queue_size = slop_s, queue_size
         self._reader = _open_reader(self.path)
         try:
             self._connections = self._camera_connections()
@@ -180,26 +187,20 @@ class CameraBag:
 
     def frame_sets(self, sync: ApproximateSync | None = None) -> Iterator[FrameSet]:
         """Synchronized sets over the whole recording, in order (of ``sync``'s views; all six
-        with the default synchronizer)."""
-        sync = sync or ApproximateSync(VIEWS)
+        with the bag's slop and queue size by default)."""
+        sync = sync or ApproximateSync(VIEWS, self.slop_s, self.queue_size)
         for message in self.messages():
             if message.view in sync.views:
                 frame_set = sync.add(message.view, message.stamp_ns, message.msg)
                 if frame_set is not None:
                     yield frame_set
 
-    def nearest_frame_set(
-        self,
-        stamp_ns: int,
-        max_gap_ns: int,
-        *,
-        slop_s: float = DEFAULT_SLOP_S,
-        queue_size: int = DEFAULT_QUEUE_SIZE,
-    ) -> FrameSet:
+    def nearest_frame_set(self, stamp_ns: int, max_gap_ns: int) -> FrameSet:
         """The complete frame set whose stamp is nearest ``stamp_ns``, at most ``max_gap_ns`` away.
 
         Raises :class:`QuestionError` when the stamp lies outside the recording by more than the
-        gap, or no complete set lies within it. Only a window around the stamp is read.
+        gap, or no complete set lies within it (naming the views that sent nothing near the
+        stamp, or saying that the slop is too tight). Only a window around the stamp is read.
         """
         if not self.start_ns - max_gap_ns <= stamp_ns <= self.end_ns + max_gap_ns:
             raise QuestionError(
@@ -208,21 +209,32 @@ class CameraBag:
                 "inside the recording"
             )
         # Log times trail header stamps by the transport delay; a second of margin covers it.
-        margin = max_gap_ns + round(slop_s * 1e9) + 1_000_000_000
-        sync = ApproximateSync(VIEWS, slop_s, queue_size)
+        slop_ns = round(self.slop_s * 1e9)
+        margin = max_gap_ns + slop_ns + 1_000_000_000
+        sync = ApproximateSync(VIEWS, self.slop_s, self.queue_size)
         best: FrameSet | None = None
+        heard: set[str] = set()  # views with a message stamped near enough to join a set
         for message in self.messages(stamp_ns - margin, stamp_ns + margin):
+            if abs(message.stamp_ns - stamp_ns) <= max_gap_ns + slop_ns:
+                heard.add(message.view)
             frame_set = sync.add(message.view, message.stamp_ns, message.msg)
             if frame_set is not None and (
                 best is None or abs(frame_set.stamp_ns - stamp_ns) < abs(best.stamp_ns - stamp_ns)
             ):
                 best = frame_set
         if best is None or abs(best.stamp_ns - stamp_ns) > max_gap_ns:
-            nearest = "none" if best is None else f"nearest at {best.stamp_ns} ns"
+            nearest = "none" if best is None else f"the nearest is at {best.stamp_ns} ns"
+            silent = [f"{view} ({self.topics[view]})" for view in VIEWS if view not in heard]
+            why = (
+                f"no message from {', '.join(silent)} near it: pick another stamp"
+                if silent
+                else f"all six views sent images near it, but their stamps spread more than "
+                f"the sync slop of {self.slop_s * 1e3:g} ms: raise the slop (--sync-slop, "
+                "the node's sync_slop_s)"
+            )
             raise QuestionError(
-                f"no complete six-view frame set within {max_gap_ns / 1e6:.0f} ms of stamp "
-                f"{stamp_ns} ns in bag {self.path} ({nearest}; {sync.stats.incomplete} "
-                "incomplete sets nearby): a camera is missing there, pick another stamp"
+                f"no complete six-view frame set within {max_gap_ns / 1e6:g} ms of stamp "
+                f"{stamp_ns} ns in bag {self.path} ({nearest}): {why}"
             )
         return best
 
@@ -272,9 +284,12 @@ def open_camera_bag(
     path: str | os.PathLike[str],
     topics: Mapping[str, str] | None = None,
     compressed: bool = True,
+    *,
+    slop_s: float = DEFAULT_SLOP_S,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
 ) -> CameraBag:
     """Open and validate a camera bag (a rosbag2 folder, or a single .mcap/.db3 file)."""
-    return CameraBag(path, topics, compressed)
+    return CameraBag(path, topics, compressed, slop_s=slop_s, queue_size=queue_size)
 
 
 def _open_reader(path: Path) -> Reader:
@@ -378,8 +393,9 @@ def write_synthetic_bag(
 ) -> SyntheticBag:
     """Write a nuScenes-like six-camera bag to the new folder ``out`` and its questions file.
 
-    Deterministic from ``seed``. ``questions_path`` defaults to :func:`default_questions_path`.
-    The folder is removed again if writing fails.
+    Deterministic from ``seed``. ``questions_path`` defaults to :func:`default_questions_path`
+    (its folder is created when missing). The bag folder is removed again if writing the bag or
+    the questions fails.
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
@@ -394,6 +410,7 @@ def write_synthetic_bag(
     scene = RoadScene(seed, width, height)
     items: list[QAItem] = []
     try:
+        questions_out.parent.mkdir(parents=True, exist_ok=True)
         with Writer(out, version=Writer.VERSION_LATEST, storage_plugin=plugins[storage]) as writer:
             bag = _SyntheticWriter(writer, seed, width, height, quality)
             for k in tqdm(
@@ -407,10 +424,10 @@ def write_synthetic_bag(
                     QAItem(max(stamps[k].values()), t.question, t.answer)
                     for t in scene_questions(scene.facts(k), k)
                 ]
+        count = write_questions(questions_out, items)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    count = write_questions(questions_out, items)
     LOG.debug(
         "wrote %s (%d frames, %s) and %d questions to %s",
         out,

@@ -64,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
     print("engine: " + ", ".join(f"{k}={v}" for k, v in engine.describe().items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "answers.jsonl").open("w", encoding="utf-8") as answers:
-        report = replay(bag, items, engine, answers, baseline=baseline)
-    print_answers(report, engine.vlm.random_weights)
     with open_camera_bag(bag) as recording:
+        with (out / "answers.jsonl").open("w", encoding="utf-8") as answers:
+            report = replay(recording, items, engine, answers, baseline=baseline)
+        print_answers(report, engine.vlm.random_weights)
         frames = recording.nearest_frame_set(items[0].stamp_ns, max_gap_ns=100_000_000)
     kept_tokens_picture(engine, frames, out / "kept_tokens.png")
     print(f"\nwrote {out / 'answers.jsonl'} and {out / 'kept_tokens.png'} (kept patches lit)")

@@ -24,7 +24,7 @@ from .rates_file import load_rates
 from .stats import STAGES
 from .sync import FrameSet
 from .views import VIEWS, image_topic
-from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, load_vlm
+from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, family_class, load_vlm
 
 logger = logging.getLogger(__name__)
 
@@ -85,22 +85,29 @@ class Engine:
 
     @classmethod
     def from_config(cls, config: DriveVLMConfig, share_dir: str | Path | None = None) -> Engine:
-        """Load the model and the rates file that ``config`` names.
+        """Load the rates file and the model that ``config`` names (the rates first: a bad
+        file fails in a second, not after a model load).
 
-        An empty ``config.model`` means the cached tiny random-weight test model (built on
-        first use, no download). ``share_dir`` is the installed package share folder (the node
-        passes the one ament_index knows), where the default rates file lives.
+        An empty ``config.model`` means the cached tiny random-weight test model of
+        ``config.family`` (default LLaVA-OneVision), built on first use, no download.
+        ``share_dir`` is the installed package share folder (the node passes the one
+        ament_index knows), where the default rates file lives.
 
         Raises:
             ModelLoadError, ConfigError, BudgetError: with what to fix.
         """
         config.validate()
-        model = config.model
         family = config.family or None
+        if family is not None:
+            family_class(family)  # an unknown family fails here, naming the known ones
+        rates_path = resolve_rates_file(config, share_dir)
+        rates = load_rates(rates_path).rates
+        model = config.model
         if not model:
             from .vlm.tiny import cached_tiny
 
-            model, family = str(cached_tiny(DEFAULT_FAMILY)), DEFAULT_FAMILY
+            family = family or DEFAULT_FAMILY
+            model = str(cached_tiny(family))
         vlm = load_vlm(
             model,
             family=family,
@@ -108,8 +115,6 @@ class Engine:
             dtype=config.dtype,
             attn_implementation=config.attn_implementation,
         )
-        rates_path = resolve_rates_file(config, share_dir)
-        rates = load_rates(rates_path).rates
         logger.info("retention rates from %s: %s", rates_path, rates)
         return cls(
             vlm,

@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage plugin (mcap)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of scenes and jitter (0)")
-    parser.add_argument("--width", type=at_least(1), default=1600, help="image width (1600)")
-    parser.add_argument("--height", type=at_least(1), default=900, help="image height (900)")
+    parser.add_argument("--width", type=at_least(16), default=1600, help="image width (1600)")
+    parser.add_argument("--height", type=at_least(16), default=900, help="image height (900)")
     parser.add_argument(
         "--jitter-ms",
         type=_jitter_ms,
@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the bag and questions and say where they are."""
     out: Path = args.out
+    questions: Path = args.questions or default_questions_path(out)
+    if questions.is_dir():
+        raise BagError(f"--questions {questions} is a folder; give a file name")
     if out.exists():
         if not args.force:
             raise BagError(f"{out} exists already; pass --force to replace it")
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         height=args.height,
         rate_hz=_RATE_HZ,
         jitter_ms=args.jitter_ms,
-        questions_path=args.questions or default_questions_path(out),
+        questions_path=questions,
     )
     seconds = (info.end_ns - info.start_ns) / 1e9
     print(

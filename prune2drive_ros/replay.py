@@ -4,8 +4,14 @@ Each question is answered on the synchronized frame set nearest its stamp, one J
 answer is written (and flushed) as soon as it exists, so an interrupted or failing replay keeps
 every answer it already gave. A question that cannot be answered (outside the recording, a
 corrupt image) is reported and skipped; a bag that breaks mid-way stops the replay with the
-answers so far kept. With ``--baseline`` each question is also answered without pruning, on the
-same model and frames, so the summary shows the pruned and unpruned latencies side by side.
+answers so far kept and summarised. With ``--baseline`` each question is also answered without
+pruning, on the same model and frames, so the summary shows the pruned and unpruned latencies
+side by side.
+
+Questions are answered one at a time, as the node answers one service call at a time, so the
+latency table is what a node user would see per question. Everything that can be checked
+without the model (questions, parameters, the bag and its topics, the rates file, the output
+path) is checked before the model loads: a mistake costs a second, not a model load.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from .argtypes import at_least
-from .bag import open_camera_bag
-from .config import DriveVLMConfig
+from .argtypes import at_least, positive_float, topic_remap
+from .bag import CameraBag, open_camera_bag
+from .config import DriveVLMConfig, load_params_yaml
 from .engine import Answer, Engine
-from .errors import BagError, DecodeError, QuestionError
+from .errors import BagError, ConfigError, DecodeError, QuestionError
 from .questions import QAItem, read_questions
 from .stats import STAGES, percentile
+from .views import VIEWS
 from .vlm import RANDOM_WEIGHTS_NOTE
 
 logger = logging.getLogger(__name__)
@@ -44,6 +51,8 @@ class ReplayReport:
     answers: list[Answer] = field(default_factory=list)
     baseline: list[Answer] = field(default_factory=list)
     skipped: list[tuple[QAItem, str]] = field(default_factory=list)
+    #: why the replay stopped early (the bag broke off), or "" when it read every question.
+    broken: str = ""
 
     def latency_table(self) -> str:
         """p50 / p95 per stage in ms, pruned and (if run) unpruned, as aligned text."""
@@ -70,7 +79,7 @@ class ReplayReport:
 
 
 def replay(
-    bag_path: str | Path,
+    bag: CameraBag,
     items: Sequence[QAItem],
     engine: Engine,
     out: TextIO | None = None,
@@ -80,34 +89,33 @@ def replay(
     max_new_tokens: int | None = None,
     progress: bool = True,
 ) -> ReplayReport:
-    """Answer ``items`` on the frame sets of the bag at ``bag_path``; write lines to ``out``.
+    """Answer ``items`` on the frame sets of the open ``bag``; write one line each to ``out``.
 
-    Raises:
-        BagError: the bag cannot be opened or breaks while reading (answers written so far
-            stay in ``out``).
+    A bag that breaks while reading ends the replay: the report says why (``broken``) and
+    keeps the answers given before, which are in ``out`` already.
     """
     report = ReplayReport()
     max_gap_ns = round(max_gap_ms * 1e6)
-    with open_camera_bag(bag_path, topics=engine.topics) as bag:
-        for item in tqdm(items, desc="questions", unit="q", disable=not progress):
-            try:
-                frames = bag.nearest_frame_set(item.stamp_ns, max_gap_ns)
-                answer = engine.answer(frames, item.question, max_new_tokens)
-                unpruned = (
-                    baseline.answer(frames, item.question, max_new_tokens) if baseline else None
-                )
-            except (QuestionError, DecodeError) as exc:
-                logger.warning("skipped %r: %s", item.question, exc)
-                report.skipped.append((item, str(exc)))
-                continue
-            report.answers.append(answer)
-            record = {**answer.as_dict(), "reference": item.answer}
-            if unpruned is not None:
-                report.baseline.append(unpruned)
-                record["unpruned"] = {"text": unpruned.text, "timings_ms": unpruned.timings_ms}
-            if out is not None:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()
+    for item in tqdm(items, desc="questions", unit="q", disable=not progress):
+        try:
+            frames = bag.nearest_frame_set(item.stamp_ns, max_gap_ns)
+            answer = engine.answer(frames, item.question, max_new_tokens)
+            unpruned = baseline.answer(frames, item.question, max_new_tokens) if baseline else None
+        except (QuestionError, DecodeError) as exc:
+            logger.warning("skipped %r: %s", item.question, exc)
+            report.skipped.append((item, str(exc)))
+            continue
+        except BagError as exc:
+            report.broken = str(exc)
+            break
+        report.answers.append(answer)
+        record = {**answer.as_dict(), "question_stamp_ns": item.stamp_ns, "reference": item.answer}
+        if unpruned is not None:
+            report.baseline.append(unpruned)
+            record["unpruned"] = {"text": unpruned.text, "timings_ms": unpruned.timings_ms}
+        if out is not None:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
     return report
 
 
@@ -119,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="write one JSON line per answer here (default: no file)")
     parser.add_argument(
         "--max-gap-ms",
-        type=float,
+        type=positive_float,
         default=DEFAULT_MAX_GAP_MS,
         help="largest distance from a question's stamp to its frame set (default %(default)s)",
     )
@@ -129,36 +137,104 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: Flags that override one parameter of the config each: flag dest -> parameter name.
+_CONFIG_FLAGS = {
+    "model": "model",
+    "family": "family",
+    "rates": "rates_file",
+    "device": "device",
+    "dtype": "dtype",
+    "sync_slop": "sync_slop_s",
+    "sync_queue": "sync_queue_size",
+}
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model and pruning options every answering command shares (defaults: config.py)."""
-    parser.add_argument("--model", default="", help="hub id or local checkpoint (default: tiny)")
-    parser.add_argument("--family", default="", help="model family (default: from config.json)")
-    parser.add_argument("--rates", default="", help="retention_rates.yaml (default: package's)")
-    parser.add_argument("--pruner", default="tfps", help="tfps, random, grid, ...")
-    parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
-    parser.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length limit")
-    parser.add_argument(
-        "--raw", action="store_true", help="read sensor_msgs/Image topics instead of compressed"
+    """The model, pruning and camera options every answering command shares.
+
+    They fill the one config schema (:class:`~prune2drive_ros.config.DriveVLMConfig`): its
+    defaults, or the node's params file given with ``--params``, then each flag given.
+    """
+    group = parser.add_argument_group(
+        "model, pruning and cameras (defaults: --params FILE, else config/drive_vlm.yaml's)"
     )
+    group.add_argument(
+        "--params", help="the node's ROS 2 params file (drive_vlm.yaml): start from its settings"
+    )
+    group.add_argument("--model", help="hub id or local checkpoint (default: the tiny test model)")
+    group.add_argument("--family", help="model family (default: from the model's config.json)")
+    group.add_argument("--rates", help="retention_rates.yaml (default: the package's)")
+    group.add_argument("--pruner", default="tfps", help="tfps (default), random, grid, dart")
+    group.add_argument("--device", help="auto, cuda or cpu")
+    group.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
+    group.add_argument(
+        "--max-new-tokens", type=at_least(1), default=32, help="answer length limit (32)"
+    )
+    group.add_argument(
+        "--raw",
+        action="store_true",
+        default=None,
+        help="read sensor_msgs/Image topics instead of CompressedImage",
+    )
+    group.add_argument(
+        "--topic",
+        type=topic_remap,
+        action="append",
+        metavar="VIEW:=TOPIC",
+        help="the topic of one camera view, e.g. CAM_FRONT:=/cam_front/image/compressed "
+        "(repeat for each view that differs from /<VIEW>/image_rect_compressed)",
+    )
+    group.add_argument("--sync-slop", type=float, help="camera sync slop in seconds (0.06)")
+    group.add_argument("--sync-queue", type=int, help="messages kept per camera while pairing (5)")
 
 
 def engine_config(args: argparse.Namespace) -> DriveVLMConfig:
-    """The one config schema, filled from the command line (validated)."""
-    return DriveVLMConfig().with_changes(
-        model=args.model,
-        family=args.family,
-        rates_file=args.rates,
-        pruner=args.pruner,
-        device=args.device,
-        dtype=args.dtype,
-        max_new_tokens=args.max_new_tokens,
-        use_compressed=not args.raw,
+    """The one config schema, filled from ``--params`` and the flags given (validated).
+
+    Raises:
+        ConfigError: a bad params file or flag value, naming the parameter.
+    """
+    config = load_params_yaml(args.params) if args.params else DriveVLMConfig()
+    changes = {
+        name: getattr(args, flag)
+        for flag, name in _CONFIG_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    changes.update(pruner=args.pruner, max_new_tokens=args.max_new_tokens)
+    if args.raw:
+        changes["use_compressed"] = False
+    config = config.with_changes(**changes)
+    if args.topic:
+        topics = config.resolved_image_topics() | dict(args.topic)
+        config = config.with_changes(image_topics=tuple(topics[view] for view in VIEWS))
+    return config
+
+
+def open_config_bag(path: str | Path, config: DriveVLMConfig) -> CameraBag:
+    """The bag at ``path`` read with ``config``'s topics and synchronizer settings."""
+    return open_camera_bag(
+        path,
+        config.resolved_image_topics(),
+        config.use_compressed,
+        slop_s=config.sync_slop_s,
+        queue_size=config.sync_queue_size,
     )
 
 
-def print_answers(report: ReplayReport, random_weights: bool, stream: TextIO = sys.stdout) -> None:
-    """Answers and the latency summary, flagged when the model has random weights."""
+def check_output_file(path: str | Path) -> Path:
+    """``path`` if a file can be written there; a ConfigError before any work otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name for the output")
+    if not path.parent.is_dir():
+        raise ConfigError(f"folder {path.parent} does not exist; create it or write elsewhere")
+    return path
+
+
+def print_answers(report: ReplayReport, random_weights: bool, stream: TextIO | None = None) -> None:
+    """Answers and the latency summary, flagged when the model has random weights (to
+    ``stream``, default the ``sys.stdout`` of the moment, which tests and callers may swap)."""
+    stream = stream or sys.stdout
     if random_weights:
         print(f"NOTE: {RANDOM_WEIGHTS_NOTE}", file=stream)
     for answer in report.answers:
@@ -171,29 +247,37 @@ def print_answers(report: ReplayReport, random_weights: bool, stream: TextIO = s
 
 
 def run(args: argparse.Namespace) -> int:
-    """``prune2drive replay``: exit 0 when every question was answered, 1 when some were not."""
+    """``prune2drive replay``: exit 0 when every question was answered, 1 when some were not.
+
+    Raises:
+        BagError: the bag cannot be opened, or broke off mid-way (after the answers so far
+            were written and summarised).
+    """
     items = read_questions(args.questions)[: args.limit]
     if not items:
         raise QuestionError(f"{args.questions} holds no questions")
-    engine = Engine.from_config(engine_config(args))
-    baseline = Engine(engine.vlm, None, topics=engine.topics) if args.baseline else None
+    config = engine_config(args)
+    out_path = check_output_file(args.out) if args.out else None
     with ExitStack() as stack:
-        out = stack.enter_context(Path(args.out).open("w", encoding="utf-8")) if args.out else None
-        try:
-            report = replay(
-                args.bag,
-                items,
-                engine,
-                out,
-                baseline=baseline,
-                max_gap_ms=args.max_gap_ms,
-                max_new_tokens=args.max_new_tokens,
-            )
-        except BagError:
-            if args.out:
-                logger.error("the bag broke off; answers so far are in %s", args.out)
-            raise
+        bag = stack.enter_context(open_config_bag(args.bag, config))
+        engine = Engine.from_config(config)
+        baseline = Engine(engine.vlm, None, topics=engine.topics) if args.baseline else None
+        out = stack.enter_context(out_path.open("w", encoding="utf-8")) if out_path else None
+        report = replay(
+            bag,
+            items,
+            engine,
+            out,
+            baseline=baseline,
+            max_gap_ms=args.max_gap_ms,
+            max_new_tokens=config.max_new_tokens,
+        )
     print_answers(report, engine.vlm.random_weights)
-    if args.out:
-        print(f"answers written to {args.out}")
+    if out_path:
+        print(f"answers written to {out_path}")
+    if report.broken:
+        kept = (
+            f"; the {len(report.answers)} answers before it are in {out_path}" if out_path else ""
+        )
+        raise BagError(report.broken + kept)
     return 1 if report.skipped else 0

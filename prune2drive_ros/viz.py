@@ -18,12 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .bag import open_camera_bag
 from .engine import Engine
 from .errors import ConfigError
 from .imaging import decode_image
 from .pruning.selection import Selection
-from .replay import add_engine_arguments, engine_config
+from .replay import add_engine_arguments, check_output_file, engine_config, open_config_bag
 from .sync import FrameSet
 from .views import VIEWS
 
@@ -36,6 +35,11 @@ LAYOUT: tuple[tuple[str, ...], ...] = (
 )
 #: Size of one view in the picture (16:9 like the nuScenes cameras).
 TILE_SIZE: tuple[int, int] = (480, 270)
+#: How far from ``--stamp`` (or the middle of the recording) the frame set shown may lie; only
+#: a window around it is read, not the whole recording.
+WINDOW_NS = 1_000_000_000
+#: Picture formats OpenCV writes without loss of the thin outlines.
+PICTURE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 #: Brightness of dropped patches.
 DIM = 0.3
 KEPT_OUTLINE = (255, 210, 0)
@@ -99,19 +103,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``prune2drive viz``."""
     parser.add_argument("bag", help="rosbag2 folder or file (sqlite3 or mcap)")
     parser.add_argument(
-        "--stamp", type=int, help="header stamp in ns (default: the middle of the recording)"
+        "--stamp",
+        type=int,
+        help="header stamp in ns; the frame set nearest it within 1 s is shown (default: the "
+        "middle of the recording)",
     )
     parser.add_argument("--out", default="kept_tokens.png", help="PNG to write")
     add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    """``prune2drive viz``: write the kept-token picture of the frame set nearest ``--stamp``."""
-    engine = Engine.from_config(engine_config(args))
-    with open_camera_bag(args.bag, topics=engine.topics) as bag:
+    """``prune2drive viz``: write the kept-token picture of the frame set nearest ``--stamp``
+    (default: a frame set within a second of the middle of the recording)."""
+    config = engine_config(args)
+    out = check_output_file(args.out)
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise ConfigError(f"--out {out} must end in {', '.join(PICTURE_SUFFIXES)}")
+    with open_config_bag(args.bag, config) as bag:
         stamp = args.stamp if args.stamp is not None else (bag.start_ns + bag.end_ns) // 2
-        frames = bag.nearest_frame_set(stamp, max_gap_ns=bag.end_ns - bag.start_ns + 1)
-        selection = kept_tokens_picture(engine, frames, args.out)
+        frames = bag.nearest_frame_set(stamp, max_gap_ns=WINDOW_NS)
+        engine = Engine.from_config(config)
+        selection = kept_tokens_picture(engine, frames, out)
     print(
         f"wrote {args.out}: frames at {frames.stamp_ns} ns, kept "
         + ", ".join(f"{v}={k}" for v, k in zip(VIEWS, selection.budgets, strict=True))

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from prune2drive_ros.argtypes import at_least, retention_rate
+from prune2drive_ros.argtypes import at_least, positive_float, retention_rate, topic_remap
 from prune2drive_ros.cli import main
 
 
@@ -36,6 +36,11 @@ def test_retention_rate_is_a_fraction_of_the_tokens() -> None:
         (["demo", "--questions", "0"], "argument --questions: must be at least 1, got 0"),
         (["demo", "--frames", "0"], "argument --frames: must be at least 1, got 0"),
         (["replay", "bag", "--questions", "q", "--limit", "-1"], "must be at least 1, got -1"),
+        (["replay", "b", "--questions", "q", "--max-gap-ms", "nan"], "finite number above 0"),
+        (["viz", "bag", "--topic", "CAM_TOP:=/x"], "unknown camera view 'CAM_TOP'"),
+        (["eval", "--topic", "CAM_FRONT=/x"], "write VIEW:=TOPIC"),
+        (["bench", "prefill", "--pruner", "fastv"], "argument --pruner: invalid choice"),
+        (["make-bag", "out", "--width", "8"], "argument --width: must be at least 16, got 8"),
     ],
 )
 def test_commands_refuse_bad_numbers_with_usage_errors(
@@ -45,3 +50,14 @@ def test_commands_refuse_bad_numbers_with_usage_errors(
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_positive_float_and_topic_remap() -> None:
+    assert positive_float("2.5") == 2.5
+    for bad in ("0", "-1", "inf", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="finite number above 0"):
+            positive_float(bad)
+    assert topic_remap("CAM_BACK:= /rear/compressed ") == ("CAM_BACK", "/rear/compressed")
+    for bad in ("CAM_BACK:=", "CAM_BACK", "/rear"):
+        with pytest.raises(argparse.ArgumentTypeError, match="VIEW:=TOPIC"):
+            topic_remap(bad)

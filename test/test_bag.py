@@ -188,6 +188,31 @@ def test_damaged_storage_is_a_bag_error(synthetic_bags, tmp_path, storage, damag
         open_camera_bag(bag_dir)
 
 
+def test_garbage_record_length_inside_an_mcap_chunk_is_a_bag_error(small_bag, tmp_path):
+    """A message record whose length field is garbage (seen as an OverflowError in rosbags)."""
+    import struct
+
+    bag_dir, storage_file = damaged_copy(small_bag, tmp_path)
+    data = bytearray(storage_file.read_bytes())
+    chunk = 8 + 9 + struct.unpack_from("<Q", data, 9)[0]  # magic, then the header record
+    assert data[chunk] == 6  # mcap's Chunk record: times, size, crc, compression, records
+    struct.pack_into("<I", data, chunk + 9 + 24, 0)  # crc 0: "not checked"
+    compression = struct.unpack_from("<I", data, chunk + 9 + 28)[0]
+    assert compression == 0  # rosbags writes uncompressed chunks: records are plain here
+    records = chunk + 9 + 32 + 8
+    end = records + struct.unpack_from("<Q", data, records - 8)[0]
+    offsets, at = [], records
+    while at < end:
+        if data[at] == 5:  # a Message record
+            offsets.append(at)
+        at += 9 + struct.unpack_from("<Q", data, at + 1)[0]
+    middle = offsets[len(offsets) // 2]
+    data[middle + 1 : middle + 9] = b"\xff" * 8
+    storage_file.write_bytes(data)
+    with open_camera_bag(bag_dir) as bag, pytest.raises(BagError, match="truncated or corrupt"):
+        list(bag.messages())
+
+
 def test_missing_metadata_is_a_bag_error(small_bag, tmp_path):
     bag_dir, _ = damaged_copy(small_bag, tmp_path)
     (bag_dir / "metadata.yaml").unlink()
@@ -205,6 +230,50 @@ def test_missing_topic_lists_image_topics_and_how_to_remap(small_bag):
     assert "--topic CAM_FRONT:=/your/topic" in message
     with pytest.raises(BagError, match=r"has no topic /CAM_FRONT/image_rect for CAM_FRONT"):
         open_camera_bag(small_bag.path, compressed=False)
+
+
+def _copy_without(source: Path, target: Path, view: str, from_ns: int) -> None:
+    """A copy of bag ``source`` in which camera ``view`` fell silent at log time ``from_ns``."""
+    from rosbags.rosbag2 import Reader, Writer
+
+    from prune2drive_ros.bag import typestore
+
+    with Reader(source) as reader, Writer(target, version=Writer.VERSION_LATEST) as writer:
+        connections = {
+            c.id: writer.add_connection(c.topic, c.msgtype, typestore=typestore())
+            for c in reader.connections
+        }
+        for connection, log_time, raw in reader.messages():
+            if connection.topic != image_topic(view) or log_time < from_ns:
+                writer.write(connections[connection.id], log_time, raw)
+
+
+def test_no_frame_set_names_the_silent_camera(small_bag, tmp_path):
+    with open_camera_bag(small_bag.path) as bag:
+        sets = list(bag.frame_sets())
+    _copy_without(small_bag.path, tmp_path / "partial", "CAM_BACK", sets[4].stamp_ns - 50_000_000)
+    with open_camera_bag(tmp_path / "partial") as bag:
+        assert bag.nearest_frame_set(sets[2].stamp_ns, 10_000_000).stamps == sets[2].stamps
+        with pytest.raises(
+            QuestionError, match=r"no message from CAM_BACK \(/CAM_BACK/image_rect_compressed\)"
+        ):
+            bag.nearest_frame_set(sets[5].stamp_ns, 10_000_000)
+
+
+def test_no_frame_set_because_of_a_tight_slop_says_so(tmp_path):
+    info = write_synthetic_bag(
+        tmp_path / "wide", frames=3, width=64, height=36, jitter_ms=70.0, progress=False
+    )
+    stamp = read_questions(info.questions_path)[3].stamp_ns
+    with (
+        open_camera_bag(info.path) as bag,
+        pytest.raises(
+            QuestionError, match=r"spread more than the sync slop of 60 ms: raise the slop"
+        ),
+    ):
+        bag.nearest_frame_set(stamp, 10_000_000)
+    with open_camera_bag(info.path, slop_s=0.08) as bag:
+        assert bag.nearest_frame_set(stamp, 10_000_000).spread_ns > 60_000_000
 
 
 def test_non_image_topic_is_refused(small_bag):
@@ -283,6 +352,13 @@ def test_make_bag_command(tmp_path, capsys):
     with open_camera_bag(out) as bag:
         assert sum(1 for _ in bag.frame_sets()) == 2
     assert len(read_questions(tmp_path / "q")) == 6
+    assert make_bag(str(tmp_path / "d2"), *small, "--questions", str(tmp_path / "new/q")) == 0
+    assert len(read_questions(tmp_path / "new" / "q")) == 6  # its folder was made
+    with pytest.raises(BagError, match="is a folder"):
+        make_bag(str(tmp_path / "d3"), *small, "--questions", str(tmp_path / "new"))
+    assert not (tmp_path / "d3").exists()
+    with pytest.raises(SystemExit):
+        make_bag(str(tmp_path / "d4"), "--width", "15")
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "precious.txt").write_text("do not delete")
     with pytest.raises(BagError, match="not a rosbag2 folder"):

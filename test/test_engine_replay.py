@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 from dataclasses import replace
@@ -17,9 +18,9 @@ from prune2drive_ros.bag import CameraBag, SyntheticBag, open_camera_bag
 from prune2drive_ros.cache import build_once
 from prune2drive_ros.config import DriveVLMConfig
 from prune2drive_ros.engine import Engine
-from prune2drive_ros.errors import BagError, DecodeError, QuestionError
+from prune2drive_ros.errors import BagError, ConfigError, DecodeError, ModelLoadError, QuestionError
 from prune2drive_ros.questions import QAItem, read_questions
-from prune2drive_ros.replay import replay
+from prune2drive_ros.replay import add_engine_arguments, engine_config, replay
 from prune2drive_ros.stats import STAGES
 from prune2drive_ros.sync import FrameSet
 from prune2drive_ros.views import VIEWS
@@ -93,10 +94,12 @@ def test_replay_writes_a_line_per_answer_and_skips_questions_outside(
     items = read_questions(small_bag.questions_path)[:2]
     outside = QAItem(stamp_ns=small_bag.end_ns + 10**10, question="Any bus?")
     out = io.StringIO()
-    report = replay(small_bag.path, [items[0], outside, items[1]], engine, out, progress=False)
+    with open_camera_bag(small_bag.path) as bag:
+        report = replay(bag, [items[0], outside, items[1]], engine, out, progress=False)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["question"] for line in lines] == [items[0].question, items[1].question]
     assert lines[0]["reference"] == items[0].answer
+    assert lines[0]["question_stamp_ns"] == items[0].stamp_ns
     assert len(report.skipped) == 1 and "outside" in report.skipped[0][1]
 
 
@@ -104,35 +107,88 @@ def test_replay_baseline_reports_both_runs(engine: Engine, small_bag: SyntheticB
     items = read_questions(small_bag.questions_path)[:1]
     baseline = Engine(engine.vlm, None, topics=engine.topics)
     out = io.StringIO()
-    report = replay(small_bag.path, items, engine, out, baseline=baseline, progress=False)
+    with open_camera_bag(small_bag.path) as bag:
+        report = replay(bag, items, engine, out, baseline=baseline, progress=False)
     assert json.loads(out.getvalue())["unpruned"]["timings_ms"]["prefill"] > 0
     table = report.latency_table()
     assert "pruned" in table and "unpruned" in table and "speedup" in table
 
 
+def _break_the_bag_after(monkeypatch: pytest.MonkeyPatch, good_reads: int) -> None:
+    """The bag's storage breaks off after ``good_reads`` frame-set look-ups."""
+    real = CameraBag.nearest_frame_set
+    reads = iter(range(good_reads + 1))
+
+    def breaking(self: CameraBag, stamp_ns: int, max_gap_ns: int) -> FrameSet:
+        if next(reads, good_reads) == good_reads:
+            raise BagError("storage file truncated")
+        return real(self, stamp_ns, max_gap_ns)
+
+    monkeypatch.setattr(CameraBag, "nearest_frame_set", breaking)
+
+
 def test_replay_keeps_answers_written_before_the_bag_breaks(
     engine: Engine, small_bag: SyntheticBag, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    items = read_questions(small_bag.questions_path)[:2]
-    real = CameraBag.nearest_frame_set
-    calls = iter([real, None])
-
-    def breaking(self: CameraBag, stamp_ns: int, max_gap_ns: int) -> FrameSet:
-        method = next(calls)
-        if method is None:
-            raise BagError("storage file truncated")
-        return method(self, stamp_ns, max_gap_ns)
-
-    monkeypatch.setattr(CameraBag, "nearest_frame_set", breaking)
+    items = read_questions(small_bag.questions_path)[:3]
+    _break_the_bag_after(monkeypatch, 1)
     out = io.StringIO()
-    with pytest.raises(BagError, match="truncated"):
-        replay(small_bag.path, items, engine, out, progress=False)
-    assert len(out.getvalue().splitlines()) == 1
+    with open_camera_bag(small_bag.path) as bag:
+        report = replay(bag, items, engine, out, progress=False)
+    assert "truncated" in report.broken
+    assert len(report.answers) == len(out.getvalue().splitlines()) == 1
 
 
-def test_replay_of_a_missing_bag_is_a_clear_error(engine: Engine, tmp_path: Path) -> None:
-    with pytest.raises(BagError, match=r"does not exist|not found|no such"):
-        replay(tmp_path / "nope", [QAItem(0, "Any bus?")], engine, progress=False)
+def test_replay_command_summarises_then_fails_when_the_bag_breaks(
+    small_bag: SyntheticBag,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _break_the_bag_after(monkeypatch, 1)
+    out = tmp_path / "answers.jsonl"
+    argv = ["replay", str(small_bag.path), "--questions", str(small_bag.questions_path)]
+    assert cli.main([*argv, "--device", "cpu", "--max-new-tokens", "2", "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert "1 answered" in printed.out and "latency (ms)" in printed.out
+    assert f"truncated; the 1 answers before it are in {out}" in printed.err
+    assert len(out.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"bag": "nope"}, "does not exist"),
+        ({"--rates": "rates.yaml"}, "missing view"),
+        ({"--out": "no-such-folder/answers.jsonl"}, "does not exist; create it"),
+        ({"--out": "."}, "is a folder"),
+        ({"--topic": "CAM_BACK:=/rear"}, "no topic /rear for CAM_BACK"),
+        ({"--sync-slop": "2"}, "sync_slop_s is 2.0"),
+    ],
+)
+def test_replay_checks_everything_before_loading_the_model(
+    small_bag: SyntheticBag,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, str],
+    message: str,
+) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the mistake was found")
+
+    monkeypatch.setattr("prune2drive_ros.engine.load_vlm", no_model)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rates.yaml").write_text("rates: {CAM_FRONT: 0.5}\n")
+    previous = tmp_path / "previous.jsonl"
+    previous.write_text('{"kept": true}\n')
+    flags = {"--questions": str(small_bag.questions_path), "--out": str(previous)}
+    flags.update(change)
+    argv = ["replay", change.get("bag", str(small_bag.path))]
+    argv += [part for flag, value in flags.items() if flag != "bag" for part in (flag, value)]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert previous.read_text() == '{"kept": true}\n'  # a failed start overwrites nothing
 
 
 def test_replay_command_end_to_end(small_bag: SyntheticBag, tmp_path: Path) -> None:
@@ -192,3 +248,62 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert cli.main([*argv, "--max-new-tokens", "2", "--out", str(tmp_path / "out")]) == 0
     assert len((tmp_path / "out" / "answers.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "out" / "kept_tokens.png").is_file()
+
+
+def _engine_args(*argv: str) -> DriveVLMConfig:
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    return engine_config(parser.parse_args(argv))
+
+
+def test_engine_flags_start_from_the_params_file(tmp_path: Path) -> None:
+    params = tmp_path / "vehicle.yaml"
+    params.write_text(
+        "prune2drive:\n  ros__parameters:\n    device: cpu\n    sync_slop_s: 0.08\n"
+        "    use_compressed: false\n    image_topics: [/f, /fl, /fr, /b, /bl, /br]\n"
+    )
+    config = _engine_args(
+        "--params", str(params), "--topic", "CAM_BACK:=/rear", "--sync-queue", "9"
+    )
+    assert (config.device, config.sync_slop_s, config.sync_queue_size) == ("cpu", 0.08, 9)
+    assert config.use_compressed is False
+    assert config.image_topics == ("/f", "/fl", "/fr", "/rear", "/bl", "/br")
+    raw = _engine_args("--raw", "--topic", "CAM_FRONT:=/front")
+    assert raw.resolved_image_topics()["CAM_FRONT"] == "/front"
+    assert raw.resolved_image_topics()["CAM_BACK"] == "/CAM_BACK/image_rect"
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        params.write_text("prune2drive:\n  ros__parameters:\n    max_queu: 4\n")
+        _engine_args("--params", str(params))
+
+
+def test_family_without_model_is_the_tiny_model_of_that_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = Engine.from_config(DriveVLMConfig().with_changes(family="internvl", device="cpu"))
+    assert engine.vlm.family == "internvl" and engine.vlm.random_weights
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an unknown family must fail before any model is built")
+
+    monkeypatch.setattr("prune2drive_ros.vlm.tiny.build_tiny", no_model)
+    with pytest.raises(ModelLoadError, match=r"'llava' is not supported.*internvl"):
+        Engine.from_config(DriveVLMConfig().with_changes(family="llava", device="cpu"))
+
+
+def test_viz_refuses_a_picture_format_it_cannot_write_before_loading(
+    small_bag: SyntheticBag, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "grid.jpgx"
+    assert cli.main(["viz", str(small_bag.path), "--out", str(out)]) == 2
+    assert "must end in .png" in capsys.readouterr().err
+
+
+def test_viz_command_shows_the_set_nearest_the_stamp(
+    small_bag: SyntheticBag, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stamp = read_questions(small_bag.questions_path)[6].stamp_ns
+    out = tmp_path / "grid.png"
+    argv = ["viz", str(small_bag.path), "--stamp", str(stamp + 20_000_000), "--out", str(out)]
+    assert cli.main([*argv, "--device", "cpu"]) == 0
+    assert f"frames at {stamp} ns" in capsys.readouterr().out
+    assert cv2.imread(str(out)).shape == (2 * TILE_SIZE[1], 3 * TILE_SIZE[0], 3)

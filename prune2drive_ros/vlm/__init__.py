@@ -17,6 +17,7 @@ from .base import (
     PrefillInputs,
     PrefillOutput,
     Timings,
+    family_class,
     load_vlm,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "PrefillInputs",
     "PrefillOutput",
     "Timings",
+    "family_class",
     "internvl",
     "llava_onevision",
     "load_vlm",

@@ -453,8 +453,10 @@ class DrivingVLM(ABC):
         """Load a checkpoint of this family from a local folder or a hub id.
 
         Args:
-            path_or_id: folder written by ``save_pretrained`` (or :mod:`~.tiny`), or a hub id
-                already in the local hub cache (this package never needs the network).
+            path_or_id: folder written by ``save_pretrained`` (or :mod:`~.tiny`), or a hub
+                id: read from the local hub cache, and downloaded by transformers when it is
+                not there and the network allows (``HF_HUB_OFFLINE=1`` or
+                ``local_files_only`` forbid that, as a vehicle should).
             device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
             dtype: ``"auto"`` (bfloat16 on CUDA where supported, else float16; float32 on CPU)
                 or ``float32`` / ``bfloat16`` / ``float16``.
@@ -924,7 +926,8 @@ def family_class(family: str) -> type[DrivingVLM]:
         return FAMILIES[family]
     except KeyError:
         raise ModelLoadError(
-            f"model_type {family!r} is not supported; supported families: "
+            f"model family (config.json's model_type) {family!r} is not supported; supported "
+            "families: "
             f"{', '.join(sorted(FAMILIES))}"
         ) from None
 
@@ -957,9 +960,11 @@ def load_config(path_or_id: str | Path, *, local_files_only: bool = False) -> Pr
             str(path) if path.exists() else str(path_or_id), local_files_only=local_files_only
         )
     except (OSError, ValueError) as exc:
+        # A mistyped relative folder ("models/my-llava") reads as a hub id: say both.
+        no_folder = "" if path.exists() else f"there is no folder {path.resolve()}, and "
         raise ModelLoadError(
-            f"cannot read the config of {path_or_id}: {exc}. Give a local checkpoint folder, or "
-            "a hub id that is already in the hub cache on this machine"
+            f"cannot read the config of {path_or_id}: {no_folder}{exc}. Give a local checkpoint "
+            "folder, or a hub id that is in the hub cache on this machine (or can be downloaded)"
         ) from exc
     return config
 
