@@ -20,7 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, QuestionError
 from .sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from .textfile import read_yaml
 from .views import VIEWS, image_topic
@@ -138,6 +138,23 @@ class ParamSpec:
             raise ConfigError(
                 f"parameter {self.name} is {value!r}; it must be one of {', '.join(choices)}"
             )
+
+
+def check_question(question: str, max_chars: int) -> str:
+    """The question, stripped.
+
+    Raises:
+        QuestionError: it is empty (or blank), or longer than ``max_chars`` once stripped.
+    """
+    text = question.strip()
+    if not text:
+        raise QuestionError("the question is empty; ask something about the six cameras")
+    if len(text) > max_chars:
+        raise QuestionError(
+            f"the question has {len(text)} characters, more than max_question_chars="
+            f"{max_chars}; shorten it or raise the limit"
+        )
+    return text
 
 
 def _param(default: Any, description: str, **spec: Any) -> Any:
@@ -326,6 +343,13 @@ class DriveVLMConfig:
             )
         if len(set(topics)) != len(topics):
             raise ConfigError(f"parameter image_topics names a topic twice: {list(topics)}")
+        if self.standing_question:  # it would be refused every standing_period_s
+            try:
+                check_question(self.standing_question, self.max_question_chars)
+            except QuestionError as exc:
+                raise ConfigError(
+                    f"parameter standing_question: {exc} (an empty string turns it off)"
+                ) from exc
         return self
 
     def resolved_image_topics(self) -> dict[str, str]:

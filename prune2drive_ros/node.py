@@ -55,6 +55,7 @@ from .config import (
     UPDATER_PERIOD,
     DriveVLMConfig,
     ParamSpec,
+    check_question,
 )
 from .engine import Answer, Engine
 from .errors import ConfigError, Prune2DriveError, QuestionError
@@ -322,7 +323,7 @@ class DriveVLMNode(Node):
         config, engine, frames = self.config, self._engine, self._sync.latest
         rejection = (
             check_ready(engine is not None, config.model)
-            or self._check_request(engine, question, max_new_tokens)
+            or self._check_request(question, max_new_tokens)
             or check_frames(
                 None if frames is None else frames.stamp_ns,
                 self.get_clock().now().nanoseconds,
@@ -337,21 +338,17 @@ class DriveVLMNode(Node):
         future.add_done_callback(self._publish)
         return future
 
-    @staticmethod
-    def _check_request(
-        engine: Engine | None, question: str, max_new_tokens: int
-    ) -> Rejection | None:
-        """The engine's question check and the token limit, as an immediate rejection."""
+    def _check_request(self, question: str, max_new_tokens: int) -> Rejection | None:
+        """The question check and the token limit, as an immediate rejection."""
         limit = DriveVLMConfig.spec("max_new_tokens").high
         if limit is not None and max_new_tokens > limit:
             return Rejection(
                 "bad_request", f"max_new_tokens={max_new_tokens} exceeds {limit:g}; ask for less"
             )
-        if engine is not None:
-            try:
-                engine.check_question(question)
-            except QuestionError as exc:
-                return Rejection("bad_question", str(exc))
+        try:
+            check_question(question, self.config.max_question_chars)
+        except QuestionError as exc:
+            return Rejection("bad_question", str(exc))
         return None
 
     def _publish(self, future: Future[JobResult[Answer]]) -> None:

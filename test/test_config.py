@@ -11,6 +11,7 @@ from prune2drive_ros.config import (
     DEFAULT_PARAMS_FILE,
     LAUNCH_OVERRIDES,
     DriveVLMConfig,
+    check_question,
     default_image_topics,
     launch_overrides,
     load_params_yaml,
@@ -18,7 +19,7 @@ from prune2drive_ros.config import (
     parse_bool,
     resolve_rates_file,
 )
-from prune2drive_ros.errors import ConfigError
+from prune2drive_ros.errors import ConfigError, QuestionError
 from prune2drive_ros.pruning import PRUNERS
 from prune2drive_ros.views import VIEWS
 
@@ -115,6 +116,32 @@ def test_image_topics_must_be_distinct_and_non_empty() -> None:
         DriveVLMConfig().with_changes(image_topics=[topics[0]] * 6)
     with pytest.raises(ConfigError, match="non-empty"):
         DriveVLMConfig().with_changes(image_topics=[*topics[:5], " "])
+
+
+def test_check_question() -> None:
+    assert check_question("  Is the lane free? ", 20) == "Is the lane free?"
+    with pytest.raises(QuestionError, match="the question is empty; ask something"):
+        check_question(" \n\t", 20)
+    with pytest.raises(
+        QuestionError, match="has 21 characters, more than max_question_chars=20; shorten it"
+    ):
+        check_question("x" * 21, 20)
+
+
+def test_standing_question_is_checked_when_set() -> None:
+    """A blank or over-long standing question would be refused every standing_period_s: it is
+    refused when set instead (at start-up, and live through with_changes)."""
+    config = DriveVLMConfig(max_question_chars=10)
+    assert config.with_changes(standing_question="").standing_question == ""
+    assert config.with_changes(standing_question=" Clear? ").standing_question == " Clear? "
+    with pytest.raises(
+        ConfigError,
+        match=r"^parameter standing_question: the question is empty; .*\(an empty string turns "
+        r"it off\)$",
+    ):
+        config.with_changes(standing_question="   ")
+    with pytest.raises(ConfigError, match="standing_question: the question has 11 characters"):
+        config.with_changes(standing_question="x" * 11)
 
 
 def test_raw_images_switch_default_topics_only() -> None:
