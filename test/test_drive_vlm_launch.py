@@ -37,8 +37,14 @@ from prune2drive_ros.imaging import encode_jpeg  # noqa: E402
 from prune2drive_ros.views import VIEWS, image_topic  # noqa: E402
 
 STANDING_QUESTION = "What is in front of the ego vehicle?"
-#: Discovery stays on this machine (ROS_LOCALHOST_ONLY is deprecated since Iron).
-DISCOVERY = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+#: Keep the test's DDS traffic to itself: a domain of this run's own (other tests and nodes on
+#: the machine use others), discovery on this machine only: ROS_AUTOMATIC_DISCOVERY_RANGE since
+#: Iron, ROS_LOCALHOST_ONLY on Humble, which knows nothing else (later distributions deprecate it).
+DISCOVERY = {
+    "ROS_DOMAIN_ID": str(1 + os.getpid() % 100),
+    "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+    **({"ROS_LOCALHOST_ONLY": "1"} if os.environ.get("ROS_DISTRO") == "humble" else {}),
+}
 #: Loading (and on first use building) the tiny checkpoint on a busy CI runner.
 READY_TIMEOUT_S = 300.0
 TIMEOUT_S = 60.0
