@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DriveVLMConfig, resolve_rates_file
-from .errors import DecodeError, QuestionError
+from .config import DriveVLMConfig, check_question, resolve_rates_file
+from .errors import DecodeError
 from .imaging import decode_views
 from .pruning.budget import validate_rates
 from .rates_file import load_rates
@@ -129,15 +129,7 @@ class Engine:
 
     def check_question(self, question: str) -> str:
         """The question, stripped; a QuestionError when it is empty or too long."""
-        text = question.strip()
-        if not text:
-            raise QuestionError("the question is empty; ask something about the six cameras")
-        if len(text) > self.max_question_chars:
-            raise QuestionError(
-                f"the question has {len(text)} characters, more than max_question_chars="
-                f"{self.max_question_chars}; shorten it or raise the limit"
-            )
-        return text
+        return check_question(question, self.max_question_chars)
 
     def decode(self, frames: FrameSet) -> list[np.ndarray]:
         """The six images of ``frames`` as RGB arrays at the encoder's input size.
