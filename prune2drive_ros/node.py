@@ -10,7 +10,9 @@ Threads: a MultiThreadedExecutor runs the camera subscriptions (one mutually exc
 they only queue message objects, no decoding), the ``~/ask`` service (a reentrant group: each
 call waits on its own future, so waiting never blocks the executor), and the timers. Inference
 runs on the worker's single thread; the model loads on a thread of its own so the node is
-visible, and its diagnostics say "model not loaded", while a large checkpoint loads.
+visible, and its diagnostics say "model not loaded", while a large checkpoint loads. No call
+waits without bound: each waits at most ``answer_timeout_s``, and at shutdown every waiting
+call is answered within :data:`CLOSE_TIMEOUT_S`, before launch escalates to SIGTERM.
 """
 
 from __future__ import annotations
