@@ -41,6 +41,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number of at least zero (weights that may be switched off with 0)."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
 def topic_remap(text: str) -> tuple[str, str]:
     """``VIEW:=TOPIC``, ROS's remapping syntax: the topic that carries one camera view."""
     view, separator, topic = text.partition(":=")

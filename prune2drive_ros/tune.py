@@ -25,7 +25,7 @@ from pathlib import Path
 import optuna
 import yaml
 
-from .argtypes import at_least
+from .argtypes import at_least, non_negative_float, positive_float, retention_rate
 from .bench import emit_json
 from .engine import Engine
 from .errors import ConfigError
@@ -85,16 +85,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument(
         "--lambda",
         dest="lam",
-        type=float,
+        type=non_negative_float,
         default=DEFAULT_LAMBDA,
         help=f"token cost per unit of mean retention (default {DEFAULT_LAMBDA:g} = "
         f"{REFERENCE_SUM_LAMBDA:g} per unit of the summed six rates, the reference's)",
     )
     search.add_argument(
-        "--min-rate", type=float, default=DEFAULT_MIN_RATE, help="lowest rate (%(default)s)"
+        "--min-rate",
+        type=retention_rate,
+        default=DEFAULT_MIN_RATE,
+        help="lowest rate (%(default)s)",
     )
     search.add_argument(
-        "--max-rate", type=float, default=DEFAULT_MAX_RATE, help="highest rate (%(default)s)"
+        "--max-rate",
+        type=retention_rate,
+        default=DEFAULT_MAX_RATE,
+        help="highest rate (%(default)s)",
     )
     search.add_argument(
         "--sampler",
@@ -122,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     search.add_argument(
         "--budget",
-        type=float,
+        type=retention_rate,
         default=None,
         help="with --multi-objective: write the best-scoring Pareto point keeping at most this "
         "fraction of tokens (default: the knee of the front)",
@@ -133,7 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TRIALS,
         help="trials to add in this run (%(default)s)",
     )
-    search.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    search.add_argument(
+        "--timeout", type=positive_float, default=None, help="stop after this many seconds"
+    )
     study = parser.add_argument_group("study")
     study.add_argument(
         "--storage",
@@ -161,8 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``prune2drive tune``: 0 when rates were written, 1 when the run was cut short."""
-    if args.budget is not None and not (args.multi_objective and 0 < args.budget <= 1):
-        raise ConfigError("--budget is a fraction in (0, 1] and goes with --multi-objective")
+    if args.budget is not None and not args.multi_objective:
+        raise ConfigError("--budget goes with --multi-objective; add it or leave --budget out")
     space = SearchSpace(args.min_rate, args.max_rate, args.grid_steps)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = engine_config(args)

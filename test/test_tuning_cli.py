@@ -187,9 +187,30 @@ def test_eval_refuses_bad_rates_files(small_bag, tmp_path, capsys, rates, messag
     assert message in error and str(path) in error
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lambda", "nan"], "argument --lambda: must be a finite number of at least 0"),
+        (["--lambda", "inf"], "argument --lambda: must be a finite number of at least 0"),
+        (["--lambda", "-0.1"], "argument --lambda: must be a finite number of at least 0"),
+        (["--min-rate", "0"], "argument --min-rate: must lie in (0, 1]"),
+        (["--max-rate", "1.5"], "argument --max-rate: must lie in (0, 1]"),
+        (["--budget", "0"], "argument --budget: must lie in (0, 1]"),
+        (["--timeout", "-5"], "argument --timeout: must be a finite number above 0"),
+        (["--samples", "0"], "argument --samples: must be at least 1, got 0"),
+        (["--max-gap-ms", "inf"], "argument --max-gap-ms: must be a finite number above 0"),
+    ],
+)
+def test_bad_tune_numbers_are_usage_errors(small_bag, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(_tune_args(small_bag, tmp_path, *flags))
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_bad_tune_options_are_clear_errors(small_bag, tmp_path, capsys):
-    assert main(_tune_args(small_bag, tmp_path, "--min-rate", "0")) == 2
-    assert "(0, 1]" in capsys.readouterr().err
+    assert main(_tune_args(small_bag, tmp_path, "--min-rate", "0.5", "--max-rate", "0.2")) == 2
+    assert "--min-rate <= --max-rate" in capsys.readouterr().err
     assert main(_tune_args(small_bag, tmp_path, "--budget", "0.2")) == 2
     assert "--multi-objective" in capsys.readouterr().err
 

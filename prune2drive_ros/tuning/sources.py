@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..argtypes import at_least, positive_float
 from ..bag import CameraBag, open_camera_bag
 from ..errors import ConfigError, QuestionError
 from ..imaging import decode_views
@@ -356,7 +357,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--nuscenes-root", help="nuScenes folder holding samples/ (with --drivelm)")
     group.add_argument(
         "--samples",
-        type=int,
+        type=at_least(1),
         default=DEFAULT_SAMPLES,
         help="validation questions to draw (default %(default)s, the reference's; fewer when the "
         "source has fewer)",
@@ -364,7 +365,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed of the draw and of the sampler")
     group.add_argument(
         "--max-gap-ms",
-        type=float,
+        type=positive_float,
         default=DEFAULT_MAX_GAP_MS,
         help="largest distance from a question's stamp to its frame set (default %(default)s)",
     )
