@@ -51,6 +51,25 @@ def test_a_truncated_entry_is_recomputed_not_a_crash(vlm, data, tmp_path, caplog
     assert torch.equal(FeatureCache(vlm, tmp_path).visual(frame), expected)  # rewritten whole
 
 
+def test_an_entry_whose_tensor_bytes_changed_is_recomputed(vlm, data, tmp_path, caplog):
+    # The header (names, shapes, offsets) stays valid: only the checksum can tell.
+    cache = FeatureCache(vlm, tmp_path)
+    frame = data.frames[0]
+    expected = cache.visual(frame)
+    path = cache.path(frame)
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    fresh = FeatureCache(vlm, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert torch.equal(fresh.visual(frame), expected)
+    assert (fresh.recomputed, fresh.encoder_calls) == (1, 1)
+    assert "do not match the checksum" in caplog.text
+    again = FeatureCache(vlm, tmp_path)
+    again.prepare([frame], progress=False)
+    assert (again.recomputed, again.encoder_calls) == (0, 0)  # rewritten whole
+
+
 def test_an_entry_of_the_wrong_shape_is_recomputed(vlm, data, tmp_path):
     from safetensors.torch import save_file
 
