@@ -31,7 +31,7 @@ from .engine import Engine
 from .errors import ConfigError
 from .rates_file import redact_url, save_rates
 from .replay import add_engine_arguments, engine_config
-from .tuning.features import write_atomically
+from .tuning.features import model_content_key, write_atomically
 from .tuning.objective import (
     DEFAULT_LAMBDA,
     REFERENCE_SUM_LAMBDA,
@@ -201,7 +201,7 @@ def _search(
     vlm, multi = engine.vlm, args.multi_objective
     settings = {
         "version": OBJECTIVE_VERSION,
-        "model": setup.features.key,
+        "model": model_content_key(vlm),
         "data": setup.data.identity,
         "reward": setup.reward,
         "lambda": args.lam,
@@ -211,7 +211,7 @@ def _search(
         "max_rate": space.high,
         "max_new_tokens": args.max_new_tokens,
     }
-    name = args.study_name or study_name(settings, model=Path(vlm.name).name, data=setup.data.tag)
+    name = args.study_name or study_name(settings, family=vlm.family)
     url = args.storage or default_storage(args.out)
     sampler_seed = args.seed if args.sampler_seed is None else args.sampler_seed
     study = open_study(

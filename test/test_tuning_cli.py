@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,7 +116,13 @@ def test_tune_writes_a_rates_file_report_and_plots_then_resumes(small_bag, tmp_p
     for plot in ("history.png", "rates.png", "score_vs_tokens.png"):
         assert (out / plot).read_bytes().startswith(b"\x89PNG")
 
-    assert main(_tune_args(small_bag, tmp_path, "--trials", "2", "--json")) == 0
+    # The same questions copied elsewhere (a newer file time, another name) resume the study.
+    questions = tmp_path / "copied" / "questions.jsonl"
+    questions.parent.mkdir()
+    shutil.copy(small_bag.questions_path, questions)
+    resumed = _tune_args(small_bag, tmp_path, "--trials", "2", "--json")
+    resumed[resumed.index(str(small_bag.questions_path))] = str(questions)
+    assert main(resumed) == 0
     second = _last_json(capsys.readouterr().out)
     assert second["study"] == first["study"]
     assert second["study_completed"] == 4

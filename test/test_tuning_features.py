@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from prune2drive_ros.tuning.features import FeatureCache, model_key
+from prune2drive_ros.tuning.features import FeatureCache, model_content_key, model_key
 from prune2drive_ros.tuning.objective import Evaluator
 from prune2drive_ros.tuning.sources import ValidationSet, bag_validation_set, decode_frame
 from prune2drive_ros.vlm import DrivingVLM, load_vlm
@@ -92,6 +95,35 @@ def test_the_model_key_follows_what_the_tokens_depend_on(vlm, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(vlm, "name", "someone/else")
     assert model_key(vlm) != key
+
+
+def test_the_study_names_the_model_by_content_and_the_cache_by_file_stamps(
+    vlm, tmp_path, monkeypatch
+):
+    # A copy of the checkpoint elsewhere, touched, on another device: one study, but a cache
+    # folder of its own. Another config or other weights: another study.
+    copy = tmp_path / "copy"
+    shutil.copytree(vlm.name, copy)
+    for path in copy.iterdir():
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    copied = load_vlm(copy, device="cpu")
+    assert model_content_key(copied) == model_content_key(vlm)
+    assert model_key(copied) != model_key(vlm)
+    cpu_keys = model_content_key(vlm), model_key(vlm)
+    monkeypatch.setattr(vlm, "device", torch.device("cuda"))
+    assert model_content_key(vlm) == cpu_keys[0]
+    assert model_key(vlm) != cpu_keys[1]
+    monkeypatch.undo()
+    config = copy / "config.json"
+    config.write_text(config.read_text().replace("}", ', "note": "retrained"}', 1))
+    assert model_content_key(copied) != model_content_key(vlm)
+    shutil.copy(Path(vlm.name) / "config.json", config)
+    weights = copy / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    assert model_content_key(copied) != model_content_key(vlm)
 
 
 def test_unpruned_answers_are_cached_and_a_bad_file_is_replaced(vlm, data, tmp_path):

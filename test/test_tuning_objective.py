@@ -28,7 +28,7 @@ TOKENS = 729
 def _data(answers: list[str | None], tags: tuple[int, ...] = ()) -> ValidationSet:
     frame = Frame(key="k", label="frame", read=dict)
     samples = [Sample(f"q{i}", frame, f"question {i}?", a, tags) for i, a in enumerate(answers)]
-    return ValidationSet(samples, description="test data", identity="id", tag="t")
+    return ValidationSet(samples, description="test data", identity="id")
 
 
 def test_penalty_is_the_fraction_of_tokens_kept():

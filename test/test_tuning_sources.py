@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -99,6 +100,33 @@ def test_frame_keys_change_when_the_bag_changes(small_bag, tmp_path):
     assert not set(before) & set(after)
 
 
+def _touch(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_the_data_identity_is_the_content_not_the_files(small_bag, tmp_path):
+    # A copy of the bag and questions under other names, touched: the study's data identity
+    # stays (workers on other machines share the study), while the cache's frame keys change.
+    copy = tmp_path / "elsewhere" / "renamed_bag"
+    shutil.copytree(small_bag.path, copy)
+    questions = tmp_path / "renamed.jsonl"
+    shutil.copy(small_bag.questions_path, questions)
+    for path in [questions, *copy.iterdir()]:
+        _touch(path)
+    with bag_validation_set(small_bag.path, small_bag.questions_path, samples=4) as original:
+        with bag_validation_set(copy, questions, samples=4) as copied:
+            assert copied.identity == original.identity
+            assert not {f.key for f in copied.frames} & {f.key for f in original.frames}
+        with bag_validation_set(small_bag.path, small_bag.questions_path, samples=3) as fewer:
+            assert fewer.identity != original.identity
+    edited = [*read_questions(questions)]
+    edited[0] = QAItem(edited[0].stamp_ns, edited[0].question + " Really?", edited[0].answer)
+    write_questions(questions, edited)
+    with bag_validation_set(copy, questions, samples=4) as changed:
+        assert changed.identity != original.identity
+
+
 @pytest.fixture
 def nuscenes(tmp_path: Path) -> Path:
     """A nuScenes root with a small real image (JPEG, one PNG) for every fixture image."""
@@ -128,6 +156,19 @@ def test_drivelm_items_share_their_key_frame(nuscenes):
     assert [image.shape for image in images] == [(32, 32, 3)] * len(VIEWS)
     with drivelm_validation_set(FIXTURE, nuscenes, samples=4, seed=3) as few:
         assert len(few.samples) == 4
+
+
+def test_drivelm_identity_is_the_file_content_and_the_draw(nuscenes, tmp_path):
+    moved_root = tmp_path / "moved" / "nuscenes"
+    shutil.copytree(nuscenes, moved_root)
+    moved_json = tmp_path / "moved" / "questions.json"
+    shutil.copy(FIXTURE, moved_json)
+    _touch(moved_json)
+    with drivelm_validation_set(FIXTURE, nuscenes, samples=5) as original:
+        with drivelm_validation_set(moved_json, moved_root, samples=5) as moved:
+            assert moved.identity == original.identity
+        with drivelm_validation_set(FIXTURE, nuscenes, samples=5, seed=1) as other:
+            assert other.identity != original.identity
 
 
 def _args(**given: object) -> argparse.Namespace:

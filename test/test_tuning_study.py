@@ -128,11 +128,12 @@ def test_unreachable_database_is_a_clear_error_without_the_password():
 
 
 def test_study_names_follow_the_settings():
-    name = study_name(SETTINGS, model="llava ov 7b", data="val.jsonl")
-    assert name.startswith("prune2drive-llava-ov-7b-val.jsonl-fidelity-lambda0.18-")
-    assert name == study_name(dict(SETTINGS), model="llava ov 7b", data="val.jsonl")
-    assert name != study_name({**SETTINGS, "lambda": 0.1}, model="x", data="val.jsonl")
-    assert "-pareto-" in study_name({**SETTINGS, "multi_objective": True}, model="m", data="d")
+    name = study_name(SETTINGS, family="llava_onevision")
+    assert name.startswith("prune2drive-llava_onevision-fidelity-lambda0.18-")
+    assert name == study_name(dict(SETTINGS), family="llava_onevision")
+    assert name != study_name({**SETTINGS, "model": "n"}, family="llava_onevision")
+    assert name != study_name({**SETTINGS, "lambda": 0.1}, family="llava_onevision")
+    assert "-pareto-" in study_name({**SETTINGS, "multi_objective": True}, family="x")
 
 
 def test_a_study_with_other_settings_is_not_resumed(tmp_path):

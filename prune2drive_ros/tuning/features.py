@@ -4,13 +4,22 @@ A trial only changes the retention rates, and pruning happens after the projecto
 vision encoder's output for a frame is the same in every trial of every study on the same model.
 It is computed once and kept in ``cache_dir()/features/<model key>/<frame key>.safetensors``:
 
-* the **model key** hashes what the tokens depend on: the checkpoint (path or hub id, and for a
-  local folder the size and modification time of every file in it), the model config, the
-  family, dtype, device type, encoder input size and pixel normalisation. A retrained checkpoint
-  at the same path, another dtype or another preprocessing never reads old tokens.
+* the **model key** (:func:`model_key`) hashes what the tokens depend on: the checkpoint (path
+  or hub id, and for a local folder the size and modification time of every file in it), the
+  model config, the family, dtype, device type, encoder input size and pixel normalisation. A
+  retrained checkpoint at the same path, another dtype or another preprocessing never reads old
+  tokens.
 * the **frame key** comes from the validation source (:attr:`~.sources.Frame.key`: bag path,
   bag files' sizes and times, topics and frame stamp; or the six image files' paths, sizes and
   times).
+
+Both keys are *stamps*, not contents: they invalidate the cache whenever a file may have
+changed, without reading it, and a needless miss costs only an encoder call. A study is named
+by *content* instead (:func:`model_content_key` and
+:attr:`~.sources.ValidationSet.identity`): a study's name must be the same for the same model
+and data on every machine and after every ``touch``, or resuming and sharing it break, and it
+leaves the device out (a GPU and a CPU worker may score one objective; their tokens still
+differ in the last bits, so the cache keeps them apart).
 
 Entries are written to a temporary file and renamed into place, so parallel workers never read
 half an entry; an entry that still cannot be read (truncated by a full disk, edited by hand, of
@@ -37,6 +46,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
@@ -44,10 +54,18 @@ from tqdm import tqdm
 from ..cache import cache_dir
 from ..views import VIEWS
 from ..vlm import DrivingVLM
-from .sources import Frame, decode_frame, file_identity
+from .sources import Frame, content_digest, decode_frame, digest, file_stamp
 
 logger = logging.getLogger(__name__)
 
+#: Checkpoint files whose whole content names the model (configs, tokenizer, chat template).
+_TEXT_SUFFIXES = frozenset({".json", ".txt", ".model", ".jinja", ".tiktoken"})
+#: Weight files, named by size and the SHA-256 of their first and last :data:`_WEIGHT_SAMPLE`
+#: bytes: reading a 15 GB checkpoint whole would cost a minute per run, while retraining
+#: changes every tensor and so both ends (the header with every tensor's shape and offset is
+#: at the start of a safetensors file).
+_WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".gguf"})
+_WEIGHT_SAMPLE = 1 << 20
 #: Bump when the layout of cache entries changes; old entries are then never read.
 FEATURES_FORMAT = "2"
 _TENSOR = "visual"
@@ -65,7 +83,7 @@ def default_features_dir() -> Path:
 def model_identity(vlm: DrivingVLM) -> dict[str, object]:
     """Everything the visual tokens of ``vlm`` depend on (see the module docstring)."""
     source = Path(vlm.name).expanduser()
-    checkpoint: object = file_identity(source) if source.is_dir() else vlm.name
+    checkpoint: object = file_stamp(source) if source.is_dir() else vlm.name
     return {
         "format": FEATURES_FORMAT,
         "checkpoint": checkpoint,
@@ -79,9 +97,55 @@ def model_identity(vlm: DrivingVLM) -> dict[str, object]:
 
 
 def model_key(vlm: DrivingVLM) -> str:
-    """Short hex digest of :func:`model_identity`."""
-    text = json.dumps(model_identity(vlm), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    """Short hex digest of :func:`model_identity`: the cache folder of ``vlm``'s tokens."""
+    return digest(model_identity(vlm))
+
+
+def model_content_key(vlm: DrivingVLM) -> str:
+    """Short hex digest of what ``vlm`` is, by content, for study names (see the module doc).
+
+    The checkpoint's files (:func:`checkpoint_content`), the adapter family and the dtype: the
+    same on every machine and in every folder, unchanged by a ``touch``, and not the device.
+    """
+    return digest(checkpoint_content(vlm.name), vlm.family, str(vlm.dtype))
+
+
+def checkpoint_content(name: str) -> object:
+    """The files of checkpoint ``name`` (a folder, or a hub id in the local hub cache) by
+    content: text files (config, tokenizer, templates) by SHA-256, weight files by size and
+    sampled bytes (see :data:`_WEIGHT_SUFFIXES`); other files (README, licence, hidden
+    folders) do not take part. A hub id that is not in the local cache is named by the id."""
+    folder = _checkpoint_folder(name)
+    if folder is None:
+        return name
+    files: dict[str, object] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix in _TEXT_SUFFIXES:
+            files[path.name] = content_digest(path)
+        elif path.suffix in _WEIGHT_SUFFIXES:
+            files[path.name] = _weights_fingerprint(path)
+    return files
+
+
+def _checkpoint_folder(name: str) -> Path | None:
+    """The folder ``name`` was loaded from: itself, or the hub cache's snapshot of the id."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    cached = try_to_load_from_cache(name, "config.json")
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def _weights_fingerprint(path: Path) -> list[object]:
+    size = path.stat().st_size
+    sampled = hashlib.sha256()
+    with path.open("rb") as stream:
+        sampled.update(stream.read(_WEIGHT_SAMPLE))
+        stream.seek(max(_WEIGHT_SAMPLE, size - _WEIGHT_SAMPLE))
+        sampled.update(stream.read())
+    return [size, sampled.hexdigest()]
 
 
 class FeatureCache:

@@ -10,9 +10,21 @@ its reference answer when known, and the :class:`Frame` it is asked about):
 
 Several questions usually share one frame, so the data is grouped by frame: the vision encoder
 runs once per frame for a whole study (see :mod:`.features`), and each trial prefills a frame's
-visual tokens once for all its questions. A frame's :attr:`Frame.key` says what its pixels are
-made of (file identities, not contents: paths, sizes and modification times, and the stamp in
-the bag), so the feature cache can never hand out tokens of a file that has since changed.
+visual tokens once for all its questions.
+
+A validation set is named two ways, for two purposes:
+
+* :attr:`Frame.key` keys the feature cache on this machine. It is made of file *stamps*
+  (:func:`file_stamp`: resolved path, size, modification time) and the frame's stamp in the
+  bag: cheap (no file is read) and strict (a file rewritten in place gets a new key), so the
+  cache never hands out tokens of a file that has since changed. A needless miss (``touch``, a
+  copy elsewhere) costs one encoder call per frame, nothing worse.
+* :attr:`ValidationSet.identity` names the data a *study* is scored on, and with it the study
+  (see :mod:`.study`). It is made of *contents*: the SHA-256 of the questions or DriveLM file,
+  the bag's own metadata (camera topics, message types and counts, first and last stamp; no
+  path, no file times) and the samples drawn. The same data on another machine, in another
+  folder, or touched, gives the same identity, so workers share the study and a re-run resumes
+  it; a stamp there would silently start a fresh study instead.
 """
 
 from __future__ import annotations
@@ -96,8 +108,7 @@ class ValidationSet:
         samples: the validation questions (at least one).
         skipped: (sample id, reason) of questions that were drawn but cannot be used.
         description: the source, for people.
-        identity: the source and the draw (paths, sample count, seed), for study names.
-        tag: a short readable name of the source.
+        identity: what the samples are, by content (see the module doc), for study names.
     """
 
     def __init__(
@@ -107,7 +118,6 @@ class ValidationSet:
         skipped: Sequence[tuple[str, str]] = (),
         description: str,
         identity: str,
-        tag: str,
         resources: ExitStack | None = None,
     ) -> None:
         if not samples:
@@ -116,7 +126,6 @@ class ValidationSet:
         self.skipped = list(skipped)
         self.description = description
         self.identity = identity
-        self.tag = tag
         self._resources = resources or ExitStack()
 
     @property
@@ -165,22 +174,46 @@ def decode_frame(messages: FrameMessages, size: tuple[int, int]) -> list[np.ndar
     return [images[view] for view in VIEWS]
 
 
-def _digest(*parts: object) -> str:
+def digest(*parts: object) -> str:
     """A stable short hex digest of ``parts`` (JSON-encoded, so types and order matter)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def file_identity(path: Path) -> list[object]:
+def file_stamp(path: Path) -> list[object]:
     """Resolved path, size and modification time of ``path`` (a file, or every file in a
-    folder): enough to notice a replaced or rewritten file without reading its bytes."""
+    folder): enough to notice a replaced or rewritten file without reading its bytes. A cache
+    key for this machine only (see the module doc): it changes with a copy or a ``touch``."""
     path = path.resolve()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    identity: list[object] = [str(path)]
+    stamp: list[object] = [str(path)]
     for item in files:
         stat = item.stat()
-        identity.append([item.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns])
-    return identity
+        stamp.append([item.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns])
+    return stamp
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of the bytes of file ``path``, in hex: the same on every machine and path."""
+    hasher = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def bag_content(bag: CameraBag) -> dict[str, object]:
+    """What a recording holds, from its own metadata: per view the topic, message type and
+    message count, and the first and last stamp. Neither the path nor file times take part:
+    a copy of the bag anywhere gives the same value, and any re-recording a different one."""
+    counts, types = bag.message_counts, bag.msgtypes
+    return {
+        "views": {
+            view: [topic, types.get(topic), counts.get(topic)] for view, topic in bag.topics.items()
+        },
+        "start_ns": bag.start_ns,
+        "end_ns": bag.end_ns,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,11 +250,11 @@ def bag_validation_set(
     resources = ExitStack()
     bag = resources.enter_context(open_camera_bag(bag_path, topics, compressed))
     try:
-        bag_identity = file_identity(bag_path)
+        bag_stamp = file_stamp(bag_path)
         max_gap_ns = round(max_gap_ms * 1e6)
         order = list(range(len(items)))
         random.Random(seed).shuffle(order)
-        chosen: dict[int, Sample] = {}
+        chosen: dict[int, tuple[Sample, int]] = {}
         skipped: list[tuple[str, str]] = []
         frames: dict[int, Frame] = {}
         for index in order:
@@ -236,16 +269,22 @@ def bag_validation_set(
                 continue
             frame = frames.get(frame_set.stamp_ns)
             if frame is None:
-                frame = _bag_frame(bag, bag_identity, frame_set.stamp_ns, item.stamp_ns, max_gap_ns)
+                frame = _bag_frame(bag, bag_stamp, frame_set.stamp_ns, item.stamp_ns, max_gap_ns)
                 frames[frame_set.stamp_ns] = frame
-            chosen[index] = Sample(sample_id, frame, item.question, item.answer)
+            sample = Sample(sample_id, frame, item.question, item.answer)
+            chosen[index] = (sample, frame_set.stamp_ns)
         _report_skips(skipped, f"bag {bag_path}", have=len(chosen))
+        drawn = sorted(chosen)
         return ValidationSet(
-            [chosen[i] for i in sorted(chosen)],
+            [chosen[i][0] for i in drawn],
             skipped=skipped,
             description=f"bag {bag_path} with questions {questions_path}",
-            identity=_digest("bag", bag_identity, file_identity(questions_path), samples, seed),
-            tag=bag_path.name,
+            identity=digest(
+                "bag",
+                bag_content(bag),
+                content_digest(questions_path),
+                [(i + 1, chosen[i][1]) for i in drawn],
+            ),
             resources=resources,
         )
     except BaseException:
@@ -254,7 +293,7 @@ def bag_validation_set(
 
 
 def _bag_frame(
-    bag: CameraBag, bag_identity: list[object], stamp_ns: int, query_ns: int, max_gap_ns: int
+    bag: CameraBag, bag_stamp: list[object], stamp_ns: int, query_ns: int, max_gap_ns: int
 ) -> Frame:
     """The frame set stamped ``stamp_ns``, read again through ``query_ns`` on a cache miss.
 
@@ -266,7 +305,7 @@ def _bag_frame(
         frames = bag.nearest_frame_set(query_ns, max_gap_ns)
         return {view: (bag.topics[view], frames.messages[view]) for view in VIEWS}
 
-    key = _digest("bag-frame", bag_identity, sorted(bag.topics.items()), stamp_ns)
+    key = digest("bag-frame", bag_stamp, sorted(bag.topics.items()), stamp_ns)
     return Frame(key=key, label=f"{bag.path.name}@{stamp_ns}", read=read)
 
 
@@ -316,8 +355,7 @@ def drivelm_validation_set(
     return ValidationSet(
         chosen,
         description=f"DriveLM {json_path} (nuScenes root {nuscenes_root})",
-        identity=_digest("drivelm", file_identity(json_path), str(nuscenes_root), samples, seed),
-        tag=json_path.stem,
+        identity=digest("drivelm", content_digest(json_path), [s.id for s in chosen]),
     )
 
 
@@ -330,7 +368,7 @@ def _image_frame(images: Sequence[Path], *, label: str) -> Frame:
             for view, path in zip(VIEWS, images, strict=True)
         }
 
-    key = _digest("image-frame", [file_identity(path) for path in images])
+    key = digest("image-frame", [file_stamp(path) for path in images])
     return Frame(key=key, label=label, read=read)
 
 

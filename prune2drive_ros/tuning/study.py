@@ -23,9 +23,12 @@ all kept).
 
 Studies are named after what defines their objective (model, data, reward, lambda, search
 space, pruner, answer length); the same settings give the same name, so re-running resumes
-(``load_if_exists``), and several processes given the same storage share one study. Opening a
-study whose stored settings differ from the command's is refused rather than mixing two
-objectives in one study.
+(``load_if_exists``), and several processes given the same storage share one study. Model and
+data take part by content, not by path or file time (see :mod:`.sources` and
+:func:`.features.model_content_key`): the same checkpoint and recording on another machine, in
+another folder or after a ``touch`` name the same study, and the device does not take part (a
+GPU and a CPU worker may share a study). Opening a study whose stored settings differ from the
+command's is refused rather than mixing two objectives in one study.
 """
 
 from __future__ import annotations
@@ -300,11 +303,15 @@ def _tag(text: str, limit: int = 40) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:limit] or "x"
 
 
-def study_name(settings: Mapping[str, Any], *, model: str, data: str) -> str:
-    """``prune2drive-<model>-<data>-<reward>-<lambda or pareto>-<hash of all settings>``."""
+def study_name(settings: Mapping[str, Any], *, family: str) -> str:
+    """``prune2drive-<family>-<reward>-<lambda or pareto>-<hash of all settings>``.
+
+    Only the hash tells models and data apart; the readable parts come from settings that are
+    the same on every machine (not a file or folder name, which a copy may change).
+    """
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     goal = "pareto" if settings["multi_objective"] else f"lambda{settings['lambda']:g}"
-    return f"prune2drive-{_tag(model)}-{_tag(data)}-{settings['reward']}-{goal}-{digest}"
+    return f"prune2drive-{_tag(family)}-{settings['reward']}-{goal}-{digest}"
 
 
 def open_study(
