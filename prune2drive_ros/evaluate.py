@@ -35,6 +35,7 @@ from .tuning.objective import (
     Evaluation,
     EvaluationSetup,
     add_evaluation_arguments,
+    choose_reward,
     prepare_evaluation,
 )
 from .tuning.sources import add_data_arguments, open_validation_set
@@ -104,8 +105,9 @@ def run(args: argparse.Namespace) -> int:
     methods = [] if rates is None else [args.pruner, *(p for p in PRUNERS if p != args.pruner)]
     with open_validation_set(args, topics=engine.topics, compressed=config.use_compressed) as data:
         print(data.summary())
-        setup = prepare_evaluation(args, vlm, data)
-        print(f"reward: {setup.reward} ({setup.reward_reason})")
+        reward = choose_reward(args.reward, data)
+        print(f"reward: {reward[0]} ({reward[1]})")
+        setup = prepare_evaluation(args, vlm, data, reward)
         evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
         evaluations[UNPRUNED] = setup.evaluator.evaluate(None)
         timings = prefill_timings(

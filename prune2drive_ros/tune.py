@@ -24,6 +24,7 @@ from pathlib import Path
 
 import optuna
 import yaml
+from optuna.storages import BaseStorage
 
 from .argtypes import at_least, non_negative_float, positive_float, retention_rate
 from .bench import emit_json
@@ -38,10 +39,11 @@ from .tuning.objective import (
     Evaluation,
     EvaluationSetup,
     add_evaluation_arguments,
+    choose_reward,
     prepare_evaluation,
 )
 from .tuning.report import ReportContext, write_report
-from .tuning.sources import add_data_arguments, open_validation_set
+from .tuning.sources import ValidationSet, add_data_arguments, open_validation_set
 from .tuning.study import (
     DEFAULT_GRID_STEPS,
     DEFAULT_HEARTBEAT_S,
@@ -62,11 +64,12 @@ from .tuning.study import (
     open_study,
     pareto_front,
     run_trials,
+    sampler_name,
     study_name,
     trial_rates,
 )
 from .views import VIEWS
-from .vlm import RANDOM_WEIGHTS_NOTE
+from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
 
 logger = logging.getLogger(__name__)
 
@@ -168,42 +171,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``prune2drive tune``: 0 when rates were written, 1 when the run was cut short."""
+    """``prune2drive tune``: 0 when rates were written, 1 when the run was cut short.
+
+    What can be checked cheaply is checked first: the flags, the sampler and the storage before
+    the model loads, the stored study's settings before any frame is encoded.
+    """
     if args.budget is not None and not args.multi_objective:
         raise ConfigError("--budget goes with --multi-objective; add it or leave --budget out")
     space = SearchSpace(args.min_rate, args.max_rate, args.grid_steps)
+    sampler = sampler_name(args.sampler, multi_objective=args.multi_objective)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = args.storage or default_storage(args.out)
+    storage = make_storage(url, heartbeat_s=args.heartbeat)
     config = engine_config(args)
     engine = Engine.from_config(config)
     if engine.vlm.random_weights:
         print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
     with open_validation_set(args, topics=engine.topics, compressed=config.use_compressed) as data:
         print(data.summary())
-        setup = prepare_evaluation(args, engine.vlm, data, lam=args.lam)
-        print(f"reward: {setup.reward} ({setup.reward_reason})")
+        reward = choose_reward(args.reward, data)
+        print(f"reward: {reward[0]} ({reward[1]})")
+        study = _open_study(args, storage, engine.vlm, data, reward[0], space, sampler)
+        print(f"study {study.study_name} in {redact_url(url)}: {len(study.trials)} trials so far")
+        setup = prepare_evaluation(args, engine.vlm, data, reward, lam=args.lam)
         print(
             f"vision encoder calls: {setup.features.encoder_calls} for {len(data.frames)} frames "
             f"(the others were cached in {setup.features.folder})"
         )
         unpruned = setup.evaluator.evaluate(None)
         print("unpruned model on this data:\n" + setup.evaluator.describe(unpruned))
-        return _search(args, engine, setup, space, unpruned)
+        return _search(args, engine, setup, study, url, space, unpruned)
 
 
-def _search(
+def _open_study(
     args: argparse.Namespace,
-    engine: Engine,
-    setup: EvaluationSetup,
+    storage: BaseStorage,
+    vlm: DrivingVLM,
+    data: ValidationSet,
+    reward: str,
     space: SearchSpace,
-    unpruned: Evaluation,
-) -> int:
-    """Open the study, run the trials, write the results; the exit status."""
-    vlm, multi = engine.vlm, args.multi_objective
+    sampler: str,
+) -> optuna.Study:
+    """The study of these settings: created, resumed, or refused when stored with others."""
+    multi = args.multi_objective
     settings = {
         "version": OBJECTIVE_VERSION,
         "model": model_content_key(vlm),
-        "data": setup.data.identity,
-        "reward": setup.reward,
+        "data": data.identity,
+        "reward": reward,
         "lambda": args.lam,
         "multi_objective": multi,
         "pruner": args.pruner,
@@ -212,17 +227,26 @@ def _search(
         "max_new_tokens": args.max_new_tokens,
     }
     name = args.study_name or study_name(settings, family=vlm.family)
-    url = args.storage or default_storage(args.out)
-    sampler_seed = args.seed if args.sampler_seed is None else args.sampler_seed
-    study = open_study(
-        make_storage(url, heartbeat_s=args.heartbeat),
+    seed = args.seed if args.sampler_seed is None else args.sampler_seed
+    return open_study(
+        storage,
         name,
         settings,
-        lambda existing: make_sampler(
-            args.sampler, space, seed=sampler_seed + existing, multi_objective=multi
-        ),
+        lambda existing: make_sampler(sampler, space, seed=seed + existing, multi_objective=multi),
     )
-    print(f"study {name} in {redact_url(url)}: {len(study.trials)} trials so far")
+
+
+def _search(
+    args: argparse.Namespace,
+    engine: Engine,
+    setup: EvaluationSetup,
+    study: optuna.Study,
+    url: str,
+    space: SearchSpace,
+    unpruned: Evaluation,
+) -> int:
+    """Run the trials, write the results; the exit status."""
+    multi = args.multi_objective
     grid = args.sampler == "grid"
     starts = [dict.fromkeys(VIEWS, space.high)]
     if engine.rates is not None:
@@ -234,7 +258,7 @@ def _search(
         study, objective, trials=args.trials, timeout=args.timeout, progress=not args.no_progress
     )
     outcome = Outcome(
-        name=name,
+        name=study.study_name,
         url=url,
         study=study,
         choice=choose_trial(study, multi_objective=multi, budget=args.budget),

@@ -222,6 +222,39 @@ def test_bad_tune_options_are_clear_errors(small_bag, tmp_path, capsys):
     assert "--multi-objective" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--storage", "postgresql://user:secret@127.0.0.1:1/db"], "storage"),
+        (["--storage", "nowhere.db"], "is not an optuna storage"),
+        (["--sampler", "cmaes", "--multi-objective"], "CMA-ES optimises one objective"),
+    ],
+)
+def test_storage_and_sampler_errors_come_before_the_model_loads(
+    small_bag, tmp_path, capsys, flags, message
+):
+    assert main(_tune_args(small_bag, tmp_path, *flags)) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "secret" not in captured.err
+    assert "NOTE" not in captured.out  # printed once the (random-weight) model has loaded
+
+
+def test_a_study_with_other_settings_is_refused_before_any_frame_is_encoded(
+    small_bag, tmp_path, capsys
+):
+    named = ("--study-name", "mine", "--reward", "fidelity")
+    assert main(_tune_args(small_bag, tmp_path, *named, "--trials", "1")) == 0
+    capsys.readouterr()
+    fresh_cache = tmp_path / "fresh-cache"
+    args = _tune_args(small_bag, tmp_path, *named, "--lambda", "0.5")
+    args[args.index(str(tmp_path / "cache"))] = str(fresh_cache)
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "other settings (lambda differ)" in captured.err
+    assert "vision encoder calls" not in captured.out
+    assert not list(fresh_cache.rglob("*.safetensors"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "kind", ["sqlite", "journal", pytest.param("postgres", marks=[pytest.mark.postgres])]

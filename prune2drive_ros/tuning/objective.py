@@ -361,21 +361,31 @@ class EvaluationSetup:
 
 
 def prepare_evaluation(
-    args: argparse.Namespace, vlm: DrivingVLM, data: ValidationSet, *, lam: float = DEFAULT_LAMBDA
+    args: argparse.Namespace,
+    vlm: DrivingVLM,
+    data: ValidationSet,
+    reward: tuple[str, str],
+    *,
+    lam: float = DEFAULT_LAMBDA,
 ) -> EvaluationSetup:
-    """Choose the reward, encode every frame that is not cached yet, build the evaluator."""
-    reward, reason = choose_reward(args.reward, data)
+    """Build the evaluator for ``reward`` (name and why, from :func:`choose_reward`), then
+    encode every frame that is not cached yet: the evaluator's checks come before the encoder.
+
+    Raises:
+        ConfigError: as :class:`Evaluator`.
+    """
+    name, reason = reward
     features = FeatureCache(vlm, args.cache_dir)
-    features.prepare(data.frames, progress=not args.no_progress)
     evaluator = Evaluator(
         vlm,
         features,
         data,
-        reward=reward,
+        reward=name,
         lam=lam,
         pruner=args.pruner,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         progress=not args.no_progress,
     )
-    return EvaluationSetup(data, features, evaluator, reward, reason)
+    features.prepare(data.frames, progress=not args.no_progress)
+    return EvaluationSetup(data, features, evaluator, name, reason)

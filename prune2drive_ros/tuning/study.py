@@ -147,15 +147,35 @@ class SearchSpace:
         return {view: min(values, key=lambda v: abs(v - rate)) for view, rate in clipped.items()}
 
 
-def make_sampler(
-    name: str | None, space: SearchSpace, *, seed: int, multi_objective: bool
-) -> BaseSampler:
-    """optuna's sampler ``name`` (default TPE, or NSGA-II for a multi-objective study).
+def sampler_name(name: str | None, *, multi_objective: bool) -> str:
+    """The sampler a run uses: ``name``, or TPE (NSGA-II for a multi-objective study).
+
+    Called before anything expensive runs, so a sampler that cannot be used stops the command
+    before the model loads.
 
     Raises:
         ConfigError: an unknown name, CMA-ES for two objectives, or CMA-ES without ``cmaes``.
     """
     name = name or ("nsga2" if multi_objective else "tpe")
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+    if name == "cmaes":
+        if multi_objective:
+            raise ConfigError("CMA-ES optimises one objective; use nsga2 or tpe with two")
+        if importlib.util.find_spec("cmaes") is None:
+            raise ConfigError("optuna's CMA-ES sampler needs the cmaes package: pip install cmaes")
+    return name
+
+
+def make_sampler(
+    name: str | None, space: SearchSpace, *, seed: int, multi_objective: bool
+) -> BaseSampler:
+    """optuna's sampler ``name`` (see :func:`sampler_name`), seeded.
+
+    Raises:
+        ConfigError: as :func:`sampler_name`.
+    """
+    name = sampler_name(name, multi_objective=multi_objective)
     if name == "tpe":
         return TPESampler(seed=seed)
     if name == "random":
@@ -164,13 +184,7 @@ def make_sampler(
         return GridSampler({view: space.grid_values() for view in VIEWS}, seed=seed)
     if name == "nsga2":
         return NSGAIISampler(seed=seed)
-    if name == "cmaes":
-        if multi_objective:
-            raise ConfigError("CMA-ES optimises one objective; use nsga2 or tpe with two")
-        if importlib.util.find_spec("cmaes") is None:
-            raise ConfigError("optuna's CMA-ES sampler needs the cmaes package: pip install cmaes")
-        return CmaEsSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+    return CmaEsSampler(seed=seed)
 
 
 # --------------------------------------------------------------------------------------------
