@@ -97,6 +97,24 @@ def _worker(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _wait_for_finished(
+    worker: subprocess.Popen[bytes], url: str, name: str, count: int, log: Path
+) -> dict[int, dict[str, float]]:
+    """Poll the storage until the study has ``count`` finished trials: their params by number."""
+    deadline = time.monotonic() + 600
+    finished: dict[int, dict[str, float]] = {}
+    while len(finished) < count:
+        assert worker.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "the worker finished too few trials in time"
+        time.sleep(0.5)
+        try:
+            trials = _trials(url, name)
+        except KeyError:  # the worker has not created the study yet
+            continue
+        finished = {t.number: t.params for t in trials if t.state == TrialState.COMPLETE}
+    return finished
+
+
 def test_tune_writes_a_rates_file_report_and_plots_then_resumes(small_bag, tmp_path, capsys):
     assert main(_tune_args(small_bag, tmp_path, "--trials", "2", "--json")) == 0
     first = _last_json(capsys.readouterr().out)
@@ -299,17 +317,7 @@ def test_a_killed_worker_loses_no_finished_trial(small_bag, tmp_path, capsys, ki
     )
     worker = _worker([*args, "--trials", "500"], tmp_path / "worker.log")
     try:
-        deadline = time.monotonic() + 600
-        finished: dict[int, dict[str, float]] = {}
-        while len(finished) < 2:
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-            assert time.monotonic() < deadline, "the worker finished no trial in time"
-            time.sleep(0.5)
-            try:
-                trials = _trials(url, name)
-            except KeyError:  # the worker has not created the study yet
-                continue
-            finished = {t.number: t.params for t in trials if t.state == TrialState.COMPLETE}
+        finished = _wait_for_finished(worker, url, name, 2, tmp_path / "worker.log")
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=60)
@@ -322,3 +330,23 @@ def test_a_killed_worker_loses_no_finished_trial(small_bag, tmp_path, capsys, ki
         assert trials[number].params == params
     assert summary["study_completed"] >= len(finished) + 1
     assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_ctrl_c_finishes_the_trial_writes_the_results_and_exits_130(small_bag, tmp_path):
+    url, name = f"sqlite:///{tmp_path / 'study.db'}", "interrupted"
+    args = _tune_args(small_bag, tmp_path, "--storage", url, "--study-name", name)
+    log = tmp_path / "worker.log"
+    worker = _worker([*args, "--trials", "500"], log)
+    try:
+        _wait_for_finished(worker, url, name, 1, log)
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=600) == 130
+    finally:
+        worker.kill()
+    output = log.read_text()
+    assert "press Ctrl-C again" in output and "Traceback" not in output
+    written = load_rates(tmp_path / "out" / "retention_rates.yaml")
+    states = [t.state for t in _trials(url, name)]
+    assert TrialState.RUNNING not in states and TrialState.FAIL not in states
+    assert written.meta["trials"] == states.count(TrialState.COMPLETE)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import signal
 import time
+from collections.abc import Callable
 
 import optuna
 import pytest
@@ -214,3 +217,52 @@ def test_a_run_of_failures_stops_the_run():
     stats = run_trials(study, objective, trials=50, progress=False)
     assert stats.failed == MAX_CONSECUTIVE_FAILURES
     assert "in a row" in stats.aborted and "broken" in stats.aborted
+
+
+def test_a_failed_trial_is_one_log_line_without_a_traceback(caplog, capfd):
+    study = _study()
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("error", "RuntimeError: bad trial")
+        raise RuntimeError("bad trial")
+
+    with caplog.at_level(logging.WARNING):
+        stats = run_trials(study, objective, trials=1, progress=False)
+    assert stats.failed == 1
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == ["trial 0 failed: RuntimeError: bad trial"]
+    assert not any(r.exc_info for r in warnings)
+    err = capfd.readouterr().err  # optuna's own handler writes to stderr, past caplog
+    assert "Traceback" not in err and "failed with parameters" not in err
+
+
+def _interrupting(times: int) -> Callable[[optuna.Trial], float]:
+    """An objective whose trial 1 gets ``times`` Ctrl-C (SIGINT) while it runs."""
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+        return x
+
+    return objective
+
+
+def test_the_first_ctrl_c_lets_the_running_trial_finish_then_stops(caplog):
+    study = _study()
+    with caplog.at_level(logging.WARNING):
+        stats = run_trials(study, _interrupting(1), trials=10, progress=False)
+    assert (stats.completed, stats.failed, stats.interrupted) == (2, 0, True)
+    assert stats.aborted == "interrupted"
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert "press Ctrl-C again" in caplog.text
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(capfd):
+    study = _study()
+    stats = run_trials(study, _interrupting(2), trials=10, progress=False)
+    assert (stats.completed, stats.interrupted) == (1, True)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert "Traceback" not in capfd.readouterr().err

@@ -40,12 +40,16 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
+import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import optuna
@@ -389,6 +393,7 @@ def make_objective(
             evaluation = evaluator.evaluate(rates)
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            logger.debug("trial %d failed", trial.number, exc_info=True)
             raise
         for key, value in evaluation.user_attrs().items():
             trial.set_user_attr(key, value)
@@ -427,9 +432,14 @@ def run_trials(
 ) -> RunStats:
     """Run ``trials`` more trials (or until ``timeout`` seconds) in this process.
 
-    A failing trial is recorded as FAIL and the study goes on; after
+    A failing trial is recorded as FAIL, logged as one line (its error is also kept in the
+    trial's ``error`` attribute; ``-v`` logs the traceback) and the study goes on; after
     :data:`MAX_CONSECUTIVE_FAILURES` failures in a row the run stops (``aborted`` says why).
-    Ctrl-C ends the run too (``interrupted``), keeping every finished trial.
+
+    Ctrl-C (SIGINT) is an expected way to end a run, so it prints no traceback either: the
+    first lets the running trial finish and then stops, the second stops at once (optuna then
+    records the running trial as FAIL). Either way ``interrupted`` is set and every finished
+    trial is kept.
     """
     stats = RunStats()
     bar = tqdm(total=trials, desc="trials", unit="trial", disable=not progress)
@@ -443,14 +453,16 @@ def run_trials(
         elif trial.state == TrialState.FAIL:
             stats.failed += 1
             stats.consecutive_failures += 1
+            error = trial.user_attrs.get("error", "optuna refused the value it returned")
+            logger.warning("trial %d failed: %s", trial.number, error)
             if stats.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                 stats.aborted = (
-                    f"{stats.consecutive_failures} trials in a row failed, the last with: "
-                    f"{trial.user_attrs.get('error', 'see the log')}"
+                    f"{stats.consecutive_failures} trials in a row failed, the last with: {error}"
                 )
-                study.stop()
+        if stats.interrupted or stats.aborted:
+            study.stop()
 
-    with bar:
+    with bar, _quiet_optuna_failures(), _stop_on_interrupt(stats):
         try:
             study.optimize(
                 objective,
@@ -459,10 +471,53 @@ def run_trials(
                 catch=(Exception,),
                 callbacks=[after_trial],
             )
-        except KeyboardInterrupt:  # optuna has recorded the running trial as FAIL
+        except KeyboardInterrupt:  # the second Ctrl-C; optuna has recorded the trial as FAIL
             stats.interrupted = True
-            stats.aborted = "interrupted"
+    if stats.interrupted:
+        stats.aborted = "interrupted"
     return stats
+
+
+#: optuna's logger of failed trials; it adds the traceback, which :func:`run_trials` leaves out.
+_OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"
+
+
+@contextmanager
+def _quiet_optuna_failures() -> Iterator[None]:
+    """Silence optuna's two WARNING lines per failed trial (the first with the traceback):
+    :func:`run_trials` logs one line instead."""
+    optimize_logger = logging.getLogger(_OPTUNA_TRIAL_LOGGER)
+    level = optimize_logger.level
+    optimize_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        optimize_logger.setLevel(level)
+
+
+@contextmanager
+def _stop_on_interrupt(stats: RunStats) -> Iterator[None]:
+    """While the trials run: the first SIGINT sets ``stats.interrupted`` (the trial callback then
+    stops the study), the second raises KeyboardInterrupt. Outside the main thread, where no
+    signal handler can be set, Ctrl-C keeps Python's default (KeyboardInterrupt at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if stats.interrupted:
+            raise KeyboardInterrupt
+        stats.interrupted = True
+        logger.warning(
+            "interrupted: finishing the running trial, then writing the results; "
+            "press Ctrl-C again to stop at once"
+        )
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --------------------------------------------------------------------------------------------
