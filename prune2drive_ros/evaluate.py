@@ -37,7 +37,9 @@ from .tuning.objective import (
     add_evaluation_arguments,
     choose_reward,
     prepare_evaluation,
+    reward_tokenizer,
 )
+from .tuning.ptb import language_tokenizer
 from .tuning.sources import add_data_arguments, open_validation_set
 from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
 from .vlm.flops import DecoderShape, flops_ratio
@@ -92,6 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``prune2drive eval``: 0, or 1 when some questions had to be skipped."""
     config = engine_config(args)
+    if args.tokenizer == "ptb":
+        language_tokenizer("ptb")  # refused without Java now, not after the model has loaded
     # Rates are checked before the model loads, so a bad file fails in a second, not minutes.
     rates = None
     if args.uniform is not None:
@@ -107,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         print(data.summary())
         reward = choose_reward(args.reward, data)
         print(f"reward: {reward[0]} ({reward[1]})")
-        setup = prepare_evaluation(args, vlm, data, reward)
+        setup = prepare_evaluation(
+            args, vlm, data, reward, tokenizer=reward_tokenizer(reward[0], args.tokenizer)
+        )
         evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
         evaluations[UNPRUNED] = setup.evaluator.evaluate(None)
         timings = prefill_timings(
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json(
             {
                 "reward": setup.reward,
+                "tokenizer": None if setup.tokenizer is None else setup.tokenizer.name,
                 "rates": rates,
                 "samples": len(data.samples),
                 "frames": len(data.frames),

@@ -41,7 +41,9 @@ from .tuning.objective import (
     add_evaluation_arguments,
     choose_reward,
     prepare_evaluation,
+    reward_tokenizer,
 )
+from .tuning.ptb import Tokenizer, language_tokenizer
 from .tuning.report import ReportContext, write_report
 from .tuning.sources import ValidationSet, add_data_arguments, open_validation_set
 from .tuning.study import (
@@ -180,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--budget goes with --multi-objective; add it or leave --budget out")
     space = SearchSpace(args.min_rate, args.max_rate, args.grid_steps)
     sampler = sampler_name(args.sampler, multi_objective=args.multi_objective)
+    if args.tokenizer == "ptb":
+        language_tokenizer("ptb")  # refused without Java now, not after the model has loaded
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = args.storage or default_storage(args.out)
     storage = make_storage(url, heartbeat_s=args.heartbeat)
@@ -191,9 +195,12 @@ def run(args: argparse.Namespace) -> int:
         print(data.summary())
         reward = choose_reward(args.reward, data)
         print(f"reward: {reward[0]} ({reward[1]})")
-        study = _open_study(args, storage, engine.vlm, data, reward[0], space, sampler)
+        tokenizer = reward_tokenizer(reward[0], args.tokenizer)
+        study = _open_study(args, storage, engine.vlm, data, reward[0], tokenizer, space, sampler)
         print(f"study {study.study_name} in {redact_url(url)}: {len(study.trials)} trials so far")
-        setup = prepare_evaluation(args, engine.vlm, data, reward, lam=args.lam)
+        setup = prepare_evaluation(
+            args, engine.vlm, data, reward, tokenizer=tokenizer, lam=args.lam
+        )
         print(
             f"vision encoder calls: {setup.features.encoder_calls} for {len(data.frames)} frames "
             f"(the others were cached in {setup.features.folder})"
@@ -209,6 +216,7 @@ def _open_study(
     vlm: DrivingVLM,
     data: ValidationSet,
     reward: str,
+    tokenizer: Tokenizer | None,
     space: SearchSpace,
     sampler: str,
 ) -> optuna.Study:
@@ -219,6 +227,8 @@ def _open_study(
         "model": model_content_key(vlm),
         "data": data.identity,
         "reward": reward,
+        # A worker with Java and one without score language differently: not one objective.
+        "tokenizer": None if tokenizer is None else tokenizer.name,
         "lambda": args.lam,
         "multi_objective": multi,
         "pruner": args.pruner,
@@ -386,6 +396,7 @@ def _print_summary(
                 "frames": len(setup.data.frames),
                 "encoder_calls": setup.features.encoder_calls,
                 "reward": setup.reward,
+                "tokenizer": None if setup.tokenizer is None else setup.tokenizer.name,
                 "lambda": args.lam,
                 "chosen_trial": trial.number,
                 "rates": rates,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from prune2drive_ros.errors import ConfigError
+from prune2drive_ros.tuning import ptb
+from prune2drive_ros.tuning.ptb import PTB, REGEX, java_problem, language_tokenizer, regex_tokens
 from prune2drive_ros.tuning.scoring import (
     LanguageScores,
     Point,
@@ -23,38 +28,90 @@ from prune2drive_ros.tuning.scoring import (
     points,
     score_answers,
     token_agreement,
-    tokenize,
 )
 
 
-def test_tokenize_lowercases_and_drops_ptb_punctuation() -> None:
-    assert tokenize("The ego vehicle's speed: FAST, isn't it?") == [
-        "the",
-        "ego",
-        "vehicle",
-        "'s",
-        "speed",
-        "fast",
-        "is",
-        "n't",
-        "it",
+def _tokens(text: str) -> str:
+    return " ".join(regex_tokens(text))
+
+
+def test_regex_tokens_lowercase_and_drop_coco_captions_punctuation() -> None:
+    assert (
+        _tokens("The ego vehicle's speed: FAST, isn't it?")
+        == "the ego vehicle 's speed fast is n't it"
+    )
+
+
+def test_regex_tokens_of_brackets_numbers_and_object_tags_are_ptbs() -> None:
+    # coco-caption lower-cases before it filters "-LRB-", so bracket names stay as words; PTB
+    # reads ",1088.3,497.5" as one number, leading comma included.
+    assert _tokens("A champagne-colored sedan (3.5 m) at <c1,CAM_BACK,1088.3,497.5>.") == (
+        "a champagne-colored sedan -lrb- 3.5 m -rrb- at < c1 cam_back ,1088.3,497.5 >"
+    )
+
+
+def test_regex_tokens_keep_abbreviations_whole() -> None:
+    assert _tokens("Approx. 5 m, e.g. the U.S. car of Mr. Smith, etc.") == (
+        "approx 5 m e.g. the u.s. car of mr. smith etc."
+    )
+    # One letter with a period is an abbreviation unless a sentence plainly starts after it.
+    assert _tokens("A. Going ahead.") == "a. going ahead"
+    assert _tokens("B. The car stops.") == "b the car stops"
+
+
+#: DriveLM-style answers, one per line: in the challenge files' style and as models answer.
+DRIVELM_STYLE = (
+    (Path(__file__).parent / "fixtures" / "drivelm_style_answers.txt")
+    .read_text(encoding="utf-8")
+    .splitlines()
+)
+
+
+def test_regex_tokens_agree_with_the_ptb_jar_on_drivelm_style_answers() -> None:
+    problem = java_problem()
+    if problem:
+        pytest.skip(f"the PTB jar cannot run here: {problem}")
+    # The jar lexes a batch as one stream: a line's last period may depend on the next line's
+    # first word. A lower-case line between the answers gives each the end of text it has
+    # alone, which is what the emulation sees.
+    separated = [text for answer in DRIVELM_STYLE for text in (answer, "x")]
+    (jar,) = PTB(separated)
+    assert jar[1::2] == [["x"]] * len(DRIVELM_STYLE)
+    for answer, tokens in zip(DRIVELM_STYLE, jar[::2], strict=True):
+        assert regex_tokens(answer) == tokens, answer
+
+
+def test_ptb_batches_keep_one_line_per_answer() -> None:
+    if java_problem():
+        pytest.skip(f"the PTB jar cannot run here: {java_problem()}")
+    answers = ["Stop\rnow.", "", "Keep\u2028going\nahead.", "(A) car."]
+    references = ["Yes."]
+    assert PTB(answers, references) == [
+        [["stop", "now"], [], ["keep", "going", "ahead"], ["-lrb-", "a", "-rrb-", "car"]],
+        [["yes"]],
     ]
 
 
-def test_tokenize_keeps_numbers_hyphenated_words_and_object_tags() -> None:
-    assert tokenize("A champagne-colored sedan (3.5 m) at <c1,CAM_BACK,1088.3,497.5>.") == [
-        "a",
-        "champagne-colored",
-        "sedan",
-        "3.5",
-        "m",
-        "at",
-        "<",
-        "c1",
-        "cam_back",
-        "1088.3,497.5",
-        ">",
-    ]
+def test_ptb_is_refused_without_java_and_auto_falls_back(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(ptb.shutil, "which", lambda name: None)
+    java_problem.cache_clear()
+    language_tokenizer.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"java is not on PATH.*--tokenizer regex"):
+            language_tokenizer("ptb")
+        with caplog.at_level(logging.WARNING):
+            assert language_tokenizer("auto") is REGEX
+        assert "java is not on PATH" in caplog.text
+    finally:
+        java_problem.cache_clear()
+        language_tokenizer.cache_clear()
+
+
+def test_language_says_which_tokens_it_scored() -> None:
+    scores = language(["the light is red"], ["the light is red"], tokenizer=REGEX)
+    assert scores.tokenizer == "regex" and scores.as_dict()["tokenizer"] == "regex"
+    described = score_answers(["a car"], ["a truck"], [[2]], tokenizer=REGEX).describe()
+    assert "tokens: regular-expression emulation of PTBTokenizer" in described
 
 
 @pytest.mark.parametrize(

@@ -180,8 +180,10 @@ def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_pa
         "1",
         "--json",
     ]
-    assert main([*common, "--uniform", "0.3"]) == 0
-    table = _last_json(capsys.readouterr().out)
+    assert main([*common, "--uniform", "0.3", "--tokenizer", "regex"]) == 0
+    printed = capsys.readouterr().out
+    table = _last_json(printed)
+    assert table["tokenizer"] == "regex"
     rows = {row["method"]: row for row in table["rows"]}
     assert list(rows) == [*PRUNERS, "none"]
     assert rows["none"]["tokens_per_view"] == 729 and rows["none"]["speedup"] == 1.0
@@ -191,7 +193,9 @@ def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_pa
     assert set(rows["tfps"]["parts"]) == {"accuracy", "language", "match"}
 
     assert main([*common, "--no-pruning", "--reward", "fidelity"]) == 0
-    only = _last_json(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    only = _last_json(printed)
+    assert only["tokenizer"] is None
     assert [row["method"] for row in only["rows"]] == ["none"]
     assert only["rows"][0]["score"] == 1.0
     assert only["encoder_calls"] == 0  # the first run cached every frame

@@ -40,7 +40,17 @@ from ..pruning.budget import Rates, validate_rates
 from ..views import VIEWS
 from ..vlm import DrivingVLM
 from .features import FeatureCache
-from .scoring import LanguageScores, Score, fidelity, local_score, score_answers
+from .ptb import TOKENIZERS, Tokenizer, language_tokenizer
+from .scoring import (
+    TAG_ACCURACY,
+    TAG_LANGUAGE,
+    TAG_MATCH,
+    LanguageScores,
+    Score,
+    fidelity,
+    route,
+    score_answers,
+)
 from .sources import Frame, Sample, ValidationSet
 
 logger = logging.getLogger(__name__)
@@ -109,6 +119,7 @@ def score_from_parts(parts: Mapping[str, Any]) -> Score:
             bleu=(parts["Bleu_1"], parts["Bleu_2"], parts["Bleu_3"], parts["Bleu_4"]),
             rouge_l=parts["ROUGE_L"],
             cider=parts["CIDEr"],
+            tokenizer=parts.get("tokenizer"),
         )
     return Score(
         accuracy=parts.get("accuracy"),
@@ -172,6 +183,8 @@ class Evaluator:
         max_new_tokens: answer length limit.
         seed: seed of the pruner (the ``random`` baseline uses it).
         progress: show a bar over the samples of each evaluation.
+        tokenizer: of the language metrics (``drivelm`` reward; default
+            :func:`~.ptb.language_tokenizer`).
 
     Raises:
         ConfigError: the ``drivelm`` reward on items that no local metric scores (only GPT
@@ -190,6 +203,7 @@ class Evaluator:
         max_new_tokens: int = 32,
         seed: int = 0,
         progress: bool = True,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         if reward not in REWARDS:
             raise ConfigError(f"unknown reward {reward!r}; expected one of {', '.join(REWARDS)}")
@@ -203,17 +217,16 @@ class Evaluator:
         self.max_new_tokens = max_new_tokens
         self.seed = seed
         self.progress = progress
+        self.tokenizer = tokenizer
         self._unpruned: dict[str, list[str]] | None = None
         if reward == "drivelm":
             references = [s.answer or "" for _, group in self.groups for s in group]
-            tags = [s.tags for _, group in self.groups for s in group]
-            try:
-                local_score(score_answers(references, references, tags))
-            except ValueError as exc:
+            routed = route(references, [s.tags for _, group in self.groups for s in group])
+            if not any(routed[tag] for tag in (TAG_ACCURACY, TAG_LANGUAGE, TAG_MATCH)):
                 raise ConfigError(
-                    f"no question is scored by a local DriveLM metric ({exc}); use "
-                    "--reward fidelity"
-                ) from exc
+                    "no question is scored by a local DriveLM metric (accuracy, language or "
+                    "match; the others need a GPT score); use --reward fidelity"
+                )
 
     def unpruned_answers(self) -> dict[str, list[str]]:
         """The unpruned model's answers per frame key (computed once, cached on disk).
@@ -318,7 +331,9 @@ class Evaluator:
         if self.reward == "fidelity":
             value = fidelity(predictions, references)
             return value, {"fidelity": value}, None
-        score = score_answers(predictions, references, [s.tags for s, _, _ in scored])
+        score = score_answers(
+            predictions, references, [s.tags for s, _, _ in scored], tokenizer=self.tokenizer
+        )
         try:
             value = score.value
         except ValueError as exc:  # the skipped samples took every locally scored item along
@@ -341,12 +356,30 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         "with the unpruned model); default drivelm when every question has a reference answer",
     )
     parser.add_argument(
+        "--tokenizer",
+        choices=TOKENIZERS,
+        default="auto",
+        help="tokens of the drivelm reward's language metrics: ptb (Stanford PTBTokenizer, as the "
+        "DriveLM challenge; needs java), regex (its emulation) or auto (ptb when java runs; "
+        "default)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
         help="feature cache folder (default ~/.cache/prune2drive_ros/features)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def reward_tokenizer(reward: str, choice: str) -> Tokenizer | None:
+    """The tokenizer of the language metrics for ``--tokenizer choice``, or None when the
+    reward uses none (``fidelity`` tokenises with the emulation, see :func:`~.scoring.fidelity`).
+
+    Raises:
+        ConfigError: as :func:`~.ptb.language_tokenizer`.
+    """
+    return language_tokenizer(choice) if reward == "drivelm" else None
 
 
 @dataclass
@@ -358,6 +391,7 @@ class EvaluationSetup:
     evaluator: Evaluator
     reward: str
     reward_reason: str
+    tokenizer: Tokenizer | None
 
 
 def prepare_evaluation(
@@ -366,10 +400,12 @@ def prepare_evaluation(
     data: ValidationSet,
     reward: tuple[str, str],
     *,
+    tokenizer: Tokenizer | None,
     lam: float = DEFAULT_LAMBDA,
 ) -> EvaluationSetup:
-    """Build the evaluator for ``reward`` (name and why, from :func:`choose_reward`), then
-    encode every frame that is not cached yet: the evaluator's checks come before the encoder.
+    """Build the evaluator for ``reward`` (name and why, from :func:`choose_reward`; language
+    metrics on ``tokenizer``, from :func:`reward_tokenizer`), then encode every frame that is
+    not cached yet: the evaluator's checks come before the encoder.
 
     Raises:
         ConfigError: as :class:`Evaluator`.
@@ -386,6 +422,7 @@ def prepare_evaluation(
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         progress=not args.no_progress,
+        tokenizer=tokenizer,
     )
     features.prepare(data.frames, progress=not args.no_progress)
-    return EvaluationSetup(data, features, evaluator, name, reason)
+    return EvaluationSetup(data, features, evaluator, name, reason, tokenizer)

@@ -12,7 +12,9 @@ retention rates can be compared with published DriveLM results:
   first (see :func:`extract_choice`); ``extract=False`` gives the official comparison.
 * language: BLEU-1..4, ROUGE-L and CIDEr over all tag-2 items as one corpus, through the
   coco-caption scorers (the official code calls ``language_evaluation.CocoEvaluator``, a
-  wrapper of the same Bleu(4), Rouge() and Cider() classes that :mod:`pycocoevalcap` ships).
+  wrapper of the same Bleu(4), Rouge() and Cider() classes that :mod:`pycocoevalcap` ships),
+  on the tokens of Stanford's PTBTokenizer when Java runs, else of its emulation (see
+  :mod:`.ptb`; the score says which).
   The final score folds them as ``mean(BLEU-1..4)/3 + ROUGE-L/3 + CIDEr/30`` (the
   ``/4./3.``, ``/3.`` and ``/10./3.`` in the official loop over the result keys).
 * match: per item, every ``\\d+\\.\\d+`` number in the text is read, consecutive numbers form
@@ -44,6 +46,8 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
+from .ptb import Tokenizer, language_tokenizer, regex_tokens, tokenizer_named
+
 if TYPE_CHECKING:
     import torch
 
@@ -57,47 +61,6 @@ WEIGHTS: Mapping[str, float] = {"gpt": 0.4, "language": 0.2, "match": 0.2, "accu
 
 #: A predicted point is a hit when its L1 distance to a reference point is below this.
 MATCH_RADIUS_PX = 16.0
-
-# --------------------------------------------------------------------------------------------
-# Tokenisation
-# --------------------------------------------------------------------------------------------
-
-# Tokens coco-caption drops after Stanford PTBTokenizer (its PUNCTUATIONS list), plus the raw
-# characters PTBTokenizer turns into dropped tokens: quotes become `` / '' and round and curly
-# brackets become -LRB- -RRB- -LCB- -RCB-.
-_DROPPED = frozenset(
-    {"''", "'", "``", "`", '"', ".", "?", "!", ",", ":", "-", "--", "...", ";"}
-    | {"(", ")", "{", "}"}
-)
-_NEGATION = re.compile(r"(?<=\w)(n't)\b")
-_CLITIC = re.compile(r"(?<=\w)('(?:s|re|ve|ll|d|m))\b")
-# Order matters: numbers with inner separators ("1,000", "3.5", "1088.3,497.5") stay whole as
-# PTB keeps them; then the split-off clitics; then words with inner hyphens ("champagne-colored",
-# PTB does not split them); then runs of dots and dashes; then any other single character.
-_TOKEN = re.compile(r"\d+(?:[.,:]\d+)+|n't|'(?:s|re|ve|ll|d|m)\b|\w+(?:-\w+)*|\.{2,}|-{2,}|\S")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens, as coco-caption's PTBTokenizer + punctuation filter gives them.
-
-    The official scorer runs Stanford CoreNLP's PTBTokenizer (Java) with ``-lowerCase`` and then
-    drops punctuation tokens. This is a regular-expression stand-in that agrees with it on plain
-    English: lower-casing; ``n't`` and ``'s 're 've 'll 'd 'm`` split off; hyphenated words and
-    numbers such as ``3.5`` or ``1,000`` kept whole; ``. , ; : ! ? - -- ...``, quotes and round or
-    curly brackets dropped. It differs on what PTB treats specially and plain text rarely has:
-    abbreviations with periods ("U.S." becomes ``u s``), URLs, e-mail addresses, SGML-like tags,
-    fractions and currency. Square and angle brackets stay as tokens (PTB writes ``[`` as
-    ``-LSB-``, which only renames the token and so changes no n-gram statistic). A DriveLM object
-    tag ``<c1,CAM_BACK,1088.3,497.5>`` becomes ``< c1 cam_back 1088.3,497.5 >``.
-    """
-    text = _NEGATION.sub(r" \1", text.lower())
-    text = _CLITIC.sub(r" \1", text)
-    return [tok for tok in _TOKEN.findall(text) if tok not in _DROPPED]
-
-
-def _joined(text: str) -> str:
-    """Tokens joined by single spaces: the form the coco-caption scorers take."""
-    return " ".join(tokenize(text))
 
 
 def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
@@ -152,16 +115,23 @@ def _yes_no(text: str) -> str | None:
     return found.group(1).lower() if found else None
 
 
+def words(text: str) -> list[str]:
+    """The words of ``text`` for comparing answers with each other (accuracy, fidelity): its
+    :func:`~.ptb.regex_tokens` without trailing periods, so that "B." and "b" agree (PTB keeps
+    the period of an abbreviation such as a lone letter)."""
+    return [token.rstrip(".") or token for token in regex_tokens(text)]
+
+
 def _is_yes_no_answer(reference: str) -> bool:
-    return tokenize(reference) in (["yes"], ["no"])
+    return words(reference) in (["yes"], ["no"])
 
 
 def _correct(prediction: str, reference: str) -> bool:
     if is_choice_answer(reference):
         return extract_choice(prediction) == reference.strip()[0]
     if _is_yes_no_answer(reference):
-        return _yes_no(prediction) == tokenize(reference)[0]
-    return tokenize(prediction) == tokenize(reference)
+        return _yes_no(prediction) == words(reference)[0]
+    return words(prediction) == words(reference)
 
 
 def accuracy(
@@ -171,9 +141,9 @@ def accuracy(
 
     With ``extract`` (the default) a prediction is right when: for a choice-letter reference,
     :func:`extract_choice` finds that letter; for a "Yes."/"No." reference, the prediction starts
-    with the same word ("No, it is not." counts); otherwise both token lists (:func:`tokenize`)
-    are equal. ``extract=False`` is the official ``answer == GT``, which needs the model to
-    answer exactly "B" or "No.".
+    with the same word ("No, it is not." counts); otherwise both word lists (:func:`words`)
+    are equal. ``extract=False`` is the official
+    ``answer == GT``, which needs the model to answer exactly "B" or "No.".
     """
     _check_pairs(predictions, references)
     if extract:
@@ -190,27 +160,42 @@ def accuracy(
 
 @dataclass(frozen=True)
 class LanguageScores:
-    """Corpus-level coco-caption scores: BLEU and ROUGE-L in [0, 1], CIDEr in [0, 10]."""
+    """Corpus-level coco-caption scores: BLEU and ROUGE-L in [0, 1], CIDEr in [0, 10], and the
+    name of the tokenizer they were computed on (:mod:`.ptb`; None when not recorded)."""
 
     bleu: tuple[float, float, float, float]
     rouge_l: float
     cider: float
+    tokenizer: str | None = None
 
     @property
     def combined(self) -> float:
         """``mean(BLEU-1..4)/3 + ROUGE-L/3 + CIDEr/30``: the challenge's language score."""
         return sum(self.bleu) / 4 / 3 + self.rouge_l / 3 + self.cider / 10 / 3
 
-    def as_dict(self) -> dict[str, float]:
-        """Scores under the coco-caption names, plus ``language`` (the combined value)."""
-        out = {f"Bleu_{n}": value for n, value in enumerate(self.bleu, start=1)}
-        out.update(ROUGE_L=self.rouge_l, CIDEr=self.cider, language=self.combined)
+    def as_dict(self) -> dict[str, float | str | None]:
+        """Scores under the coco-caption names, plus ``language`` (the combined value) and
+        ``tokenizer``."""
+        out: dict[str, float | str | None] = {
+            f"Bleu_{n}": value for n, value in enumerate(self.bleu, start=1)
+        }
+        out.update(
+            ROUGE_L=self.rouge_l, CIDEr=self.cider, language=self.combined, tokenizer=self.tokenizer
+        )
         return out
 
 
-def language(predictions: Sequence[str], references: Sequence[str]) -> LanguageScores:
+def language(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    tokenizer: Tokenizer | None = None,
+) -> LanguageScores:
     """BLEU-1..4, ROUGE-L and CIDEr of ``predictions`` against one reference each.
 
+    Texts are tokenised as the challenge does (``tokenizer``, default
+    :func:`~.ptb.language_tokenizer`: the PTB jar when Java runs), predictions and references
+    each as one batch in the given order, as coco-caption does.
     All items form one corpus, as in the official evaluation: BLEU is corpus-level (clipped
     n-gram counts summed over items, "closest" brevity penalty), ROUGE-L (beta 1.2) and CIDEr
     are means over items, and CIDEr's IDF comes from the references of these items only. Hence:
@@ -223,8 +208,10 @@ def language(predictions: Sequence[str], references: Sequence[str]) -> LanguageS
       it is reported as 0 here.
     """
     _check_pairs(predictions, references)
-    res = {i: [_joined(p)] for i, p in enumerate(predictions)}
-    gts = {i: [_joined(r)] for i, r in enumerate(references)}
+    tokenizer = tokenizer or language_tokenizer()
+    predicted, referenced = tokenizer(predictions, references)
+    res = {i: [" ".join(tokens)] for i, tokens in enumerate(predicted)}
+    gts = {i: [" ".join(tokens)] for i, tokens in enumerate(referenced)}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge_l, _ = Rouge().compute_score(gts, res)
     if any(ref for (ref,) in gts.values()):
@@ -233,7 +220,9 @@ def language(predictions: Sequence[str], references: Sequence[str]) -> LanguageS
         logger.warning("every reference answer is empty: CIDEr is reported as 0")
         cider = 0.0
     b1, b2, b3, b4 = (float(b) for b in bleu)
-    return LanguageScores(bleu=(b1, b2, b3, b4), rouge_l=float(rouge_l), cider=float(cider))
+    return LanguageScores(
+        bleu=(b1, b2, b3, b4), rouge_l=float(rouge_l), cider=float(cider), tokenizer=tokenizer.name
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,6 +406,11 @@ class Score:
             "  final = 0.4*GPT/100 + 0.2*language + 0.2*match/100 + 0.2*accuracy",
             f"  language = mean(BLEU-1..4)/3 + ROUGE-L/3 + CIDEr/30 = {show(lang, '.4f')}"
             + n("language"),
+        ]
+        if self.language is not None and self.language.tokenizer is not None:
+            tokens = tokenizer_named(self.language.tokenizer).description
+            lines.append(f"    tokens: {tokens}")
+        lines += [
             f"  match = (coordinate F1 x100 + GPT)/2; F1 x100 = {show(self.match, '.2f')}, "
             f"GPT = {show(self.match_gpt, '.2f')}" + n("match"),
             f"  accuracy = {show(self.accuracy, '.4f')}" + n("accuracy"),
@@ -484,20 +478,15 @@ def _parts_of(reference: str) -> set[int]:
     return {TAG_LANGUAGE, TAG_MATCH} if _OBJECT_TAG.search(reference) else {TAG_LANGUAGE}
 
 
-def score_answers(
-    predictions: Sequence[str],
-    references: Sequence[str],
-    tags: Sequence[Sequence[int]] | None = None,
-    *,
-    same_camera: bool = False,
-) -> Score:
-    """Score answers part by part, routing each item by its challenge tags.
+def route(
+    references: Sequence[str], tags: Sequence[Sequence[int]] | None = None
+) -> dict[int, list[int]]:
+    """Which items (indices) each metric tag scores: by the items' tags, or for untagged items
+    by their reference (see :func:`score_answers`).
 
-    Items without tags (``tags`` None, or an empty tag list, as in DriveLM training files and
-    plain question files) are routed by their reference: a choice letter or yes/no to accuracy,
-    anything else to language, and also to match when it holds ``<cN,CAM_X,x,y>`` tags.
+    Raises:
+        ValueError: ``tags`` of another length, or an unknown tag.
     """
-    _check_pairs(predictions, references)
     if tags is not None and len(tags) != len(references):
         raise ValueError(f"got {len(tags)} tag lists for {len(references)} references")
     routed: dict[int, list[int]] = {
@@ -510,13 +499,35 @@ def score_answers(
             raise ValueError(f"item {i} has unknown tag(s) {sorted(unknown)}; known: 0, 1, 2, 3")
         for code in item_tags:
             routed[code].append(i)
+    return routed
+
+
+def score_answers(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    tags: Sequence[Sequence[int]] | None = None,
+    *,
+    same_camera: bool = False,
+    tokenizer: Tokenizer | None = None,
+) -> Score:
+    """Score answers part by part, routing each item by its challenge tags.
+
+    Items without tags (``tags`` None, or an empty tag list, as in DriveLM training files and
+    plain question files) are routed by their reference: a choice letter or yes/no to accuracy,
+    anything else to language, and also to match when it holds ``<cN,CAM_X,x,y>`` tags.
+    ``tokenizer`` goes to :func:`language`.
+    """
+    _check_pairs(predictions, references)
+    routed = route(references, tags)
 
     def pick(code: int) -> tuple[list[str], list[str]]:
         return [predictions[i] for i in routed[code]], [references[i] for i in routed[code]]
 
     return Score(
         accuracy=accuracy(*pick(TAG_ACCURACY)) if routed[TAG_ACCURACY] else None,
-        language=language(*pick(TAG_LANGUAGE)) if routed[TAG_LANGUAGE] else None,
+        language=(
+            language(*pick(TAG_LANGUAGE), tokenizer=tokenizer) if routed[TAG_LANGUAGE] else None
+        ),
         match=match(*pick(TAG_MATCH), same_camera=same_camera) if routed[TAG_MATCH] else None,
         counts={
             "accuracy": len(routed[TAG_ACCURACY]),
@@ -535,18 +546,19 @@ def score_answers(
 def fidelity(pruned_answers: Sequence[str], unpruned_answers: Sequence[str]) -> float:
     """Agreement of the pruned model's answers with the unpruned model's, in [0, 1].
 
-    Per item the mean of exact agreement (equal token lists, so "B." and "b" agree) and ROUGE-L
-    (LCS-based F, beta 1.2) between the two token lists; then the mean over items. Identical
-    answers give 1.0. Used to tune or check rates without labels. The full language score is not
-    used here because two of its parts do not reach 1 on identical answers: BLEU-4 is near 0 for
-    answers shorter than four tokens, and CIDEr depends on the batch through its IDF (0 for a
-    single item).
+    Per item the mean of exact agreement (equal word lists, :func:`words`, so "B." and "b"
+    agree) and ROUGE-L (LCS-based F, beta 1.2) between the two word lists (no JVM per trial for
+    a measure that has no reference implementation to agree with); then the mean over items.
+    Identical answers give 1.0. Used to tune or check rates without labels. The full language
+    score is not used here because two of its parts do not reach 1 on identical answers: BLEU-4
+    is near 0 for answers shorter than four tokens, and CIDEr depends on the batch through its
+    IDF (0 for a single item).
     """
     _check_pairs(pruned_answers, unpruned_answers)
     rouge = Rouge()
     per_item = []
     for pruned, full in zip(pruned_answers, unpruned_answers, strict=True):
-        pruned_tokens, full_tokens = tokenize(pruned), tokenize(full)
+        pruned_tokens, full_tokens = words(pruned), words(full)
         exact = float(pruned_tokens == full_tokens)
         overlap = rouge.calc_score([" ".join(pruned_tokens)], [" ".join(full_tokens)])
         per_item.append((exact + float(overlap)) / 2)
