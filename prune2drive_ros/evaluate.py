@@ -8,8 +8,20 @@ accuracy, language and match parts, or fidelity to the unpruned answers; see
 :mod:`prune2drive_ros.tuning.objective`), the language-model prefill time and its speedup over
 the unpruned prefill (medians over frames, the methods timed in turns on the same cached tokens
 in this run), and the share of prefill FLOPs (analytic, :mod:`prune2drive_ros.vlm.flops`, on the
-same prompts). Match is the coordinate F1 x100, as the challenge prints it. The vision encoder
-runs only for frames missing from the feature cache that ``tune`` shares.
+same prompts). Match is the coordinate F1 x100, as the challenge prints it. Under the table the
+weighting of the score is spelled out, with the tokenizer of its language metrics. The vision
+encoder runs only for frames missing from the feature cache that ``tune`` shares.
+
+The DriveLM challenge scores a later question of a key frame only when the objects it names
+were found in the frame's first answer (:func:`~prune2drive_ros.tuning.scoring.challenge_keep`).
+``eval`` does not apply that filter, for DriveLM input neither: its premise is the whole
+question list of a frame in the challenge's order (the perception question first), while
+``--samples`` draws a subset, so the graph would come from whichever question was drawn first;
+and it would score each method on a different subset of the items (those its own first answers
+located), which confounds the side-by-side comparison this table is for. Without the GPT parts
+the number is not the challenge's final score in any case;
+:func:`~prune2drive_ros.tuning.drivelm.score_drivelm` applies the filter to a whole file's
+predictions.
 """
 
 from __future__ import annotations
@@ -129,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(table_text(rows, setup.reward))
     print(f"FLOPs share: analytic LM prefill FLOPs; device: {device_name(vlm.device)}")
+    shown = methods[0] if methods else UNPRUNED
+    print(f"\nscore of {shown}, and how each row's score is made up:")
+    print(setup.evaluator.describe(evaluations[shown]))
     if args.json:
         emit_json(
             {

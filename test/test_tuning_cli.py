@@ -184,6 +184,9 @@ def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_pa
     printed = capsys.readouterr().out
     table = _last_json(printed)
     assert table["tokenizer"] == "regex"
+    assert "score of tfps, and how each row's score is made up" in printed
+    assert "0.4*GPT/100 + 0.2*language + 0.2*match/100 + 0.2*accuracy" in printed
+    assert "tokens: regular-expression emulation of PTBTokenizer" in printed
     rows = {row["method"]: row for row in table["rows"]}
     assert list(rows) == [*PRUNERS, "none"]
     assert rows["none"]["tokens_per_view"] == 729 and rows["none"]["speedup"] == 1.0
@@ -195,7 +198,7 @@ def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_pa
     assert main([*common, "--no-pruning", "--reward", "fidelity"]) == 0
     printed = capsys.readouterr().out
     only = _last_json(printed)
-    assert only["tokenizer"] is None
+    assert only["tokenizer"] is None and "fidelity = mean over questions" in printed
     assert [row["method"] for row in only["rows"]] == ["none"]
     assert only["rows"][0]["score"] == 1.0
     assert only["encoder_calls"] == 0  # the first run cached every frame
