@@ -229,7 +229,7 @@ def _open_study(
         "reward": reward,
         # A worker with Java and one without score language differently: not one objective.
         "tokenizer": None if tokenizer is None else tokenizer.name,
-        "lambda": args.lam,
+        "lambda": _study_lambda(args),
         "multi_objective": multi,
         "pruner": args.pruner,
         "min_rate": space.low,
@@ -284,6 +284,11 @@ def _search(
     return 0
 
 
+def _study_lambda(args: argparse.Namespace) -> float | None:
+    """``lambda`` of the objective; None for two objectives (score, tokens), which have none."""
+    return None if args.multi_objective else args.lam
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a run of the study ended with."""
@@ -313,13 +318,13 @@ def _write_outputs(
         trial_rates(trial),
         study=outcome.name,
         storage=outcome.url,
-        score=float(trial.user_attrs["objective"]),
+        score=None if args.multi_objective else float(trial.user_attrs["objective"]),
         tokens_kept={"total": sum(budgets), "per_view": dict(zip(VIEWS, budgets, strict=True))},
         tokens_full=vlm.tokens_per_view * len(VIEWS),
         trials=len(completed_trials(study)),
         model=vlm.name,
         reward=float(trial.user_attrs["reward"]),
-        lambda_=args.lam,
+        lambda_=_study_lambda(args),
         note=note,
     )
     if args.multi_objective:
@@ -343,7 +348,7 @@ def _write_outputs(
             multi_objective=args.multi_objective,
             reward=setup.reward,
             reward_reason=setup.reward_reason,
-            lam=args.lam,
+            lam=_study_lambda(args),
             storage=redact_url(outcome.url),
             model=vlm.name,
             random_weights=vlm.random_weights,
@@ -374,10 +379,12 @@ def _print_summary(
         f"({per_minute:.2f} trials/min, {per_trial:.2f} s per trial); the study has "
         f"{finished} finished trials"
     )
+    objective = None if args.multi_objective else trial.user_attrs["objective"]
     print(
         f"chosen: trial {trial.number} ({choice.how}): R = {trial.user_attrs['reward']:.4f}, "
-        f"P = {trial.user_attrs['penalty']:.4f}, objective = {trial.user_attrs['objective']:.4f} "
-        f"(unpruned R = {outcome.unpruned.reward:.4f})"
+        f"P = {trial.user_attrs['penalty']:.4f}"
+        + ("" if objective is None else f", objective = {objective:.4f}")
+        + f" (unpruned R = {outcome.unpruned.reward:.4f})"
     )
     print("rates: " + ", ".join(f"{view}={rate:.3f}" for view, rate in rates.items()))
     print(f"wrote {rates_path} and {Path(args.out) / 'report.md'} with plots")
@@ -397,12 +404,12 @@ def _print_summary(
                 "encoder_calls": setup.features.encoder_calls,
                 "reward": setup.reward,
                 "tokenizer": None if setup.tokenizer is None else setup.tokenizer.name,
-                "lambda": args.lam,
+                "lambda": _study_lambda(args),
                 "chosen_trial": trial.number,
                 "rates": rates,
                 "score": trial.user_attrs["reward"],
                 "tokens": trial.user_attrs["penalty"],
-                "objective": trial.user_attrs["objective"],
+                "objective": objective,
                 "unpruned_score": outcome.unpruned.reward,
                 "rates_file": str(rates_path),
             }

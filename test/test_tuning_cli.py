@@ -158,7 +158,11 @@ def test_multi_objective_writes_the_pareto_front(small_bag, tmp_path, capsys):
     assert front and {"trial", "rates", "score", "tokens", "tokens_kept"} <= set(front[0])
     assert summary["chosen_trial"] in [point["trial"] for point in front]
     assert "pareto" in summary["study"]
-    load_rates(tmp_path / "out" / "retention_rates.yaml")
+    assert summary["lambda"] is None and summary["objective"] is None
+    # Two objectives have no lambda: neither the rates file nor the report invents one.
+    written = load_rates(tmp_path / "out" / "retention_rates.yaml")
+    assert "lambda" not in written.meta and "score" not in written.meta
+    assert "objective =" not in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_grid_sampler_runs(small_bag, tmp_path):

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from ..views import VIEWS
@@ -42,7 +44,7 @@ class ReportContext:
         choice: the chosen trial and how it was chosen.
         multi_objective: two objectives (score, tokens) instead of ``R - lambda * P``.
         reward: ``drivelm`` or ``fidelity``, and why (``reward_reason``).
-        lam: ``lambda`` of the objective.
+        lam: ``lambda`` of the objective; None with two objectives, which have none.
         storage: the storage URL, password removed.
         model: model id or path; ``random_weights``: its answers are meaningless.
         tokens_per_view: visual tokens per view before pruning.
@@ -58,7 +60,7 @@ class ReportContext:
     multi_objective: bool
     reward: str
     reward_reason: str
-    lam: float
+    lam: float | None
     storage: str
     model: str
     random_weights: bool
@@ -112,7 +114,7 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
     lines = ["# Retention-rate tuning report", ""]
     if context.random_weights:
         lines += [f"> **{RANDOM_WEIGHTS_NOTE}**: the scores below only show the machinery.", ""]
-    if context.multi_objective:
+    if context.lam is None:
         objective = "two objectives: maximise the score R, minimise the tokens kept P"
     else:
         objective = (
@@ -135,9 +137,9 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         "",
         f"Trial {chosen.number}, chosen as the {context.choice.how}: R = "
         f"{_value(chosen, 'reward'):.4f}, P = {_value(chosen, 'penalty'):.4f} "
-        f"({sum(kept)} of {full} visual tokens, {_percent(sum(kept) / full)}), objective = "
-        f"{_value(chosen, 'objective'):.4f}. Unpruned on the same data: R = "
-        f"{context.unpruned.reward:.4f}.",
+        f"({sum(kept)} of {full} visual tokens, {_percent(sum(kept) / full)})"
+        + ("" if context.lam is None else f", objective = {_value(chosen, 'objective'):.4f}")
+        + f". Unpruned on the same data: R = {context.unpruned.reward:.4f}.",
         "",
         "| view | rate | tokens kept |",
         "| --- | ---: | ---: |",
@@ -154,10 +156,10 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         "",
         f"## Top {TOP_TRIALS} trials",
         "",
-        _trials_table(_top(trials, context.multi_objective)),
+        _trials_table(_top(trials, context.multi_objective), context.multi_objective),
     ]
     if context.multi_objective:
-        lines += ["## Pareto front", "", _trials_table(pareto_front(trials))]
+        lines += ["## Pareto front", "", _trials_table(pareto_front(trials), multi_objective=True)]
     lines += [
         "## Use the rates",
         "",
@@ -192,16 +194,23 @@ def _describe(trial: FrozenTrial, reward: str) -> str:
 
 
 def _top(trials: Sequence[FrozenTrial], multi_objective: bool) -> list[FrozenTrial]:
-    key = "reward" if multi_objective else "objective"
-    return sorted(trials, key=lambda t: (-_value(t, key), t.number))[:TOP_TRIALS]
+    """The best trials: by ``R - lambda * P``, or with two objectives by R, then fewer tokens."""
+    if multi_objective:
+        return sorted(trials, key=lambda t: (-_value(t, "reward"), _value(t, "penalty"), t.number))[
+            :TOP_TRIALS
+        ]
+    return sorted(trials, key=lambda t: (-_value(t, "objective"), t.number))[:TOP_TRIALS]
 
 
-def _trials_table(trials: Sequence[FrozenTrial]) -> str:
-    header = "| trial | objective | R | P | " + " | ".join(VIEWS) + " |"
-    rule = "| ---: " * (4 + len(VIEWS)) + "|"
+def _trials_table(trials: Sequence[FrozenTrial], multi_objective: bool) -> str:
+    """Trials with R, P and rates; and ``R - lambda * P`` when that is what the study optimised."""
+    keys = ("reward", "penalty") if multi_objective else ("objective", "reward", "penalty")
+    names = {"objective": "objective", "reward": "R", "penalty": "P"}
+    header = "| trial | " + " | ".join([*(names[k] for k in keys), *VIEWS]) + " |"
+    rule = "| ---: " * (1 + len(keys) + len(VIEWS)) + "|"
     rows = [
-        f"| {t.number} | {_value(t, 'objective'):.4f} | {_value(t, 'reward'):.4f} | "
-        f"{_value(t, 'penalty'):.4f} | {_rates_cells(t)} |"
+        f"| {t.number} | " + " | ".join(f"{_value(t, k):.4f}" for k in keys) + f" | "
+        f"{_rates_cells(t)} |"
         for t in trials
     ]
     return "\n".join([header, rule, *rows, ""])
@@ -213,44 +222,73 @@ def _trials_table(trials: Sequence[FrozenTrial]) -> str:
 
 
 def history_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Figure:
-    """Objective (or score, with two objectives) per trial, and the best so far."""
-    key = "reward" if context.multi_objective else "objective"
+    """Per trial: the objective and the best so far; with two objectives, the score R and the
+    tokens kept P in two panels, the trials on the Pareto front marked."""
     ordered = sorted(trials, key=lambda t: t.number)
     numbers = [t.number for t in ordered]
-    values = [_value(t, key) for t in ordered]
-    best = [max(values[: i + 1]) for i in range(len(values))]
-    figure = Figure(figsize=(7, 4), layout="constrained")
-    axes = figure.add_subplot()
-    axes.scatter(numbers, values, s=14, label=f"trial {key}")
-    axes.step(numbers, best, where="post", color="tab:red", label="best so far")
-    axes.set(xlabel="trial", ylabel=key, title="Optimisation history")
-    axes.legend()
+    if not context.multi_objective:
+        figure = Figure(figsize=(7, 4.2), layout="constrained")
+        axes = figure.add_subplot()
+        values = [_value(t, "objective") for t in ordered]
+        best = [max(values[: i + 1]) for i in range(len(values))]
+        axes.scatter(numbers, values, s=14, label="trial: R - lambda * P")
+        axes.step(numbers, best, where="post", color="tab:red", label="best so far")
+        axes.set(ylabel="objective R - lambda * P", title="Optimisation history")
+        _trial_axis(axes)
+        _legend_below(figure, [axes])
+        return figure
+    front = {t.number for t in pareto_front(trials)}
+    figure = Figure(figsize=(7, 5.5), layout="constrained")
+    score_axes, tokens_axes = figure.subplots(2, 1, sharex=True)
+    for axes, key, label in (
+        (score_axes, "reward", f"score R ({context.reward}), higher is better"),
+        (tokens_axes, "penalty", "tokens kept P, lower is better"),
+    ):
+        on = [t for t in ordered if t.number in front]
+        off = [t for t in ordered if t.number not in front]
+        axes.scatter([t.number for t in off], [_value(t, key) for t in off], s=14, label="trial")
+        axes.scatter(
+            [t.number for t in on],
+            [_value(t, key) for t in on],
+            s=30,
+            color="tab:orange",
+            label="on the Pareto front",
+        )
+        axes.set(ylabel=label)
+    score_axes.set(title="Optimisation history (two objectives)")
+    _trial_axis(tokens_axes)
+    _legend_below(figure, [score_axes])
     return figure
 
 
 def rates_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Figure:
-    """The chosen rates per view (bars) with the top trials' rates (dots)."""
-    figure = Figure(figsize=(7, 4), layout="constrained")
+    """The chosen rates per view (bars) with the top trials' rates (dots, side by side)."""
+    figure = Figure(figsize=(7, 4.4), layout="constrained")
     axes = figure.add_subplot()
     positions = list(range(len(VIEWS)))
     axes.bar(positions, list(trial_rates(context.choice.trial).values()), label="chosen")
-    for i, trial in enumerate(_top(trials, context.multi_objective)):
+    top = _top(trials, context.multi_objective)
+    by = "R" if context.multi_objective else "objective"
+    for i, trial in enumerate(top):
+        offset = 0.6 * (i / max(len(top) - 1, 1) - 0.5)  # spread over the bar, none on another
         axes.scatter(
-            positions,
+            [x + offset for x in positions],
             list(trial_rates(trial).values()),
             color="black",
             s=10,
-            label=f"top {TOP_TRIALS}" if i == 0 else None,
+            zorder=3,
+            label=f"top {len(top)} trials by {by}" if i == 0 else None,
         )
     axes.set_xticks(positions, [view.removeprefix("CAM_") for view in VIEWS], rotation=20)
     axes.set(ylabel="retention rate", ylim=(0, 1.05), title="Retention rate per view")
-    axes.legend()
+    _legend_below(figure, [axes])
     return figure
 
 
 def trade_off_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Figure:
-    """Score against tokens kept: every trial, the Pareto front, the choice, no pruning."""
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    """Score against tokens kept: every trial, the Pareto front (the staircase no trial gets
+    beyond), the choice, no pruning."""
+    figure = Figure(figsize=(7, 4.8), layout="constrained")
     axes = figure.add_subplot()
     axes.scatter(
         [_value(t, "penalty") for t in trials],
@@ -260,10 +298,11 @@ def trade_off_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> F
         label="trials",
     )
     front = pareto_front(trials)
-    axes.plot(
+    axes.step(
         [_value(t, "penalty") for t in front],
         [_value(t, "reward") for t in front],
         "o-",
+        where="post",
         color="tab:orange",
         label="Pareto front",
     )
@@ -289,8 +328,24 @@ def trade_off_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> F
         ylabel=f"score R ({context.reward})",
         title="Score vs tokens",
     )
-    axes.legend()
+    _legend_below(figure, [axes])
     return figure
+
+
+def _trial_axis(axes: Axes) -> None:
+    """Trial numbers on the x axis: whole numbers only."""
+    axes.set_xlabel("trial")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend_below(figure: Figure, axes: Sequence[Axes]) -> None:
+    """One legend for ``axes`` under the plot, where it hides no point."""
+    handles, labels = [], []
+    for one in axes:
+        more_handles, more_labels = one.get_legend_handles_labels()
+        handles += more_handles
+        labels += more_labels
+    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
 
 
 def _save(path: Path, figure: Figure) -> Path:

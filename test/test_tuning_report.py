@@ -1,0 +1,101 @@
+"""The tuning report's plots and tables, on studies made up of hand-written trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.samplers import RandomSampler
+from optuna.storages import InMemoryStorage
+from optuna.trial import create_trial
+
+from prune2drive_ros.tuning.objective import Evaluation
+from prune2drive_ros.tuning.report import (
+    ReportContext,
+    history_figure,
+    rates_figure,
+    report_text,
+    trade_off_figure,
+    write_report,
+)
+from prune2drive_ros.tuning.study import choose_trial, completed_trials, open_study
+from prune2drive_ros.views import VIEWS
+
+POINTS = [(0.1, 0.1), (0.5, 0.2), (0.55, 0.6), (0.6, 1.0), (0.4, 0.5), (0.5, 0.3)]
+
+
+def _context(multi: bool, points: list[tuple[float, float]] = POINTS) -> ReportContext:
+    settings = {"reward": "fidelity", "lambda": None if multi else 0.18, "multi_objective": multi}
+    study = open_study(InMemoryStorage(), "s", settings, lambda n: RandomSampler(seed=n))
+    for i, (reward, tokens) in enumerate(points):
+        objective = reward - 0.18 * tokens
+        study.add_trial(
+            create_trial(
+                params={view: 0.1 + 0.1 * i for view in VIEWS},
+                distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
+                values=[reward, tokens] if multi else [objective],
+                user_attrs={
+                    "reward": reward,
+                    "penalty": tokens,
+                    "objective": objective,
+                    "tokens_per_view": [round(729 * tokens)] * len(VIEWS),
+                    "parts": {"fidelity": reward},
+                },
+            )
+        )
+    unpruned = Evaluation(None, (729,) * 6, 1.0, 1.0, 0.82, {"fidelity": 1.0}, 6, 0)
+    return ReportContext(
+        study=study,
+        choice=choose_trial(study, multi_objective=multi),
+        multi_objective=multi,
+        reward="fidelity",
+        reward_reason="asked for",
+        lam=None if multi else 0.18,
+        storage="sqlite:///x.db",
+        model="m",
+        random_weights=True,
+        tokens_per_view=729,
+        data="6 questions",
+        unpruned=unpruned,
+        encoder_calls=0,
+        rates_file=Path("retention_rates.yaml"),
+        command=["prune2drive", "tune"],
+    )
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_plots_have_whole_trial_numbers_and_legends_off_the_points(multi, tmp_path):
+    context = _context(multi, POINTS[:2])  # two trials: matplotlib alone would tick 0.2, 0.4
+    trials = completed_trials(context.study)
+    history = history_figure(trials, context)
+    assert len(history.axes) == (2 if multi else 1)  # with two objectives: R and P per trial
+    ticks = history.axes[-1].get_xticks()
+    assert len(ticks) > 1 and all(tick == int(tick) for tick in ticks)
+    for figure in (history, rates_figure(trials, context), trade_off_figure(trials, context)):
+        assert all(axes.get_legend() is None for axes in figure.axes)  # below, not on the axes
+        assert len(figure.legends) == 1
+    for path in write_report(tmp_path, context)[1:]:
+        assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_pareto_front_is_drawn_as_a_staircase():
+    context = _context(multi=True)
+    axes = trade_off_figure(completed_trials(context.study), context).axes[0]
+    (front,) = [line for line in axes.get_lines() if line.get_label() == "Pareto front"]
+    assert front.get_drawstyle() == "steps-post"
+    # (tokens, score) of the front, fewest tokens first: (0.4, 0.5) and (0.5, 0.3) are beaten.
+    assert list(zip(front.get_xdata(), front.get_ydata(), strict=True)) == [
+        (0.1, 0.1),
+        (0.2, 0.5),
+        (0.6, 0.55),
+        (1.0, 0.6),
+    ]
+
+
+def test_two_objectives_show_no_lambda_objective():
+    text = report_text(completed_trials(_context(multi=True).study), _context(multi=True))
+    assert "objective =" not in text and "| objective |" not in text
+    assert "| trial | R | P |" in text
+    single = _context(multi=False)
+    assert "| trial | objective | R | P |" in report_text(completed_trials(single.study), single)
