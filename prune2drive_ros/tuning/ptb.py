@@ -21,14 +21,15 @@ Two tokenisers, chosen once per process (:func:`language_tokenizer`, ``--tokeniz
     stream, so whether ``B.`` at the end of an answer keeps its period depends on the first
     word of the next one. Line breaks inside an answer become spaces (coco-caption replaces
     ``\\n`` only; a ``\\r`` there would shift every later answer by a line). The jar's
-    ``-lowerCase`` now and then leaves the first token of a run as written (seen in about 5 of
-    200 runs with OpenJDK 17), so its output is lower-cased again here.
+    ``-lowerCase`` now and then leaves the first token of a run as written (seen in 9 of about
+    300 runs with OpenJDK 17), so its output is lower-cased again here.
 ``regex``
     :func:`regex_tokens`, a rule-by-rule emulation of the jar for text without Java. It agrees
     with the jar on DriveLM-style answers (``test_scoring.py`` checks a set against the jar);
     it does not know URLs, e-mail addresses, SGML, fractions such as ``3 1/2``, currency
-    prefixes (``US$``), words with inner apostrophes other than ``o'clock``, most US-state
-    abbreviations, and the cross-answer look-ahead above.
+    prefixes (``US$``), words with inner apostrophes other than ``o'clock`` (``'90s``), an
+    acronym before a hyphen (``U.S.-based``), US-state abbreviations, and the cross-answer
+    look-ahead above.
 
 The other uses of tokens in :mod:`.scoring` (accuracy's normalisation, fidelity) are this
 package's own and always use :func:`regex_tokens`.
