@@ -111,7 +111,7 @@ def test_language_says_which_tokens_it_scored() -> None:
     scores = language(["the light is red"], ["the light is red"], tokenizer=REGEX)
     assert scores.tokenizer == "regex" and scores.as_dict()["tokenizer"] == "regex"
     described = score_answers(["a car"], ["a truck"], [[2]], tokenizer=REGEX).describe()
-    assert "tokens: regular-expression emulation of PTBTokenizer" in described
+    assert "tokens: regular-expression emulation of Stanford PTBTokenizer" in described
 
 
 @pytest.mark.parametrize(

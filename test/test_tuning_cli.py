@@ -190,7 +190,7 @@ def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_pa
     assert table["tokenizer"] == "regex"
     assert "score of tfps, and how each row's score is made up" in printed
     assert "0.4*GPT/100 + 0.2*language + 0.2*match/100 + 0.2*accuracy" in printed
-    assert "tokens: regular-expression emulation of PTBTokenizer" in printed
+    assert "tokens: regular-expression emulation of Stanford PTBTokenizer" in printed
     rows = {row["method"]: row for row in table["rows"]}
     assert list(rows) == [*PRUNERS, "none"]
     assert rows["none"]["tokens_per_view"] == 729 and rows["none"]["speedup"] == 1.0

@@ -130,7 +130,7 @@ def _ptb_result(process: subprocess.Popen[str], lines: list[str]) -> list[list[s
 
 
 REGEX = Tokenizer(
-    "regex", "regular-expression emulation of PTBTokenizer (no Java found)", _regex_batches
+    "regex", "regular-expression emulation of Stanford PTBTokenizer, without Java", _regex_batches
 )
 PTB = Tokenizer(
     "ptb",
@@ -148,7 +148,7 @@ def tokenizer_named(name: str) -> Tokenizer:
 @functools.cache
 def java_problem() -> str | None:
     """Why the jar cannot be used here, or None when it runs (checked once per process, by
-    tokenising one sentence: about half a second)."""
+    tokenising one sentence: about 0.1 s)."""
     if shutil.which("java") is None:
         return "java is not on PATH"
     if not PTB_JAR.is_file():
