@@ -27,6 +27,7 @@ setup(
         "torch>=2.4",
         "transformers>=5.0,<6",
         "tokenizers>=0.20",
+        "huggingface_hub",  # a hub id's cached snapshot names a study's model (tuning/features)
         "safetensors",
         "numpy>=1.24",
         "opencv-python-headless>=4.8",

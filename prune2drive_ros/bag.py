@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
@@ -41,6 +41,9 @@ from .questions import QAItem, write_questions
 from .scene import CAMERAS, RoadScene, scene_questions
 from .sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, ApproximateSync, FrameSet
 from .views import VIEWS, camera_info_topic, check_view, image_topic
+
+if TYPE_CHECKING:
+    from .config import DriveVLMConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -290,6 +293,18 @@ def open_camera_bag(
 ) -> CameraBag:
     """Open and validate a camera bag (a rosbag2 folder, or a single .mcap/.db3 file)."""
     return CameraBag(path, topics, compressed, slop_s=slop_s, queue_size=queue_size)
+
+
+def open_config_bag(path: str | os.PathLike[str], config: DriveVLMConfig) -> CameraBag:
+    """The bag at ``path`` read with ``config``'s topics and synchronizer settings: replay,
+    viz and tuning pair a bag's frames exactly as the node configured so would."""
+    return open_camera_bag(
+        path,
+        config.resolved_image_topics(),
+        config.use_compressed,
+        slop_s=config.sync_slop_s,
+        queue_size=config.sync_queue_size,
+    )
 
 
 def _open_reader(path: Path) -> Reader:

@@ -118,13 +118,13 @@ def run(args: argparse.Namespace) -> int:
     vlm = engine.vlm
     if vlm.random_weights:
         print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
-    methods = [] if rates is None else [args.pruner, *(p for p in PRUNERS if p != args.pruner)]
-    with open_validation_set(args, topics=engine.topics, compressed=config.use_compressed) as data:
+    methods = [] if rates is None else [engine.pruner, *(p for p in PRUNERS if p != engine.pruner)]
+    with open_validation_set(args, config) as data:
         print(data.summary())
         reward = choose_reward(args.reward, data)
         print(f"reward: {reward[0]} ({reward[1]})")
         setup = prepare_evaluation(
-            args, vlm, data, reward, tokenizer=reward_tokenizer(reward[0], args.tokenizer)
+            args, engine, data, reward, tokenizer=reward_tokenizer(reward[0], args.tokenizer)
         )
         evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
         evaluations[UNPRUNED] = setup.evaluator.evaluate(None)

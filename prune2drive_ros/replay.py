@@ -29,7 +29,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from .argtypes import at_least, positive_float, topic_remap
-from .bag import CameraBag, open_camera_bag
+from .bag import CameraBag, open_config_bag
 from .config import DriveVLMConfig, load_params_yaml
 from .engine import Answer, Engine
 from .errors import BagError, ConfigError, DecodeError, QuestionError
@@ -142,8 +142,10 @@ _CONFIG_FLAGS = {
     "model": "model",
     "family": "family",
     "rates": "rates_file",
+    "pruner": "pruner",
     "device": "device",
     "dtype": "dtype",
+    "max_new_tokens": "max_new_tokens",
     "sync_slop": "sync_slop_s",
     "sync_queue": "sync_queue_size",
 }
@@ -164,11 +166,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help="hub id or local checkpoint (default: the tiny test model)")
     group.add_argument("--family", help="model family (default: from the model's config.json)")
     group.add_argument("--rates", help="retention_rates.yaml (default: the package's)")
-    group.add_argument("--pruner", default="tfps", help="tfps (default), random, grid, dart")
+    group.add_argument("--pruner", help="tfps (default), random, grid or dart")
     group.add_argument("--device", help="auto, cuda or cpu")
     group.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
     group.add_argument(
-        "--max-new-tokens", type=at_least(1), default=32, help="answer length limit (32)"
+        "--max-new-tokens", type=at_least(1), help="answer length limit in tokens (64)"
     )
     group.add_argument(
         "--raw",
@@ -200,7 +202,6 @@ def engine_config(args: argparse.Namespace) -> DriveVLMConfig:
         for flag, name in _CONFIG_FLAGS.items()
         if getattr(args, flag) is not None
     }
-    changes.update(pruner=args.pruner, max_new_tokens=args.max_new_tokens)
     if args.raw:
         changes["use_compressed"] = False
     config = config.with_changes(**changes)
@@ -208,17 +209,6 @@ def engine_config(args: argparse.Namespace) -> DriveVLMConfig:
         topics = config.resolved_image_topics() | dict(args.topic)
         config = config.with_changes(image_topics=tuple(topics[view] for view in VIEWS))
     return config
-
-
-def open_config_bag(path: str | Path, config: DriveVLMConfig) -> CameraBag:
-    """The bag at ``path`` read with ``config``'s topics and synchronizer settings."""
-    return open_camera_bag(
-        path,
-        config.resolved_image_topics(),
-        config.use_compressed,
-        slop_s=config.sync_slop_s,
-        queue_size=config.sync_queue_size,
-    )
 
 
 def check_output_file(path: str | Path) -> Path:

@@ -71,7 +71,7 @@ from .tuning.study import (
     trial_rates,
 )
 from .views import VIEWS
-from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
+from .vlm import RANDOM_WEIGHTS_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -191,16 +191,14 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine.from_config(config)
     if engine.vlm.random_weights:
         print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
-    with open_validation_set(args, topics=engine.topics, compressed=config.use_compressed) as data:
+    with open_validation_set(args, config) as data:
         print(data.summary())
         reward = choose_reward(args.reward, data)
         print(f"reward: {reward[0]} ({reward[1]})")
         tokenizer = reward_tokenizer(reward[0], args.tokenizer)
-        study = _open_study(args, storage, engine.vlm, data, reward[0], tokenizer, space, sampler)
+        study = _open_study(args, storage, engine, data, reward[0], tokenizer, space, sampler)
         print(f"study {study.study_name} in {redact_url(url)}: {len(study.trials)} trials so far")
-        setup = prepare_evaluation(
-            args, engine.vlm, data, reward, tokenizer=tokenizer, lam=args.lam
-        )
+        setup = prepare_evaluation(args, engine, data, reward, tokenizer=tokenizer, lam=args.lam)
         print(
             f"vision encoder calls: {setup.features.encoder_calls} for {len(data.frames)} frames "
             f"(the others were cached in {setup.features.folder})"
@@ -213,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
 def _open_study(
     args: argparse.Namespace,
     storage: BaseStorage,
-    vlm: DrivingVLM,
+    engine: Engine,
     data: ValidationSet,
     reward: str,
     tokenizer: Tokenizer | None,
@@ -221,7 +219,7 @@ def _open_study(
     sampler: str,
 ) -> optuna.Study:
     """The study of these settings: created, resumed, or refused when stored with others."""
-    multi = args.multi_objective
+    multi, vlm = args.multi_objective, engine.vlm
     settings = {
         "version": OBJECTIVE_VERSION,
         "model": model_content_key(vlm),
@@ -231,10 +229,10 @@ def _open_study(
         "tokenizer": None if tokenizer is None else tokenizer.name,
         "lambda": _study_lambda(args),
         "multi_objective": multi,
-        "pruner": args.pruner,
+        "pruner": engine.pruner,
         "min_rate": space.low,
         "max_rate": space.high,
-        "max_new_tokens": args.max_new_tokens,
+        "max_new_tokens": engine.max_new_tokens,
     }
     name = args.study_name or study_name(settings, family=vlm.family)
     seed = args.seed if args.sampler_seed is None else args.sampler_seed

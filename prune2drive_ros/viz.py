@@ -18,11 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .bag import open_config_bag
 from .engine import Engine
 from .errors import ConfigError
 from .imaging import decode_image
 from .pruning.selection import Selection
-from .replay import add_engine_arguments, check_output_file, engine_config, open_config_bag
+from .replay import add_engine_arguments, check_output_file, engine_config
 from .sync import FrameSet
 from .views import VIEWS
 

@@ -261,7 +261,14 @@ def test_engine_flags_start_from_the_params_file(tmp_path: Path) -> None:
     params.write_text(
         "prune2drive:\n  ros__parameters:\n    device: cpu\n    sync_slop_s: 0.08\n"
         "    use_compressed: false\n    image_topics: [/f, /fl, /fr, /b, /bl, /br]\n"
+        "    pruner: random\n    max_new_tokens: 7\n"
     )
+    assert (_engine_args("--params", str(params)).pruner, _engine_args().pruner) == (
+        "random",
+        "tfps",
+    )
+    assert _engine_args("--params", str(params), "--pruner", "grid").pruner == "grid"
+    assert _engine_args("--params", str(params)).max_new_tokens == 7
     config = _engine_args(
         "--params", str(params), "--topic", "CAM_BACK:=/rear", "--sync-queue", "9"
     )

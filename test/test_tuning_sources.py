@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from prune2drive_ros.config import DriveVLMConfig
 from prune2drive_ros.errors import ConfigError, QuestionError
 from prune2drive_ros.imaging import encode_jpeg
 from prune2drive_ros.questions import QAItem, read_questions, write_questions
@@ -190,10 +191,10 @@ def _args(**given: object) -> argparse.Namespace:
 )
 def test_command_line_needs_exactly_one_whole_source(given):
     with pytest.raises(ConfigError, match="--"):
-        open_validation_set(_args(**given), topics={}, compressed=True)
+        open_validation_set(_args(**given), DriveVLMConfig())
 
 
 def test_command_line_opens_a_bag(small_bag):
     args = _args(bag=str(small_bag.path), questions=str(small_bag.questions_path))
-    with open_validation_set(args, topics={}, compressed=True) as data:
+    with open_validation_set(args, DriveVLMConfig()) as data:
         assert len(data.samples) == 3

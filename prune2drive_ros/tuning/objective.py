@@ -35,6 +35,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..engine import Engine
 from ..errors import ConfigError, Prune2DriveError
 from ..pruning.budget import Rates, validate_rates
 from ..views import VIEWS
@@ -396,7 +397,7 @@ class EvaluationSetup:
 
 def prepare_evaluation(
     args: argparse.Namespace,
-    vlm: DrivingVLM,
+    engine: Engine,
     data: ValidationSet,
     reward: tuple[str, str],
     *,
@@ -405,21 +406,22 @@ def prepare_evaluation(
 ) -> EvaluationSetup:
     """Build the evaluator for ``reward`` (name and why, from :func:`choose_reward`; language
     metrics on ``tokenizer``, from :func:`reward_tokenizer`), then encode every frame that is
-    not cached yet: the evaluator's checks come before the encoder.
+    not cached yet: the evaluator's checks come before the encoder. The model, pruner and
+    answer length are ``engine``'s (the command's config).
 
     Raises:
         ConfigError: as :class:`Evaluator`.
     """
     name, reason = reward
-    features = FeatureCache(vlm, args.cache_dir)
+    features = FeatureCache(engine.vlm, args.cache_dir)
     evaluator = Evaluator(
-        vlm,
+        engine.vlm,
         features,
         data,
         reward=name,
         lam=lam,
-        pruner=args.pruner,
-        max_new_tokens=args.max_new_tokens,
+        pruner=engine.pruner,
+        max_new_tokens=engine.max_new_tokens,
         seed=args.seed,
         progress=not args.no_progress,
         tokenizer=tokenizer,

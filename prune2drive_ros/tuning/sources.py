@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from ..argtypes import at_least, positive_float
-from ..bag import CameraBag, open_camera_bag
+from ..bag import CameraBag, open_config_bag
+from ..config import DriveVLMConfig
 from ..errors import ConfigError, QuestionError
 from ..imaging import decode_views
 from ..questions import read_questions
@@ -227,11 +228,13 @@ def bag_validation_set(
     *,
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
-    topics: Mapping[str, str] | None = None,
-    compressed: bool = True,
+    config: DriveVLMConfig | None = None,
     max_gap_ms: float = DEFAULT_MAX_GAP_MS,
 ) -> ValidationSet:
     """Up to ``samples`` questions of a questions file, each on its nearest frame set of a bag.
+
+    The bag is read with ``config``'s camera topics and synchronizer settings (default: the
+    node's defaults), so its frames pair as the node would pair them.
 
     Questions are drawn in a random order fixed by ``seed`` and kept until ``samples`` of them
     lie inside the recording; those outside (or without a complete frame set within
@@ -248,7 +251,7 @@ def bag_validation_set(
     if not items:
         raise QuestionError(f"questions file {questions_path} holds no questions")
     resources = ExitStack()
-    bag = resources.enter_context(open_camera_bag(bag_path, topics, compressed))
+    bag = resources.enter_context(open_config_bag(bag_path, config or DriveVLMConfig()))
     try:
         bag_stamp = file_stamp(bag_path)
         max_gap_ns = round(max_gap_ms * 1e6)
@@ -409,10 +412,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_validation_set(
-    args: argparse.Namespace, *, topics: Mapping[str, str], compressed: bool
-) -> ValidationSet:
-    """The validation set the command line names.
+def open_validation_set(args: argparse.Namespace, config: DriveVLMConfig) -> ValidationSet:
+    """The validation set the command line names (a bag is read with ``config``'s cameras).
 
     Raises:
         ConfigError: neither or both sources given, or a source half given.
@@ -432,8 +433,7 @@ def open_validation_set(
             args.questions,
             samples=args.samples,
             seed=args.seed,
-            topics=topics,
-            compressed=compressed,
+            config=config,
             max_gap_ms=args.max_gap_ms,
         )
     if not (args.drivelm and args.nuscenes_root):
