@@ -40,7 +40,8 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import Clock, ClockType
+from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
@@ -187,9 +188,16 @@ class DriveVLMNode(Node):
         self._stats = NodeStats()
         self._worker = InferenceWorker(self.config.max_queue, log_error=self.get_logger().error)
         self._topics = self.config.resolved_image_topics()
-        self._sync = ApproximateSync(VIEWS, self.config.sync_slop_s, self.config.sync_queue_size)
-        #: camera topic -> header stamp of its newest message, None before its first
-        self._newest: dict[str, int | None] = dict.fromkeys(self._topics.values())
+        self._start_pairing()
+        # A bag played with --clock --loop, or played again, sends the node clock back: the
+        # cameras' stamps then fall before the last synchronized set, and sync.py (which never
+        # goes back in time) would drop every frame until bag time caught up with it again.
+        self._time_jumps = self.get_clock().create_jump_callback(
+            JumpThreshold(
+                min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False
+            ),
+            post_callback=self._on_clock_jumped_back,
+        )
 
         image_group = MutuallyExclusiveCallbackGroup()
         msg_type = CompressedImage if self.config.use_compressed else Image
@@ -308,6 +316,22 @@ class DriveVLMNode(Node):
         )
 
     # ------------------------------------------------------------------ cameras
+
+    def _start_pairing(self) -> None:
+        """A fresh synchronizer, and no camera heard yet."""
+        self._sync = ApproximateSync(VIEWS, self.config.sync_slop_s, self.config.sync_queue_size)
+        #: camera topic -> header stamp of its newest message, None before its first
+        self._newest: dict[str, int | None] = dict.fromkeys(self._topics.values())
+
+    def _on_clock_jumped_back(self, jump: TimeJump) -> None:
+        """Pair the cameras afresh once the node clock went back (a bag looped or restarted)."""
+        self._start_pairing()
+        self.get_logger().info(
+            f"the clock went back {-jump.delta.nanoseconds / 1e9:.1f} s (a bag looped or was "
+            "played again): pairing the cameras afresh; if this repeats, more than one node "
+            "publishes /clock",
+            throttle_duration_sec=5.0,
+        )
 
     def _on_image(self, view: str, msg: CompressedImage | Image) -> None:
         """Queue one camera message for pairing; no decoding here (it waits for a question)."""
