@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 import threading
 import traceback
 from collections.abc import Sequence
@@ -465,14 +467,20 @@ class DriveVLMNode(Node):
             stat.add(key, value)
         return stat
 
-    def close(self) -> None:
+    def close(self) -> bool:
         """Stop taking questions: the queued ones and, after :data:`CLOSE_TIMEOUT_S`, the one
-        still running are answered "shutting down", so no executor thread is left waiting."""
-        if not self._worker.close(timeout=CLOSE_TIMEOUT_S):
+        still running are answered "shutting down", so no executor thread is left waiting.
+
+        Returns:
+            False while a thread is still inside torch: answering, or loading the model.
+        """
+        answered = self._worker.close(timeout=CLOSE_TIMEOUT_S)
+        if not answered:
             self.get_logger().warning(
                 f"the question being answered did not finish within {CLOSE_TIMEOUT_S:g} s; "
-                "its asker is told the node is shutting down"
+                "its asker is told the node is shutting down, and the process ends without it"
             )
+        return answered and not self._loader.is_alive()
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -484,6 +492,7 @@ def main(args: Sequence[str] | None = None) -> int:
     rclpy.init(args=args)
     node: DriveVLMNode | None = None
     executor: MultiThreadedExecutor | None = None
+    status = 0
     try:
         try:
             node = DriveVLMNode()
@@ -494,15 +503,28 @@ def main(args: Sequence[str] | None = None) -> int:
         executor.add_node(node)
         node.start()
         while rclpy.ok() and node.fatal is None:
-            executor.spin_once(timeout_sec=0.25)
-        return 0 if node.fatal is None else 1
+            try:
+                executor.spin_once(timeout_sec=0.25)
+            except Exception:
+                # Ctrl-C shuts the context down from a signal handler; landing inside spin_once,
+                # after the ok() check, it makes rclpy fail to create its wait timer (RCLError).
+                if rclpy.ok():
+                    raise
+        status = 0 if node.fatal is None else 1
     except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
+        status = 0
     finally:
-        if node is not None:
-            node.close()
+        idle = node is None or node.close()
         if executor is not None:
             executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if not idle:
+        # A thread is still inside torch (a generation or a model load cannot be interrupted).
+        # The interpreter's normal exit would tear torch's thread pools down under it and abort
+        # the process (SIGABRT, "terminate called without an active exception"): end it here.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
