@@ -223,7 +223,10 @@ class DriveVLMNode(Node):
         try:  # Updater declares diagnostic_updater.period: _on_set_parameters checks it
             self._updater = Updater(self, period=self.config.diagnostics_period_s)
         except ParameterException as exc:
-            raise ConfigError(f"parameter {UPDATER_PERIOD}: {exc}") from exc
+            raise ConfigError(
+                f"parameter {UPDATER_PERIOD}: this node does not use it, set "
+                f"{SUPERSEDED[UPDATER_PERIOD]} instead ({exc})"
+            ) from exc
         # Updater's timer runs on the node clock, which stands still under use_sim_time until
         # /clock arrives (a bag played without --clock, or not yet): re-create it on the steady
         # clock so /diagnostics keeps reporting, which is when it is needed most.
