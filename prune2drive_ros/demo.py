@@ -20,7 +20,7 @@ from .cache import build_once, cache_dir
 from .config import DriveVLMConfig
 from .engine import Engine
 from .questions import read_questions
-from .replay import print_answers, replay
+from .replay import replay, report_answers
 from .viz import kept_tokens_picture
 
 logger = logging.getLogger(__name__)
@@ -64,11 +64,12 @@ def run(args: argparse.Namespace) -> int:
     print("engine: " + ", ".join(f"{k}={v}" for k, v in engine.describe().items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    answers_path = out / "answers.jsonl"
     with open_camera_bag(bag) as recording:
-        with (out / "answers.jsonl").open("w", encoding="utf-8") as answers:
+        with answers_path.open("w", encoding="utf-8") as answers:
             report = replay(recording, items, engine, answers, baseline=baseline)
-        print_answers(report, engine.vlm.random_weights)
+        status = report_answers(report, engine.vlm.random_weights, answers_path)
         frames = recording.nearest_frame_set(items[0].stamp_ns, max_gap_ns=100_000_000)
     kept_tokens_picture(engine, frames, out / "kept_tokens.png")
-    print(f"\nwrote {out / 'answers.jsonl'} and {out / 'kept_tokens.png'} (kept patches lit)")
-    return 1 if report.skipped else 0
+    print(f"wrote {out / 'kept_tokens.png'} (kept patches lit)")
+    return status

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -221,21 +220,6 @@ def check_output_file(path: str | Path) -> Path:
     return path
 
 
-def print_answers(report: ReplayReport, random_weights: bool, stream: TextIO | None = None) -> None:
-    """Answers and the latency summary, flagged when the model has random weights (to
-    ``stream``, default the ``sys.stdout`` of the moment, which tests and callers may swap)."""
-    stream = stream or sys.stdout
-    if random_weights:
-        print(f"NOTE: {RANDOM_WEIGHTS_NOTE}", file=stream)
-    for answer in report.answers:
-        print(f"Q: {answer.question}\nA: {answer.text!r}", file=stream)
-    print(f"\n{len(report.answers)} answered, {len(report.skipped)} skipped", file=stream)
-    for item, why in report.skipped:
-        print(f"  skipped {item.question!r}: {why}", file=stream)
-    if report.answers:
-        print("\nlatency (ms)\n" + report.latency_table(), file=stream)
-
-
 def run(args: argparse.Namespace) -> int:
     """``prune2drive replay``: exit 0 when every question was answered, 1 when some were not.
 
@@ -262,7 +246,26 @@ def run(args: argparse.Namespace) -> int:
             max_gap_ms=args.max_gap_ms,
             max_new_tokens=config.max_new_tokens,
         )
-    print_answers(report, engine.vlm.random_weights)
+    return report_answers(report, engine.vlm.random_weights, out_path)
+
+
+def report_answers(report: ReplayReport, random_weights: bool, out_path: Path | None) -> int:
+    """Print the answers (flagged when the model has random weights) and the latency summary
+    of a replay; its exit status (1: some were skipped).
+
+    Raises:
+        BagError: the bag broke off mid-way (after the answers so far are printed; the error
+            says where they were written).
+    """
+    if random_weights:
+        print(f"NOTE: {RANDOM_WEIGHTS_NOTE}")
+    for answer in report.answers:
+        print(f"Q: {answer.question}\nA: {answer.text!r}")
+    print(f"\n{len(report.answers)} answered, {len(report.skipped)} skipped")
+    for item, why in report.skipped:
+        print(f"  skipped {item.question!r}: {why}")
+    if report.answers:
+        print("\nlatency (ms)\n" + report.latency_table())
     if out_path:
         print(f"answers written to {out_path}")
     if report.broken:

@@ -314,3 +314,13 @@ def test_viz_command_shows_the_set_nearest_the_stamp(
     assert cli.main([*argv, "--device", "cpu"]) == 0
     assert f"frames at {stamp} ns" in capsys.readouterr().out
     assert cv2.imread(str(out)).shape == (2 * TILE_SIZE[1], 3 * TILE_SIZE[0], 3)
+
+
+def test_demo_fails_when_the_bag_breaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _break_the_bag_after(monkeypatch, 1)
+    argv = ["demo", "--frames", "3", "--questions", "2", "--device", "cpu"]
+    assert cli.main([*argv, "--max-new-tokens", "2", "--out", str(tmp_path / "out")]) == 2
+    assert "truncated; the 1 answers before it are in" in capsys.readouterr().err
