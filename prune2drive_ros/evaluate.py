@@ -47,11 +47,9 @@ from .tuning.objective import (
     Evaluation,
     EvaluationSetup,
     add_evaluation_arguments,
-    choose_reward,
+    choose_scoring,
     prepare_evaluation,
-    reward_tokenizer,
 )
-from .tuning.ptb import language_tokenizer
 from .tuning.sources import add_data_arguments, open_validation_set
 from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
 from .vlm.flops import DecoderShape, flops_ratio
@@ -106,26 +104,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``prune2drive eval``: 0, or 1 when some questions had to be skipped."""
     config = engine_config(args)
-    if args.tokenizer == "ptb":
-        language_tokenizer("ptb")  # refused without Java now, not after the model has loaded
-    # Rates are checked before the model loads, so a bad file fails in a second, not minutes.
+    # Rates, data and reward are checked before the model loads: a mistake costs a second.
     rates = None
     if args.uniform is not None:
         rates = validate_rates(args.uniform)
     elif not args.no_pruning:
         rates = load_rates(resolve_rates_file(config)).rates
-    engine = Engine.from_config(config)
-    vlm = engine.vlm
-    if vlm.random_weights:
-        print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
-    methods = [] if rates is None else [engine.pruner, *(p for p in PRUNERS if p != engine.pruner)]
     with open_validation_set(args, config) as data:
         print(data.summary())
-        reward = choose_reward(args.reward, data)
-        print(f"reward: {reward[0]} ({reward[1]})")
-        setup = prepare_evaluation(
-            args, engine, data, reward, tokenizer=reward_tokenizer(reward[0], args.tokenizer)
+        reward, tokenizer = choose_scoring(args.reward, args.tokenizer, data)
+        engine = Engine.from_config(config)
+        vlm = engine.vlm
+        if vlm.random_weights:
+            print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
+        methods = (
+            [] if rates is None else [engine.pruner, *(p for p in PRUNERS if p != engine.pruner)]
         )
+        setup = prepare_evaluation(args, engine, data, reward, tokenizer=tokenizer)
         evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
         evaluations[UNPRUNED] = setup.evaluator.evaluate(None)
         timings = prefill_timings(

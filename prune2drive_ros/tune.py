@@ -39,11 +39,10 @@ from .tuning.objective import (
     Evaluation,
     EvaluationSetup,
     add_evaluation_arguments,
-    choose_reward,
+    choose_scoring,
     prepare_evaluation,
-    reward_tokenizer,
 )
-from .tuning.ptb import Tokenizer, language_tokenizer
+from .tuning.ptb import Tokenizer
 from .tuning.report import ReportContext, write_report
 from .tuning.sources import ValidationSet, add_data_arguments, open_validation_set
 from .tuning.study import (
@@ -175,27 +174,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``prune2drive tune``: 0 when rates were written, 1 when the run was cut short.
 
-    What can be checked cheaply is checked first: the flags, the sampler and the storage before
-    the model loads, the stored study's settings before any frame is encoded.
+    What can be checked cheaply is checked first: the flags, the sampler, the storage, the
+    validation data and the reward before the model loads, the stored study's settings before
+    any frame is encoded.
     """
     if args.budget is not None and not args.multi_objective:
         raise ConfigError("--budget goes with --multi-objective; add it or leave --budget out")
     space = SearchSpace(args.min_rate, args.max_rate, args.grid_steps)
     sampler = sampler_name(args.sampler, multi_objective=args.multi_objective)
-    if args.tokenizer == "ptb":
-        language_tokenizer("ptb")  # refused without Java now, not after the model has loaded
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = args.storage or default_storage(args.out)
     storage = make_storage(url, heartbeat_s=args.heartbeat)
     config = engine_config(args)
-    engine = Engine.from_config(config)
-    if engine.vlm.random_weights:
-        print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
     with open_validation_set(args, config) as data:
         print(data.summary())
-        reward = choose_reward(args.reward, data)
-        print(f"reward: {reward[0]} ({reward[1]})")
-        tokenizer = reward_tokenizer(reward[0], args.tokenizer)
+        reward, tokenizer = choose_scoring(args.reward, args.tokenizer, data)
+        engine = Engine.from_config(config)
+        if engine.vlm.random_weights:
+            print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
         study = _open_study(args, storage, engine, data, reward[0], tokenizer, space, sampler)
         print(f"study {study.study_name} in {redact_url(url)}: {len(study.trials)} trials so far")
         setup = prepare_evaluation(args, engine, data, reward, tokenizer=tokenizer, lam=args.lam)

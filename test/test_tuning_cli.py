@@ -361,3 +361,31 @@ def test_ctrl_c_finishes_the_trial_writes_the_results_and_exits_130(small_bag, t
     states = [t.state for t in _trials(url, name)]
     assert TrialState.RUNNING not in states and TrialState.FAIL not in states
     assert written.meta["trials"] == states.count(TrialState.COMPLETE)
+
+
+@pytest.mark.parametrize("command", ["tune", "eval"])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [(("--bag", "nope"), "does not exist"), (("--reward", "drivelm"), "reference answer")],
+)
+def test_data_and_reward_are_checked_before_the_model_loads(
+    small_bag, tmp_path, monkeypatch, capsys, command, change, message
+):
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the mistake was found")
+
+    monkeypatch.setattr("prune2drive_ros.engine.load_vlm", no_model)
+    questions = tmp_path / "unanswered.jsonl"
+    stamp = json.loads(small_bag.questions_path.read_text().splitlines()[0])["stamp"]
+    questions.write_text(json.dumps({"stamp": stamp, "question": "Any bus?"}) + "\n")
+    args = [command, *_data_args(small_bag), "--cache-dir", str(tmp_path / "cache")]
+    args[args.index("--questions") + 1] = str(questions)
+    if command == "tune":
+        args += ["--out", str(tmp_path / "out")]
+    flag, value = change
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

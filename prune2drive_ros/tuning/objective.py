@@ -373,6 +373,20 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def choose_scoring(
+    requested: str | None, choice: str, data: ValidationSet
+) -> tuple[tuple[str, str], Tokenizer | None]:
+    """The reward (name and why, printed for the user) and its tokenizer, from ``--reward``
+    and ``--tokenizer``: what tune and eval settle before the model loads.
+
+    Raises:
+        ConfigError: as :func:`choose_reward` and :func:`reward_tokenizer`.
+    """
+    reward = choose_reward(requested, data)
+    print(f"reward: {reward[0]} ({reward[1]})")
+    return reward, reward_tokenizer(reward[0], choice)
+
+
 def reward_tokenizer(reward: str, choice: str) -> Tokenizer | None:
     """The tokenizer of the language metrics for ``--tokenizer choice``, or None when the
     reward uses none (``fidelity`` tokenises with the emulation, see :func:`~.scoring.fidelity`).
