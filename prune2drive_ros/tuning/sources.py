@@ -48,6 +48,7 @@ from ..config import DriveVLMConfig
 from ..errors import ConfigError, QuestionError
 from ..imaging import decode_views
 from ..questions import read_questions
+from ..sync import FrameSet
 from ..views import VIEWS
 from .drivelm import load_drivelm
 
@@ -62,6 +63,8 @@ _NAMED_SKIPS = 10
 
 #: What a frame reader returns: per view, (name of the source for messages, image message).
 FrameMessages = Mapping[str, tuple[str, Any]]
+#: A synchronized set's header stamp per view, sorted by view: what names it.
+ViewStamps = tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -257,9 +260,11 @@ def bag_validation_set(
         max_gap_ns = round(max_gap_ms * 1e6)
         order = list(range(len(items)))
         random.Random(seed).shuffle(order)
-        chosen: dict[int, tuple[Sample, int]] = {}
+        # A frame set is named by all six stamps, not by its newest one: with another sync slop
+        # or queue size the set with the same newest stamp can hold other images of the others.
+        chosen: dict[int, tuple[Sample, ViewStamps]] = {}
         skipped: list[tuple[str, str]] = []
-        frames: dict[int, Frame] = {}
+        frames: dict[ViewStamps, Frame] = {}
         for index in order:
             if len(chosen) == samples:
                 break
@@ -270,12 +275,13 @@ def bag_validation_set(
             except QuestionError as exc:
                 skipped.append((sample_id, str(exc)))
                 continue
-            frame = frames.get(frame_set.stamp_ns)
+            stamps = tuple(sorted(frame_set.stamps.items()))
+            frame = frames.get(stamps)
             if frame is None:
-                frame = _bag_frame(bag, bag_stamp, frame_set.stamp_ns, item.stamp_ns, max_gap_ns)
-                frames[frame_set.stamp_ns] = frame
+                frame = _bag_frame(bag, bag_stamp, frame_set, item.stamp_ns, max_gap_ns)
+                frames[stamps] = frame
             sample = Sample(sample_id, frame, item.question, item.answer)
-            chosen[index] = (sample, frame_set.stamp_ns)
+            chosen[index] = (sample, stamps)
         _report_skips(skipped, f"bag {bag_path}", have=len(chosen))
         drawn = sorted(chosen)
         return ValidationSet(
@@ -296,9 +302,9 @@ def bag_validation_set(
 
 
 def _bag_frame(
-    bag: CameraBag, bag_stamp: list[object], stamp_ns: int, query_ns: int, max_gap_ns: int
+    bag: CameraBag, bag_stamp: list[object], frame_set: FrameSet, query_ns: int, max_gap_ns: int
 ) -> Frame:
-    """The frame set stamped ``stamp_ns``, read again through ``query_ns`` on a cache miss.
+    """``frame_set`` as a validation frame, read again through ``query_ns`` on a cache miss.
 
     The set is not kept in memory between the look-up and the encoding: hundreds of frames of
     six JPEGs would be, while a second look-up is a short read of the bag.
@@ -308,8 +314,9 @@ def _bag_frame(
         frames = bag.nearest_frame_set(query_ns, max_gap_ns)
         return {view: (bag.topics[view], frames.messages[view]) for view in VIEWS}
 
-    key = digest("bag-frame", bag_stamp, sorted(bag.topics.items()), stamp_ns)
-    return Frame(key=key, label=f"{bag.path.name}@{stamp_ns}", read=read)
+    stamps = sorted(frame_set.stamps.items())
+    key = digest("bag-frame", bag_stamp, sorted(bag.topics.items()), stamps)
+    return Frame(key=key, label=f"{bag.path.name}@{frame_set.stamp_ns}", read=read)
 
 
 def _report_skips(skipped: Sequence[tuple[str, str]], where: str, *, have: int) -> None:
