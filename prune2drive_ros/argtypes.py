@@ -33,20 +33,22 @@ def retention_rate(text: str) -> float:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A finite number above zero (durations, distances)."""
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
+def finite_float(*, zero: bool) -> Callable[[str], float]:
+    """A ``float`` flag type for finite numbers above zero, or of at least zero with ``zero``
+    (durations and distances; weights that 0 switches off)."""
+    bound = "of at least 0" if zero else "above 0"
+
+    def number(text: str) -> float:
+        value = float(text)
+        if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    return number
 
 
-def non_negative_float(text: str) -> float:
-    """A finite number of at least zero (weights that may be switched off with 0)."""
-    value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
-    return value
+positive_float = finite_float(zero=False)
+non_negative_float = finite_float(zero=True)
 
 
 def topic_remap(text: str) -> tuple[str, str]:

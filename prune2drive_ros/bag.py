@@ -59,6 +59,8 @@ FIRING_ORDER: tuple[str, ...] = (
 )
 #: First frame of synthetic bags: a nuScenes sample time (2018-07-24), so stamps look familiar.
 SYNTHETIC_START_NS = 1_532_402_927_647_951_000
+#: Default largest distance between a question's stamp and the frame set answering it, ms.
+DEFAULT_MAX_GAP_MS = 100.0
 #: Spread of one frame's six stamps in synthetic bags, ms (nuScenes: ~42).
 DEFAULT_JITTER_MS = 42.0
 #: Trigger noise added to each synthetic stamp, +- ms.

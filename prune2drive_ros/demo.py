@@ -15,7 +15,12 @@ import logging
 from pathlib import Path
 
 from .argtypes import at_least
-from .bag import default_questions_path, open_camera_bag, write_synthetic_bag
+from .bag import (
+    DEFAULT_MAX_GAP_MS,
+    default_questions_path,
+    open_camera_bag,
+    write_synthetic_bag,
+)
 from .cache import build_once, cache_dir
 from .config import DriveVLMConfig
 from .engine import Engine
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         with answers_path.open("w", encoding="utf-8") as answers:
             report = replay(recording, items, engine, answers, baseline=baseline)
         status = report_answers(report, engine.vlm.random_weights, answers_path)
-        frames = recording.nearest_frame_set(items[0].stamp_ns, max_gap_ns=100_000_000)
+        frames = recording.nearest_frame_set(items[0].stamp_ns, round(DEFAULT_MAX_GAP_MS * 1e6))
     kept_tokens_picture(engine, frames, out / "kept_tokens.png")
     print(f"wrote {out / 'kept_tokens.png'} (kept patches lit)")
     return status

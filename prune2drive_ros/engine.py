@@ -127,10 +127,6 @@ class Engine:
 
     # ------------------------------------------------------------------ answering
 
-    def check_question(self, question: str) -> str:
-        """The question, stripped; a QuestionError when it is empty or too long."""
-        return check_question(question, self.max_question_chars)
-
     def decode(self, frames: FrameSet) -> list[np.ndarray]:
         """The six images of ``frames`` as RGB arrays at the encoder's input size.
 
@@ -158,7 +154,7 @@ class Engine:
 
         Each answer carries the timings of the whole call (the shared stages ran once).
         """
-        texts = [self.check_question(q) for q in questions]
+        texts = [check_question(q, self.max_question_chars) for q in questions]
         begin = time.perf_counter()
         images = self.decode(frames)
         decode_ms = (time.perf_counter() - begin) * 1e3

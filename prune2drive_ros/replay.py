@@ -28,7 +28,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from .argtypes import at_least, positive_float, topic_remap
-from .bag import CameraBag, open_config_bag
+from .bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
 from .config import DriveVLMConfig, load_params_yaml
 from .engine import Answer, Engine
 from .errors import BagError, ConfigError, DecodeError, QuestionError
@@ -38,9 +38,6 @@ from .views import VIEWS
 from .vlm import RANDOM_WEIGHTS_NOTE
 
 logger = logging.getLogger(__name__)
-
-#: Default largest distance between a question's stamp and the frame set answering it.
-DEFAULT_MAX_GAP_MS = 100.0
 
 
 @dataclass

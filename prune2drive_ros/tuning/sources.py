@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..argtypes import at_least, positive_float
-from ..bag import CameraBag, open_config_bag
+from ..bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
 from ..config import DriveVLMConfig
 from ..errors import ConfigError, QuestionError
 from ..imaging import decode_views
@@ -56,8 +56,6 @@ logger = logging.getLogger(__name__)
 
 #: Validation items of the reference search (Prune2Drive: 500 DriveLM questions).
 DEFAULT_SAMPLES = 500
-#: Largest distance from a question's stamp to the frame set that answers it (as replay).
-DEFAULT_MAX_GAP_MS = 100.0
 #: Skipped questions named one by one in messages; the rest are counted.
 _NAMED_SKIPS = 10
 
