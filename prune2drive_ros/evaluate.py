@@ -50,6 +50,7 @@ from .tuning.objective import (
     choose_scoring,
     prepare_evaluation,
 )
+from .tuning.ptb import tokenizer_name
 from .tuning.sources import add_data_arguments, open_validation_set
 from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
 from .vlm.flops import DecoderShape, flops_ratio
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json(
             {
                 "reward": setup.reward,
-                "tokenizer": None if setup.tokenizer is None else setup.tokenizer.name,
+                "tokenizer": tokenizer_name(setup.tokenizer),
                 "rates": rates,
                 "samples": len(data.samples),
                 "frames": len(data.frames),

@@ -42,7 +42,7 @@ from .tuning.objective import (
     choose_scoring,
     prepare_evaluation,
 )
-from .tuning.ptb import Tokenizer
+from .tuning.ptb import Tokenizer, tokenizer_name
 from .tuning.report import ReportContext, write_report
 from .tuning.sources import ValidationSet, add_data_arguments, open_validation_set
 from .tuning.study import (
@@ -222,7 +222,7 @@ def _open_study(
         "data": data.identity,
         "reward": reward,
         # A worker with Java and one without score language differently: not one objective.
-        "tokenizer": None if tokenizer is None else tokenizer.name,
+        "tokenizer": tokenizer_name(tokenizer),
         "lambda": _study_lambda(args),
         "multi_objective": multi,
         "pruner": engine.pruner,
@@ -339,7 +339,6 @@ def _write_outputs(
         ReportContext(
             study=study,
             choice=choice,
-            multi_objective=args.multi_objective,
             reward=setup.reward,
             reward_reason=setup.reward_reason,
             lam=_study_lambda(args),
@@ -397,7 +396,7 @@ def _print_summary(
                 "frames": len(setup.data.frames),
                 "encoder_calls": setup.features.encoder_calls,
                 "reward": setup.reward,
-                "tokenizer": None if setup.tokenizer is None else setup.tokenizer.name,
+                "tokenizer": tokenizer_name(setup.tokenizer),
                 "lambda": _study_lambda(args),
                 "chosen_trial": trial.number,
                 "rates": rates,

@@ -48,7 +48,6 @@ def _context(multi: bool, points: list[tuple[float, float]] = POINTS) -> ReportC
     return ReportContext(
         study=study,
         choice=choose_trial(study, multi_objective=multi),
-        multi_objective=multi,
         reward="fidelity",
         reward_reason="asked for",
         lam=None if multi else 0.18,

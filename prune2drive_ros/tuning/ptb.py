@@ -90,6 +90,11 @@ class Tokenizer:
         return self._batches(batches)
 
 
+def tokenizer_name(tokenizer: Tokenizer | None) -> str | None:
+    """``tokenizer``'s name for settings and JSON; None for a reward without language metrics."""
+    return None if tokenizer is None else tokenizer.name
+
+
 def _regex_batches(batches: Sequence[Sequence[str]]) -> list[list[list[str]]]:
     return [[regex_tokens(text) for text in batch] for batch in batches]
 

@@ -42,9 +42,9 @@ class ReportContext:
     Attributes:
         study: the study (all workers' trials).
         choice: the chosen trial and how it was chosen.
-        multi_objective: two objectives (score, tokens) instead of ``R - lambda * P``.
         reward: ``drivelm`` or ``fidelity``, and why (``reward_reason``).
-        lam: ``lambda`` of the objective; None with two objectives, which have none.
+        lam: ``lambda`` of the objective ``R - lambda * P``; None for a study of two
+            objectives (score, tokens), which has none (:attr:`multi_objective`).
         storage: the storage URL, password removed.
         model: model id or path; ``random_weights``: its answers are meaningless.
         tokens_per_view: visual tokens per view before pruning.
@@ -57,7 +57,6 @@ class ReportContext:
 
     study: optuna.Study
     choice: Choice
-    multi_objective: bool
     reward: str
     reward_reason: str
     lam: float | None
@@ -70,6 +69,11 @@ class ReportContext:
     encoder_calls: int
     rates_file: Path
     command: Sequence[str]
+
+    @property
+    def multi_objective(self) -> bool:
+        """Two objectives (score, tokens): the study has no lambda."""
+        return self.lam is None
 
 
 def write_report(folder: Path, context: ReportContext) -> list[Path]:
@@ -114,7 +118,7 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
     lines = ["# Retention-rate tuning report", ""]
     if context.random_weights:
         lines += [f"> **{RANDOM_WEIGHTS_NOTE}**: the scores below only show the machinery.", ""]
-    if context.lam is None:
+    if context.lam is None:  # two objectives (this test narrows lam for the else branch)
         objective = "two objectives: maximise the score R, minimise the tokens kept P"
     else:
         objective = (
@@ -138,7 +142,7 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         f"Trial {chosen.number}, chosen as the {context.choice.how}: R = "
         f"{_value(chosen, 'reward'):.4f}, P = {_value(chosen, 'penalty'):.4f} "
         f"({sum(kept)} of {full} visual tokens, {_percent(sum(kept) / full)})"
-        + ("" if context.lam is None else f", objective = {_value(chosen, 'objective'):.4f}")
+        + ("" if context.multi_objective else f", objective = {_value(chosen, 'objective'):.4f}")
         + f". Unpruned on the same data: R = {context.unpruned.reward:.4f}.",
         "",
         "| view | rate | tokens kept |",
