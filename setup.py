@@ -47,7 +47,7 @@ setup(
     zip_safe=True,
     entry_points={
         "console_scripts": [
-            "prune2drive = prune2drive_ros.cli:main",
+            "prune2drive = prune2drive_ros.commands.cli:main",
             "drive_vlm_node = prune2drive_ros.node:main",
         ],
     },

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, QuestionError
-from .sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
-from .textfile import read_yaml
+from .files import read_yaml
+from .sensors.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from .views import VIEWS, image_topic
 
 PACKAGE = "prune2drive_ros"

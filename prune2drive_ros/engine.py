@@ -3,7 +3,7 @@
 The node and ``prune2drive replay`` both answer through :class:`Engine`, so a question asked
 live and the same question replayed from a bag go through the same decoder, the same budgets
 and the same pruned prefill. The engine is not thread-safe: the node runs it on one worker
-thread (:mod:`~prune2drive_ros.worker`), replay on its main thread.
+thread (:mod:`~prune2drive_ros.serving.worker`), replay on its main thread.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import numpy as np
 
 from .config import DriveVLMConfig, check_question, resolve_rates_file
 from .errors import DecodeError
-from .imaging import decode_views
 from .pruning.budget import validate_rates
-from .rates_file import load_rates
-from .stats import STAGES
-from .sync import FrameSet
+from .sensors.imaging import decode_views
+from .sensors.rates_file import load_rates
+from .sensors.sync import FrameSet
+from .serving.stats import STAGES
 from .views import VIEWS, image_topic
 from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, family_class, load_vlm
 

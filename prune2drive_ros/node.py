@@ -66,10 +66,10 @@ from .config import (
 )
 from .engine import Answer, Engine
 from .errors import ConfigError, Prune2DriveError, QuestionError
-from .stats import NodeStats
-from .sync import ApproximateSync
+from .sensors.sync import ApproximateSync
+from .serving.stats import NodeStats
+from .serving.worker import InferenceWorker, JobResult, Rejection, check_frames, check_ready
 from .views import VIEWS
-from .worker import InferenceWorker, JobResult, Rejection, check_frames, check_ready
 
 #: stats.py levels -> DiagnosticStatus constants (``level`` is a byte on Jazzy: never an int).
 LEVELS = {

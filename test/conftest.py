@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from prune2drive_ros.bag import SyntheticBag, write_synthetic_bag
+from prune2drive_ros.sensors.synthetic import SyntheticBag, write_synthetic_bag
 
 #: Frames in the shared bags: enough for sync, drops and question look-ups, cheap to write.
 SMALL_BAG_FRAMES = 8

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from prune2drive_ros.argtypes import at_least, positive_float, retention_rate, topic_remap
-from prune2drive_ros.cli import main
+from prune2drive_ros.commands.argtypes import at_least, positive_float, retention_rate, topic_remap
+from prune2drive_ros.commands.cli import main
 
 
 def test_at_least_accepts_the_minimum_and_refuses_below() -> None:

@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prune2drive_ros.bag import (
+from prune2drive_ros.errors import BagError, QuestionError
+from prune2drive_ros.sensors.bag import open_camera_bag
+from prune2drive_ros.sensors.imaging import decode_image
+from prune2drive_ros.sensors.questions import read_questions
+from prune2drive_ros.sensors.scene import RoadScene, scene_questions
+from prune2drive_ros.sensors.synthetic import (
     FIRING_ORDER,
     SyntheticBag,
     default_questions_path,
     frame_stamps,
-    open_camera_bag,
     write_synthetic_bag,
 )
-from prune2drive_ros.errors import BagError, QuestionError
-from prune2drive_ros.imaging import decode_image
-from prune2drive_ros.questions import read_questions
-from prune2drive_ros.scene import RoadScene, scene_questions
 from prune2drive_ros.views import VIEWS, camera_info_topic, image_topic
 
 STORAGES = ("mcap", "sqlite3")
@@ -65,7 +65,7 @@ def test_storages_hold_the_same_messages(synthetic_bags):
 
 
 def test_frame_sets_of_some_views(small_bag):
-    from prune2drive_ros.sync import ApproximateSync
+    from prune2drive_ros.sensors.sync import ApproximateSync
 
     with open_camera_bag(small_bag.path) as bag:
         sets = list(bag.frame_sets(ApproximateSync(("CAM_FRONT", "CAM_BACK"))))
@@ -81,7 +81,7 @@ def test_single_storage_file_opens_too(small_bag):
 def test_camera_info_is_nuscenes_like(small_bag):
     from rosbags.rosbag2 import Reader
 
-    from prune2drive_ros.bag import typestore
+    from prune2drive_ros.sensors.bag import typestore
 
     with Reader(small_bag.path) as reader:
         conn = next(c for c in reader.connections if c.topic == camera_info_topic("CAM_BACK"))
@@ -236,7 +236,7 @@ def _copy_without(source: Path, target: Path, view: str, from_ns: int) -> None:
     """A copy of bag ``source`` in which camera ``view`` fell silent at log time ``from_ns``."""
     from rosbags.rosbag2 import Reader, Writer
 
-    from prune2drive_ros.bag import typestore
+    from prune2drive_ros.sensors.bag import typestore
 
     with Reader(source) as reader, Writer(target, version=Writer.VERSION_LATEST) as writer:
         connections = {
@@ -293,7 +293,7 @@ def test_raw_image_topics_are_read_too(tmp_path):
     """A bag of raw sensor_msgs/Image on the default raw topics replays through the same path."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from prune2drive_ros.bag import typestore
+    from prune2drive_ros.sensors.bag import typestore
 
     store = typestore()
     types = store.types
@@ -332,7 +332,7 @@ def make_bag(*argv: str) -> int:
     """Run ``prune2drive make-bag`` (through its own parser: other commands may be mid-work)."""
     import argparse
 
-    from prune2drive_ros import make_bag as command
+    from prune2drive_ros.commands import make_bag as command
 
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
@@ -367,6 +367,6 @@ def test_make_bag_command(tmp_path, capsys):
 
 
 def test_make_bag_is_registered():
-    from prune2drive_ros.cli import COMMANDS
+    from prune2drive_ros.commands.cli import COMMANDS
 
-    assert COMMANDS["make-bag"] == "prune2drive_ros.make_bag"
+    assert COMMANDS["make-bag"] == "prune2drive_ros.commands.make_bag"

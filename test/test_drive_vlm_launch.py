@@ -33,7 +33,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 import launch  # noqa: E402
-from prune2drive_ros.imaging import encode_jpeg  # noqa: E402
+from prune2drive_ros.sensors.imaging import encode_jpeg  # noqa: E402
 from prune2drive_ros.views import VIEWS, image_topic  # noqa: E402
 
 STANDING_QUESTION = "What is in front of the ego vehicle?"

@@ -13,18 +13,19 @@ import cv2
 import numpy as np
 import pytest
 
-from prune2drive_ros import cli
-from prune2drive_ros.bag import CameraBag, SyntheticBag, open_camera_bag
+from prune2drive_ros.commands import cli
 from prune2drive_ros.cache import build_once
+from prune2drive_ros.commands.replay import add_engine_arguments, engine_config, replay
+from prune2drive_ros.commands.viz import DIM, TILE_SIZE, kept_tokens_picture, overlay_kept
 from prune2drive_ros.config import DriveVLMConfig
 from prune2drive_ros.engine import Engine
 from prune2drive_ros.errors import BagError, ConfigError, DecodeError, ModelLoadError, QuestionError
-from prune2drive_ros.questions import QAItem, read_questions
-from prune2drive_ros.replay import add_engine_arguments, engine_config, replay
-from prune2drive_ros.stats import STAGES
-from prune2drive_ros.sync import FrameSet
+from prune2drive_ros.sensors.bag import CameraBag, open_camera_bag
+from prune2drive_ros.sensors.questions import QAItem, read_questions
+from prune2drive_ros.sensors.sync import FrameSet
+from prune2drive_ros.sensors.synthetic import SyntheticBag
+from prune2drive_ros.serving.stats import STAGES
 from prune2drive_ros.views import VIEWS
-from prune2drive_ros.viz import DIM, TILE_SIZE, kept_tokens_picture, overlay_kept
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rosbags.typesys import Stores, get_typestore
 
 from prune2drive_ros.errors import DecodeError
-from prune2drive_ros.imaging import (
+from prune2drive_ros.sensors.imaging import (
     SUPPORTED_ENCODINGS,
     compressed_format,
     decode_image,
@@ -301,7 +301,7 @@ def test_encode_jpeg_rejects_non_rgb():
 
 
 def test_decode_views_matches_one_by_one_and_reports_the_failing_topic():
-    from prune2drive_ros.imaging import decode_views
+    from prune2drive_ros.sensors.imaging import decode_views
     from prune2drive_ros.views import VIEWS, image_topic
 
     topics = {v: image_topic(v) for v in VIEWS}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from prune2drive_ros.errors import QuestionError
-from prune2drive_ros.questions import QAItem, read_questions, write_questions
+from prune2drive_ros.sensors.questions import QAItem, read_questions, write_questions
 
 
 def test_round_trip(tmp_path):

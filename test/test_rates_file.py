@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from prune2drive_ros import rates_file
+from prune2drive_ros.sensors import rates_file
 from prune2drive_ros.errors import BudgetError, ConfigError
-from prune2drive_ros.rates_file import RatesFile, load_rates, redact_url, save_rates
+from prune2drive_ros.sensors.rates_file import RatesFile, load_rates, redact_url, save_rates
 from prune2drive_ros.views import VIEWS
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "retention_rates.yaml"

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from prune2drive_ros.stats import LEVELS, STAGES, DiagnosticReport, NodeStats, percentile
-from prune2drive_ros.sync import SyncStats
-from prune2drive_ros.worker import WorkerCounters
+from prune2drive_ros.sensors.sync import SyncStats
+from prune2drive_ros.serving.stats import LEVELS, STAGES, DiagnosticReport, NodeStats, percentile
+from prune2drive_ros.serving.worker import WorkerCounters
 
 SECOND = 1_000_000_000
 TOPICS = ("/CAM_FRONT/image_rect_compressed", "/CAM_BACK/image_rect_compressed")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prune2drive_ros.bag import frame_stamps
-from prune2drive_ros.sync import DEFAULT_SLOP_S, ApproximateSync, FrameSet
+from prune2drive_ros.sensors.sync import DEFAULT_SLOP_S, ApproximateSync, FrameSet
+from prune2drive_ros.sensors.synthetic import frame_stamps
 from prune2drive_ros.views import VIEWS
 
 

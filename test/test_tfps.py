@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prune2drive_ros.cli import main
+from prune2drive_ros.commands.cli import main
 from prune2drive_ros.errors import BudgetError, PruningInputError
 from prune2drive_ros.pruning import (
     PRUNERS,

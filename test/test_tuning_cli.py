@@ -21,10 +21,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from prune2drive_ros.cli import main
+from prune2drive_ros.commands.cli import main
 from prune2drive_ros.errors import ConfigError
 from prune2drive_ros.pruning import PRUNERS
-from prune2drive_ros.rates_file import load_rates
+from prune2drive_ros.sensors.rates_file import load_rates
 from prune2drive_ros.tuning.study import make_storage
 from prune2drive_ros.views import VIEWS
 
@@ -91,7 +91,7 @@ def _worker(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     """A ``prune2drive`` process; its output goes to ``log`` (a pipe could fill and block it)."""
     with log.open("wb") as stream:
         return subprocess.Popen(
-            [sys.executable, "-m", "prune2drive_ros.cli", *args],
+            [sys.executable, "-m", "prune2drive_ros.commands.cli", *args],
             stdout=stream,
             stderr=subprocess.STDOUT,
         )

@@ -15,8 +15,8 @@ import pytest
 
 from prune2drive_ros.config import DriveVLMConfig
 from prune2drive_ros.errors import ConfigError, QuestionError
-from prune2drive_ros.imaging import encode_jpeg
-from prune2drive_ros.questions import QAItem, read_questions, write_questions
+from prune2drive_ros.sensors.imaging import encode_jpeg
+from prune2drive_ros.sensors.questions import QAItem, read_questions, write_questions
 from prune2drive_ros.tuning.drivelm import resolve_image
 from prune2drive_ros.tuning.sources import (
     bag_validation_set,

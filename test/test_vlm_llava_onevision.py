@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import LlavaOnevisionImageProcessorPil
 
-from prune2drive_ros.bench import prefill as bench_prefill
+from prune2drive_ros.commands.bench import prefill as bench_prefill
 from prune2drive_ros.errors import BudgetError, DecodeError
 from prune2drive_ros.pruning import Selection, random_select
 from prune2drive_ros.views import VIEWS

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from prune2drive_ros.errors import DecodeError
-from prune2drive_ros.worker import (
+from prune2drive_ros.serving.worker import (
     InferenceWorker,
     JobResult,
     Rejection,

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ConfigError, QuestionError
-from ..textfile import read_text
+from ..files import read_text
 from ..views import VIEWS
 from .scoring import Score, challenge_keep, is_choice_answer, score_answers
 

@@ -42,13 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from ..argtypes import at_least, positive_float
-from ..bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
+from ..commands.argtypes import at_least, positive_float
 from ..config import DriveVLMConfig
 from ..errors import ConfigError, QuestionError
-from ..imaging import decode_views
-from ..questions import read_questions
-from ..sync import FrameSet
+from ..sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
+from ..sensors.imaging import decode_views
+from ..sensors.questions import read_questions
+from ..sensors.sync import FrameSet
 from ..views import VIEWS
 from .drivelm import load_drivelm
 
@@ -95,7 +95,7 @@ class Sample:
 class ImageFile:
     """An image file's bytes shaped like ``sensor_msgs/msg/CompressedImage``.
 
-    ``format`` is empty so that :func:`~prune2drive_ros.imaging.decode_image` (the one decoder)
+    ``format`` is empty so that :func:`~..sensors.imaging.decode_image` (the one decoder)
     picks JPEG or PNG from the magic bytes.
     """
 

@@ -77,7 +77,7 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from ..errors import ConfigError, Prune2DriveError
-from ..rates_file import redact_url
+from ..sensors.rates_file import redact_url
 from ..views import VIEWS
 from .objective import Evaluator
 

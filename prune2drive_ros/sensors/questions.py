@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import QuestionError
-from .textfile import read_text
+from ..errors import QuestionError
+from ..files import read_text
 
 
 @dataclass(frozen=True)

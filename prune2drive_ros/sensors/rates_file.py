@@ -37,10 +37,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from .errors import BudgetError, ConfigError
-from .pruning.budget import Rates, validate_rates
-from .textfile import read_yaml
-from .views import VIEWS
+from ..errors import BudgetError, ConfigError
+from ..files import read_yaml
+from ..pruning.budget import Rates, validate_rates
+from ..views import VIEWS
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ SCHEMA_HINT = (
 
 _HEADER = (
     "# Prune2Drive per-view retention rates: the fraction of visual tokens kept per camera.\n"
-    "# Written by prune2drive_ros.rates_file.save_rates; read by the node, replay and eval.\n"
+    "# Written by prune2drive_ros.sensors.rates_file.save_rates; "
+    "read by the node, replay and eval.\n"
     "# Schema: 'rates' maps every camera view to a rate in (0, 1]; other keys are provenance.\n"
 )
 

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .views import check_view
+from ..views import check_view
 
 #: Largest stamp spread of one set, seconds (see the module docstring for the analysis).
 DEFAULT_SLOP_S = 0.06

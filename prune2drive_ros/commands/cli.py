@@ -14,20 +14,20 @@ import sys
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 
-from .errors import Prune2DriveError
+from ..errors import Prune2DriveError
 
 #: subcommand -> module, or a nested table for commands with their own subcommands.
 COMMANDS: dict[str, str | dict[str, str]] = {
-    "make-bag": "prune2drive_ros.make_bag",
-    "replay": "prune2drive_ros.replay",
-    "viz": "prune2drive_ros.viz",
-    "demo": "prune2drive_ros.demo",
-    "tune": "prune2drive_ros.tune",
-    "eval": "prune2drive_ros.evaluate",
+    "make-bag": "prune2drive_ros.commands.make_bag",
+    "replay": "prune2drive_ros.commands.replay",
+    "viz": "prune2drive_ros.commands.viz",
+    "demo": "prune2drive_ros.commands.demo",
+    "tune": "prune2drive_ros.commands.tune",
+    "eval": "prune2drive_ros.commands.evaluate",
     "bench": {
-        "tfps": "prune2drive_ros.bench.tfps",
-        "decode": "prune2drive_ros.bench.decode",
-        "prefill": "prune2drive_ros.bench.prefill",
+        "tfps": "prune2drive_ros.commands.bench.tfps",
+        "decode": "prune2drive_ros.commands.bench.decode",
+        "prefill": "prune2drive_ros.commands.bench.prefill",
     },
 }
 

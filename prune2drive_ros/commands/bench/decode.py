@@ -1,9 +1,9 @@
 """Time decoding six camera JPEGs to the encoder input: reduced-scale decode vs full decode.
 
 The six 1600 x 900 JPEGs (quality 90, like nuScenes) are one frame of the synthetic road scene.
-``reduced`` is :func:`~prune2drive_ros.imaging.decode_views`: each view decoded by libjpeg at
-1/2, 1/4 or 1/8 scale and resized to exactly the target, the views spread over the cores in
-threads. ``full`` decodes every pixel first and then area-resizes, in the same number of
+``reduced`` is :func:`~prune2drive_ros.sensors.imaging.decode_views`: each view decoded by
+libjpeg at 1/2, 1/4 or 1/8 scale and resized to exactly the target, the views spread over the
+cores in threads. ``full`` decodes every pixel first and then area-resizes, in the same number of
 threads, the obvious alternative; ``reduced_serial`` is ``reduced`` one view after another.
 All run in this process on the same bytes, taking turns run by run; medians after a warm-up
 are reported, with how far reduced and full differ (mean absolute difference, 8-bit levels).
@@ -23,10 +23,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ...sensors.imaging import decode_image, decode_views, encode_jpeg
+from ...sensors.scene import RoadScene
+from ...views import VIEWS, image_topic
 from ..argtypes import at_least
-from ..imaging import decode_image, decode_views, encode_jpeg
-from ..scene import RoadScene
-from ..views import VIEWS, image_topic
 from . import add_timing_arguments, device_name, emit_json, median, resolve_device, time_interleaved
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError  # builtin onl
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from .errors import Prune2DriveError
+from ..errors import Prune2DriveError
 
 T = TypeVar("T")
 

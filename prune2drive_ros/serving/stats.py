@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .sync import SyncStats
+from ..sensors.sync import SyncStats
 from .worker import WorkerCounters, check_frames
 
 #: Stage keys of ``Answer.timings_ms``, in pipeline order.

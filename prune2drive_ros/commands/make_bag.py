@@ -13,9 +13,14 @@ import argparse
 import shutil
 from pathlib import Path
 
+from ..errors import BagError
+from ..sensors.synthetic import (
+    DEFAULT_JITTER_MS,
+    default_questions_path,
+    max_jitter_ms,
+    write_synthetic_bag,
+)
 from .argtypes import at_least
-from .bag import DEFAULT_JITTER_MS, default_questions_path, max_jitter_ms, write_synthetic_bag
-from .errors import BagError
 
 #: nuScenes' camera rate.
 _RATE_HZ = 12.0

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ...devices import resolve_device
 from ..argtypes import at_least
-from ..devices import resolve_device
 
 #: ``--device`` choices (any ``cuda:n`` also works from Python; see ``resolve_device``).
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")

@@ -14,17 +14,13 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..cache import build_once, cache_dir
+from ..config import DriveVLMConfig
+from ..engine import Engine
+from ..sensors.bag import DEFAULT_MAX_GAP_MS, open_camera_bag
+from ..sensors.questions import read_questions
+from ..sensors.synthetic import default_questions_path, write_synthetic_bag
 from .argtypes import at_least
-from .bag import (
-    DEFAULT_MAX_GAP_MS,
-    default_questions_path,
-    open_camera_bag,
-    write_synthetic_bag,
-)
-from .cache import build_once, cache_dir
-from .config import DriveVLMConfig
-from .engine import Engine
-from .questions import read_questions
 from .replay import replay, report_answers
 from .viz import kept_tokens_picture
 

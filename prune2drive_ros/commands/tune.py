@@ -26,14 +26,11 @@ import optuna
 import yaml
 from optuna.storages import BaseStorage
 
-from .argtypes import at_least, non_negative_float, positive_float, retention_rate
-from .bench import emit_json
-from .engine import Engine
-from .errors import ConfigError
-from .rates_file import redact_url, save_rates
-from .replay import add_engine_arguments, engine_config
-from .tuning.features import model_content_key, write_atomically
-from .tuning.objective import (
+from ..engine import Engine
+from ..errors import ConfigError
+from ..sensors.rates_file import redact_url, save_rates
+from ..tuning.features import model_content_key, write_atomically
+from ..tuning.objective import (
     DEFAULT_LAMBDA,
     REFERENCE_SUM_LAMBDA,
     Evaluation,
@@ -42,10 +39,10 @@ from .tuning.objective import (
     choose_scoring,
     prepare_evaluation,
 )
-from .tuning.ptb import Tokenizer, tokenizer_name
-from .tuning.report import ReportContext, write_report
-from .tuning.sources import ValidationSet, add_data_arguments, open_validation_set
-from .tuning.study import (
+from ..tuning.ptb import Tokenizer, tokenizer_name
+from ..tuning.report import ReportContext, write_report
+from ..tuning.sources import ValidationSet, add_data_arguments, open_validation_set
+from ..tuning.study import (
     DEFAULT_GRID_STEPS,
     DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_RATE,
@@ -69,8 +66,11 @@ from .tuning.study import (
     study_name,
     trial_rates,
 )
-from .views import VIEWS
-from .vlm import RANDOM_WEIGHTS_NOTE
+from ..views import VIEWS
+from ..vlm import RANDOM_WEIGHTS_NOTE
+from .argtypes import at_least, non_negative_float, positive_float, retention_rate
+from .bench import emit_json
+from .replay import add_engine_arguments, engine_config
 
 logger = logging.getLogger(__name__)
 

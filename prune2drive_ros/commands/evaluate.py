@@ -34,26 +34,26 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
-from .argtypes import at_least
-from .bench import device_name, emit_json, median, time_interleaved
-from .config import resolve_rates_file
-from .engine import Engine
-from .errors import ConfigError
-from .pruning import PRUNERS
-from .pruning.budget import validate_rates
-from .rates_file import load_rates
-from .replay import add_engine_arguments, engine_config
-from .tuning.objective import (
+from ..config import resolve_rates_file
+from ..engine import Engine
+from ..errors import ConfigError
+from ..pruning import PRUNERS
+from ..pruning.budget import validate_rates
+from ..sensors.rates_file import load_rates
+from ..tuning.objective import (
     Evaluation,
     EvaluationSetup,
     add_evaluation_arguments,
     choose_scoring,
     prepare_evaluation,
 )
-from .tuning.ptb import tokenizer_name
-from .tuning.sources import add_data_arguments, open_validation_set
-from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
-from .vlm.flops import DecoderShape, flops_ratio
+from ..tuning.ptb import tokenizer_name
+from ..tuning.sources import add_data_arguments, open_validation_set
+from ..vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
+from ..vlm.flops import DecoderShape, flops_ratio
+from .argtypes import at_least
+from .bench import device_name, emit_json, median, time_interleaved
+from .replay import add_engine_arguments, engine_config
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def prefill_timings(
     """Median prefill ms and mean FLOPs share per method (and ``none``) over ``frames`` frames.
 
     The prompt is the frame's first question; on each frame the methods take turns run by run
-    (:func:`~prune2drive_ros.bench.time_interleaved`), so load from elsewhere slows all alike.
+    (:func:`~.bench.time_interleaved`), so load from elsewhere slows all alike.
     """
     names = [*methods, UNPRUNED]
     times: dict[str, list[float]] = {name: [] for name in names}

@@ -35,8 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .errors import DecodeError
-from .views import VIEWS
+from ..errors import DecodeError
+from ..views import VIEWS
 
 LOG = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
+from ...pruning import budgets_from_rates, reference_tfps, tfps
+from ...pruning.tfps import METRICS, SYMMETRIC_FROM, gram
 from ..argtypes import at_least, retention_rate
-from ..pruning import budgets_from_rates, reference_tfps, tfps
-from ..pruning.tfps import METRICS, SYMMETRIC_FROM, gram
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
 log = logging.getLogger(__name__)

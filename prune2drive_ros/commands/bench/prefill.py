@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...pruning import PRUNERS
+from ...views import VIEWS
 from ..argtypes import retention_rate
-from ..pruning import PRUNERS
-from ..views import VIEWS
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Build the model, time the four stages and return the result record."""
-    from ..vlm.flops import DecoderShape, flops_ratio, prefill_flops
-    from ..vlm.tiny import random_vlm  # transformers loads only when a benchmark runs
+    from ...vlm.flops import DecoderShape, flops_ratio, prefill_flops
+    from ...vlm.tiny import random_vlm  # transformers loads only when a benchmark runs
 
     device = setup_torch(args)
     vlm = random_vlm(

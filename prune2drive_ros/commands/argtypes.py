@@ -10,7 +10,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from .views import VIEWS
+from ..views import VIEWS
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

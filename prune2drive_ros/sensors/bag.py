@@ -1,73 +1,41 @@
-"""rosbag2 recordings (sqlite3 and mcap) read and written with ``rosbags``, no ROS needed.
+"""rosbag2 recordings (sqlite3 and mcap) of the six cameras, read with ``rosbags``, no ROS needed.
 
-Reading: :func:`open_camera_bag` validates a bag up front (missing path, no metadata.yaml,
+:func:`open_camera_bag` validates a bag up front (missing path, no metadata.yaml,
 corrupt or truncated storage, missing camera topics each give a :class:`BagError` saying what to
 do) and yields the *raw deserialised* messages in recording order; it decodes no pixels, so the
-one decoder in :mod:`prune2drive_ros.imaging` serves replay exactly as it serves the live node.
-Frame sets come from the same :class:`~prune2drive_ros.sync.ApproximateSync` policy the node uses.
-
-Writing: :func:`write_synthetic_bag` records what a nuScenes-to-rosbag2 converter would: six
-``sensor_msgs/msg/CompressedImage`` JPEG topics at 12 Hz whose header stamps follow the nuScenes
-firing sequence (the cameras fire one after another as the lidar sweeps past, ~8 ms apart, so
-one frame's stamps spread over ~42 ms), a ``CameraInfo`` per image, and a questions file whose
-reference answers are facts of the drawn scenes (:mod:`prune2drive_ros.scene`). Bags are written
-in the newest rosbag2 format ``rosbags`` writes (version 9, as Jazzy's ``ros2 bag``); Humble's
-``ros2 bag`` may need ``ros2 bag reindex`` before it plays them.
+one decoder in :mod:`.imaging` serves replay exactly as it serves the live node.
+Frame sets come from the same :class:`~.sync.ApproximateSync` policy the node uses.
+Synthetic bags are written by :mod:`.synthetic`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
-import shutil
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
-from tqdm import tqdm
 
-from .errors import BagError, QuestionError
-from .imaging import encode_jpeg
-from .questions import QAItem, write_questions
-from .scene import CAMERAS, RoadScene, scene_questions
+from ..errors import BagError, QuestionError
+from ..views import VIEWS, check_view, image_topic
 from .sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, ApproximateSync, FrameSet
-from .views import VIEWS, camera_info_topic, check_view, image_topic
 
 if TYPE_CHECKING:
-    from .config import DriveVLMConfig
+    from ..config import DriveVLMConfig
 
 LOG = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image")
-#: The order nuScenes' cameras fire in as the lidar sweeps past them.
-FIRING_ORDER: tuple[str, ...] = (
-    "CAM_FRONT_LEFT",
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-)
-#: First frame of synthetic bags: a nuScenes sample time (2018-07-24), so stamps look familiar.
-SYNTHETIC_START_NS = 1_532_402_927_647_951_000
 #: Default largest distance between a question's stamp and the frame set answering it, ms.
 DEFAULT_MAX_GAP_MS = 100.0
-#: Spread of one frame's six stamps in synthetic bags, ms (nuScenes: ~42).
-DEFAULT_JITTER_MS = 42.0
-#: Trigger noise added to each synthetic stamp, +- ms.
-_TRIGGER_NOISE_MS = 1.0
-#: Delay between a synthetic header stamp and its recording (log) time, ms range.
-_TRANSPORT_DELAY_MS = (1.0, 4.0)
-_NS_PER_MS = 1_000_000
 
 # Storage files that are not rosbag2 (Reader raises these on corrupt files besides ReaderError).
 _CORRUPT_ERRORS: tuple[type[BaseException], ...] = (
@@ -334,198 +302,3 @@ def _open_reader(path: Path) -> Reader:
             "Re-record or copy it again; `ros2 bag reindex` helps only when metadata.yaml is stale"
         ) from exc
     return reader
-
-
-# --- synthetic bags --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SyntheticBag:
-    """What :func:`write_synthetic_bag` wrote."""
-
-    path: Path
-    storage: str
-    frames: int
-    messages: int
-    start_ns: int
-    end_ns: int
-    questions_path: Path
-    questions: int
-
-
-def default_questions_path(bag_path: str | os.PathLike[str]) -> Path:
-    """``OUT.questions.jsonl`` beside the bag folder ``OUT`` (rosbag2 folders hold bag files
-    only; ``ros2 bag`` tools would trip over extras inside)."""
-    path = Path(bag_path)
-    return path.with_name(path.name + ".questions.jsonl")
-
-
-def max_jitter_ms(rate_hz: float) -> float:
-    """Largest stamp spread per frame that keeps frames apart in recording order at ``rate_hz``
-    (a frame's last message must be recorded before the next frame's first is stamped)."""
-    return 1000.0 / rate_hz - 2 * _TRIGGER_NOISE_MS - _TRANSPORT_DELAY_MS[1]
-
-
-def frame_stamps(
-    frames: int,
-    *,
-    seed: int,
-    rate_hz: float = 12.0,
-    jitter_ms: float = DEFAULT_JITTER_MS,
-    start_ns: int = SYNTHETIC_START_NS,
-) -> list[dict[str, int]]:
-    """Header stamps per frame and view: the cameras fire in :data:`FIRING_ORDER`, evenly over
-    ``jitter_ms``, each with +-1 ms of trigger noise; frames are ``1 / rate_hz`` apart."""
-    period_ms = 1000.0 / rate_hz
-    if not 0 <= jitter_ms < max_jitter_ms(rate_hz):
-        raise ValueError(
-            f"jitter_ms={jitter_ms} must be >= 0 and below {max_jitter_ms(rate_hz):.1f} ms, "
-            f"so that the frames of {rate_hz:g} Hz stay apart"
-        )
-    noise = np.random.default_rng([seed, 7]).uniform(-1, 1, (frames, len(FIRING_ORDER)))
-    step_ms = jitter_ms / (len(FIRING_ORDER) - 1)
-    return [
-        {
-            view: start_ns
-            + round((k * period_ms + i * step_ms + _TRIGGER_NOISE_MS * noise[k, i]) * _NS_PER_MS)
-            for i, view in enumerate(FIRING_ORDER)
-        }
-        for k in range(frames)
-    ]
-
-
-def write_synthetic_bag(
-    out: str | os.PathLike[str],
-    frames: int = 24,
-    storage: Literal["mcap", "sqlite3"] = "mcap",
-    seed: int = 0,
-    width: int = 1600,
-    height: int = 900,
-    rate_hz: float = 12.0,
-    jitter_ms: float = DEFAULT_JITTER_MS,
-    *,
-    questions_path: str | os.PathLike[str] | None = None,
-    quality: int = 90,
-    progress: bool = True,
-) -> SyntheticBag:
-    """Write a nuScenes-like six-camera bag to the new folder ``out`` and its questions file.
-
-    Deterministic from ``seed``. ``questions_path`` defaults to :func:`default_questions_path`
-    (its folder is created when missing). The bag folder is removed again if writing the bag or
-    the questions fails.
-    """
-    if frames < 1:
-        raise ValueError(f"frames must be >= 1, got {frames}")
-    plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-    if storage not in plugins:
-        raise ValueError(f"storage must be one of {', '.join(plugins)}, got {storage!r}")
-    out = Path(out)
-    if out.exists():
-        raise BagError(f"{out} exists already; choose a new path or remove it first")
-    questions_out = Path(questions_path) if questions_path else default_questions_path(out)
-    stamps = frame_stamps(frames, seed=seed, rate_hz=rate_hz, jitter_ms=jitter_ms)
-    scene = RoadScene(seed, width, height)
-    items: list[QAItem] = []
-    try:
-        questions_out.parent.mkdir(parents=True, exist_ok=True)
-        with Writer(out, version=Writer.VERSION_LATEST, storage_plugin=plugins[storage]) as writer:
-            bag = _SyntheticWriter(writer, seed, width, height, quality)
-            for k in tqdm(
-                range(frames),
-                desc=f"writing {out.name}",
-                unit="frame",
-                disable=None if progress else True,
-            ):
-                bag.write_frame(scene.render(k), stamps[k])
-                items += [
-                    QAItem(max(stamps[k].values()), t.question, t.answer)
-                    for t in scene_questions(scene.facts(k), k)
-                ]
-        count = write_questions(questions_out, items)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    LOG.debug(
-        "wrote %s (%d frames, %s) and %d questions to %s",
-        out,
-        frames,
-        storage,
-        count,
-        questions_out,
-    )
-    return SyntheticBag(
-        path=out,
-        storage=storage,
-        frames=frames,
-        messages=bag.messages,
-        start_ns=bag.first_ns,
-        end_ns=bag.last_ns,
-        questions_path=questions_out,
-        questions=count,
-    )
-
-
-class _SyntheticWriter:
-    """Serialises one frame's images and camera infos into an open rosbags Writer."""
-
-    def __init__(self, writer: Writer, seed: int, width: int, height: int, quality: int) -> None:
-        store = typestore()
-        self._writer, self._store, self._quality = writer, store, quality
-        self._types = store.types
-        self._rng = np.random.default_rng([seed, 11])
-        self._image_conn = {
-            v: writer.add_connection(image_topic(v), IMAGE_TYPES[0], typestore=store) for v in VIEWS
-        }
-        info_type = "sensor_msgs/msg/CameraInfo"
-        self._info_conn = {
-            v: writer.add_connection(camera_info_topic(v), info_type, typestore=store)
-            for v in VIEWS
-        }
-        self._infos = {v: self._camera_info(v, width, height) for v in VIEWS}
-        self.messages = 0
-        self.first_ns: int = 2**63 - 1
-        self.last_ns = 0
-
-    def write_frame(self, images: Mapping[str, np.ndarray], stamps: Mapping[str, int]) -> None:
-        """Write the six images and infos of one frame, in recording (log time) order."""
-        lo, hi = _TRANSPORT_DELAY_MS
-        delays = self._rng.uniform(lo, hi, len(VIEWS)) * _NS_PER_MS
-        log_times = {v: stamps[v] + round(d) for v, d in zip(VIEWS, delays, strict=True)}
-        for view in sorted(VIEWS, key=log_times.__getitem__):
-            header = self._header(stamps[view], view)
-            jpeg = np.frombuffer(encode_jpeg(images[view], self._quality), np.uint8)
-            image = self._types[IMAGE_TYPES[0]](
-                header=header, format="rgb8; jpeg compressed bgr8", data=jpeg
-            )
-            info = dataclasses.replace(self._infos[view], header=header)
-            for conn, msg in ((self._image_conn[view], image), (self._info_conn[view], info)):
-                data = self._store.serialize_cdr(msg, conn.msgtype)
-                self._writer.write(conn, log_times[view], data)
-                self.messages += 1
-            self.first_ns = min(self.first_ns, log_times[view])
-            self.last_ns = max(self.last_ns, log_times[view])
-
-    def _header(self, stamp_ns: int, frame_id: str) -> Any:
-        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-        time = self._types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
-        return self._types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
-
-    def _camera_info(self, view: str, width: int, height: int) -> Any:
-        """Rectified pinhole intrinsics of ``view`` (zero distortion, as nuScenes images are)."""
-        fx, fy, cx, cy = CAMERAS[view].scaled(width, height)
-        roi = self._types["sensor_msgs/msg/RegionOfInterest"](
-            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-        )
-        return self._types["sensor_msgs/msg/CameraInfo"](
-            header=self._header(0, view),
-            height=height,
-            width=width,
-            distortion_model="plumb_bob",
-            d=np.zeros(5),
-            k=np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], dtype=np.float64),
-            r=np.eye(3).reshape(-1),
-            p=np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], dtype=np.float64),
-            binning_x=0,
-            binning_y=0,
-            roi=roi,
-        )

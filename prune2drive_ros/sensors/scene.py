@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .views import VIEW_LABELS, VIEWS
+from ..views import VIEW_LABELS, VIEWS
 
 #: nuScenes camera resolution (width, height).
 NUSCENES_SIZE: tuple[int, int] = (1600, 900)

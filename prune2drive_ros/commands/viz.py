@@ -18,14 +18,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .bag import open_config_bag
-from .engine import Engine
-from .errors import ConfigError
-from .imaging import decode_image
-from .pruning.selection import Selection
+from ..engine import Engine
+from ..errors import ConfigError
+from ..pruning.selection import Selection
+from ..sensors.bag import open_config_bag
+from ..sensors.imaging import decode_image
+from ..sensors.sync import FrameSet
+from ..views import VIEWS
 from .replay import add_engine_arguments, check_output_file, engine_config
-from .sync import FrameSet
-from .views import VIEWS
 
 logger = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from ..config import DriveVLMConfig, load_params_yaml
+from ..engine import Answer, Engine
+from ..errors import BagError, ConfigError, DecodeError, QuestionError
+from ..sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
+from ..sensors.questions import QAItem, read_questions
+from ..serving.stats import STAGES, percentile
+from ..views import VIEWS
+from ..vlm import RANDOM_WEIGHTS_NOTE
 from .argtypes import at_least, positive_float, topic_remap
-from .bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
-from .config import DriveVLMConfig, load_params_yaml
-from .engine import Answer, Engine
-from .errors import BagError, ConfigError, DecodeError, QuestionError
-from .questions import QAItem, read_questions
-from .stats import STAGES, percentile
-from .views import VIEWS
-from .vlm import RANDOM_WEIGHTS_NOTE
 
 logger = logging.getLogger(__name__)
 
