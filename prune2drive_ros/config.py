@@ -322,17 +322,18 @@ class DriveVLMConfig:
                     f"parameter {name} must be a float: write {value}.0, not {value} "
                     "(ROS 2 rejects an integer for a double parameter)"
                 )
-            kwargs[name] = tuple(value) if isinstance(value, list) else value
-        config = cls(**kwargs)
-        config.validate()
-        return config
+            kwargs[name] = value
+        return cls(**kwargs)
 
-    def validate(self) -> DriveVLMConfig:
-        """Check every parameter; return self so calls chain.
+    def __post_init__(self) -> None:
+        """Check every parameter on construction, so no config in flight is unchecked (a list
+        given for a tuple parameter, as YAML and ROS give them, becomes a tuple first).
 
         Raises:
             ConfigError: naming the first invalid parameter and what it allows.
         """
+        if isinstance(self.image_topics, list):
+            object.__setattr__(self, "image_topics", tuple(self.image_topics))
         for spec in self.specs():
             spec.check(getattr(self, spec.name))
         topics = self.image_topics
@@ -350,7 +351,6 @@ class DriveVLMConfig:
                 raise ConfigError(
                     f"parameter standing_question: {exc} (an empty string turns it off)"
                 ) from exc
-        return self
 
     def resolved_image_topics(self) -> dict[str, str]:
         """View name -> topic, switching the default topics to raw images when not compressed."""
@@ -360,9 +360,8 @@ class DriveVLMConfig:
         return dict(zip(VIEWS, topics, strict=True))
 
     def with_changes(self, **changes: Any) -> DriveVLMConfig:
-        """A validated copy with ``changes`` applied (lists become tuples)."""
-        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
-        return replace(self, **changes).validate()
+        """A copy with ``changes`` applied, checked as on construction."""
+        return replace(self, **changes)
 
 
 def package_dirs(share_dir: str | Path | None = None) -> list[Path]:

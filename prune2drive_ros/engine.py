@@ -96,7 +96,6 @@ class Engine:
         Raises:
             ModelLoadError, ConfigError, BudgetError: with what to fix.
         """
-        config.validate()
         family = config.family or None
         if family is not None:
             family_class(family)  # an unknown family fails here, naming the known ones

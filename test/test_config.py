@@ -57,7 +57,7 @@ def write_params(tmp_path: Path, body: str) -> Path:
 
 
 def test_defaults_validate() -> None:
-    config = DriveVLMConfig().validate()
+    config = DriveVLMConfig()
     assert config.image_topics == default_image_topics()
     assert config.pruner in PRUNERS
 
@@ -74,6 +74,13 @@ def test_every_parameter_has_a_description_and_an_invalid_case() -> None:
 def test_invalid_value_names_the_parameter(name: str) -> None:
     with pytest.raises(ConfigError, match=rf"\b{name}\b"):
         DriveVLMConfig().with_changes(**{name: INVALID[name]})
+    with pytest.raises(ConfigError, match=rf"\b{name}\b"):  # construction checks, too
+        DriveVLMConfig(**{name: INVALID[name]})
+
+
+def test_a_list_of_topics_becomes_a_tuple() -> None:
+    topics = list(default_image_topics(compressed=False))
+    assert DriveVLMConfig(image_topics=topics).image_topics == tuple(topics)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
