@@ -1,8 +1,9 @@
 """Launch test: drive_vlm_node with the tiny model on CPU answers over real ROS 2.
 
 Six synthetic CompressedImage JPEG cameras at ~12 Hz with per-camera offsets and jitter feed the
-node; a service call to ~/ask must succeed, the standing question must appear on ~/answers and
-the node's status on /diagnostics. Runs under ``colcon test`` on a ROS 2 machine (launch_testing
+node; a service call to ~/ask must succeed, ~/answers and /diagnostics must carry messages
+(``launch_testing_ros.WaitForTopics``), among them the standing question's answer and the
+node's status. Runs under ``colcon test`` on a ROS 2 machine (launch_testing
 collects it); plain pytest without rclpy skips it.
 """
 
@@ -26,6 +27,7 @@ import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from launch_testing_ros import WaitForTopics  # noqa: E402
 from prune2drive_interfaces.msg import DrivingAnswer  # noqa: E402
 from prune2drive_interfaces.srv import Ask  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -187,7 +189,19 @@ class TestDriveVLMNode(unittest.TestCase):
         self.assertIn("empty", response.message)
         self.assertTrue(self.ask("Is the road clear?").success, "the node keeps serving")
 
-    def test_4_standing_question_is_published(self) -> None:
+    def test_4_answers_and_diagnostics_are_published(self) -> None:
+        # launch_testing_ros's own waiter, from a node and context of its own (Humble and Jazzy
+        # both have wait() and shutdown()); the tests below read what was published.
+        waiter = WaitForTopics(
+            [("/prune2drive/answers", DrivingAnswer), ("/diagnostics", DiagnosticArray)],
+            timeout=TIMEOUT_S,
+        )
+        try:
+            self.assertTrue(waiter.wait(), "nothing on /prune2drive/answers and /diagnostics")
+        finally:
+            waiter.shutdown()
+
+    def test_5_standing_question_is_published(self) -> None:
         answer = self.wait_until(
             lambda: [a for a in self.answers if a.question == STANDING_QUESTION],
             TIMEOUT_S,
@@ -196,7 +210,7 @@ class TestDriveVLMNode(unittest.TestCase):
         self.assertEqual(len(answer.kept_tokens), len(VIEWS))
         self.assertTrue(answer.random_weights)
 
-    def test_5_diagnostics(self) -> None:
+    def test_6_diagnostics(self) -> None:
         status = self.wait_until(
             # diagnostic_updater itself publishes an OK "Node starting up" first: skip it.
             lambda: [
