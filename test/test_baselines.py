@@ -13,7 +13,6 @@ import torch
 
 from prune2drive_ros.errors import PruningInputError
 from prune2drive_ros.pruning import dart_select, grid_select, random_select
-from prune2drive_ros.pruning.baselines import _grid_indices, _patch_grid
 
 
 def _tokens(views: int, count: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -52,8 +51,17 @@ def test_random_is_roughly_uniform() -> None:
 # --- grid ----------------------------------------------------------------------------------
 
 
+def _lattice(budget: int, count: int, grid: tuple[int, int] | None = None) -> list[int]:
+    """The indices grid_select keeps of one view of ``count`` tokens (their values play no
+    part)."""
+    indices: list[int] = (
+        grid_select(torch.zeros(1, count, 1), [budget], grid=grid).per_view()[0].tolist()
+    )
+    return indices
+
+
 def test_grid_on_27_by_27_patches_is_a_centred_lattice() -> None:
-    kept = _grid_indices(81, 27, 27)
+    kept = _lattice(81, 729)
     rows = sorted({i // 27 for i in kept})
     cols = sorted({i % 27 for i in kept})
     assert rows == cols == [1, 4, 7, 10, 13, 16, 19, 22, 25]
@@ -62,9 +70,8 @@ def test_grid_on_27_by_27_patches_is_a_centred_lattice() -> None:
 
 @pytest.mark.parametrize("count", [1, 16, 30, 196, 729, 730])
 def test_grid_keeps_exactly_the_budget_for_every_budget(count: int) -> None:
-    rows, cols = _patch_grid(count, None)
     for budget in range(1, count + 1):
-        kept = _grid_indices(budget, rows, cols)
+        kept = _lattice(budget, count)
         assert len(kept) == len(set(kept)) == budget
         assert kept == sorted(kept)
         assert kept[0] >= 0 and kept[-1] < count
@@ -73,7 +80,7 @@ def test_grid_keeps_exactly_the_budget_for_every_budget(count: int) -> None:
 def test_grid_spreads_over_the_image() -> None:
     side = 27
     for budget in (9, 73, 182, 300):
-        kept = _grid_indices(budget, side, side)
+        kept = _lattice(budget, side * side)
         rows = {i // side for i in kept}
         cols = {i % side for i in kept}
         # A lattice of about sqrt(budget) rows and columns, spanning the whole grid.
@@ -83,9 +90,8 @@ def test_grid_spreads_over_the_image() -> None:
 
 
 def test_grid_without_a_square_falls_back_to_a_1d_stride() -> None:
-    assert _patch_grid(30, None) == (1, 30)
-    assert _grid_indices(3, 1, 30) == [5, 15, 25]
-    assert _grid_indices(30, 1, 30) == list(range(30))
+    assert _lattice(3, 30) == [5, 15, 25] == _lattice(3, 30, grid=(1, 30))
+    assert _lattice(30, 30) == list(range(30))
 
 
 @pytest.mark.parametrize("grid", [(18, 32), (32, 18), (3, 10), (1, 7), (7, 1)])
@@ -94,11 +100,11 @@ def test_grid_on_a_rectangular_patch_grid_keeps_the_budget_and_spans_both_axes(
 ) -> None:
     rows, cols = grid
     for budget in range(1, rows * cols + 1):
-        kept = _grid_indices(budget, rows, cols)
+        kept = _lattice(budget, rows * cols, grid)
         assert len(kept) == len(set(kept)) == budget
         assert kept == sorted(kept) and kept[0] >= 0 and kept[-1] < rows * cols
     # Qwen2.5-VL at 10 %: a wide lattice, not the square one a 24 x 24 guess would give.
-    kept = _grid_indices(58, 18, 32)
+    kept = _lattice(58, 576, (18, 32))
     used_rows, used_cols = {i // 32 for i in kept}, {i % 32 for i in kept}
     assert len(used_cols) > len(used_rows) >= 5
     assert min(used_rows) <= 2 and max(used_rows) >= 15
@@ -108,9 +114,12 @@ def test_grid_on_a_rectangular_patch_grid_keeps_the_budget_and_spans_both_axes(
 def test_grid_select_uses_the_given_patch_grid() -> None:
     tokens = _tokens(2, 576, 2)
     selection = grid_select(tokens, [58, 1], grid=(18, 32))
-    assert selection.per_view()[0].tolist() == _grid_indices(58, 18, 32)
+    wide = selection.per_view()[0].tolist()
+    assert wide == _lattice(58, 576, (18, 32))  # the token values play no part
     assert selection.per_view()[1].tolist() == [9 * 32 + 16]  # the centre patch
-    assert grid_select(tokens, [58, 1]).per_view()[0].tolist() == _grid_indices(58, 24, 24)
+    # Without a grid, 576 tokens are taken as 24 x 24: another lattice.
+    square = grid_select(tokens, [58, 1]).per_view()[0].tolist()
+    assert square == _lattice(58, 576, (24, 24)) != wide
 
 
 @pytest.mark.parametrize("grid", [(24, 25), (0, 576), (-18, -32)])
@@ -122,7 +131,7 @@ def test_grid_select_rejects_a_grid_that_does_not_hold_the_tokens(grid: tuple[in
 def test_grid_select_per_view_budgets() -> None:
     selection = grid_select(_tokens(3, 729, 2), [81, 73, 1])
     assert selection.budgets == (81, 73, 1)
-    assert selection.per_view()[0].tolist() == _grid_indices(81, 27, 27)
+    assert selection.per_view()[0].tolist() == _lattice(81, 729)
     assert selection.per_view()[2].tolist() == [13 * 27 + 13]  # the centre patch
 
 
