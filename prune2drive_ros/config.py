@@ -220,7 +220,7 @@ class DriveVLMConfig:
     sync_slop_s: float = _param(
         DEFAULT_SLOP_S,
         "largest header-stamp spread in seconds within one synchronized camera set (60 ms fits "
-        "nuScenes-like rigs whose cameras fire in turn; see prune2drive_ros/sync.py)",
+        "nuScenes-like rigs whose cameras fire in turn; see prune2drive_ros/sensors/sync.py)",
         low=0.0,
         high=1.0,
     )
