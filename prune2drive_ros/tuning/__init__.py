@@ -37,7 +37,6 @@ _LAZY: dict[str, str] = {
     "Evaluator": "objective",
     "TrialFailed": "objective",
     "choose_reward": "objective",
-    "lambda_from_sum_weight": "objective",
     "penalty": "objective",
     "SearchSpace": "study",
     "choose_trial": "study",

@@ -27,8 +27,8 @@ the wrong shape) is logged, recomputed and rewritten, never a crash. The header 
 (names, shapes, offsets) can be intact while its tensor bytes are not (a flipped bit on disk, a
 partial overwrite): each entry therefore carries the CRC-32 of its tensor bytes in the
 safetensors metadata, checked on every read. CRC-32 detects accidental damage, not tampering,
-and costs about 2.3 ms on one frame of 6 x 729 x 896 float32 tokens (15.7 MB, see
-BENCHMARKS.md), next to the minutes a trial spends in the language model.
+and costs next to nothing beside the minutes a trial spends in the language model (see
+BENCHMARKS.md).
 
 The unpruned model's answers to the validation questions (the reference of the fidelity reward
 and the "none" row of ``eval``) are cached beside the tokens, per frame and answer length.

@@ -18,7 +18,7 @@
 * **Objective** ``R - lambda * P``. The reference search maximises
   ``0.5 * language + 0.5 * accuracy - 0.03 * sum(rates)``; with ``P`` the mean rate,
   ``0.03 * sum(rates) = 0.03 * 6 * mean(rates) = 0.18 * P``, so the default ``lambda = 0.18``
-  is the reference's weight (:func:`lambda_from_sum_weight`).
+  is the reference's weight (:data:`DEFAULT_LAMBDA`).
 
 A sample that cannot be answered in a trial (a corrupt image, an error in the model) is skipped
 with a warning and counted; the trial fails only when no sample is left.
@@ -70,11 +70,6 @@ FIDELITY_DESCRIPTION = (
 
 class TrialFailed(Prune2DriveError):
     """No sample of a trial could be scored."""
-
-
-def lambda_from_sum_weight(weight: float, views: int = len(VIEWS)) -> float:
-    """``lambda`` per unit of mean rate equal to ``weight`` per unit of summed rates."""
-    return weight * views
 
 
 def penalty(budgets: Sequence[int], tokens_per_view: int) -> float:

@@ -153,7 +153,7 @@ def tokenizer_named(name: str) -> Tokenizer:
 @functools.cache
 def java_problem() -> str | None:
     """Why the jar cannot be used here, or None when it runs (checked once per process, by
-    tokenising one sentence: about 0.1 s)."""
+    tokenising one sentence; its cost: see BENCHMARKS.md)."""
     if shutil.which("java") is None:
         return "java is not on PATH"
     if not PTB_JAR.is_file():
