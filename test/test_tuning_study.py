@@ -15,11 +15,10 @@ from optuna.samplers import GridSampler, NSGAIISampler, RandomSampler, TPESample
 from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
 from optuna.trial import TrialState, create_trial
 
-from prune2drive_ros.errors import ConfigError
+from prune2drive_ros.errors import ConfigError, StudyError
 from prune2drive_ros.tuning.study import (
     MAX_CONSECUTIVE_FAILURES,
     SearchSpace,
-    StudyError,
     choose_trial,
     enqueue_starts,
     knee,

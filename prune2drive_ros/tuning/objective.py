@@ -36,7 +36,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..engine import Engine
-from ..errors import ConfigError, Prune2DriveError
+from ..errors import ConfigError, TrialFailed
 from ..pruning.budget import Rates, validate_rates
 from ..views import VIEWS
 from ..vlm import DrivingVLM
@@ -66,10 +66,6 @@ FIDELITY_DESCRIPTION = (
     "fidelity = mean over questions of (exact agreement + ROUGE-L) / 2 between the pruned and "
     "the unpruned model's answers (1.0 = pruning changed no answer)"
 )
-
-
-class TrialFailed(Prune2DriveError):
-    """No sample of a trial could be scored."""
 
 
 def penalty(budgets: Sequence[int], tokens_per_view: int) -> float:

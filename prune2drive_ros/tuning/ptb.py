@@ -48,7 +48,7 @@ from pathlib import Path
 
 from pycocoevalcap.tokenizer import ptbtokenizer
 
-from ..errors import ConfigError, Prune2DriveError
+from ..errors import ConfigError, TokenizerError
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +66,6 @@ _PROBE_TOKENS = [
     *("there", "is", "a", "car", "-lrb-", "the", "white", "one", "-rrb-", "at"),
     *("<", "c1", "cam_back", ",1088.3,497.5", ">"),
 ]
-
-
-class TokenizerError(Prune2DriveError):
-    """The Java tokeniser failed part-way (it worked when the process started)."""
 
 
 @dataclass(frozen=True)

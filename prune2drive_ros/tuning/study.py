@@ -76,14 +76,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from ..errors import ConfigError, Prune2DriveError
+from ..errors import ConfigError, StudyError
 from ..sensors.rates_file import redact_url
 from ..views import VIEWS
 from .objective import Evaluator
 
 logger = logging.getLogger(__name__)
 
-SAMPLERS: tuple[str, ...] = ("tpe", "cmaes", "random", "grid", "nsga2")
 DEFAULT_MIN_RATE = 0.05
 DEFAULT_MAX_RATE = 1.0
 DEFAULT_GRID_STEPS = 5
@@ -100,10 +99,6 @@ _CREATE_ATTEMPTS = 5
 #: Bump when the objective's definition changes, so old studies are not resumed by mistake.
 OBJECTIVE_VERSION = 1
 _SETTINGS_ATTR = "prune2drive"
-
-
-class StudyError(Prune2DriveError):
-    """The study cannot give a result (no finished trial, too many failures)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +146,32 @@ class SearchSpace:
         return {view: min(values, key=lambda v: abs(v - rate)) for view, rate in clipped.items()}
 
 
+#: Sampler name -> optuna sampler built from the search space and a seed.
+SAMPLERS: dict[str, Callable[[SearchSpace, int], BaseSampler]] = {
+    "tpe": lambda space, seed: TPESampler(seed=seed),
+    "cmaes": lambda space, seed: CmaEsSampler(seed=seed),
+    "random": lambda space, seed: RandomSampler(seed=seed),
+    "grid": lambda space, seed: GridSampler(
+        {view: space.grid_values() for view in VIEWS}, seed=seed
+    ),
+    "nsga2": lambda space, seed: NSGAIISampler(seed=seed),
+}
+
+
+def get_sampler(name: str) -> Callable[[SearchSpace, int], BaseSampler]:
+    """The sampler factory registered as ``name``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones).
+    """
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}"
+        ) from None
+
+
 def sampler_name(name: str | None, *, multi_objective: bool) -> str:
     """The sampler a run uses: ``name``, or TPE (NSGA-II for a multi-objective study).
 
@@ -161,8 +182,7 @@ def sampler_name(name: str | None, *, multi_objective: bool) -> str:
         ConfigError: an unknown name, CMA-ES for two objectives, or CMA-ES without ``cmaes``.
     """
     name = name or ("nsga2" if multi_objective else "tpe")
-    if name not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+    get_sampler(name)
     if name == "cmaes":
         if multi_objective:
             raise ConfigError("CMA-ES optimises one objective; use nsga2 or tpe with two")
@@ -179,16 +199,7 @@ def make_sampler(
     Raises:
         ConfigError: as :func:`sampler_name`.
     """
-    name = sampler_name(name, multi_objective=multi_objective)
-    if name == "tpe":
-        return TPESampler(seed=seed)
-    if name == "random":
-        return RandomSampler(seed=seed)
-    if name == "grid":
-        return GridSampler({view: space.grid_values() for view in VIEWS}, seed=seed)
-    if name == "nsga2":
-        return NSGAIISampler(seed=seed)
-    return CmaEsSampler(seed=seed)
+    return get_sampler(sampler_name(name, multi_objective=multi_objective))(space, seed)
 
 
 # --------------------------------------------------------------------------------------------
