@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import yaml
 from optuna.storages import BaseStorage
 
 from ..engine import Engine
 from ..errors import ConfigError
 from ..sensors.rates_file import redact_url, save_rates
-from ..tuning.features import model_content_key, write_atomically
+from ..tuning.features import model_content_key
 from ..tuning.objective import (
     DEFAULT_LAMBDA,
     REFERENCE_SUM_LAMBDA,
@@ -40,7 +39,7 @@ from ..tuning.objective import (
     prepare_evaluation,
 )
 from ..tuning.ptb import Tokenizer, tokenizer_name
-from ..tuning.report import ReportContext, write_report
+from ..tuning.report import ReportContext, write_pareto_front, write_report
 from ..tuning.sources import ValidationSet, add_data_arguments, open_validation_set
 from ..tuning.study import (
     DEFAULT_GRID_STEPS,
@@ -60,7 +59,6 @@ from ..tuning.study import (
     make_sampler,
     make_storage,
     open_study,
-    pareto_front,
     run_trials,
     sampler_name,
     study_name,
@@ -77,7 +75,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUT = "tuning-out"
 DEFAULT_TRIALS = 100
 RATES_FILE = "retention_rates.yaml"
-PARETO_FILE = "pareto.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -322,18 +319,7 @@ def _write_outputs(
         note=note,
     )
     if args.multi_objective:
-        front = [
-            {
-                "trial": t.number,
-                "rates": trial_rates(t),
-                "score": float(t.user_attrs["reward"]),
-                "tokens": float(t.user_attrs["penalty"]),
-                "tokens_kept": sum(int(b) for b in t.user_attrs["tokens_per_view"]),
-            }
-            for t in pareto_front(completed_trials(study))
-        ]
-        text = yaml.safe_dump(front, sort_keys=False)
-        write_atomically(out / PARETO_FILE, lambda tmp: Path(tmp).write_text(text, "utf-8"))
+        write_pareto_front(out, study)
     write_report(
         out,
         ReportContext(

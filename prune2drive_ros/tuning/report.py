@@ -15,21 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import yaml
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
+from ..files import write_atomically, write_text_atomically
 from ..views import VIEWS
 from ..vlm import RANDOM_WEIGHTS_NOTE
-from .features import write_atomically
 from .objective import FIDELITY_DESCRIPTION, Evaluation, score_from_parts
 from .study import Choice, completed_trials, pareto_front, trial_rates
 
 logger = logging.getLogger(__name__)
 
 HISTORY_PNG = "history.png"
+#: The Pareto front of a two-objective study, beside the report.
+PARETO_FILE = "pareto.yaml"
 RATES_PNG = "rates.png"
 TRADE_OFF_PNG = "score_vs_tokens.png"
 TOP_TRIALS = 5
@@ -87,9 +90,27 @@ def write_report(folder: Path, context: ReportContext) -> list[Path]:
     ]
     report = folder / "report.md"
     text = report_text(trials, context)
-    write_atomically(report, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_text_atomically(report, text)
     logger.info("wrote %s and %d plots", report, len(plots))
     return [report, *plots]
+
+
+def write_pareto_front(folder: Path, study: optuna.Study) -> Path:
+    """Write the Pareto front of a two-objective ``study`` (rates, R, P and tokens kept of each
+    trial on it) to ``folder``/pareto.yaml; return its path."""
+    front = [
+        {
+            "trial": t.number,
+            "rates": trial_rates(t),
+            "score": float(t.user_attrs["reward"]),
+            "tokens": float(t.user_attrs["penalty"]),
+            "tokens_kept": sum(int(b) for b in t.user_attrs["tokens_per_view"]),
+        }
+        for t in pareto_front(completed_trials(study))
+    ]
+    path = folder / PARETO_FILE
+    write_text_atomically(path, yaml.safe_dump(front, sort_keys=False))
+    return path
 
 
 # --------------------------------------------------------------------------------------------
