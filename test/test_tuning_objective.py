@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 
 import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import create_trial
 
 from prune2drive_ros.errors import ConfigError
 from prune2drive_ros.pruning.budget import budgets_from_rates
 from prune2drive_ros.tuning.objective import (
     DEFAULT_LAMBDA,
     REFERENCE_SUM_LAMBDA,
+    Evaluation,
     Evaluator,
     choose_reward,
     objective_value,
@@ -84,3 +87,46 @@ def test_score_parts_round_trip_through_trial_attributes():
     rebuilt = score_from_parts(score.as_dict())
     assert rebuilt.value == pytest.approx(score.value)
     assert rebuilt.describe() == score.describe()
+
+
+def test_an_evaluation_is_read_back_from_the_trial_a_study_stored():
+    score = score_answers(["yes", "the car"], ["yes", "the car"], [(0,), (2,)])
+    evaluation = Evaluation(
+        dict.fromkeys(VIEWS, 0.5),
+        (364,) * 6,
+        score.value,
+        0.5,
+        score.value - 0.09,
+        score.as_dict(),
+        2,
+        1,
+        score,
+    )
+    trial = create_trial(
+        params=dict(evaluation.rates or {}),
+        distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
+        value=evaluation.objective,
+        user_attrs=evaluation.user_attrs(),
+    )
+    assert Evaluation.stored(trial)
+    read = Evaluation.from_trial(trial)
+    assert read == evaluation
+    assert read.describe() == evaluation.describe()
+    # The format studies were stored in (a study written before resumes with these keys).
+    fidelity = create_trial(
+        params=dict.fromkeys(VIEWS, 0.1),
+        distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
+        value=0.7,
+        user_attrs={
+            "reward": 0.8,
+            "penalty": 0.1,
+            "objective": 0.782,
+            "tokens_per_view": [73] * 6,
+            "parts": {"fidelity": 0.8},
+            "answered": 12,
+            "skipped": 0,
+        },
+    )
+    read = Evaluation.from_trial(fidelity)
+    assert (read.reward, read.budgets, read.score) == (0.8, (73,) * 6, None)
+    assert read.describe().endswith("= 0.8000")

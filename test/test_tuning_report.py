@@ -40,13 +40,16 @@ def _context(multi: bool, points: list[tuple[float, float]] = POINTS) -> ReportC
                 params={view: 0.1 + 0.1 * i for view in VIEWS},
                 distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
                 values=[reward, tokens] if multi else [objective],
-                user_attrs={
-                    "reward": reward,
-                    "penalty": tokens,
-                    "objective": objective,
-                    "tokens_per_view": [round(729 * tokens)] * len(VIEWS),
-                    "parts": {"fidelity": reward},
-                },
+                user_attrs=Evaluation(
+                    {view: 0.1 + 0.1 * i for view in VIEWS},
+                    (round(729 * tokens),) * len(VIEWS),
+                    reward,
+                    tokens,
+                    objective,
+                    {"fidelity": reward},
+                    6,
+                    0,
+                ).user_attrs(),
             )
         )
     unpruned = Evaluation(None, (729,) * 6, 1.0, 1.0, 0.82, {"fidelity": 1.0}, 6, 0)

@@ -16,6 +16,7 @@ from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
 from optuna.trial import TrialState, create_trial
 
 from prune2drive_ros.errors import ConfigError, StudyError
+from prune2drive_ros.tuning.objective import Evaluation
 from prune2drive_ros.tuning.study import (
     MAX_CONSECUTIVE_FAILURES,
     SearchSpace,
@@ -50,12 +51,16 @@ def _add(study: optuna.Study, reward: float, tokens: float, rate: float = 0.5) -
             params=dict.fromkeys(VIEWS, rate),
             distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
             values=values,
-            user_attrs={
-                "reward": reward,
-                "penalty": tokens,
-                "objective": reward - 0.18 * tokens,
-                "tokens_per_view": [1] * len(VIEWS),
-            },
+            user_attrs=Evaluation(
+                dict.fromkeys(VIEWS, rate),
+                (1,) * len(VIEWS),
+                reward,
+                tokens,
+                reward - 0.18 * tokens,
+                {"fidelity": reward},
+                1,
+                0,
+            ).user_attrs(),
         )
     )
 

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"FLOPs share: analytic LM prefill FLOPs; device: {device_name(vlm.device)}")
     shown = methods[0] if methods else UNPRUNED
     print(f"\nscore of {shown}, and how each row's score is made up:")
-    print(setup.evaluator.describe(evaluations[shown]))
+    print(evaluations[shown].describe())
     if args.json:
         emit_json(
             {

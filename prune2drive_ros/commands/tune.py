@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             f"(the others were cached in {setup.features.folder})"
         )
         unpruned = setup.evaluator.evaluate(None)
-        print("unpruned model on this data:\n" + setup.evaluator.describe(unpruned))
+        print("unpruned model on this data:\n" + unpruned.describe())
         return _search(args, engine, setup, study, url, space, unpruned)
 
 
@@ -299,7 +299,8 @@ def _write_outputs(
     """retention_rates.yaml, the Pareto front (two objectives), report.md and plots."""
     vlm, out, study, choice = engine.vlm, Path(args.out), outcome.study, outcome.choice
     trial = choice.trial
-    budgets = [int(b) for b in trial.user_attrs["tokens_per_view"]]
+    chosen = Evaluation.from_trial(trial)
+    budgets = list(chosen.budgets)
     note = f"{setup.reward} reward on {setup.data.summary()}; chosen as the {choice.how}"
     if vlm.random_weights:
         note += f"; {RANDOM_WEIGHTS_NOTE}"
@@ -309,12 +310,12 @@ def _write_outputs(
         trial_rates(trial),
         study=outcome.name,
         storage=outcome.url,
-        score=None if args.multi_objective else float(trial.user_attrs["objective"]),
+        score=None if args.multi_objective else chosen.objective,
         tokens_kept={"total": sum(budgets), "per_view": dict(zip(VIEWS, budgets, strict=True))},
         tokens_full=vlm.tokens_per_view * len(VIEWS),
         trials=len(completed_trials(study)),
         model=vlm.name,
-        reward=float(trial.user_attrs["reward"]),
+        reward=chosen.reward,
         lambda_=_study_lambda(args),
         note=note,
     )
@@ -352,16 +353,17 @@ def _print_summary(
     per_trial = seconds / ran if ran else float("nan")
     per_minute = 60 * ran / seconds if ran and seconds > 0 else float("nan")
     trial = choice.trial
+    chosen = Evaluation.from_trial(trial)
     rates = trial_rates(trial)
     print(
         f"\nthis run: {stats.completed} trials finished, {stats.failed} failed in {seconds:.1f} s "
         f"({per_minute:.2f} trials/min, {per_trial:.2f} s per trial); the study has "
         f"{finished} finished trials"
     )
-    objective = None if args.multi_objective else trial.user_attrs["objective"]
+    objective = None if args.multi_objective else chosen.objective
     print(
-        f"chosen: trial {trial.number} ({choice.how}): R = {trial.user_attrs['reward']:.4f}, "
-        f"P = {trial.user_attrs['penalty']:.4f}"
+        f"chosen: trial {trial.number} ({choice.how}): R = {chosen.reward:.4f}, "
+        f"P = {chosen.penalty:.4f}"
         + ("" if objective is None else f", objective = {objective:.4f}")
         + f" (unpruned R = {outcome.unpruned.reward:.4f})"
     )
@@ -386,8 +388,8 @@ def _print_summary(
                 "lambda": _study_lambda(args),
                 "chosen_trial": trial.number,
                 "rates": rates,
-                "score": trial.user_attrs["reward"],
-                "tokens": trial.user_attrs["penalty"],
+                "score": chosen.reward,
+                "tokens": chosen.penalty,
                 "objective": objective,
                 "unpruned_score": outcome.unpruned.reward,
                 "rates_file": str(rates_path),

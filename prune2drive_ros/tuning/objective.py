@@ -31,7 +31,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -53,6 +53,9 @@ from .scoring import (
     score_answers,
 )
 from .sources import Frame, Sample, ValidationSet
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +152,37 @@ class Evaluation:
         """Tokens kept per view."""
         return dict(zip(VIEWS, self.budgets, strict=True))
 
+    def describe(self) -> str:
+        """How the reward is made up (the DriveLM weighting, or fidelity)."""
+        if self.score is not None:
+            return self.score.describe()
+        return FIDELITY_DESCRIPTION + f" = {self.reward:.4f}"
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> Evaluation:
+        """The evaluation a study stored with ``trial`` (:meth:`user_attrs`, rates as params).
+
+        The one reader of the stored attributes, so studies written before stay readable.
+        """
+        attrs = trial.user_attrs
+        parts = dict(attrs["parts"])
+        return cls(
+            rates={view: float(trial.params[view]) for view in VIEWS},
+            budgets=tuple(int(b) for b in attrs["tokens_per_view"]),
+            reward=float(attrs["reward"]),
+            penalty=float(attrs["penalty"]),
+            objective=float(attrs["objective"]),
+            parts=parts,
+            answered=int(attrs["answered"]),
+            skipped=int(attrs["skipped"]),
+            score=None if "fidelity" in parts else score_from_parts(parts),
+        )
+
+    @staticmethod
+    def stored(trial: FrozenTrial) -> bool:
+        """Whether ``trial`` carries an evaluation (:meth:`from_trial` can read it)."""
+        return "reward" in trial.user_attrs and all(view in trial.params for view in VIEWS)
+
     def user_attrs(self) -> dict[str, Any]:
         """What a study stores with the trial (JSON values)."""
         return {
@@ -238,12 +272,6 @@ class Evaluator:
                 except Exception as exc:  # one bad frame must not stop the study
                     logger.warning("no unpruned answers for %s: %s", frame.label, exc)
         return self._unpruned
-
-    def describe(self, evaluation: Evaluation) -> str:
-        """How the reward of ``evaluation`` is made up (the DriveLM weighting, or fidelity)."""
-        if evaluation.score is not None:
-            return evaluation.score.describe()
-        return FIDELITY_DESCRIPTION + f" = {evaluation.reward:.4f}"
 
     def evaluate(self, rates: Rates | None, *, pruner: str | None = None) -> Evaluation:
         """Score ``rates`` (None: no pruning, from the cached unpruned answers).

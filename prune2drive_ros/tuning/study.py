@@ -79,7 +79,7 @@ from tqdm import tqdm
 from ..errors import ConfigError, StudyError
 from ..sensors.rates_file import redact_url
 from ..views import VIEWS
-from .objective import Evaluator
+from .objective import Evaluation, Evaluator
 
 logger = logging.getLogger(__name__)
 
@@ -460,7 +460,8 @@ def run_trials(
         if trial.state == TrialState.COMPLETE:
             stats.completed += 1
             stats.consecutive_failures = 0
-            bar.set_postfix(reward=f"{trial.user_attrs.get('reward', float('nan')):.4f}")
+            if Evaluation.stored(trial):
+                bar.set_postfix(reward=f"{Evaluation.from_trial(trial).reward:.4f}")
         elif trial.state == TrialState.FAIL:
             stats.failed += 1
             stats.consecutive_failures += 1
@@ -541,26 +542,29 @@ def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "reward" in t.user_attrs and all(view in t.params for view in VIEWS)
+        if Evaluation.stored(t)
     ]
 
 
 def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Trials no other trial beats on both score (higher) and tokens (fewer), by tokens."""
 
-    def point(t: FrozenTrial) -> tuple[float, float]:
-        return float(t.user_attrs["reward"]), float(t.user_attrs["penalty"])
-
+    points = {t.number: _point(t) for t in trials}
     front = []
     for t in trials:
-        reward, tokens = point(t)
+        reward, tokens = points[t.number]
         dominated = any(
-            r >= reward and p <= tokens and (r > reward or p < tokens)
-            for r, p in map(point, trials)
+            r >= reward and p <= tokens and (r > reward or p < tokens) for r, p in points.values()
         )
         if not dominated:
             front.append(t)
-    return sorted(front, key=lambda t: (point(t)[1], -point(t)[0], t.number))
+    return sorted(front, key=lambda t: (points[t.number][1], -points[t.number][0], t.number))
+
+
+def _point(trial: FrozenTrial) -> tuple[float, float]:
+    """(score R, tokens kept P) of ``trial``."""
+    evaluation = Evaluation.from_trial(trial)
+    return evaluation.reward, evaluation.penalty
 
 
 def knee(front: Sequence[FrozenTrial]) -> FrozenTrial:
@@ -573,18 +577,19 @@ def knee(front: Sequence[FrozenTrial]) -> FrozenTrial:
     """
     if not front:
         raise StudyError("the Pareto front is empty: no trial has finished")
-    rewards = [float(t.user_attrs["reward"]) for t in front]
-    tokens = [float(t.user_attrs["penalty"]) for t in front]
+    points = [_point(t) for t in front]
+    rewards = [reward for reward, _ in points]
+    tokens = [penalty for _, penalty in points]
 
     def scaled(values: Sequence[float], value: float) -> float:
         span = max(values) - min(values)
         return (value - min(values)) / span if span > 0 else 0.0
 
-    def height(t: FrozenTrial) -> tuple[float, float]:
-        reward, penalty = float(t.user_attrs["reward"]), float(t.user_attrs["penalty"])
+    def height(i: int) -> tuple[float, float]:
+        reward, penalty = points[i]
         return scaled(rewards, reward) - scaled(tokens, penalty), reward
 
-    return max(front, key=height)
+    return front[max(range(len(front)), key=height)]
 
 
 @dataclass(frozen=True)
@@ -611,19 +616,19 @@ def choose_trial(
     if not trials:
         raise StudyError(f"study {study.study_name!r} has no finished trial yet")
     if not multi_objective:
-        best = max(trials, key=lambda t: (float(t.user_attrs["objective"]), -t.number))
+        best = max(trials, key=lambda t: (Evaluation.from_trial(t).objective, -t.number))
         return Choice(best, "highest objective R - lambda * P")
     front = pareto_front(trials)
     if budget is None:
         return Choice(knee(front), "knee of the Pareto front (score and tokens scaled to [0, 1])")
-    within = [t for t in front if float(t.user_attrs["penalty"]) <= budget]
+    within = [t for t in front if _point(t)[1] <= budget]
     if not within:
-        fewest = float(front[0].user_attrs["penalty"])
+        fewest = _point(front[0])[1]
         raise StudyError(
             f"no finished trial keeps at most {budget:.1%} of the tokens (fewest: {fewest:.1%}); "
             "raise --budget or run more trials"
         )
-    best = max(within, key=lambda t: float(t.user_attrs["reward"]))
+    best = max(within, key=lambda t: _point(t)[0])
     return Choice(best, f"highest score with at most {budget:.1%} of the tokens")
 
 
