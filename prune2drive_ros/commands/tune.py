@@ -34,13 +34,11 @@ from ..tuning.objective import (
     REFERENCE_SUM_LAMBDA,
     Evaluation,
     EvaluationSetup,
-    add_evaluation_arguments,
-    choose_scoring,
     prepare_evaluation,
 )
 from ..tuning.ptb import Tokenizer, tokenizer_name
 from ..tuning.report import ReportContext, write_pareto_front, write_report
-from ..tuning.sources import ValidationSet, add_data_arguments, open_validation_set
+from ..tuning.sources import ValidationSet
 from ..tuning.study import (
     DEFAULT_GRID_STEPS,
     DEFAULT_HEARTBEAT_S,
@@ -68,7 +66,14 @@ from ..views import VIEWS
 from ..vlm import RANDOM_WEIGHTS_NOTE
 from .argtypes import at_least, non_negative_float, positive_float, retention_rate
 from .bench import emit_json
-from .replay import add_engine_arguments, engine_config
+from .options import (
+    add_data_arguments,
+    add_engine_arguments,
+    add_evaluation_arguments,
+    choose_scoring,
+    engine_config,
+    open_validation_set,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -185,13 +190,22 @@ def run(args: argparse.Namespace) -> int:
     config = engine_config(args)
     with open_validation_set(args, config) as data:
         print(data.summary())
-        reward, tokenizer = choose_scoring(args.reward, args.tokenizer, data)
+        reward, tokenizer = choose_scoring(args, data)
         engine = Engine.from_config(config)
         if engine.vlm.random_weights:
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
         study = _open_study(args, storage, engine, data, reward[0], tokenizer, space, sampler)
         print(f"study {study.study_name} in {redact_url(url)}: {len(study.trials)} trials so far")
-        setup = prepare_evaluation(args, engine, data, reward, tokenizer=tokenizer, lam=args.lam)
+        setup = prepare_evaluation(
+            engine,
+            data,
+            reward,
+            tokenizer=tokenizer,
+            lam=args.lam,
+            cache_dir=args.cache_dir,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         print(
             f"vision encoder calls: {setup.features.encoder_calls} for {len(data.frames)} frames "
             f"(the others were cached in {setup.features.folder})"

@@ -26,7 +26,6 @@ with a warning and counted; the trial fails only when no sample is left.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from ..pruning.budget import Rates, validate_rates
 from ..views import VIEWS
 from ..vlm import DrivingVLM
 from .features import FeatureCache
-from .ptb import TOKENIZERS, Tokenizer, language_tokenizer
+from .ptb import Tokenizer, language_tokenizer
 from .scoring import (
     TAG_ACCURACY,
     TAG_LANGUAGE,
@@ -361,51 +360,6 @@ class Evaluator:
         return value, score.as_dict(), score
 
 
-# --------------------------------------------------------------------------------------------
-# Command line (shared by tune and eval)
-# --------------------------------------------------------------------------------------------
-
-
-def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
-    """The reward and cache options that ``tune`` and ``eval`` share."""
-    parser.add_argument(
-        "--reward",
-        choices=REWARDS,
-        default=None,
-        help="drivelm (local DriveLM score against reference answers) or fidelity (agreement "
-        "with the unpruned model); default drivelm when every question has a reference answer",
-    )
-    parser.add_argument(
-        "--tokenizer",
-        choices=TOKENIZERS,
-        default="auto",
-        help="tokens of the drivelm reward's language metrics: ptb (Stanford PTBTokenizer, as the "
-        "DriveLM challenge; needs java), regex (its emulation) or auto (ptb when java runs; "
-        "default)",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="feature cache folder (default ~/.cache/prune2drive_ros/features)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def choose_scoring(
-    requested: str | None, choice: str, data: ValidationSet
-) -> tuple[tuple[str, str], Tokenizer | None]:
-    """The reward (name and why, printed for the user) and its tokenizer, from ``--reward``
-    and ``--tokenizer``: what tune and eval settle before the model loads.
-
-    Raises:
-        ConfigError: as :func:`choose_reward` and :func:`reward_tokenizer`.
-    """
-    reward = choose_reward(requested, data)
-    print(f"reward: {reward[0]} ({reward[1]})")
-    return reward, reward_tokenizer(reward[0], choice)
-
-
 def reward_tokenizer(reward: str, choice: str) -> Tokenizer | None:
     """The tokenizer of the language metrics for ``--tokenizer choice``, or None when the
     reward uses none (``fidelity`` tokenises with the emulation, see :func:`~.scoring.fidelity`).
@@ -429,24 +383,27 @@ class EvaluationSetup:
 
 
 def prepare_evaluation(
-    args: argparse.Namespace,
     engine: Engine,
     data: ValidationSet,
     reward: tuple[str, str],
     *,
     tokenizer: Tokenizer | None,
     lam: float = DEFAULT_LAMBDA,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
 ) -> EvaluationSetup:
     """Build the evaluator for ``reward`` (name and why, from :func:`choose_reward`; language
     metrics on ``tokenizer``, from :func:`reward_tokenizer`), then encode every frame that is
     not cached yet: the evaluator's checks come before the encoder. The model, pruner and
-    answer length are ``engine``'s (the command's config).
+    answer length are ``engine``'s (the command's config); the feature cache lives in
+    ``cache_dir`` (default: the package's cache); ``seed`` seeds the pruner.
 
     Raises:
         ConfigError: as :class:`Evaluator`.
     """
     name, reason = reward
-    features = FeatureCache(engine.vlm, args.cache_dir)
+    features = FeatureCache(engine.vlm, cache_dir)
     evaluator = Evaluator(
         engine.vlm,
         features,
@@ -455,9 +412,9 @@ def prepare_evaluation(
         lam=lam,
         pruner=engine.pruner,
         max_new_tokens=engine.max_new_tokens,
-        seed=args.seed,
-        progress=not args.no_progress,
+        seed=seed,
+        progress=progress,
         tokenizer=tokenizer,
     )
-    features.prepare(data.frames, progress=not args.no_progress)
+    features.prepare(data.frames, progress=progress)
     return EvaluationSetup(data, features, evaluator, name, reason, tokenizer)
