@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from prune2drive_ros.sensors.sync import SyncStats
-from prune2drive_ros.serving.stats import LEVELS, STAGES, DiagnosticReport, NodeStats, percentile
+from prune2drive_ros.serving.stats import STAGES, DiagnosticReport, NodeStats, percentile
 from prune2drive_ros.serving.worker import WorkerCounters
 
 SECOND = 1_000_000_000
@@ -177,10 +177,6 @@ def test_values_list(stats: NodeStats) -> None:
     for stage in STAGES:
         assert (values[f"{stage} ms p50"], values[f"{stage} ms p95"]) == ("12.0", "12.0")
     assert "GPU memory MiB" not in dict(report(stats).values)
-
-
-def test_levels_are_strings() -> None:
-    assert LEVELS == ("OK", "WARN", "ERROR")
 
 
 def test_rejects_bad_windows() -> None:

@@ -40,7 +40,6 @@ def test_penalty_is_the_fraction_of_tokens_kept():
 
 
 def test_default_lambda_is_the_reference_weight_per_mean_rate():
-    assert pytest.approx(0.18) == DEFAULT_LAMBDA
     rng = random.Random(0)
     for _ in range(200):
         rates = {view: rng.uniform(0.05, 1.0) for view in VIEWS}
