@@ -33,7 +33,9 @@ setup(
         "opencv-python-headless>=4.8",
         "pillow>=10",
         "rosbags>=0.10",
-        "optuna>=4.0",
+        # Bounded above: tuning/study.HeartbeatRDBStorage overrides RDBStorage's private
+        # _get_prepared_new_trial (4.0 to 5.x; test_tuning_study checks it is still called).
+        "optuna>=4.0,<6",
         "cmaes>=0.10",  # optuna's CMA-ES sampler (prune2drive tune --sampler cmaes)
         "pycocoevalcap>=1.2",
         "pyyaml>=6",

@@ -37,3 +37,15 @@ class QuestionError(Prune2DriveError, ValueError):
 
 class ConfigError(Prune2DriveError, ValueError):
     """A configuration or rates file does not follow the schema."""
+
+
+class StudyError(Prune2DriveError):
+    """The study cannot give a result (no finished trial, too many failures)."""
+
+
+class TrialFailed(Prune2DriveError):
+    """No sample of a trial could be scored."""
+
+
+class TokenizerError(Prune2DriveError):
+    """The Java tokeniser failed part-way (it worked when the process started)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+import sqlalchemy
+from optuna.storages._rdb.models import TrialHeartbeatModel
 
 from prune2drive_ros.sensors.synthetic import SyntheticBag, write_synthetic_bag
 
@@ -60,3 +63,25 @@ def _package_logs_reach_caplog() -> Iterator[None]:
     yield
     for logger, propagate in saved:
         logger.propagate = propagate
+
+
+@pytest.fixture
+def age_heartbeats() -> Callable[[str], int]:
+    """A function that dates every trial heartbeat in the optuna storage at ``url`` back to
+    2000 and returns how many it changed: the next staleness check then finds those trials
+    stale at once, where a test would otherwise sleep past the grace period."""
+
+    def age(url: str) -> int:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            with engine.begin() as connection:
+                changed = connection.execute(
+                    sqlalchemy.update(TrialHeartbeatModel).values(
+                        heartbeat=datetime.datetime(2000, 1, 1)
+                    )
+                )
+            return changed.rowcount
+        finally:
+            engine.dispose()
+
+    return age

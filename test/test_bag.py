@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -367,6 +369,25 @@ def test_make_bag_command(tmp_path, capsys):
 
 
 def test_make_bag_is_registered():
-    from prune2drive_ros.commands.cli import COMMANDS
+    from prune2drive_ros.commands.cli import COMMANDS, module_docstring
 
     assert COMMANDS["make-bag"] == "prune2drive_ros.commands.make_bag"
+    assert module_docstring(COMMANDS["make-bag"]).startswith("Write a synthetic nuScenes-like")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["make-bag", "--help"]])
+def test_help_answers_without_importing_torch(argv):
+    # A fresh interpreter: this one has torch loaded already.
+    code = (
+        "import sys\n"
+        "from prune2drive_ros.commands.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "heavy = sorted({'torch', 'transformers', 'optuna'} & set(sys.modules))\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "usage: prune2drive" in done.stdout

@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from prune2drive_ros.commands import cli
 from prune2drive_ros.cache import build_once
-from prune2drive_ros.commands.replay import add_engine_arguments, engine_config, replay
+from prune2drive_ros.commands import cli
+from prune2drive_ros.commands.options import add_engine_arguments, engine_config
+from prune2drive_ros.commands.replay import replay
 from prune2drive_ros.commands.viz import DIM, TILE_SIZE, kept_tokens_picture, overlay_kept
 from prune2drive_ros.config import DriveVLMConfig
 from prune2drive_ros.engine import Engine

@@ -15,7 +15,6 @@ from rosbags.typesys import Stores, get_typestore
 
 from prune2drive_ros.errors import DecodeError
 from prune2drive_ros.sensors.imaging import (
-    SUPPORTED_ENCODINGS,
     compressed_format,
     decode_image,
     encode_jpeg,
@@ -69,21 +68,6 @@ def raw_message(pixels: np.ndarray, encoding: str, *, pad: int = 0, bigendian: b
     rows = pixels.reshape(height, -1).view(np.uint8).reshape(height, -1)
     padded = np.concatenate([rows, np.full((height, pad), 0xAB, np.uint8)], axis=1)
     return StandInImage(height, width, encoding, int(bigendian), padded.shape[1], padded.tobytes())
-
-
-def test_supported_encodings_are_the_documented_ones():
-    assert set(SUPPORTED_ENCODINGS) == {
-        "rgb8",
-        "bgr8",
-        "rgba8",
-        "bgra8",
-        "mono8",
-        "mono16",
-        "bayer_rggb8",
-        "bayer_bggr8",
-        "bayer_gbrg8",
-        "bayer_grbg8",
-    }
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from prune2drive_ros.errors import ConfigError
 from prune2drive_ros.tuning import ptb
@@ -27,7 +26,6 @@ from prune2drive_ros.tuning.scoring import (
     match_f1,
     points,
     score_answers,
-    token_agreement,
 )
 
 
@@ -357,18 +355,3 @@ def test_fidelity_partial_agreement() -> None:
         0.5 * 1.098 / 1.68
     )
     assert fidelity(["yes"], ["no"]) == 0.0
-
-
-def test_token_agreement() -> None:
-    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0]])
-    same = token_agreement(logits, logits)
-    assert same.top1 == 1.0
-    assert same.tv_similarity == pytest.approx(1.0)
-    # One-hot-like distributions on different tokens: TV distance ~1, top-1 never agrees.
-    peaked = torch.tensor([[50.0, 0.0, 0.0]])
-    other = torch.tensor([[0.0, 50.0, 0.0]])
-    far = token_agreement(peaked, other)
-    assert far.top1 == 0.0
-    assert far.tv_similarity == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(ValueError, match="shapes differ"):
-        token_agreement(logits, logits[:1])

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prune2drive_ros.commands.cli import main
-from prune2drive_ros.errors import BudgetError, PruningInputError
+from prune2drive_ros.errors import BudgetError, ConfigError, PruningInputError
 from prune2drive_ros.pruning import (
     PRUNERS,
     Selection,
@@ -347,7 +347,7 @@ def test_unknown_metric_and_start_name_the_options() -> None:
 
 
 def test_unknown_pruner_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="tfps, random, grid, dart"):
+    with pytest.raises(ConfigError, match="tfps, random, grid, dart"):
         get_pruner("fastv")
     assert get_pruner("tfps") is tfps
 

@@ -320,7 +320,7 @@ def test_two_processes_share_one_study(small_bag, tmp_path, kind):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", POSTGRES])
-def test_a_killed_worker_loses_no_finished_trial(small_bag, tmp_path, capsys, kind):
+def test_a_killed_worker_loses_no_finished_trial(small_bag, tmp_path, capsys, kind, age_heartbeats):
     url = _storage_url(kind, tmp_path)
     name = f"killed-{uuid.uuid4().hex[:8]}"
     args = _tune_args(
@@ -332,7 +332,7 @@ def test_a_killed_worker_loses_no_finished_trial(small_bag, tmp_path, capsys, ki
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=60)
-    time.sleep(3.5)  # past the 2 s grace period of a 1 s heartbeat (SQLite: whole seconds)
+    age_heartbeats(url)  # the killed worker's running trial: past the grace period now
     assert main([*args, "--trials", "1", "--json"]) == 0
     summary = _last_json(capsys.readouterr().out)
     trials = {t.number: t for t in _trials(url, name)}

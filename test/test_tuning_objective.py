@@ -5,15 +5,17 @@ from __future__ import annotations
 import random
 
 import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import create_trial
 
 from prune2drive_ros.errors import ConfigError
 from prune2drive_ros.pruning.budget import budgets_from_rates
 from prune2drive_ros.tuning.objective import (
     DEFAULT_LAMBDA,
     REFERENCE_SUM_LAMBDA,
+    Evaluation,
     Evaluator,
     choose_reward,
-    lambda_from_sum_weight,
     objective_value,
     penalty,
     score_from_parts,
@@ -38,8 +40,6 @@ def test_penalty_is_the_fraction_of_tokens_kept():
 
 
 def test_default_lambda_is_the_reference_weight_per_mean_rate():
-    assert pytest.approx(0.18) == DEFAULT_LAMBDA
-    assert lambda_from_sum_weight(REFERENCE_SUM_LAMBDA) == pytest.approx(DEFAULT_LAMBDA)
     rng = random.Random(0)
     for _ in range(200):
         rates = {view: rng.uniform(0.05, 1.0) for view in VIEWS}
@@ -86,3 +86,46 @@ def test_score_parts_round_trip_through_trial_attributes():
     rebuilt = score_from_parts(score.as_dict())
     assert rebuilt.value == pytest.approx(score.value)
     assert rebuilt.describe() == score.describe()
+
+
+def test_an_evaluation_is_read_back_from_the_trial_a_study_stored():
+    score = score_answers(["yes", "the car"], ["yes", "the car"], [(0,), (2,)])
+    evaluation = Evaluation(
+        dict.fromkeys(VIEWS, 0.5),
+        (364,) * 6,
+        score.value,
+        0.5,
+        score.value - 0.09,
+        score.as_dict(),
+        2,
+        1,
+        score,
+    )
+    trial = create_trial(
+        params=dict(evaluation.rates or {}),
+        distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
+        value=evaluation.objective,
+        user_attrs=evaluation.user_attrs(),
+    )
+    assert Evaluation.stored(trial)
+    read = Evaluation.from_trial(trial)
+    assert read == evaluation
+    assert read.describe() == evaluation.describe()
+    # The format studies were stored in (a study written before resumes with these keys).
+    fidelity = create_trial(
+        params=dict.fromkeys(VIEWS, 0.1),
+        distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
+        value=0.7,
+        user_attrs={
+            "reward": 0.8,
+            "penalty": 0.1,
+            "objective": 0.782,
+            "tokens_per_view": [73] * 6,
+            "parts": {"fidelity": 0.8},
+            "answered": 12,
+            "skipped": 0,
+        },
+    )
+    read = Evaluation.from_trial(fidelity)
+    assert (read.reward, read.budgets, read.score) == (0.8, (73,) * 6, None)
+    assert read.describe().endswith("= 0.8000")

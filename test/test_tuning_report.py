@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ from optuna.samplers import RandomSampler
 from optuna.storages import InMemoryStorage
 from optuna.trial import create_trial
 
+from prune2drive_ros.files import write_text_atomically
+from prune2drive_ros.sensors.rates_file import save_rates
 from prune2drive_ros.tuning.objective import Evaluation
 from prune2drive_ros.tuning.report import (
     ReportContext,
@@ -17,6 +21,7 @@ from prune2drive_ros.tuning.report import (
     rates_figure,
     report_text,
     trade_off_figure,
+    write_pareto_front,
     write_report,
 )
 from prune2drive_ros.tuning.study import choose_trial, completed_trials, open_study
@@ -35,13 +40,16 @@ def _context(multi: bool, points: list[tuple[float, float]] = POINTS) -> ReportC
                 params={view: 0.1 + 0.1 * i for view in VIEWS},
                 distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
                 values=[reward, tokens] if multi else [objective],
-                user_attrs={
-                    "reward": reward,
-                    "penalty": tokens,
-                    "objective": objective,
-                    "tokens_per_view": [round(729 * tokens)] * len(VIEWS),
-                    "parts": {"fidelity": reward},
-                },
+                user_attrs=Evaluation(
+                    {view: 0.1 + 0.1 * i for view in VIEWS},
+                    (round(729 * tokens),) * len(VIEWS),
+                    reward,
+                    tokens,
+                    objective,
+                    {"fidelity": reward},
+                    6,
+                    0,
+                ).user_attrs(),
             )
         )
     unpruned = Evaluation(None, (729,) * 6, 1.0, 1.0, 0.82, {"fidelity": 1.0}, 6, 0)
@@ -98,3 +106,28 @@ def test_two_objectives_show_no_lambda_objective():
     assert "| trial | R | P |" in text
     single = _context(multi=False)
     assert "| trial | objective | R | P |" in report_text(completed_trials(single.study), single)
+
+
+@pytest.fixture
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run the test under the umask it is parametrised with, then restore the old one."""
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)], indirect=["umask"])
+def test_every_output_gets_the_mode_open_would_give_it(umask, mode, tmp_path):
+    context = _context(multi=True, points=POINTS[:2])
+    written = [*write_report(tmp_path, context), write_pareto_front(tmp_path, context.study)]
+    save_rates(tmp_path / "retention_rates.yaml", 0.5)
+    written.append(tmp_path / "retention_rates.yaml")
+    assert {p.name for p in written} >= {"report.md", "pareto.yaml", "history.png"}
+    for path in written:
+        assert oct(path.stat().st_mode & 0o777) == oct(mode), path.name
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in written)  # no temporary file
+    # Rewriting a file takes the new mode too (not the old file's, not mkstemp's 0600).
+    write_text_atomically(tmp_path / "report.md", "again")
+    assert oct((tmp_path / "report.md").stat().st_mode & 0o777) == oct(mode)

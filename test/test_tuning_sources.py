@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from prune2drive_ros.commands.options import open_validation_set
 from prune2drive_ros.config import DriveVLMConfig
 from prune2drive_ros.errors import ConfigError, QuestionError
 from prune2drive_ros.sensors.imaging import encode_jpeg
@@ -22,7 +23,6 @@ from prune2drive_ros.tuning.sources import (
     bag_validation_set,
     decode_frame,
     drivelm_validation_set,
-    open_validation_set,
 )
 from prune2drive_ros.views import VIEWS
 

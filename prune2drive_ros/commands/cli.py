@@ -1,14 +1,19 @@
 """The ``prune2drive`` command: one subcommand per job, each in the module that does it.
 
 Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; its module
-docstring's first line is the help text. Errors this package raises on purpose
-(:class:`~prune2drive_ros.errors.Prune2DriveError`) are printed as one line, exit status 2.
+docstring's first line is the help text. Only the chosen subcommand's module is imported (its
+parser built): the others' help lines are read from their source, so ``prune2drive --help`` and
+``prune2drive make-bag --help`` answer without importing torch. Errors this package raises on
+purpose (:class:`~prune2drive_ros.errors.Prune2DriveError`) are printed as one line, exit
+status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -32,17 +37,42 @@ COMMANDS: dict[str, str | dict[str, str]] = {
 }
 
 
+def module_docstring(module: str) -> str:
+    """The docstring of ``module``, read from its source without running it."""
+    spec = importlib.util.find_spec(module)
+    source = spec.loader.get_source(module) if spec and spec.loader else None  # type: ignore[attr-defined]
+    return (ast.get_docstring(ast.parse(source)) if source else None) or module
+
+
+def _first_positional(argv: Sequence[str]) -> str | None:
+    """The first argument that is not an option: the subcommand chosen at this level (the
+    levels above it take flags without values only)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def _add_commands(
-    subparsers: argparse._SubParsersAction, table: Mapping[str, str | Mapping[str, str]], dest: str
+    subparsers: argparse._SubParsersAction,
+    table: Mapping[str, str | Mapping[str, str]],
+    dest: str,
+    argv: Sequence[str],
 ) -> None:
+    """One subparser per entry of ``table``; only the one ``argv`` chooses gets its flags."""
+    chosen = _first_positional(argv)
+    rest = list(argv[argv.index(chosen) + 1 :]) if chosen is not None else []
     for name, target in table.items():
         if isinstance(target, Mapping):
             group = subparsers.add_parser(name, help=f"{name} subcommands")
-            _add_commands(
-                group.add_subparsers(dest=f"{dest}_{name}", required=True, metavar="JOB"),
-                target,
-                f"{dest}_{name}",
-            )
+            if name == chosen:
+                _add_commands(
+                    group.add_subparsers(dest=f"{dest}_{name}", required=True, metavar="JOB"),
+                    target,
+                    f"{dest}_{name}",
+                    rest,
+                )
+            continue
+        if name != chosen:
+            summary = module_docstring(target).splitlines()[0]
+            subparsers.add_parser(name, help=summary)
             continue
         module = importlib.import_module(target)
         summary = (module.__doc__ or name).strip().splitlines()[0]
@@ -51,22 +81,27 @@ def _add_commands(
         parser.set_defaults(_module=module)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (imports every subcommand module)."""
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser, with the flags of the subcommand ``argv`` chooses (and its module
+    imported); the other subcommands are listed with their help line only."""
     parser = argparse.ArgumentParser(
         prog="prune2drive",
         description="Driving QA over six cameras with Prune2Drive visual-token pruning.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     _add_commands(
-        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), COMMANDS, "cmd"
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+        COMMANDS,
+        "cmd",
+        argv,
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prune2drive`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

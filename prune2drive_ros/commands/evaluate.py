@@ -43,17 +43,21 @@ from ..sensors.rates_file import load_rates
 from ..tuning.objective import (
     Evaluation,
     EvaluationSetup,
-    add_evaluation_arguments,
-    choose_scoring,
     prepare_evaluation,
 )
 from ..tuning.ptb import tokenizer_name
-from ..tuning.sources import add_data_arguments, open_validation_set
 from ..vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
 from ..vlm.flops import DecoderShape, flops_ratio
 from .argtypes import at_least
 from .bench import device_name, emit_json, median, time_interleaved
-from .replay import add_engine_arguments, engine_config
+from .options import (
+    add_data_arguments,
+    add_engine_arguments,
+    add_evaluation_arguments,
+    choose_scoring,
+    engine_config,
+    open_validation_set,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         rates = load_rates(resolve_rates_file(config)).rates
     with open_validation_set(args, config) as data:
         print(data.summary())
-        reward, tokenizer = choose_scoring(args.reward, args.tokenizer, data)
+        reward, tokenizer = choose_scoring(args, data)
         engine = Engine.from_config(config)
         vlm = engine.vlm
         if vlm.random_weights:
@@ -121,7 +125,15 @@ def run(args: argparse.Namespace) -> int:
         methods = (
             [] if rates is None else [engine.pruner, *(p for p in PRUNERS if p != engine.pruner)]
         )
-        setup = prepare_evaluation(args, engine, data, reward, tokenizer=tokenizer)
+        setup = prepare_evaluation(
+            engine,
+            data,
+            reward,
+            tokenizer=tokenizer,
+            cache_dir=args.cache_dir,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
         evaluations[UNPRUNED] = setup.evaluator.evaluate(None)
         timings = prefill_timings(
@@ -139,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"FLOPs share: analytic LM prefill FLOPs; device: {device_name(vlm.device)}")
     shown = methods[0] if methods else UNPRUNED
     print(f"\nscore of {shown}, and how each row's score is made up:")
-    print(setup.evaluator.describe(evaluations[shown]))
+    print(evaluations[shown].describe())
     if args.json:
         emit_json(
             {

@@ -27,15 +27,14 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from ..config import DriveVLMConfig, load_params_yaml
 from ..engine import Answer, Engine
-from ..errors import BagError, ConfigError, DecodeError, QuestionError
+from ..errors import BagError, DecodeError, QuestionError
 from ..sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
 from ..sensors.questions import QAItem, read_questions
 from ..serving.stats import STAGES, percentile
-from ..views import VIEWS
 from ..vlm import RANDOM_WEIGHTS_NOTE
-from .argtypes import at_least, positive_float, topic_remap
+from .argtypes import at_least, positive_float
+from .options import add_engine_arguments, check_output_file, engine_config
 
 logger = logging.getLogger(__name__)
 
@@ -131,90 +130,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline", action="store_true", help="also answer each question without pruning"
     )
-
-
-#: Flags that override one parameter of the config each: flag dest -> parameter name.
-_CONFIG_FLAGS = {
-    "model": "model",
-    "family": "family",
-    "rates": "rates_file",
-    "pruner": "pruner",
-    "device": "device",
-    "dtype": "dtype",
-    "max_new_tokens": "max_new_tokens",
-    "sync_slop": "sync_slop_s",
-    "sync_queue": "sync_queue_size",
-}
-
-
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model, pruning and camera options every answering command shares.
-
-    They fill the one config schema (:class:`~prune2drive_ros.config.DriveVLMConfig`): its
-    defaults, or the node's params file given with ``--params``, then each flag given.
-    """
-    group = parser.add_argument_group(
-        "model, pruning and cameras (defaults: --params FILE, else config/drive_vlm.yaml's)"
-    )
-    group.add_argument(
-        "--params", help="the node's ROS 2 params file (drive_vlm.yaml): start from its settings"
-    )
-    group.add_argument("--model", help="hub id or local checkpoint (default: the tiny test model)")
-    group.add_argument("--family", help="model family (default: from the model's config.json)")
-    group.add_argument("--rates", help="retention_rates.yaml (default: the package's)")
-    group.add_argument("--pruner", help="tfps (default), random, grid or dart")
-    group.add_argument("--device", help="auto, cuda or cpu")
-    group.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
-    group.add_argument(
-        "--max-new-tokens", type=at_least(1), help="answer length limit in tokens (64)"
-    )
-    group.add_argument(
-        "--raw",
-        action="store_true",
-        default=None,
-        help="read sensor_msgs/Image topics instead of CompressedImage",
-    )
-    group.add_argument(
-        "--topic",
-        type=topic_remap,
-        action="append",
-        metavar="VIEW:=TOPIC",
-        help="the topic of one camera view, e.g. CAM_FRONT:=/cam_front/image/compressed "
-        "(repeat for each view that differs from /<VIEW>/image_rect_compressed)",
-    )
-    group.add_argument("--sync-slop", type=float, help="camera sync slop in seconds (0.06)")
-    group.add_argument("--sync-queue", type=int, help="messages kept per camera while pairing (5)")
-
-
-def engine_config(args: argparse.Namespace) -> DriveVLMConfig:
-    """The one config schema, filled from ``--params`` and the flags given (validated).
-
-    Raises:
-        ConfigError: a bad params file or flag value, naming the parameter.
-    """
-    config = load_params_yaml(args.params) if args.params else DriveVLMConfig()
-    changes = {
-        name: getattr(args, flag)
-        for flag, name in _CONFIG_FLAGS.items()
-        if getattr(args, flag) is not None
-    }
-    if args.raw:
-        changes["use_compressed"] = False
-    config = config.with_changes(**changes)
-    if args.topic:
-        topics = config.resolved_image_topics() | dict(args.topic)
-        config = config.with_changes(image_topics=tuple(topics[view] for view in VIEWS))
-    return config
-
-
-def check_output_file(path: str | Path) -> Path:
-    """``path`` if a file can be written there; a ConfigError before any work otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give a file name for the output")
-    if not path.parent.is_dir():
-        raise ConfigError(f"folder {path.parent} does not exist; create it or write elsewhere")
-    return path
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,25 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import yaml
 from optuna.storages import BaseStorage
 
 from ..engine import Engine
 from ..errors import ConfigError
 from ..sensors.rates_file import redact_url, save_rates
-from ..tuning.features import model_content_key, write_atomically
+from ..tuning.features import model_content_key
 from ..tuning.objective import (
     DEFAULT_LAMBDA,
     REFERENCE_SUM_LAMBDA,
     Evaluation,
     EvaluationSetup,
-    add_evaluation_arguments,
-    choose_scoring,
     prepare_evaluation,
 )
 from ..tuning.ptb import Tokenizer, tokenizer_name
-from ..tuning.report import ReportContext, write_report
-from ..tuning.sources import ValidationSet, add_data_arguments, open_validation_set
+from ..tuning.report import ReportContext, write_pareto_front, write_report
+from ..tuning.sources import ValidationSet
 from ..tuning.study import (
     DEFAULT_GRID_STEPS,
     DEFAULT_HEARTBEAT_S,
@@ -60,7 +57,6 @@ from ..tuning.study import (
     make_sampler,
     make_storage,
     open_study,
-    pareto_front,
     run_trials,
     sampler_name,
     study_name,
@@ -70,14 +66,20 @@ from ..views import VIEWS
 from ..vlm import RANDOM_WEIGHTS_NOTE
 from .argtypes import at_least, non_negative_float, positive_float, retention_rate
 from .bench import emit_json
-from .replay import add_engine_arguments, engine_config
+from .options import (
+    add_data_arguments,
+    add_engine_arguments,
+    add_evaluation_arguments,
+    choose_scoring,
+    engine_config,
+    open_validation_set,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = "tuning-out"
 DEFAULT_TRIALS = 100
 RATES_FILE = "retention_rates.yaml"
-PARETO_FILE = "pareto.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -188,19 +190,28 @@ def run(args: argparse.Namespace) -> int:
     config = engine_config(args)
     with open_validation_set(args, config) as data:
         print(data.summary())
-        reward, tokenizer = choose_scoring(args.reward, args.tokenizer, data)
+        reward, tokenizer = choose_scoring(args, data)
         engine = Engine.from_config(config)
         if engine.vlm.random_weights:
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
         study = _open_study(args, storage, engine, data, reward[0], tokenizer, space, sampler)
         print(f"study {study.study_name} in {redact_url(url)}: {len(study.trials)} trials so far")
-        setup = prepare_evaluation(args, engine, data, reward, tokenizer=tokenizer, lam=args.lam)
+        setup = prepare_evaluation(
+            engine,
+            data,
+            reward,
+            tokenizer=tokenizer,
+            lam=args.lam,
+            cache_dir=args.cache_dir,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         print(
             f"vision encoder calls: {setup.features.encoder_calls} for {len(data.frames)} frames "
             f"(the others were cached in {setup.features.folder})"
         )
         unpruned = setup.evaluator.evaluate(None)
-        print("unpruned model on this data:\n" + setup.evaluator.describe(unpruned))
+        print("unpruned model on this data:\n" + unpruned.describe())
         return _search(args, engine, setup, study, url, space, unpruned)
 
 
@@ -302,7 +313,8 @@ def _write_outputs(
     """retention_rates.yaml, the Pareto front (two objectives), report.md and plots."""
     vlm, out, study, choice = engine.vlm, Path(args.out), outcome.study, outcome.choice
     trial = choice.trial
-    budgets = [int(b) for b in trial.user_attrs["tokens_per_view"]]
+    chosen = Evaluation.from_trial(trial)
+    budgets = list(chosen.budgets)
     note = f"{setup.reward} reward on {setup.data.summary()}; chosen as the {choice.how}"
     if vlm.random_weights:
         note += f"; {RANDOM_WEIGHTS_NOTE}"
@@ -312,28 +324,17 @@ def _write_outputs(
         trial_rates(trial),
         study=outcome.name,
         storage=outcome.url,
-        score=None if args.multi_objective else float(trial.user_attrs["objective"]),
+        score=None if args.multi_objective else chosen.objective,
         tokens_kept={"total": sum(budgets), "per_view": dict(zip(VIEWS, budgets, strict=True))},
         tokens_full=vlm.tokens_per_view * len(VIEWS),
         trials=len(completed_trials(study)),
         model=vlm.name,
-        reward=float(trial.user_attrs["reward"]),
+        reward=chosen.reward,
         lambda_=_study_lambda(args),
         note=note,
     )
     if args.multi_objective:
-        front = [
-            {
-                "trial": t.number,
-                "rates": trial_rates(t),
-                "score": float(t.user_attrs["reward"]),
-                "tokens": float(t.user_attrs["penalty"]),
-                "tokens_kept": sum(int(b) for b in t.user_attrs["tokens_per_view"]),
-            }
-            for t in pareto_front(completed_trials(study))
-        ]
-        text = yaml.safe_dump(front, sort_keys=False)
-        write_atomically(out / PARETO_FILE, lambda tmp: Path(tmp).write_text(text, "utf-8"))
+        write_pareto_front(out, study)
     write_report(
         out,
         ReportContext(
@@ -366,16 +367,17 @@ def _print_summary(
     per_trial = seconds / ran if ran else float("nan")
     per_minute = 60 * ran / seconds if ran and seconds > 0 else float("nan")
     trial = choice.trial
+    chosen = Evaluation.from_trial(trial)
     rates = trial_rates(trial)
     print(
         f"\nthis run: {stats.completed} trials finished, {stats.failed} failed in {seconds:.1f} s "
         f"({per_minute:.2f} trials/min, {per_trial:.2f} s per trial); the study has "
         f"{finished} finished trials"
     )
-    objective = None if args.multi_objective else trial.user_attrs["objective"]
+    objective = None if args.multi_objective else chosen.objective
     print(
-        f"chosen: trial {trial.number} ({choice.how}): R = {trial.user_attrs['reward']:.4f}, "
-        f"P = {trial.user_attrs['penalty']:.4f}"
+        f"chosen: trial {trial.number} ({choice.how}): R = {chosen.reward:.4f}, "
+        f"P = {chosen.penalty:.4f}"
         + ("" if objective is None else f", objective = {objective:.4f}")
         + f" (unpruned R = {outcome.unpruned.reward:.4f})"
     )
@@ -400,8 +402,8 @@ def _print_summary(
                 "lambda": _study_lambda(args),
                 "chosen_trial": trial.number,
                 "rates": rates,
-                "score": trial.user_attrs["reward"],
-                "tokens": trial.user_attrs["penalty"],
+                "score": chosen.reward,
+                "tokens": chosen.penalty,
                 "objective": objective,
                 "unpruned_score": outcome.unpruned.reward,
                 "rates_file": str(rates_path),

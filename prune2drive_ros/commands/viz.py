@@ -25,7 +25,7 @@ from ..sensors.bag import open_config_bag
 from ..sensors.imaging import decode_image
 from ..sensors.sync import FrameSet
 from ..views import VIEWS
-from .replay import add_engine_arguments, check_output_file, engine_config
+from .options import add_engine_arguments, check_output_file, engine_config
 
 logger = logging.getLogger(__name__)
 

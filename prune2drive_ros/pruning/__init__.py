@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import ConfigError
 from .baselines import dart_select, grid_select, random_select
 from .budget import budgets_from_rates, check_budgets, validate_rates
 from .reference import reference_tfps
@@ -30,12 +31,14 @@ def get_pruner(name: str) -> Callable[..., Selection]:
     """The pruner registered as ``name``.
 
     Raises:
-        ValueError: unknown name (the message lists the known ones).
+        ConfigError: unknown name (the message lists the known ones); a ``ValueError`` too.
     """
     try:
         return PRUNERS[name]
     except KeyError:
-        raise ValueError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}") from None
+        raise ConfigError(
+            f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}"
+        ) from None
 
 
 __all__ = [

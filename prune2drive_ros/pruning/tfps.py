@@ -20,13 +20,10 @@ Why this implementation is shaped the way it is:
   picks are discarded when the result is built (masking at the end is cheaper than masking
   every step).
 * An incremental variant (no matrix: one matrix-vector product per step against the new
-  token) could serve the "first"/"random" starts. Measured against this code with start
-  "first" on the shared 2-core CPU (6 x 729 tokens, medians of 9 interleaved runs, identical
-  selections): at 10 % retention 115 against 88 ms at dim 1152 and 300 against 234 ms at dim
-  3584 on one thread, 40 against 44 ms and 164 against 119 ms on two; at 25 % it loses 2-3x.
-  Its k matrix-vector products re-read all features every step (memory bound) while the one
-  symmetric matmul below is compute bound, and on a GPU each step would add kernel launches.
-  So there is one code path, the full matrix.
+  token) could serve the "first"/"random" starts. Measured against this code it lost except
+  in one case (see BENCHMARKS.md). Its k matrix-vector products re-read all features every
+  step (memory bound) while the one symmetric matmul below is compute bound, and on a GPU
+  each step would add kernel launches. So there is one code path, the full matrix.
 * Distances are computed in float32 (or float64 for float64 input) whatever the token dtype,
   so that bf16/fp16 tokens select the same tokens as their float32 upcast.
 * Ties go to the lowest index (``torch.argmax`` returns the first maximum), as in the reference.
@@ -121,9 +118,8 @@ def gram(x: torch.Tensor) -> torch.Tensor:
     The product is symmetric, and it is nearly the whole cost of T-FPS on a CPU, so it is
     computed in blocks of the split ``N = h + (N - h)``: the top ``h`` rows against every token,
     the bottom-right square, and the bottom-left block copied from the top-right one transposed.
-    Measured on 6 x 729 tokens on the shared 2-core CPU (medians of 9, interleaved): 69 against
-    91 ms at dim 1152 and 207 against 267 ms at dim 3584 on one thread, 43 against 73 ms and
-    113 against 182 ms on two. The result is exactly symmetric.
+    That is 3/4 of the FLOPs of one full matmul and less time (see BENCHMARKS.md). The result
+    is exactly symmetric.
     """
     views, count, _ = x.shape
     if count < SYMMETRIC_FROM:

@@ -31,7 +31,7 @@ from .sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, ApproximateSync, FrameSet
 if TYPE_CHECKING:
     from ..config import DriveVLMConfig
 
-LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image")
 #: Default largest distance between a question's stamp and the frame set answering it, ms.

@@ -12,8 +12,8 @@ that still covers the target (the inverse DCT, upsampling and colour conversion 
 quarter of the pixels or fewer; Huffman decoding still reads every coefficient) and resized to
 exactly ``size``. What remains after that is a small downscale (800 x 450 -> 384 x 384 is 2.08x
 at most per axis), which bilinear interpolation does well: its two taps per axis still touch
-96 % of the input pixels there, and it costs an eighth of area averaging (0.25 vs 2 ms per
-view here), with results within 0.3 levels on average. Larger downscales (no reduced decode,
+96 % of the input pixels there, and it costs a fraction of area averaging (see BENCHMARKS.md),
+with results within 0.3 levels on average. Larger downscales (no reduced decode,
 e.g. PNG or raw images) use area averaging, which does not alias. :func:`decode_views` decodes
 a frame's views in parallel threads.
 
@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import DecodeError
 from ..views import VIEWS
 
-LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Raw ``sensor_msgs/msg/Image`` encodings :func:`decode_image` understands.
 SUPPORTED_ENCODINGS: tuple[str, ...] = (

@@ -18,8 +18,8 @@
     note: free text
 
 Unknown top-level keys are refused, so that a typo (``rate:``) is reported instead of ignored.
-Writes are atomic (temporary file + :func:`os.replace`): a tuner killed mid-write leaves the old
-file or the new one, never half of one.
+Writes are atomic (:func:`~prune2drive_ros.files.write_atomically`): a tuner killed mid-write
+leaves the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from ..errors import BudgetError, ConfigError
-from ..files import read_yaml
+from ..files import read_yaml, write_text_atomically
 from ..pruning.budget import Rates, validate_rates
 from ..views import VIEWS
 
@@ -144,7 +142,10 @@ def save_rates(path: str | Path, rates: Rates, **meta: Any) -> RatesFile:
     body = yaml.safe_dump(
         {"rates": written.rates, **written.meta}, sort_keys=False, allow_unicode=True
     )
-    _atomic_write(path, _HEADER + body)
+    try:
+        write_text_atomically(path, _HEADER + body)
+    except OSError as err:
+        raise ConfigError(f"cannot write retention rates file {path}: {err}") from err
     logger.info("wrote retention rates to %s (mean rate %.3f)", path, written.mean_rate)
     return written
 
@@ -159,32 +160,6 @@ def redact_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     netloc = f"{parts.username}@{host}" if parts.username else host
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename it over.
-
-    The file keeps the permissions of the one it replaces (0644 when new): ``mkstemp`` would
-    leave it readable by its owner only.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise ConfigError(f"cannot write retention rates file {path}: {err}") from err
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise ConfigError(f"cannot write retention rates file {path}: {err}") from err
-        raise
 
 
 def _plain(value: Any) -> Any:

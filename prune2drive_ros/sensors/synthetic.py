@@ -31,7 +31,7 @@ from .imaging import encode_jpeg
 from .questions import QAItem, write_questions
 from .scene import CAMERAS, RoadScene, scene_questions
 
-LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: The order nuScenes' cameras fire in as the lidar sweeps past them.
 FIRING_ORDER: tuple[str, ...] = (
@@ -159,7 +159,7 @@ def write_synthetic_bag(
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    LOG.debug(
+    logger.debug(
         "wrote %s (%d frames, %s) and %d questions to %s",
         out,
         frames,

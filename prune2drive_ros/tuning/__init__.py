@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..errors import TrialFailed
 from .drivelm import DriveLMItem, load_drivelm, score_drivelm
 from .scoring import (
     LanguageScores,
@@ -35,9 +36,7 @@ _LAZY: dict[str, str] = {
     "DEFAULT_LAMBDA": "objective",
     "Evaluation": "objective",
     "Evaluator": "objective",
-    "TrialFailed": "objective",
     "choose_reward": "objective",
-    "lambda_from_sum_weight": "objective",
     "penalty": "objective",
     "SearchSpace": "study",
     "choose_trial": "study",
@@ -61,6 +60,7 @@ __all__ = [
     "DriveLMItem",
     "LanguageScores",
     "Score",
+    "TrialFailed",
     "accuracy",
     "drivelm_score",
     "fidelity",

@@ -27,8 +27,8 @@ the wrong shape) is logged, recomputed and rewritten, never a crash. The header 
 (names, shapes, offsets) can be intact while its tensor bytes are not (a flipped bit on disk, a
 partial overwrite): each entry therefore carries the CRC-32 of its tensor bytes in the
 safetensors metadata, checked on every read. CRC-32 detects accidental damage, not tampering,
-and costs about 2.3 ms on one frame of 6 x 729 x 896 float32 tokens (15.7 MB, see
-BENCHMARKS.md), next to the minutes a trial spends in the language model.
+and costs next to nothing beside the minutes a trial spends in the language model (see
+BENCHMARKS.md).
 
 The unpruned model's answers to the validation questions (the reference of the fidelity reward
 and the "none" row of ``eval``) are cached beside the tokens, per frame and answer length.
@@ -39,10 +39,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -52,6 +50,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..cache import cache_dir
+from ..files import write_atomically, write_text_atomically
 from ..views import VIEWS
 from ..vlm import DrivingVLM
 from .sources import Frame, content_digest, decode_frame, digest, file_stamp
@@ -256,7 +255,7 @@ class FeatureCache:
             )
             known.update({g.question: g.text for g in generations})
             text = json.dumps(known, ensure_ascii=False, indent=0)
-            write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+            write_text_atomically(path, text)
         return [known[q] for q in questions]
 
     def _read_answers(self, path: Path) -> dict[str, str]:
@@ -279,20 +278,3 @@ def checksum(tensor: torch.Tensor) -> str:
     """CRC-32 of the bytes of a CPU tensor, as 8 hex digits (read in place, not copied)."""
     raw = tensor.contiguous().view(torch.uint8).numpy().data
     return f"{zlib.crc32(raw):08x}"
-
-
-def write_atomically(path: Path, write: Callable[[str], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    Readers (other workers, the next run) see the old file or the new one, never half of one.
-    The temporary file keeps ``path``'s suffix, for writers that pick a format from it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

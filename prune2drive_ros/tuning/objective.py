@@ -18,7 +18,7 @@
 * **Objective** ``R - lambda * P``. The reference search maximises
   ``0.5 * language + 0.5 * accuracy - 0.03 * sum(rates)``; with ``P`` the mean rate,
   ``0.03 * sum(rates) = 0.03 * 6 * mean(rates) = 0.18 * P``, so the default ``lambda = 0.18``
-  is the reference's weight (:func:`lambda_from_sum_weight`).
+  is the reference's weight (:data:`DEFAULT_LAMBDA`).
 
 A sample that cannot be answered in a trial (a corrupt image, an error in the model) is skipped
 with a warning and counted; the trial fails only when no sample is left.
@@ -26,22 +26,21 @@ with a warning and counted; the trial fails only when no sample is left.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from ..engine import Engine
-from ..errors import ConfigError, Prune2DriveError
+from ..errors import ConfigError, TrialFailed
 from ..pruning.budget import Rates, validate_rates
 from ..views import VIEWS
 from ..vlm import DrivingVLM
 from .features import FeatureCache
-from .ptb import TOKENIZERS, Tokenizer, language_tokenizer
+from .ptb import Tokenizer, language_tokenizer
 from .scoring import (
     TAG_ACCURACY,
     TAG_LANGUAGE,
@@ -53,6 +52,9 @@ from .scoring import (
     score_answers,
 )
 from .sources import Frame, Sample, ValidationSet
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +68,6 @@ FIDELITY_DESCRIPTION = (
     "fidelity = mean over questions of (exact agreement + ROUGE-L) / 2 between the pruned and "
     "the unpruned model's answers (1.0 = pruning changed no answer)"
 )
-
-
-class TrialFailed(Prune2DriveError):
-    """No sample of a trial could be scored."""
-
-
-def lambda_from_sum_weight(weight: float, views: int = len(VIEWS)) -> float:
-    """``lambda`` per unit of mean rate equal to ``weight`` per unit of summed rates."""
-    return weight * views
 
 
 def penalty(budgets: Sequence[int], tokens_per_view: int) -> float:
@@ -157,6 +150,37 @@ class Evaluation:
     def tokens_per_view(self) -> dict[str, int]:
         """Tokens kept per view."""
         return dict(zip(VIEWS, self.budgets, strict=True))
+
+    def describe(self) -> str:
+        """How the reward is made up (the DriveLM weighting, or fidelity)."""
+        if self.score is not None:
+            return self.score.describe()
+        return FIDELITY_DESCRIPTION + f" = {self.reward:.4f}"
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> Evaluation:
+        """The evaluation a study stored with ``trial`` (:meth:`user_attrs`, rates as params).
+
+        The one reader of the stored attributes, so studies written before stay readable.
+        """
+        attrs = trial.user_attrs
+        parts = dict(attrs["parts"])
+        return cls(
+            rates={view: float(trial.params[view]) for view in VIEWS},
+            budgets=tuple(int(b) for b in attrs["tokens_per_view"]),
+            reward=float(attrs["reward"]),
+            penalty=float(attrs["penalty"]),
+            objective=float(attrs["objective"]),
+            parts=parts,
+            answered=int(attrs["answered"]),
+            skipped=int(attrs["skipped"]),
+            score=None if "fidelity" in parts else score_from_parts(parts),
+        )
+
+    @staticmethod
+    def stored(trial: FrozenTrial) -> bool:
+        """Whether ``trial`` carries an evaluation (:meth:`from_trial` can read it)."""
+        return "reward" in trial.user_attrs and all(view in trial.params for view in VIEWS)
 
     def user_attrs(self) -> dict[str, Any]:
         """What a study stores with the trial (JSON values)."""
@@ -248,12 +272,6 @@ class Evaluator:
                     logger.warning("no unpruned answers for %s: %s", frame.label, exc)
         return self._unpruned
 
-    def describe(self, evaluation: Evaluation) -> str:
-        """How the reward of ``evaluation`` is made up (the DriveLM weighting, or fidelity)."""
-        if evaluation.score is not None:
-            return evaluation.score.describe()
-        return FIDELITY_DESCRIPTION + f" = {evaluation.reward:.4f}"
-
     def evaluate(self, rates: Rates | None, *, pruner: str | None = None) -> Evaluation:
         """Score ``rates`` (None: no pruning, from the cached unpruned answers).
 
@@ -342,51 +360,6 @@ class Evaluator:
         return value, score.as_dict(), score
 
 
-# --------------------------------------------------------------------------------------------
-# Command line (shared by tune and eval)
-# --------------------------------------------------------------------------------------------
-
-
-def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
-    """The reward and cache options that ``tune`` and ``eval`` share."""
-    parser.add_argument(
-        "--reward",
-        choices=REWARDS,
-        default=None,
-        help="drivelm (local DriveLM score against reference answers) or fidelity (agreement "
-        "with the unpruned model); default drivelm when every question has a reference answer",
-    )
-    parser.add_argument(
-        "--tokenizer",
-        choices=TOKENIZERS,
-        default="auto",
-        help="tokens of the drivelm reward's language metrics: ptb (Stanford PTBTokenizer, as the "
-        "DriveLM challenge; needs java), regex (its emulation) or auto (ptb when java runs; "
-        "default)",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="feature cache folder (default ~/.cache/prune2drive_ros/features)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def choose_scoring(
-    requested: str | None, choice: str, data: ValidationSet
-) -> tuple[tuple[str, str], Tokenizer | None]:
-    """The reward (name and why, printed for the user) and its tokenizer, from ``--reward``
-    and ``--tokenizer``: what tune and eval settle before the model loads.
-
-    Raises:
-        ConfigError: as :func:`choose_reward` and :func:`reward_tokenizer`.
-    """
-    reward = choose_reward(requested, data)
-    print(f"reward: {reward[0]} ({reward[1]})")
-    return reward, reward_tokenizer(reward[0], choice)
-
-
 def reward_tokenizer(reward: str, choice: str) -> Tokenizer | None:
     """The tokenizer of the language metrics for ``--tokenizer choice``, or None when the
     reward uses none (``fidelity`` tokenises with the emulation, see :func:`~.scoring.fidelity`).
@@ -410,24 +383,27 @@ class EvaluationSetup:
 
 
 def prepare_evaluation(
-    args: argparse.Namespace,
     engine: Engine,
     data: ValidationSet,
     reward: tuple[str, str],
     *,
     tokenizer: Tokenizer | None,
     lam: float = DEFAULT_LAMBDA,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
 ) -> EvaluationSetup:
     """Build the evaluator for ``reward`` (name and why, from :func:`choose_reward`; language
     metrics on ``tokenizer``, from :func:`reward_tokenizer`), then encode every frame that is
     not cached yet: the evaluator's checks come before the encoder. The model, pruner and
-    answer length are ``engine``'s (the command's config).
+    answer length are ``engine``'s (the command's config); the feature cache lives in
+    ``cache_dir`` (default: the package's cache); ``seed`` seeds the pruner.
 
     Raises:
         ConfigError: as :class:`Evaluator`.
     """
     name, reason = reward
-    features = FeatureCache(engine.vlm, args.cache_dir)
+    features = FeatureCache(engine.vlm, cache_dir)
     evaluator = Evaluator(
         engine.vlm,
         features,
@@ -436,9 +412,9 @@ def prepare_evaluation(
         lam=lam,
         pruner=engine.pruner,
         max_new_tokens=engine.max_new_tokens,
-        seed=args.seed,
-        progress=not args.no_progress,
+        seed=seed,
+        progress=progress,
         tokenizer=tokenizer,
     )
-    features.prepare(data.frames, progress=not args.no_progress)
+    features.prepare(data.frames, progress=progress)
     return EvaluationSetup(data, features, evaluator, name, reason, tokenizer)

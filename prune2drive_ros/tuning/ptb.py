@@ -48,7 +48,7 @@ from pathlib import Path
 
 from pycocoevalcap.tokenizer import ptbtokenizer
 
-from ..errors import ConfigError, Prune2DriveError
+from ..errors import ConfigError, TokenizerError
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +66,6 @@ _PROBE_TOKENS = [
     *("there", "is", "a", "car", "-lrb-", "the", "white", "one", "-rrb-", "at"),
     *("<", "c1", "cam_back", ",1088.3,497.5", ">"),
 ]
-
-
-class TokenizerError(Prune2DriveError):
-    """The Java tokeniser failed part-way (it worked when the process started)."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +149,7 @@ def tokenizer_named(name: str) -> Tokenizer:
 @functools.cache
 def java_problem() -> str | None:
     """Why the jar cannot be used here, or None when it runs (checked once per process, by
-    tokenising one sentence: about 0.1 s)."""
+    tokenising one sentence; its cost: see BENCHMARKS.md)."""
     if shutil.which("java") is None:
         return "java is not on PATH"
     if not PTB_JAR.is_file():

@@ -10,26 +10,29 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import yaml
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
+from ..files import write_atomically, write_text_atomically
 from ..views import VIEWS
 from ..vlm import RANDOM_WEIGHTS_NOTE
-from .features import write_atomically
-from .objective import FIDELITY_DESCRIPTION, Evaluation, score_from_parts
+from .objective import Evaluation
 from .study import Choice, completed_trials, pareto_front, trial_rates
 
 logger = logging.getLogger(__name__)
 
 HISTORY_PNG = "history.png"
+#: The Pareto front of a two-objective study, beside the report.
+PARETO_FILE = "pareto.yaml"
 RATES_PNG = "rates.png"
 TRADE_OFF_PNG = "score_vs_tokens.png"
 TOP_TRIALS = 5
@@ -87,9 +90,27 @@ def write_report(folder: Path, context: ReportContext) -> list[Path]:
     ]
     report = folder / "report.md"
     text = report_text(trials, context)
-    write_atomically(report, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_text_atomically(report, text)
     logger.info("wrote %s and %d plots", report, len(plots))
     return [report, *plots]
+
+
+def write_pareto_front(folder: Path, study: optuna.Study) -> Path:
+    """Write the Pareto front of a two-objective ``study`` (rates, R, P and tokens kept of each
+    trial on it) to ``folder``/pareto.yaml; return its path."""
+    front = [
+        {
+            "trial": t.number,
+            "rates": trial_rates(t),
+            "score": e.reward,
+            "tokens": e.penalty,
+            "tokens_kept": sum(e.budgets),
+        }
+        for t, e in ((t, Evaluation.from_trial(t)) for t in pareto_front(completed_trials(study)))
+    ]
+    path = folder / PARETO_FILE
+    write_text_atomically(path, yaml.safe_dump(front, sort_keys=False))
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,8 +122,20 @@ def _percent(fraction: float) -> str:
     return f"{100 * fraction:.1f} %"
 
 
-def _value(trial: FrozenTrial, key: str) -> float:
-    return float(trial.user_attrs[key])
+def _ev(trial: FrozenTrial) -> Evaluation:
+    return Evaluation.from_trial(trial)
+
+
+def _reward(trial: FrozenTrial) -> float:
+    return _ev(trial).reward
+
+
+def _penalty(trial: FrozenTrial) -> float:
+    return _ev(trial).penalty
+
+
+def _objective(trial: FrozenTrial) -> float:
+    return _ev(trial).objective
 
 
 def _rates_cells(trial: FrozenTrial) -> str:
@@ -114,7 +147,7 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
     study, chosen = context.study, context.choice.trial
     states = [t.state for t in study.get_trials(deepcopy=False)]
     full = context.tokens_per_view * len(VIEWS)
-    kept = chosen.user_attrs["tokens_per_view"]
+    kept = _ev(chosen).budgets
     lines = ["# Retention-rate tuning report", ""]
     if context.random_weights:
         lines += [f"> **{RANDOM_WEIGHTS_NOTE}**: the scores below only show the machinery.", ""]
@@ -140,9 +173,9 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         "## Chosen rates",
         "",
         f"Trial {chosen.number}, chosen as the {context.choice.how}: R = "
-        f"{_value(chosen, 'reward'):.4f}, P = {_value(chosen, 'penalty'):.4f} "
+        f"{_reward(chosen):.4f}, P = {_penalty(chosen):.4f} "
         f"({sum(kept)} of {full} visual tokens, {_percent(sum(kept) / full)})"
-        + ("" if context.multi_objective else f", objective = {_value(chosen, 'objective'):.4f}")
+        + ("" if context.multi_objective else f", objective = {_objective(chosen):.4f}")
         + f". Unpruned on the same data: R = {context.unpruned.reward:.4f}.",
         "",
         "| view | rate | tokens kept |",
@@ -155,7 +188,7 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         "## Parts of the score",
         "",
         "```",
-        _describe(chosen, context.reward),
+        _ev(chosen).describe(),
         "```",
         "",
         f"## Top {TOP_TRIALS} trials",
@@ -190,30 +223,22 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
     return "\n".join(lines)
 
 
-def _describe(trial: FrozenTrial, reward: str) -> str:
-    parts = trial.user_attrs["parts"]
-    if reward == "fidelity":
-        return f"{FIDELITY_DESCRIPTION} = {parts['fidelity']:.4f}"
-    return score_from_parts(parts).describe()
-
-
 def _top(trials: Sequence[FrozenTrial], multi_objective: bool) -> list[FrozenTrial]:
     """The best trials: by ``R - lambda * P``, or with two objectives by R, then fewer tokens."""
     if multi_objective:
-        return sorted(trials, key=lambda t: (-_value(t, "reward"), _value(t, "penalty"), t.number))[
-            :TOP_TRIALS
-        ]
-    return sorted(trials, key=lambda t: (-_value(t, "objective"), t.number))[:TOP_TRIALS]
+        return sorted(trials, key=lambda t: (-_reward(t), _penalty(t), t.number))[:TOP_TRIALS]
+    return sorted(trials, key=lambda t: (-_objective(t), t.number))[:TOP_TRIALS]
 
 
 def _trials_table(trials: Sequence[FrozenTrial], multi_objective: bool) -> str:
     """Trials with R, P and rates; and ``R - lambda * P`` when that is what the study optimised."""
-    keys = ("reward", "penalty") if multi_objective else ("objective", "reward", "penalty")
-    names = {"objective": "objective", "reward": "R", "penalty": "P"}
-    header = "| trial | " + " | ".join([*(names[k] for k in keys), *VIEWS]) + " |"
-    rule = "| ---: " * (1 + len(keys) + len(VIEWS)) + "|"
+    columns: list[tuple[str, Callable[[FrozenTrial], float]]] = [("R", _reward), ("P", _penalty)]
+    if not multi_objective:
+        columns.insert(0, ("objective", _objective))
+    header = "| trial | " + " | ".join([*(name for name, _ in columns), *VIEWS]) + " |"
+    rule = "| ---: " * (1 + len(columns) + len(VIEWS)) + "|"
     rows = [
-        f"| {t.number} | " + " | ".join(f"{_value(t, k):.4f}" for k in keys) + f" | "
+        f"| {t.number} | " + " | ".join(f"{value(t):.4f}" for _, value in columns) + f" | "
         f"{_rates_cells(t)} |"
         for t in trials
     ]
@@ -233,7 +258,7 @@ def history_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Fig
     if not context.multi_objective:
         figure = Figure(figsize=(7, 4.2), layout="constrained")
         axes = figure.add_subplot()
-        values = [_value(t, "objective") for t in ordered]
+        values = [_objective(t) for t in ordered]
         best = [max(values[: i + 1]) for i in range(len(values))]
         axes.scatter(numbers, values, s=14, label="trial: R - lambda * P")
         axes.step(numbers, best, where="post", color="tab:red", label="best so far")
@@ -244,16 +269,16 @@ def history_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Fig
     front = {t.number for t in pareto_front(trials)}
     figure = Figure(figsize=(7, 5.5), layout="constrained")
     score_axes, tokens_axes = figure.subplots(2, 1, sharex=True)
-    for axes, key, label in (
-        (score_axes, "reward", f"score R ({context.reward}), higher is better"),
-        (tokens_axes, "penalty", "tokens kept P, lower is better"),
+    for axes, value, label in (
+        (score_axes, _reward, f"score R ({context.reward}), higher is better"),
+        (tokens_axes, _penalty, "tokens kept P, lower is better"),
     ):
         on = [t for t in ordered if t.number in front]
         off = [t for t in ordered if t.number not in front]
-        axes.scatter([t.number for t in off], [_value(t, key) for t in off], s=14, label="trial")
+        axes.scatter([t.number for t in off], [value(t) for t in off], s=14, label="trial")
         axes.scatter(
             [t.number for t in on],
-            [_value(t, key) for t in on],
+            [value(t) for t in on],
             s=30,
             color="tab:orange",
             label="on the Pareto front",
@@ -295,16 +320,16 @@ def trade_off_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> F
     figure = Figure(figsize=(7, 4.8), layout="constrained")
     axes = figure.add_subplot()
     axes.scatter(
-        [_value(t, "penalty") for t in trials],
-        [_value(t, "reward") for t in trials],
+        [_penalty(t) for t in trials],
+        [_reward(t) for t in trials],
         s=14,
         alpha=0.6,
         label="trials",
     )
     front = pareto_front(trials)
     axes.step(
-        [_value(t, "penalty") for t in front],
-        [_value(t, "reward") for t in front],
+        [_penalty(t) for t in front],
+        [_reward(t) for t in front],
         "o-",
         where="post",
         color="tab:orange",
@@ -312,8 +337,8 @@ def trade_off_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> F
     )
     chosen = context.choice.trial
     axes.scatter(
-        [_value(chosen, "penalty")],
-        [_value(chosen, "reward")],
+        [_penalty(chosen)],
+        [_reward(chosen)],
         marker="*",
         s=220,
         color="tab:red",

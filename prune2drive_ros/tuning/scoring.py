@@ -40,16 +40,13 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from .ptb import Tokenizer, language_tokenizer, regex_tokens, tokenizer_named
-
-if TYPE_CHECKING:
-    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -563,33 +560,3 @@ def fidelity(pruned_answers: Sequence[str], unpruned_answers: Sequence[str]) -> 
         overlap = rouge.calc_score([" ".join(pruned_tokens)], [" ".join(full_tokens)])
         per_item.append((exact + float(overlap)) / 2)
     return sum(per_item) / len(per_item)
-
-
-class TokenAgreement(NamedTuple):
-    """Agreement of two next-token distributions, both in [0, 1] (1 = the same)."""
-
-    top1: float
-    """Fraction of positions where the most likely token is the same."""
-    tv_similarity: float
-    """1 - mean total-variation distance of the softmax distributions."""
-
-
-def token_agreement(pruned_logits: torch.Tensor, full_logits: torch.Tensor) -> TokenAgreement:
-    """How closely pruning preserves the model's next-token distributions (no labels needed).
-
-    Both tensors are ``[..., vocab]`` logits for the same positions (e.g. the last prefill
-    position of each question). Computed in float32 whatever the input dtype.
-    """
-    if pruned_logits.shape != full_logits.shape or pruned_logits.dim() == 0:
-        raise ValueError(
-            f"logit shapes differ or are scalar: {tuple(pruned_logits.shape)} vs "
-            f"{tuple(full_logits.shape)}; give [..., vocab] logits of the same positions"
-        )
-    p = pruned_logits.float().softmax(dim=-1)
-    q = full_logits.float().softmax(dim=-1)
-    total_variation = 0.5 * (p - q).abs().sum(dim=-1)
-    same_top1 = pruned_logits.argmax(dim=-1) == full_logits.argmax(dim=-1)
-    return TokenAgreement(
-        top1=float(same_top1.float().mean()),
-        tv_similarity=float(1.0 - total_variation.mean()),
-    )

@@ -29,7 +29,6 @@ A validation set is named two ways, for two purposes:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -42,7 +41,6 @@ from typing import Any
 
 import numpy as np
 
-from ..commands.argtypes import at_least, positive_float
 from ..config import DriveVLMConfig
 from ..errors import ConfigError, QuestionError
 from ..sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
@@ -388,61 +386,3 @@ def _check_samples(samples: int) -> None:
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """The validation-data options that ``tune`` and ``eval`` share."""
-    group = parser.add_argument_group(
-        "validation data", "either --bag with --questions, or --drivelm with --nuscenes-root"
-    )
-    group.add_argument("--bag", help="rosbag2 folder or file of the six cameras")
-    group.add_argument(
-        "--questions", help="JSON Lines questions with stamps (reference answers optional)"
-    )
-    group.add_argument("--drivelm", help="DriveLM-nuScenes JSON file (e.g. v1_1_train_nus.json)")
-    group.add_argument("--nuscenes-root", help="nuScenes folder holding samples/ (with --drivelm)")
-    group.add_argument(
-        "--samples",
-        type=at_least(1),
-        default=DEFAULT_SAMPLES,
-        help="validation questions to draw (default %(default)s, the reference's; fewer when the "
-        "source has fewer)",
-    )
-    group.add_argument("--seed", type=int, default=0, help="seed of the draw and of the sampler")
-    group.add_argument(
-        "--max-gap-ms",
-        type=positive_float,
-        default=DEFAULT_MAX_GAP_MS,
-        help="largest distance from a question's stamp to its frame set (default %(default)s)",
-    )
-
-
-def open_validation_set(args: argparse.Namespace, config: DriveVLMConfig) -> ValidationSet:
-    """The validation set the command line names (a bag is read with ``config``'s cameras).
-
-    Raises:
-        ConfigError: neither or both sources given, or a source half given.
-    """
-    bag_given = bool(args.bag or args.questions)
-    drivelm_given = bool(args.drivelm or args.nuscenes_root)
-    if bag_given == drivelm_given:
-        raise ConfigError(
-            "give the validation data either as --bag BAG --questions Q.jsonl or as "
-            "--drivelm FILE.json --nuscenes-root DIR"
-        )
-    if bag_given:
-        if not (args.bag and args.questions):
-            raise ConfigError("--bag and --questions go together; give both")
-        return bag_validation_set(
-            args.bag,
-            args.questions,
-            samples=args.samples,
-            seed=args.seed,
-            config=config,
-            max_gap_ms=args.max_gap_ms,
-        )
-    if not (args.drivelm and args.nuscenes_root):
-        raise ConfigError("--drivelm and --nuscenes-root go together; give both")
-    return drivelm_validation_set(
-        args.drivelm, args.nuscenes_root, samples=args.samples, seed=args.seed
-    )

@@ -76,14 +76,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from ..errors import ConfigError, Prune2DriveError
+from ..errors import ConfigError, StudyError
 from ..sensors.rates_file import redact_url
 from ..views import VIEWS
-from .objective import Evaluator
+from .objective import Evaluation, Evaluator
 
 logger = logging.getLogger(__name__)
 
-SAMPLERS: tuple[str, ...] = ("tpe", "cmaes", "random", "grid", "nsga2")
 DEFAULT_MIN_RATE = 0.05
 DEFAULT_MAX_RATE = 1.0
 DEFAULT_GRID_STEPS = 5
@@ -100,10 +99,6 @@ _CREATE_ATTEMPTS = 5
 #: Bump when the objective's definition changes, so old studies are not resumed by mistake.
 OBJECTIVE_VERSION = 1
 _SETTINGS_ATTR = "prune2drive"
-
-
-class StudyError(Prune2DriveError):
-    """The study cannot give a result (no finished trial, too many failures)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +146,32 @@ class SearchSpace:
         return {view: min(values, key=lambda v: abs(v - rate)) for view, rate in clipped.items()}
 
 
+#: Sampler name -> optuna sampler built from the search space and a seed.
+SAMPLERS: dict[str, Callable[[SearchSpace, int], BaseSampler]] = {
+    "tpe": lambda space, seed: TPESampler(seed=seed),
+    "cmaes": lambda space, seed: CmaEsSampler(seed=seed),
+    "random": lambda space, seed: RandomSampler(seed=seed),
+    "grid": lambda space, seed: GridSampler(
+        {view: space.grid_values() for view in VIEWS}, seed=seed
+    ),
+    "nsga2": lambda space, seed: NSGAIISampler(seed=seed),
+}
+
+
+def get_sampler(name: str) -> Callable[[SearchSpace, int], BaseSampler]:
+    """The sampler factory registered as ``name``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones).
+    """
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}"
+        ) from None
+
+
 def sampler_name(name: str | None, *, multi_objective: bool) -> str:
     """The sampler a run uses: ``name``, or TPE (NSGA-II for a multi-objective study).
 
@@ -161,8 +182,7 @@ def sampler_name(name: str | None, *, multi_objective: bool) -> str:
         ConfigError: an unknown name, CMA-ES for two objectives, or CMA-ES without ``cmaes``.
     """
     name = name or ("nsga2" if multi_objective else "tpe")
-    if name not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+    get_sampler(name)
     if name == "cmaes":
         if multi_objective:
             raise ConfigError("CMA-ES optimises one objective; use nsga2 or tpe with two")
@@ -179,16 +199,7 @@ def make_sampler(
     Raises:
         ConfigError: as :func:`sampler_name`.
     """
-    name = sampler_name(name, multi_objective=multi_objective)
-    if name == "tpe":
-        return TPESampler(seed=seed)
-    if name == "random":
-        return RandomSampler(seed=seed)
-    if name == "grid":
-        return GridSampler({view: space.grid_values() for view in VIEWS}, seed=seed)
-    if name == "nsga2":
-        return NSGAIISampler(seed=seed)
-    return CmaEsSampler(seed=seed)
+    return get_sampler(sampler_name(name, multi_objective=multi_objective))(space, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,7 +287,8 @@ class HeartbeatRDBStorage(RDBStorage):
     that creates it, and an enqueued trial's right after it leaves the queue (a separate
     commit: a window of one statement remains there). The heartbeat thread then refreshes the
     row as usual. Only the two methods below differ from optuna's; both are hooks of optuna's
-    own RDBStorage (present since optuna 4.0, the oldest this package accepts).
+    own RDBStorage (present since optuna 4.0, the oldest this package accepts). The first is
+    private: setup.py bounds optuna below 6, and a test fails if optuna stops calling it.
     """
 
     def _get_prepared_new_trial(
@@ -449,7 +461,8 @@ def run_trials(
         if trial.state == TrialState.COMPLETE:
             stats.completed += 1
             stats.consecutive_failures = 0
-            bar.set_postfix(reward=f"{trial.user_attrs.get('reward', float('nan')):.4f}")
+            if Evaluation.stored(trial):
+                bar.set_postfix(reward=f"{Evaluation.from_trial(trial).reward:.4f}")
         elif trial.state == TrialState.FAIL:
             stats.failed += 1
             stats.consecutive_failures += 1
@@ -530,26 +543,29 @@ def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "reward" in t.user_attrs and all(view in t.params for view in VIEWS)
+        if Evaluation.stored(t)
     ]
 
 
 def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Trials no other trial beats on both score (higher) and tokens (fewer), by tokens."""
 
-    def point(t: FrozenTrial) -> tuple[float, float]:
-        return float(t.user_attrs["reward"]), float(t.user_attrs["penalty"])
-
+    points = {t.number: _point(t) for t in trials}
     front = []
     for t in trials:
-        reward, tokens = point(t)
+        reward, tokens = points[t.number]
         dominated = any(
-            r >= reward and p <= tokens and (r > reward or p < tokens)
-            for r, p in map(point, trials)
+            r >= reward and p <= tokens and (r > reward or p < tokens) for r, p in points.values()
         )
         if not dominated:
             front.append(t)
-    return sorted(front, key=lambda t: (point(t)[1], -point(t)[0], t.number))
+    return sorted(front, key=lambda t: (points[t.number][1], -points[t.number][0], t.number))
+
+
+def _point(trial: FrozenTrial) -> tuple[float, float]:
+    """(score R, tokens kept P) of ``trial``."""
+    evaluation = Evaluation.from_trial(trial)
+    return evaluation.reward, evaluation.penalty
 
 
 def knee(front: Sequence[FrozenTrial]) -> FrozenTrial:
@@ -562,18 +578,19 @@ def knee(front: Sequence[FrozenTrial]) -> FrozenTrial:
     """
     if not front:
         raise StudyError("the Pareto front is empty: no trial has finished")
-    rewards = [float(t.user_attrs["reward"]) for t in front]
-    tokens = [float(t.user_attrs["penalty"]) for t in front]
+    points = [_point(t) for t in front]
+    rewards = [reward for reward, _ in points]
+    tokens = [penalty for _, penalty in points]
 
     def scaled(values: Sequence[float], value: float) -> float:
         span = max(values) - min(values)
         return (value - min(values)) / span if span > 0 else 0.0
 
-    def height(t: FrozenTrial) -> tuple[float, float]:
-        reward, penalty = float(t.user_attrs["reward"]), float(t.user_attrs["penalty"])
+    def height(i: int) -> tuple[float, float]:
+        reward, penalty = points[i]
         return scaled(rewards, reward) - scaled(tokens, penalty), reward
 
-    return max(front, key=height)
+    return front[max(range(len(front)), key=height)]
 
 
 @dataclass(frozen=True)
@@ -600,19 +617,19 @@ def choose_trial(
     if not trials:
         raise StudyError(f"study {study.study_name!r} has no finished trial yet")
     if not multi_objective:
-        best = max(trials, key=lambda t: (float(t.user_attrs["objective"]), -t.number))
+        best = max(trials, key=lambda t: (Evaluation.from_trial(t).objective, -t.number))
         return Choice(best, "highest objective R - lambda * P")
     front = pareto_front(trials)
     if budget is None:
         return Choice(knee(front), "knee of the Pareto front (score and tokens scaled to [0, 1])")
-    within = [t for t in front if float(t.user_attrs["penalty"]) <= budget]
+    within = [t for t in front if _point(t)[1] <= budget]
     if not within:
-        fewest = float(front[0].user_attrs["penalty"])
+        fewest = _point(front[0])[1]
         raise StudyError(
             f"no finished trial keeps at most {budget:.1%} of the tokens (fewest: {fewest:.1%}); "
             "raise --budget or run more trials"
         )
-    best = max(within, key=lambda t: float(t.user_attrs["reward"]))
+    best = max(within, key=lambda t: _point(t)[0])
     return Choice(best, f"highest score with at most {budget:.1%} of the tokens")
 
 

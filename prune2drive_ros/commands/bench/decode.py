@@ -29,7 +29,7 @@ from ...views import VIEWS, image_topic
 from ..argtypes import at_least
 from . import add_timing_arguments, device_name, emit_json, median, resolve_device, time_interleaved
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         [np.abs(a.astype(np.int16) - b).mean() for a, b in zip(reduced(), full(), strict=True)]
     )
     device = resolve_device("cpu")
-    log.info("timing %d views, %d repeats, %d threads", len(messages), args.repeats, workers)
+    logger.info("timing %d views, %d repeats, %d threads", len(messages), args.repeats, workers)
     with pool:
         times = time_interleaved(
             {"reduced": reduced, "full": full, "reduced_serial": reduced_serial},

@@ -30,7 +30,7 @@ from ...views import VIEWS
 from ..argtypes import retention_rate
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: A DriveLM-style question, so the text part of the prompt has a realistic length.
 QUESTION = (
@@ -97,7 +97,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     selection = vlm.prune(visual, budgets, args.pruner, seed=args.seed)
     full = vlm.prefill_inputs(visual, None, QUESTION, positions=args.positions)
     pruned = vlm.prefill_inputs(visual, selection, QUESTION, positions=args.positions)
-    log.info(
+    logger.info(
         "prefill of %d tokens vs %d (budgets %s) on %s", full.length, pruned.length, budgets, device
     )
     times = time_interleaved(

@@ -27,7 +27,7 @@ from ...pruning.tfps import METRICS, SYMMETRIC_FROM, gram
 from ..argtypes import at_least, retention_rate
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -81,7 +81,7 @@ def _measure(
         return gram(upcast)
 
     same = torch.equal(ours().indices, reference().indices)
-    log.info("timing retention %s (budgets %s)", retention, budgets)
+    logger.info("timing retention %s (budgets %s)", retention, budgets)
     times = time_interleaved(
         {"ours": ours, "reference": reference, "floor": floor},
         warmup=args.warmup,
@@ -154,6 +154,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         _print_table(results)
     if not all(r["same_selection"] for r in results):
-        log.error("T-FPS and the reference kept different tokens")
+        logger.error("T-FPS and the reference kept different tokens")
         return 1
     return 0

@@ -1,0 +1,218 @@
+"""The flags the commands share, and turning them into the library's typed arguments.
+
+Model, pruning and cameras (``replay``, ``viz``, ``tune``, ``eval``) fill the one config schema;
+validation data and reward (``tune``, ``eval``) become a :class:`~..tuning.sources.ValidationSet`
+and a reward with its tokenizer. The library takes those, never an ``argparse.Namespace``.
+The tuning names are imported where they are used: they pull in torch, which ``replay --help``
+and ``viz --help`` need not load for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import DriveVLMConfig, load_params_yaml
+from ..errors import ConfigError
+from ..sensors.bag import DEFAULT_MAX_GAP_MS
+from ..views import VIEWS
+from .argtypes import at_least, positive_float, topic_remap
+
+if TYPE_CHECKING:
+    from ..tuning.ptb import Tokenizer
+    from ..tuning.sources import ValidationSet
+
+#: Flags that override one parameter of the config each: flag dest -> parameter name.
+_CONFIG_FLAGS = {
+    "model": "model",
+    "family": "family",
+    "rates": "rates_file",
+    "pruner": "pruner",
+    "device": "device",
+    "dtype": "dtype",
+    "max_new_tokens": "max_new_tokens",
+    "sync_slop": "sync_slop_s",
+    "sync_queue": "sync_queue_size",
+}
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, pruning and camera options every answering command shares.
+
+    They fill the one config schema (:class:`~prune2drive_ros.config.DriveVLMConfig`): its
+    defaults, or the node's params file given with ``--params``, then each flag given.
+    """
+    group = parser.add_argument_group(
+        "model, pruning and cameras (defaults: --params FILE, else config/drive_vlm.yaml's)"
+    )
+    group.add_argument(
+        "--params", help="the node's ROS 2 params file (drive_vlm.yaml): start from its settings"
+    )
+    group.add_argument("--model", help="hub id or local checkpoint (default: the tiny test model)")
+    group.add_argument("--family", help="model family (default: from the model's config.json)")
+    group.add_argument("--rates", help="retention_rates.yaml (default: the package's)")
+    group.add_argument("--pruner", help="tfps (default), random, grid or dart")
+    group.add_argument("--device", help="auto, cuda or cpu")
+    group.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
+    group.add_argument(
+        "--max-new-tokens", type=at_least(1), help="answer length limit in tokens (64)"
+    )
+    group.add_argument(
+        "--raw",
+        action="store_true",
+        default=None,
+        help="read sensor_msgs/Image topics instead of CompressedImage",
+    )
+    group.add_argument(
+        "--topic",
+        type=topic_remap,
+        action="append",
+        metavar="VIEW:=TOPIC",
+        help="the topic of one camera view, e.g. CAM_FRONT:=/cam_front/image/compressed "
+        "(repeat for each view that differs from /<VIEW>/image_rect_compressed)",
+    )
+    group.add_argument("--sync-slop", type=float, help="camera sync slop in seconds (0.06)")
+    group.add_argument("--sync-queue", type=int, help="messages kept per camera while pairing (5)")
+
+
+def engine_config(args: argparse.Namespace) -> DriveVLMConfig:
+    """The one config schema, filled from ``--params`` and the flags given (validated).
+
+    Raises:
+        ConfigError: a bad params file or flag value, naming the parameter.
+    """
+    config = load_params_yaml(args.params) if args.params else DriveVLMConfig()
+    changes = {
+        name: getattr(args, flag)
+        for flag, name in _CONFIG_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    if args.raw:
+        changes["use_compressed"] = False
+    config = config.with_changes(**changes)
+    if args.topic:
+        topics = config.resolved_image_topics() | dict(args.topic)
+        config = config.with_changes(image_topics=tuple(topics[view] for view in VIEWS))
+    return config
+
+
+def check_output_file(path: str | Path) -> Path:
+    """``path`` if a file can be written there; a ConfigError before any work otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name for the output")
+    if not path.parent.is_dir():
+        raise ConfigError(f"folder {path.parent} does not exist; create it or write elsewhere")
+    return path
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The validation-data options that ``tune`` and ``eval`` share (read by
+    :func:`open_validation_set`)."""
+    from ..tuning.sources import DEFAULT_SAMPLES
+
+    group = parser.add_argument_group(
+        "validation data", "either --bag with --questions, or --drivelm with --nuscenes-root"
+    )
+    group.add_argument("--bag", help="rosbag2 folder or file of the six cameras")
+    group.add_argument(
+        "--questions", help="JSON Lines questions with stamps (reference answers optional)"
+    )
+    group.add_argument("--drivelm", help="DriveLM-nuScenes JSON file (e.g. v1_1_train_nus.json)")
+    group.add_argument("--nuscenes-root", help="nuScenes folder holding samples/ (with --drivelm)")
+    group.add_argument(
+        "--samples",
+        type=at_least(1),
+        default=DEFAULT_SAMPLES,
+        help="validation questions to draw (default %(default)s, the reference's; fewer when the "
+        "source has fewer)",
+    )
+    group.add_argument("--seed", type=int, default=0, help="seed of the draw and of the sampler")
+    group.add_argument(
+        "--max-gap-ms",
+        type=positive_float,
+        default=DEFAULT_MAX_GAP_MS,
+        help="largest distance from a question's stamp to its frame set (default %(default)s)",
+    )
+
+
+def open_validation_set(args: argparse.Namespace, config: DriveVLMConfig) -> ValidationSet:
+    """The validation set the command line names (a bag is read with ``config``'s cameras).
+
+    Raises:
+        ConfigError: neither or both sources given, or a source half given.
+    """
+    from ..tuning.sources import bag_validation_set, drivelm_validation_set
+
+    bag_given = bool(args.bag or args.questions)
+    drivelm_given = bool(args.drivelm or args.nuscenes_root)
+    if bag_given == drivelm_given:
+        raise ConfigError(
+            "give the validation data either as --bag BAG --questions Q.jsonl or as "
+            "--drivelm FILE.json --nuscenes-root DIR"
+        )
+    if bag_given:
+        if not (args.bag and args.questions):
+            raise ConfigError("--bag and --questions go together; give both")
+        return bag_validation_set(
+            args.bag,
+            args.questions,
+            samples=args.samples,
+            seed=args.seed,
+            config=config,
+            max_gap_ms=args.max_gap_ms,
+        )
+    if not (args.drivelm and args.nuscenes_root):
+        raise ConfigError("--drivelm and --nuscenes-root go together; give both")
+    return drivelm_validation_set(
+        args.drivelm, args.nuscenes_root, samples=args.samples, seed=args.seed
+    )
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The reward and cache options that ``tune`` and ``eval`` share (read by
+    :func:`choose_scoring`; ``--cache-dir``, ``--seed`` and ``--no-progress`` go to
+    :func:`~..tuning.objective.prepare_evaluation`)."""
+    from ..tuning.objective import REWARDS
+    from ..tuning.ptb import TOKENIZERS
+
+    parser.add_argument(
+        "--reward",
+        choices=REWARDS,
+        default=None,
+        help="drivelm (local DriveLM score against reference answers) or fidelity (agreement "
+        "with the unpruned model); default drivelm when every question has a reference answer",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        choices=TOKENIZERS,
+        default="auto",
+        help="tokens of the drivelm reward's language metrics: ptb (Stanford PTBTokenizer, as the "
+        "DriveLM challenge; needs java), regex (its emulation) or auto (ptb when java runs; "
+        "default)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="feature cache folder (default ~/.cache/prune2drive_ros/features)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def choose_scoring(
+    args: argparse.Namespace, data: ValidationSet
+) -> tuple[tuple[str, str], Tokenizer | None]:
+    """The reward (name and why, printed for the user) and its tokenizer, from ``--reward``
+    and ``--tokenizer``: what tune and eval settle before the model loads.
+
+    Raises:
+        ConfigError: as :func:`~..tuning.objective.choose_reward` and
+            :func:`~..tuning.objective.reward_tokenizer`.
+    """
+    from ..tuning.objective import choose_reward, reward_tokenizer
+
+    reward = choose_reward(args.reward, data)
+    print(f"reward: {reward[0]} ({reward[1]})")
+    return reward, reward_tokenizer(reward[0], args.tokenizer)
