@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from prune2drive_ros.sensors import rates_file
 from prune2drive_ros.errors import BudgetError, ConfigError
+from prune2drive_ros.sensors import rates_file
 from prune2drive_ros.sensors.rates_file import RatesFile, load_rates, redact_url, save_rates
 from prune2drive_ros.views import VIEWS
 

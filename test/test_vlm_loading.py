@@ -14,8 +14,8 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from prune2drive_ros.devices import resolve_device
 from prune2drive_ros.errors import ConfigError, ModelLoadError
 from prune2drive_ros.vlm import FAMILIES, load_vlm
-from prune2drive_ros.vlm.base import resolve_dtype
 from prune2drive_ros.vlm.llava_onevision import LlavaOnevisionVLM
+from prune2drive_ros.vlm.loading import resolve_dtype
 from prune2drive_ros.vlm.tiny import cached_tiny
 
 

@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..sensors.sync import SyncStats
+from ..timings import Timings
 from .worker import WorkerCounters, check_frames
 
-#: Stage keys of ``Answer.timings_ms``, in pipeline order.
-STAGES: tuple[str, ...] = ("decode", "encode", "prune", "prefill", "generate", "total")
+#: Stages of ``Answer.timings_ms``, in pipeline order.
+STAGES: tuple[str, ...] = Timings.stages()
 
 #: Diagnostic levels, mildest first.
 LEVELS: tuple[str, ...] = ("OK", "WARN", "ERROR")
@@ -86,12 +87,11 @@ class NodeStats:
             self._forget_arrivals(now)
             self._latest_stamp_ns = stamp_ns
 
-    def record_timings(self, timings_ms: Mapping[str, float]) -> None:
-        """Add one answer's per-stage timings (unknown stages are ignored)."""
+    def record_timings(self, timings_ms: Timings) -> None:
+        """Add one answer's per-stage timings."""
         with self._lock:
-            for stage, samples in self._latency.items():
-                if stage in timings_ms:
-                    samples.append(float(timings_ms[stage]))
+            for stage, ms in timings_ms.as_dict().items():
+                self._latency[stage].append(ms)
 
     @property
     def latest_stamp_ns(self) -> int | None:
