@@ -240,6 +240,12 @@ class Engine:
         """Visual tokens the language model sees per view (all of them when unpruned)."""
         return dict(zip(VIEWS, self.budgets, strict=True))
 
+    def gpu_memory_bytes(self) -> int | None:
+        """Bytes torch's allocator holds on the model's CUDA device; None off CUDA."""
+        if self.vlm.device.type != "cuda":
+            return None
+        return int(torch.cuda.memory_allocated(self.vlm.device))
+
     def warmup(self) -> None:
         """One full pass on blank images, so the first real request does not pay for lazy
         initialisation (kernels, allocator pools, tokenizer caches)."""

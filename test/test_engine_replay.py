@@ -60,6 +60,10 @@ def test_unpruned_engine_keeps_every_token(engine: Engine, frames: FrameSet) -> 
     assert unpruned.answer(frames, "Any bus?").timings_ms.prune == 0.0
 
 
+def test_no_gpu_memory_reading_on_the_cpu(engine: Engine) -> None:
+    assert engine.gpu_memory_bytes() is None
+
+
 def test_several_questions_share_one_encoding(
     engine: Engine, frames: FrameSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:

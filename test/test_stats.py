@@ -178,6 +178,7 @@ def test_values_list(stats: NodeStats) -> None:
     for stage in STAGES:
         assert (values[f"{stage} ms p50"], values[f"{stage} ms p95"]) == ("12.0", "12.0")
     assert "GPU memory MiB" not in dict(report(stats).values)
+    assert "GPU memory MiB" not in dict(report(stats, gpu_memory_bytes=lambda: None).values)
 
 
 def test_levels_are_strings() -> None:
