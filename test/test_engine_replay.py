@@ -49,6 +49,8 @@ def test_answer_reports_kept_tokens_timings_and_random_weights(
     assert answer.timings_ms.total >= answer.timings_ms.prefill > 0
     assert answer.frames_stamp_ns == frames.stamp_ns
     record = answer.as_dict()
+    assert record["timings_ms"] == answer.timings_ms.as_dict(), "the JSON keeps timings_ms"
+    assert all(round(ms, 3) == ms for ms in record["timings_ms"].values())
     assert record["random_weights"] is True
     assert "meaningless" in str(record["note"])
 

@@ -164,7 +164,9 @@ def unpruned_stock_logits(vlm: DrivingVLM, pixels: torch.Tensor) -> torch.Tensor
     return stock_logits(vlm, pixels, reference_input_ids(vlm, QUESTION))
 
 
-@pytest.mark.parametrize("keep_all", [None, "mask"], ids=["no-selection", "all-kept"])
+@pytest.mark.parametrize(
+    "keep_all", [None, "mask", "engine"], ids=["no-selection", "all-kept", "unpruned-engine"]
+)
 def test_retention_one_equals_stock_forward(
     vlm: DrivingVLM,
     pixels: torch.Tensor,
@@ -176,7 +178,11 @@ def test_retention_one_equals_stock_forward(
     chosen = None if keep_all is None else Selection.from_mask(everything)
     ids = reference_input_ids(vlm, QUESTION)
     expected = unpruned_stock_logits
-    inputs = vlm.prefill_inputs(visual, chosen, QUESTION)
+    inputs = (
+        Engine(vlm, None).prefill_inputs(visual, QUESTION)  # full budgets: the pruner never runs
+        if keep_all == "engine"
+        else vlm.prefill_inputs(visual, chosen, QUESTION)
+    )
     assert inputs.length == ids.shape[1]
     assert torch.equal(inputs.positions, stock_positions(vlm, pixels, ids))
     got = vlm.prefill(inputs, all_logits=True).logits
