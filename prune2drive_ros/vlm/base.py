@@ -79,8 +79,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -93,7 +92,7 @@ from ..pruning.selection import Selection
 from ..timings import Timings
 from ..views import VIEWS
 from .decoding import cache_keyword, crop, greedy, stop_ids, stopwatch
-from .loading import RANDOM_WEIGHTS_NOTE, load_pretrained
+from .loading import RANDOM_WEIGHTS_NOTE
 from .prompt import PromptTemplate, TokenizedPrompt
 from .results import (
     Generation,
@@ -104,9 +103,6 @@ from .results import (
     ViewGeometry,
 )
 
-if TYPE_CHECKING:
-    from typing_extensions import Self
-
 logger = logging.getLogger(__name__)
 
 Pruner = Callable[..., Selection]
@@ -115,8 +111,9 @@ Pruner = Callable[..., Selection]
 class DrivingVLM(ABC):
     """A transformers VLM with Prune2Drive pruning between its projector and language model.
 
-    Build one with :meth:`from_pretrained` (or :func:`~.loading.load_vlm`, which picks the
-    family), or :func:`~prune2drive_ros.vlm.tiny.random_vlm` for random weights. All model calls
+    Load one with :func:`~.loading.load_vlm` (which picks the family from ``config.json``) or
+    :func:`~.loading.load_pretrained` (a given family), or build one with
+    :func:`~prune2drive_ros.vlm.tiny.random_vlm` for random weights. All model calls
     run under ``torch.inference_mode``. The model is batch size 1 (one vehicle, one frame set).
 
     Attributes:
@@ -174,27 +171,6 @@ class DrivingVLM(ABC):
         self._pixel_offset = offset.view(1, 3, 1, 1)
         if random_weights:
             logger.warning("%s is a %s", name, RANDOM_WEIGHTS_NOTE)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path_or_id: str | Path,
-        *,
-        device: str | torch.device = "cpu",
-        dtype: str | torch.dtype = "auto",
-        attn_implementation: str = "sdpa",
-        local_files_only: bool = False,
-    ) -> Self:
-        """Load a checkpoint of this family (see :func:`~.loading.load_pretrained` for the
-        arguments and the errors)."""
-        return load_pretrained(
-            cls,
-            path_or_id,
-            device=device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            local_files_only=local_files_only,
-        )
 
     # ------------------------------------------------------------------ family hooks
 

@@ -69,6 +69,10 @@ def load_vlm(path_or_id: str | Path, *, family: str | None = None, **kwargs: Any
     """Load a checkpoint with the adapter of its family (from ``config.json`` when None).
 
     Keyword arguments go to :func:`load_pretrained`.
+
+    Raises:
+        ModelLoadError: as :func:`load_pretrained`, and for a family no adapter is registered
+            for (naming the supported ones).
     """
     if family is None:
         config = load_config(path_or_id, local_files_only=kwargs.get("local_files_only", False))
