@@ -5,7 +5,7 @@ built instead: the family's real transformers class (e.g.
 ``LlavaOnevisionForConditionalGeneration``) with a small config and random weights, a byte-level
 BPE tokenizer trained offline on a built-in driving corpus with the family's special tokens, and
 the family's image processor config, all written with ``save_pretrained``. It is then loaded
-back through exactly the path a user's checkpoint takes (:func:`~.base.load_vlm`), so the tests
+back through exactly the path a user's checkpoint takes (:func:`~.loading.load_vlm`), so the tests
 exercise the real loader, tokenizer, processor config and model code.
 
 Such a model answers nonsense. Its config carries ``prune2drive_random_weights: true``, which
