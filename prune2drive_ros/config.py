@@ -20,6 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .attention import ATTENTION_IMPLEMENTATIONS
 from .errors import ConfigError, QuestionError
 from .files import read_yaml
 from .sensors.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
@@ -39,9 +40,6 @@ FOREIGN_PREFIXES: tuple[str, ...] = ("qos_overrides.",)
 #: until /clock arrives, so the node publishes /diagnostics on a steady timer of its own.
 UPDATER_PERIOD = "diagnostic_updater.period"
 SUPERSEDED: dict[str, str] = {UPDATER_PERIOD: "diagnostics_period_s"}
-
-#: Attention kernels the VLM adapters support (prune2drive_ros.vlm.base checks the same).
-ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "flash_attention_2")
 
 DEFAULT_RATES_FILE = "config/retention_rates.yaml"
 DEFAULT_PARAMS_FILE = "config/drive_vlm.yaml"

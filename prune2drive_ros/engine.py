@@ -1,9 +1,12 @@
 """The ROS-free engine: a model, retention rates, a frame set and a question -> an Answer.
 
-The node and ``prune2drive replay`` both answer through :class:`Engine`, so a question asked
-live and the same question replayed from a bag go through the same decoder, the same budgets
-and the same pruned prefill. The engine is not thread-safe: the node runs it on one worker
-thread (:mod:`~prune2drive_ros.serving.worker`), replay on its main thread.
+The one place that runs the pipeline: decode -> encode -> prune -> prefill -> generate. The
+node and ``prune2drive replay`` answer frame sets through :class:`Engine`, and the tuner and
+``prune2drive eval`` answer (or build prefill inputs) from already-encoded visual tokens through
+it too, so a question asked live, replayed from a bag or scored in a trial goes through the same
+budgets, pruner and prefill. Unpruned is full budgets: every token selected, the pruner not run.
+The engine is not thread-safe: the node runs it on one worker thread
+(:mod:`~prune2drive_ros.serving.worker`), replay on its main thread.
 """
 
 from __future__ import annotations
@@ -15,16 +18,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .config import DriveVLMConfig, check_question, resolve_rates_file
 from .errors import DecodeError
 from .pruning.budget import validate_rates
+from .pruning.selection import Selection
 from .sensors.imaging import decode_views
 from .sensors.rates_file import load_rates
 from .sensors.sync import FrameSet
-from .serving.stats import STAGES
+from .timings import Timings
 from .views import VIEWS, image_topic
-from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, family_class, load_vlm
+from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, Generation, PrefillInputs, family_class, load_vlm
+from .vlm.decoding import stopwatch
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +46,8 @@ class Answer:
     text: str
     frames_stamp_ns: int
     kept_tokens: dict[str, int]
-    timings_ms: dict[str, float]
+    #: per-stage milliseconds, rounded to 3 decimals (as they are reported).
+    timings_ms: Timings
     model: str
     random_weights: bool
 
@@ -58,7 +65,7 @@ class Engine:
     Args:
         vlm: a loaded model adapter.
         rates: retention rate per view (validated here), or ``None`` to keep every token (the
-            unpruned baseline).
+            unpruned baseline: full budgets).
         pruner: name in :data:`~prune2drive_ros.pruning.PRUNERS`.
         topics: topic of each view, only used to name the topic in decode errors.
         max_new_tokens: answer length when a request does not give one.
@@ -77,7 +84,8 @@ class Engine:
     ) -> None:
         self.vlm = vlm
         self.rates = None if rates is None else validate_rates(rates)
-        self.budgets = None if self.rates is None else vlm.budgets(self.rates)
+        self.full_budgets = (vlm.tokens_per_view,) * len(VIEWS)
+        self.budgets = self.full_budgets if self.rates is None else vlm.budgets(self.rates)
         self.pruner = pruner
         self.topics = dict(topics) if topics else {v: image_topic(v) for v in VIEWS}
         self.max_new_tokens = max_new_tokens
@@ -157,15 +165,9 @@ class Engine:
         begin = time.perf_counter()
         images = self.decode(frames)
         decode_ms = (time.perf_counter() - begin) * 1e3
-        generations, timings = self.vlm.ask(
-            images,
-            texts,
-            budgets=self.budgets,
-            pruner=self.pruner,
-            max_new_tokens=max_new_tokens or self.max_new_tokens,
-        )
-        stages = {"decode": decode_ms, **timings.as_dict()}
-        stages["total"] = (time.perf_counter() - begin) * 1e3
+        generations, timings = self.answer_images(images, texts, max_new_tokens)
+        timings.decode = decode_ms
+        timings.total = (time.perf_counter() - begin) * 1e3
         kept = self.kept_tokens()
         return [
             Answer(
@@ -173,17 +175,75 @@ class Engine:
                 text=generation.text,
                 frames_stamp_ns=frames.stamp_ns,
                 kept_tokens=kept,
-                timings_ms={stage: round(stages.get(stage, 0.0), 3) for stage in STAGES},
+                timings_ms=timings.rounded(3),
                 model=self.vlm.name,
                 random_weights=self.vlm.random_weights,
             )
             for generation in generations
         ]
 
+    def answer_images(
+        self,
+        images: Sequence[np.ndarray],
+        questions: Sequence[str],
+        max_new_tokens: int | None = None,
+    ) -> tuple[list[Generation], Timings]:
+        """Answer ``questions`` about six decoded images (``decode``'s output) with the engine's
+        budgets and pruner: encode, then :meth:`answer_encoded`, each stage timed."""
+        encoding = Timings()
+        with stopwatch(encoding, "encode", self.vlm.device):
+            visual = self.vlm.encode_views(self.vlm.preprocess(images))
+        generations, timings = self.answer_encoded(visual, questions, max_new_tokens=max_new_tokens)
+        timings.encode = encoding.encode
+        return generations, timings
+
+    def answer_encoded(
+        self,
+        visual: torch.Tensor,
+        questions: Sequence[str],
+        *,
+        budgets: Sequence[int] | None = None,
+        pruner: str | None = None,
+        seed: int = 0,
+        max_new_tokens: int | None = None,
+    ) -> tuple[list[Generation], Timings]:
+        """Answer ``questions`` from visual tokens already encoded (``vlm.encode_views``):
+        prune, prefill, generate.
+
+        ``budgets``, ``pruner`` and ``max_new_tokens`` default to the engine's; full budgets
+        answer unpruned. The timings hold the stages that ran here (prune, prefill, generate).
+        """
+        timings = Timings()
+        selection = self._select(visual, budgets, pruner, seed, timings)
+        generations, stages = self.vlm.generate(
+            visual, selection, questions, max_new_tokens=max_new_tokens or self.max_new_tokens
+        )
+        timings.prefill, timings.generate = stages.prefill, stages.generate
+        return generations, timings
+
+    def prefill_inputs(
+        self,
+        visual: torch.Tensor,
+        question: str | None = None,
+        *,
+        budgets: Sequence[int] | None = None,
+        pruner: str | None = None,
+        seed: int = 0,
+    ) -> PrefillInputs:
+        """The decoder inputs ``answer_encoded`` would prefill (prefix, and ``question``'s turn
+        when given) for ``budgets`` and ``pruner`` (default the engine's), e.g. to time them."""
+        selection = self._select(visual, budgets, pruner, seed, Timings())
+        return self.vlm.prefill_inputs(visual, selection, question)
+
     def kept_tokens(self) -> dict[str, int]:
         """Visual tokens the language model sees per view (all of them when unpruned)."""
-        budgets = self.budgets or (self.vlm.tokens_per_view,) * len(VIEWS)
-        return dict(zip(VIEWS, budgets, strict=True))
+        return dict(zip(VIEWS, self.budgets, strict=True))
+
+    def gpu_memory_bytes(self) -> int | None:
+        """Bytes torch's allocator holds on the model's CUDA device; None off CUDA."""
+        if self.vlm.device.type != "cuda":
+            return None
+        return int(torch.cuda.memory_allocated(self.vlm.device))
 
     def warmup(self) -> None:
         """One full pass on blank images, so the first real request does not pay for lazy
@@ -191,7 +251,7 @@ class Engine:
         width, height = self.vlm.image_size
         blank = [np.zeros((height, width, 3), np.uint8)] * len(VIEWS)
         begin = time.perf_counter()
-        self.vlm.ask(blank, ["warm up"], budgets=self.budgets, pruner=self.pruner, max_new_tokens=2)
+        self.answer_images(blank, ["warm up"], max_new_tokens=2)
         logger.info("warm-up pass took %.0f ms", (time.perf_counter() - begin) * 1e3)
 
     def describe(self) -> dict[str, str]:
@@ -210,3 +270,22 @@ class Engine:
             "rates": rates,
             "random_weights": str(self.vlm.random_weights).lower(),
         }
+
+    # ------------------------------------------------------------------ pipeline
+
+    def _select(
+        self,
+        visual: torch.Tensor,
+        budgets: Sequence[int] | None,
+        pruner: str | None,
+        seed: int,
+        timings: Timings,
+    ) -> Selection:
+        """The kept tokens for ``budgets`` (default the engine's): every token for full budgets
+        (the pruner does not run, so an unpruned answer has no prune time), else the choice of
+        ``pruner`` (default the engine's), timed into ``timings.prune``."""
+        chosen = self.budgets if budgets is None else tuple(budgets)
+        if chosen == self.full_budgets:
+            return Selection.keep_all(len(VIEWS), self.vlm.tokens_per_view, self.vlm.device)
+        with stopwatch(timings, "prune", self.vlm.device):
+            return self.vlm.prune(visual, chosen, pruner or self.pruner, seed=seed)

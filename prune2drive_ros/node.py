@@ -24,12 +24,11 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 import rclpy
-import torch
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -131,12 +130,12 @@ def answer_fields(answer: Answer) -> dict[str, Any]:
         "frames_stamp": time_msg(answer.frames_stamp_ns),
         "view_names": list(answer.kept_tokens),
         "kept_tokens": [int(n) for n in answer.kept_tokens.values()],
-        "decode_ms": float(timings.get("decode", 0.0)),
-        "encode_ms": float(timings.get("encode", 0.0)),
-        "prune_ms": float(timings.get("prune", 0.0)),
-        "prefill_ms": float(timings.get("prefill", 0.0)),
-        "generate_ms": float(timings.get("generate", 0.0)),
-        "total_ms": float(timings.get("total", 0.0)),
+        "decode_ms": timings.decode,
+        "encode_ms": timings.encode,
+        "prune_ms": timings.prune,
+        "prefill_ms": timings.prefill,
+        "generate_ms": timings.generate,
+        "total_ms": timings.total,
         "model": answer.model,
         "random_weights": bool(answer.random_weights),
     }
@@ -188,7 +187,7 @@ class DriveVLMNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._load_failure: str | None = None  # set by the loader thread
         self._engine: Engine | None = None
-        self._gpu_memory: functools.partial[int] | None = None
+        self._gpu_memory: Callable[[], int | None] | None = None
 
         self._stats = NodeStats()
         self._worker = InferenceWorker(self.config.max_queue, log_error=self.get_logger().error)
@@ -313,8 +312,7 @@ class DriveVLMNode(Node):
             self._load_failure = str(exc)
             return
         facts = engine.describe()
-        if facts["device"].startswith("cuda"):
-            self._gpu_memory = functools.partial(torch.cuda.memory_allocated, facts["device"])
+        self._gpu_memory = engine.gpu_memory_bytes
         self._updater.setHardwareID(facts["device"])
         self._engine = engine
         self.get_logger().info(

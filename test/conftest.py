@@ -1,16 +1,23 @@
-"""Shared fixtures: small synthetic bags, written once per test session."""
+"""Shared fixtures (small synthetic bags, written once per test session) and test helpers."""
 
 from __future__ import annotations
 
 import datetime
 import logging
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy
 from optuna.storages._rdb.models import TrialHeartbeatModel
 
 from prune2drive_ros.sensors.synthetic import SyntheticBag, write_synthetic_bag
+from prune2drive_ros.views import VIEWS
+
+if TYPE_CHECKING:
+    import torch
+
+    from prune2drive_ros.vlm import DrivingVLM
 
 #: Frames in the shared bags: enough for sync, drops and question look-ups, cheap to write.
 SMALL_BAG_FRAMES = 8
@@ -85,3 +92,22 @@ def age_heartbeats() -> Callable[[str], int]:
             engine.dispose()
 
     return age
+
+
+def reference_input_ids(vlm: DrivingVLM, question: str) -> torch.Tensor:
+    """``[1, L]`` unpruned prompt ids the stock model's own forward expects.
+
+    Each image placeholder is repeated to its view's token count (patches plus separator),
+    which is what the family's transformers processor does for one image per view; the tests
+    compare the stock forward on these ids with ``vlm.prefill`` at retention 1.0.
+    """
+    import torch  # the bag tests need no torch
+
+    per_view = vlm.tokens_per_view + vlm._view_separator().shape[0]
+    prompt = vlm._prompt
+    pieces: list[torch.Tensor] = []
+    for v, segment in enumerate(prompt.segments):
+        pieces.append(segment)
+        if v < len(VIEWS):
+            pieces.append(torch.full((per_view,), prompt.image_token, device=vlm.device))
+    return torch.cat([*pieces, prompt.question_ids(question)]).unsqueeze(0)

@@ -46,10 +46,12 @@ def test_answer_reports_kept_tokens_timings_and_random_weights(
     answer = engine.answer(frames, "  Is the left lane free?  ")
     assert answer.question == "Is the left lane free?"
     assert answer.kept_tokens == dict.fromkeys(VIEWS, 73)  # 10 % of 729, rounded half up
-    assert list(answer.timings_ms) == list(STAGES)
-    assert answer.timings_ms["total"] >= answer.timings_ms["prefill"] > 0
+    assert list(answer.timings_ms.as_dict()) == list(STAGES)
+    assert answer.timings_ms.total >= answer.timings_ms.prefill > 0
     assert answer.frames_stamp_ns == frames.stamp_ns
     record = answer.as_dict()
+    assert record["timings_ms"] == answer.timings_ms.as_dict(), "the JSON keeps timings_ms"
+    assert all(round(ms, 3) == ms for ms in record["timings_ms"].values())
     assert record["random_weights"] is True
     assert "meaningless" in str(record["note"])
 
@@ -58,14 +60,27 @@ def test_unpruned_engine_keeps_every_token(engine: Engine, frames: FrameSet) -> 
     unpruned = Engine(engine.vlm, None, topics=engine.topics)
     assert unpruned.kept_tokens() == dict.fromkeys(VIEWS, 729)
     assert unpruned.describe()["pruner"] == "none"
-    assert unpruned.answer(frames, "Any bus?").timings_ms["prune"] == 0.0
+    assert unpruned.answer(frames, "Any bus?").timings_ms.prune == 0.0
 
 
-def test_several_questions_share_one_encoding(engine: Engine, frames: FrameSet) -> None:
+def test_no_gpu_memory_reading_on_the_cpu(engine: Engine) -> None:
+    assert engine.gpu_memory_bytes() is None
+
+
+def test_several_questions_share_one_encoding(
+    engine: Engine, frames: FrameSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[int] = []
+    encode_views = engine.vlm.encode_views
+
+    def counting(pixel_values):
+        encoded.append(pixel_values.shape[0])
+        return encode_views(pixel_values)
+
+    monkeypatch.setattr(engine.vlm, "encode_views", counting)
     answers = engine.answer_many(frames, ["Any bus?", "Which lane?"])
-    single = engine.answer(frames, "Which lane?")
+    assert encoded == [len(VIEWS)], "the six views are encoded once for both questions"
     assert [a.question for a in answers] == ["Any bus?", "Which lane?"]
-    assert answers[1].text == single.text
 
 
 @pytest.mark.parametrize("question", ["", "   ", "x" * 1001])

@@ -26,6 +26,12 @@ def test_from_mask_sorts_and_pads() -> None:
     assert torch.equal(selection.mask, _mask())
 
 
+def test_keep_all_selects_every_token_in_order() -> None:
+    everything = Selection.keep_all(2, 5)
+    assert everything.budgets == (5, 5) and bool(everything.mask.all())
+    assert all(torch.equal(kept, torch.arange(5)) for kept in everything.per_view())
+
+
 def test_per_view_drops_padding() -> None:
     views = Selection.from_mask(_mask()).per_view()
     assert [v.tolist() for v in views] == [[1, 3, 4], [0], [0, 1, 2, 3, 4]]

@@ -9,6 +9,7 @@ import pytest
 from prune2drive_ros.sensors.sync import SyncStats
 from prune2drive_ros.serving.stats import STAGES, DiagnosticReport, NodeStats, percentile
 from prune2drive_ros.serving.worker import WorkerCounters
+from prune2drive_ros.timings import Timings
 
 SECOND = 1_000_000_000
 TOPICS = ("/CAM_FRONT/image_rect_compressed", "/CAM_BACK/image_rect_compressed")
@@ -64,11 +65,11 @@ def test_percentile_interpolates() -> None:
 def test_latency_is_a_rolling_window(stats: NodeStats) -> None:
     assert stats.latency_ms("prefill") is None
     for ms in range(100):
-        stats.record_timings({"prefill": float(ms), "bogus": 1.0})
+        stats.record_timings(Timings(prefill=float(ms), generate=1.0))
     assert stats.latency_ms("prefill") == (pytest.approx(94.5), pytest.approx(98.55)), (
         "only the last 10 count"
     )
-    assert stats.latency_ms("generate") is None
+    assert stats.latency_ms("generate") == (1.0, 1.0), "each stage has its own window"
 
 
 def test_sync_rate_over_window_and_decay(stats: NodeStats, clock: FakeClock) -> None:
@@ -147,7 +148,7 @@ def test_recent_failure_warns_then_clears(stats: NodeStats, clock: FakeClock) ->
 
 def test_values_list(stats: NodeStats) -> None:
     stats.record_frameset(50 * SECOND)
-    stats.record_timings(dict.fromkeys(STAGES, 12.0))
+    stats.record_timings(Timings(**dict.fromkeys(STAGES, 12.0)))
     counters = WorkerCounters(
         served=7,
         rejected={"queue_full": 2, "no_frames": 1},
@@ -177,6 +178,7 @@ def test_values_list(stats: NodeStats) -> None:
     for stage in STAGES:
         assert (values[f"{stage} ms p50"], values[f"{stage} ms p95"]) == ("12.0", "12.0")
     assert "GPU memory MiB" not in dict(report(stats).values)
+    assert "GPU memory MiB" not in dict(report(stats, gpu_memory_bytes=lambda: None).values)
 
 
 def test_rejects_bad_windows() -> None:

@@ -21,14 +21,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import reference_input_ids
 
+from prune2drive_ros.engine import Engine
 from prune2drive_ros.errors import ModelLoadError
 from prune2drive_ros.pruning import Selection, random_select
 from prune2drive_ros.views import VIEWS
 from prune2drive_ros.vlm import DrivingVLM, load_vlm
 from prune2drive_ros.vlm.llava_onevision import LlavaOnevisionVLM
 from prune2drive_ros.vlm.qwen2_5_vl import Qwen2_5_VLVLM
-from prune2drive_ros.vlm.tiny import cached_tiny
+from prune2drive_ros.vlm.tiny import RECIPES, cached_tiny
 
 FAMILIES_UNDER_TEST = ("llava_onevision", "internvl", "qwen2_5_vl")
 QUESTION = "Is there a pedestrian in front of the ego vehicle?"
@@ -144,7 +146,7 @@ def kept_rows(vlm: DrivingVLM, ids: torch.Tensor, selection: Selection | None) -
 def test_encode_views_are_the_stock_image_features(
     vlm: DrivingVLM, pixels: torch.Tensor, visual: torch.Tensor
 ) -> None:
-    ids = vlm.reference_input_ids(QUESTION)
+    ids = reference_input_ids(vlm, QUESTION)
     inputs = stock_image_inputs(vlm, pixels, ids)
     inputs.pop("mm_token_type_ids", None)
     with torch.inference_mode():
@@ -159,10 +161,12 @@ def test_encode_views_are_the_stock_image_features(
 @pytest.fixture(scope="module")
 def unpruned_stock_logits(vlm: DrivingVLM, pixels: torch.Tensor) -> torch.Tensor:
     """``[L, vocab]`` logits of the stock forward on the unpruned prompt with QUESTION."""
-    return stock_logits(vlm, pixels, vlm.reference_input_ids(QUESTION))
+    return stock_logits(vlm, pixels, reference_input_ids(vlm, QUESTION))
 
 
-@pytest.mark.parametrize("keep_all", [None, "mask"], ids=["no-selection", "all-kept"])
+@pytest.mark.parametrize(
+    "keep_all", [None, "mask", "engine"], ids=["no-selection", "all-kept", "unpruned-engine"]
+)
 def test_retention_one_equals_stock_forward(
     vlm: DrivingVLM,
     pixels: torch.Tensor,
@@ -172,9 +176,13 @@ def test_retention_one_equals_stock_forward(
 ) -> None:
     everything = torch.ones(len(VIEWS), vlm.tokens_per_view, dtype=torch.bool)
     chosen = None if keep_all is None else Selection.from_mask(everything)
-    ids = vlm.reference_input_ids(QUESTION)
+    ids = reference_input_ids(vlm, QUESTION)
     expected = unpruned_stock_logits
-    inputs = vlm.prefill_inputs(visual, chosen, QUESTION)
+    inputs = (
+        Engine(vlm, None).prefill_inputs(visual, QUESTION)  # full budgets: the pruner never runs
+        if keep_all == "engine"
+        else vlm.prefill_inputs(visual, chosen, QUESTION)
+    )
     assert inputs.length == ids.shape[1]
     assert torch.equal(inputs.positions, stock_positions(vlm, pixels, ids))
     got = vlm.prefill(inputs, all_logits=True).logits
@@ -189,7 +197,7 @@ def test_pruned_inputs_keep_every_text_token(
     budgets: tuple[int, ...],
     decoder_calls: list[tuple[int, int]],
 ) -> None:
-    ids = vlm.reference_input_ids(QUESTION)[0]
+    ids = reference_input_ids(vlm, QUESTION)[0]
     separators = vlm._view_separator()
     text_tokens = int((ids != image_id(vlm)).sum())
     inputs = vlm.prefill_inputs(visual, selection, QUESTION)
@@ -220,7 +228,7 @@ def test_original_positions_are_the_unpruned_ones(
     vlm: DrivingVLM, pixels: torch.Tensor, visual: torch.Tensor, selection: Selection
 ) -> None:
     """Every kept token and every text token keeps the stock model's position for it."""
-    ids = vlm.reference_input_ids(QUESTION)
+    ids = reference_input_ids(vlm, QUESTION)
     full = stock_positions(vlm, pixels, ids)
     inputs = vlm.prefill_inputs(visual, selection, QUESTION)
     assert torch.equal(inputs.positions, full[:, kept_rows(vlm, ids[0], selection)])
@@ -244,7 +252,7 @@ def test_original_positions_equal_masking_the_dropped_tokens(
     vlm: DrivingVLM, pixels: torch.Tensor, visual: torch.Tensor, selection: Selection
 ) -> None:
     """Pruning with original positions is the stock forward with the dropped tokens masked."""
-    ids = vlm.reference_input_ids(QUESTION)
+    ids = reference_input_ids(vlm, QUESTION)
     rows = kept_rows(vlm, ids[0], selection)
     keep = torch.zeros_like(ids)
     keep[0, rows] = 1
@@ -302,7 +310,7 @@ def test_decoding_continues_after_the_highest_position(
 def test_greedy_equals_stock_generate(
     vlm: DrivingVLM, pixels: torch.Tensor, visual: torch.Tensor
 ) -> None:
-    ids = vlm.reference_input_ids(QUESTION)
+    ids = reference_input_ids(vlm, QUESTION)
     with torch.inference_mode():
         stock = vlm.model.generate(
             input_ids=ids,
@@ -341,16 +349,18 @@ def test_several_questions_equal_one_at_a_time(
 
 
 def test_question_cannot_inject_special_tokens(vlm: DrivingVLM) -> None:
-    markers = "".join(vlm.special_tokens)
-    ids = vlm.reference_input_ids(markers)[0]
-    clean = vlm.reference_input_ids("")[0]
-    for token in vlm.special_tokens:
+    special_tokens = RECIPES[vlm.family].special_tokens
+    markers = "".join(special_tokens)
+    ids = reference_input_ids(vlm, markers)[0]
+    clean = reference_input_ids(vlm, "")[0]
+    for token in special_tokens:
         token_id = vlm.tokenizer.convert_tokens_to_ids(token)
         assert int((ids == token_id).sum()) == int((clean == token_id).sum()), token
 
 
-def test_ask_fills_every_stage(vlm: DrivingVLM, images: list[np.ndarray]) -> None:
-    answers, timings = vlm.ask(images, [QUESTION], budgets=vlm.budgets(0.25), max_new_tokens=3)
+def test_engine_fills_every_stage(vlm: DrivingVLM, images: list[np.ndarray]) -> None:
+    engine = Engine(vlm, 0.25, max_new_tokens=3)
+    answers, timings = engine.answer_images(images, [QUESTION])
     assert answers[0].visual_tokens == sum(vlm.budgets(0.25))
     stages = timings.as_dict()
     assert all(stages[name] > 0 for name in ("encode", "prune", "prefill", "generate"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import reference_input_ids
 from transformers import GotOcr2ImageProcessorPil
 
 from prune2drive_ros.pruning import random_select
@@ -58,7 +59,7 @@ def test_preprocess_equals_image_processor(vlm: DrivingVLM, images: list[np.ndar
 def test_each_view_is_wrapped_as_the_processor_writes_it(vlm: DrivingVLM) -> None:
     """Per view: <img>, 256 <IMG_CONTEXT> (what InternVLProcessor expands one image to), </img>."""
     tokenizer = vlm.tokenizer
-    ids = vlm.reference_input_ids("Is it safe?")[0].tolist()
+    ids = reference_input_ids(vlm, "Is it safe?")[0].tolist()
     image = (
         tokenizer.start_image_token
         + tokenizer.context_image_token * vlm.tokens_per_view
@@ -76,7 +77,7 @@ def test_pruned_views_keep_their_wrappers(vlm: DrivingVLM, images: list[np.ndarr
     selection = random_select(visual, BUDGETS, seed=5)
     inputs = vlm.prefill_inputs(visual, selection, "Is it safe?")
     # 1-D RoPE with original positions: the pruned prompt's ids are the unpruned ones there.
-    ids = vlm.reference_input_ids("Is it safe?")[0][inputs.positions[0]]
+    ids = reference_input_ids(vlm, "Is it safe?")[0][inputs.positions[0]]
     tokenizer = vlm.tokenizer
     starts = (ids == tokenizer.start_image_token_id).nonzero().flatten()
     ends = (ids == tokenizer.end_image_token_id).nonzero().flatten()

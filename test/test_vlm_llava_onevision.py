@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import reference_input_ids
 from transformers import LlavaOnevisionImageProcessorPil
 
 from prune2drive_ros.commands.bench import prefill as bench_prefill
@@ -84,7 +85,7 @@ def test_preprocess_rejects_bad_images(vlm: DrivingVLM, images: list[np.ndarray]
 def test_original_positions_keep_gaps(
     vlm: DrivingVLM, visual: torch.Tensor, selection: Selection
 ) -> None:
-    ids = vlm.reference_input_ids(QUESTION)[0]
+    ids = reference_input_ids(vlm, QUESTION)[0]
     places = vlm.prefill_inputs(visual, selection, QUESTION).positions[0]
     steps = places.diff()
     assert bool((steps >= 1).all()) and bool((steps > 1).any())

@@ -14,8 +14,8 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from prune2drive_ros.devices import resolve_device
 from prune2drive_ros.errors import ConfigError, ModelLoadError
 from prune2drive_ros.vlm import FAMILIES, load_vlm
-from prune2drive_ros.vlm.base import resolve_dtype
 from prune2drive_ros.vlm.llava_onevision import LlavaOnevisionVLM
+from prune2drive_ros.vlm.loading import load_pretrained, resolve_dtype
 from prune2drive_ros.vlm.tiny import cached_tiny
 
 
@@ -73,7 +73,7 @@ def test_unsupported_family_lists_the_supported(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"'qwen2' is not supported.*llava_onevision"):
         load_vlm(tmp_path)
     with pytest.raises(ModelLoadError, match="not 'llava_onevision'"):
-        LlavaOnevisionVLM.from_pretrained(tmp_path)
+        load_pretrained(LlavaOnevisionVLM, tmp_path)
 
 
 def test_vision_image_size_mismatch(tiny: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import reference_input_ids
 from transformers import Qwen2VLImageProcessorPil
 
 from prune2drive_ros.pruning import Selection, random_select
@@ -82,7 +83,7 @@ def test_tiny_processor_gives_a_camera_frame_the_budget(
 
 def test_each_view_is_wrapped_in_vision_markers(vlm: Qwen2_5_VLVLM) -> None:
     """Per view: <|vision_start|>, 576 <|image_pad|>, <|vision_end|>, as the chat template."""
-    text = vlm.tokenizer.decode(vlm.reference_input_ids(QUESTION)[0])
+    text = vlm.tokenizer.decode(reference_input_ids(vlm, QUESTION)[0])
     image = "<|vision_start|>" + "<|image_pad|>" * 576 + "<|vision_end|>"
     assert text.count(image) == len(VIEWS)
     assert text.count("<|vision_start|>") == len(VIEWS)
@@ -92,7 +93,7 @@ def test_kept_tokens_keep_their_grid_cell(
     vlm: Qwen2_5_VLVLM, visual: torch.Tensor, selection: Selection
 ) -> None:
     """A kept token at grid cell (r, c) of the view starting at s sits at (s, s + r, s + c)."""
-    ids = vlm.reference_input_ids(QUESTION)[0]
+    ids = reference_input_ids(vlm, QUESTION)[0]
     image = ids == vlm.model.config.image_token_id
     inputs = vlm.prefill_inputs(visual, selection, QUESTION)
     places = inputs.positions
@@ -118,7 +119,7 @@ def test_grid_baseline_follows_the_18_by_32_patch_grid(
 
 
 def test_text_positions_are_equal_on_all_axes(vlm: Qwen2_5_VLVLM, visual: torch.Tensor) -> None:
-    ids = vlm.reference_input_ids(QUESTION)[0]
+    ids = reference_input_ids(vlm, QUESTION)[0]
     text = ids != vlm.model.config.image_token_id
     rows = vlm.prefill_inputs(visual, None, QUESTION).positions[:, text]
     assert torch.equal(rows[0], rows[1]) and torch.equal(rows[0], rows[2])

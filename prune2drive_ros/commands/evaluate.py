@@ -188,14 +188,18 @@ def prefill_timings(
     times: dict[str, list[float]] = {name: [] for name in names}
     shares: dict[str, list[float]] = {name: [] for name in names}
     shape = DecoderShape.from_config(vlm.model.config)
+    engine, seed = setup.evaluator.engine, setup.evaluator.seed
     for frame, group in setup.data.by_frame()[:frames]:
         try:
             visual = setup.features.visual(frame)
             question = group[0].question
-            inputs = {UNPRUNED: vlm.prefill_inputs(visual, None, question)}
+            inputs = {
+                UNPRUNED: engine.prefill_inputs(visual, question, budgets=engine.full_budgets)
+            }
             for method in methods:
-                selection = vlm.prune(visual, budgets, method, seed=setup.evaluator.seed)
-                inputs[method] = vlm.prefill_inputs(visual, selection, question)
+                inputs[method] = engine.prefill_inputs(
+                    visual, question, budgets=budgets, pruner=method, seed=seed
+                )
         except Exception as exc:  # a bad frame is left out of the timing, not fatal
             logger.warning("prefill of %s not timed: %s", frame.label, exc)
             continue

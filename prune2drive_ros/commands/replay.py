@@ -59,7 +59,7 @@ class ReplayReport:
                 continue
             cells = []
             for stage in STAGES:
-                values = [a.timings_ms[stage] for a in answers]
+                values = [a.timings_ms.as_dict()[stage] for a in answers]
                 cells.append(f"{percentile(values, 50):>11.1f}/{percentile(values, 95):<10.1f}")
             lines.append(f"{name:<10}{len(answers):>4}" + "".join(cells))
         if self.answers and self.baseline:
@@ -68,8 +68,8 @@ class ReplayReport:
 
     def prefill_speedup(self) -> float:
         """Median unpruned prefill time over median pruned prefill time."""
-        pruned = percentile([a.timings_ms["prefill"] for a in self.answers], 50)
-        full = percentile([a.timings_ms["prefill"] for a in self.baseline], 50)
+        pruned = percentile([a.timings_ms.prefill for a in self.answers], 50)
+        full = percentile([a.timings_ms.prefill for a in self.baseline], 50)
         return full / pruned if pruned > 0 else float("nan")
 
 
@@ -107,7 +107,10 @@ def replay(
         record = {**answer.as_dict(), "question_stamp_ns": item.stamp_ns, "reference": item.answer}
         if unpruned is not None:
             report.baseline.append(unpruned)
-            record["unpruned"] = {"text": unpruned.text, "timings_ms": unpruned.timings_ms}
+            record["unpruned"] = {
+                "text": unpruned.text,
+                "timings_ms": unpruned.timings_ms.as_dict(),
+            }
         if out is not None:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()

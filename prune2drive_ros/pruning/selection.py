@@ -38,6 +38,11 @@ class Selection:
         indices = torch.where(ordered == mask.shape[1], torch.full_like(ordered, -1), ordered)
         return cls(indices=indices, mask=mask, budgets=budgets)
 
+    @classmethod
+    def keep_all(cls, views: int, tokens: int, device: torch.device | str = "cpu") -> Selection:
+        """Every token of every view: the unpruned model as a selection (full budgets)."""
+        return cls.from_mask(torch.ones(views, tokens, dtype=torch.bool, device=device))
+
     def per_view(self) -> list[torch.Tensor]:
         """Kept indices of each view, without padding."""
         return [self.indices[v, :k] for v, k in enumerate(self.budgets)]

@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..sensors.sync import SyncStats
+from ..timings import Timings
 from .worker import WorkerCounters, check_frames
 
-#: Stage keys of ``Answer.timings_ms``, in pipeline order.
-STAGES: tuple[str, ...] = ("decode", "encode", "prune", "prefill", "generate", "total")
+#: Stages of ``Answer.timings_ms``, in pipeline order.
+STAGES: tuple[str, ...] = Timings.stages()
 
 #: Diagnostic levels, mildest first.
 LEVELS: tuple[str, ...] = ("OK", "WARN", "ERROR")
@@ -86,12 +87,11 @@ class NodeStats:
             self._forget_arrivals(now)
             self._latest_stamp_ns = stamp_ns
 
-    def record_timings(self, timings_ms: Mapping[str, float]) -> None:
-        """Add one answer's per-stage timings (unknown stages are ignored)."""
+    def record_timings(self, timings_ms: Timings) -> None:
+        """Add one answer's per-stage timings."""
         with self._lock:
-            for stage, samples in self._latency.items():
-                if stage in timings_ms:
-                    samples.append(float(timings_ms[stage]))
+            for stage, ms in timings_ms.as_dict().items():
+                self._latency[stage].append(ms)
 
     @property
     def latest_stamp_ns(self) -> int | None:
@@ -129,7 +129,7 @@ class NodeStats:
         worker: WorkerCounters,
         newest: Mapping[str, int | None],
         sync: SyncStats | None = None,
-        gpu_memory_bytes: Callable[[], int] | None = None,
+        gpu_memory_bytes: Callable[[], int | None] | None = None,
         info: Mapping[str, str] | None = None,
     ) -> DiagnosticReport:
         """The node's diagnostics status.
@@ -143,7 +143,7 @@ class NodeStats:
             worker: the worker's counters.
             newest: camera topic -> header stamp of its newest message, None before its first.
             sync: the synchronizer's counters, when the caller has them.
-            gpu_memory_bytes: e.g. ``torch.cuda.memory_allocated`` on a cuda device.
+            gpu_memory_bytes: e.g. ``Engine.gpu_memory_bytes`` (None: no GPU, no line).
             info: fixed facts first in the list (model, device, pruner, ...).
         """
         problems: list[tuple[str, str]] = []
@@ -185,8 +185,9 @@ class NodeStats:
             p50, p95 = ("-", "-") if latency is None else (f"{latency[0]:.1f}", f"{latency[1]:.1f}")
             values += [(f"{stage} ms p50", p50), (f"{stage} ms p95", p95)]
 
-        if gpu_memory_bytes is not None:
-            values.append(("GPU memory MiB", f"{gpu_memory_bytes() / 2**20:.0f}"))
+        memory = None if gpu_memory_bytes is None else gpu_memory_bytes()
+        if memory is not None:
+            values.append(("GPU memory MiB", f"{memory / 2**20:.0f}"))
 
         if not problems:
             return DiagnosticReport("OK", "ready", values)

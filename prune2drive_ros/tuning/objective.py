@@ -252,6 +252,8 @@ class Evaluator:
                     "no question is scored by a local DriveLM metric (accuracy, language or "
                     "match; the others need a GPT score); use --reward fidelity"
                 )
+        #: answers from the cached visual tokens (budgets per call; unpruned by default).
+        self.engine = Engine(vlm, None, pruner=pruner, max_new_tokens=max_new_tokens)
 
     def unpruned_answers(self) -> dict[str, list[str]]:
         """The unpruned model's answers per frame key (computed once, cached on disk).
@@ -335,10 +337,13 @@ class Evaluator:
     def _pruned_answers(
         self, frame: Frame, group: Sequence[Sample], budgets: Sequence[int], pruner: str
     ) -> list[str]:
-        visual = self.features.visual(frame)
-        selection = self.vlm.prune(visual, budgets, pruner, seed=self.seed)
-        generations, _ = self.vlm.generate(
-            visual, selection, [s.question for s in group], max_new_tokens=self.max_new_tokens
+        generations, _ = self.engine.answer_encoded(
+            self.features.visual(frame),
+            [s.question for s in group],
+            budgets=budgets,
+            pruner=pruner,
+            seed=self.seed,
+            max_new_tokens=self.max_new_tokens,
         )
         return [g.text for g in generations]
 

@@ -18,55 +18,19 @@ shared position handling of :mod:`.base` applies unchanged.
 
 from __future__ import annotations
 
-from types import MappingProxyType
-from typing import Any
-
 import torch
-from transformers import (
-    GotOcr2ImageProcessorPil,
-    InternVLConfig,
-    InternVLForConditionalGeneration,
-    PreTrainedConfig,
-)
-from transformers.image_processing_base import ImageProcessingMixin
+from transformers import InternVLForConditionalGeneration, PreTrainedConfig
 
 from ..errors import ModelLoadError
-from .base import (
-    CHATML_SPECIAL_TOKENS,
-    DECODER_TEST_SHAPES,
-    QWEN2_7B_DECODER,
-    VIT_TEST_SHAPES,
-    DrivingVLM,
-    ViewGeometry,
-    chatml_prompt,
-    pick_shape,
-    register_family,
-)
+from .base import DrivingVLM
+from .loading import register_family
+from .prompt import chatml_prompt
+from .results import ViewGeometry
 
 #: The per-view layout (one InternViT tile per view), as InternVL 2.5 / 3 are built.
 IMAGE_SIZE = 448
 PATCH_SIZE = 14
 DOWNSAMPLE_RATIO = 0.5
-#: ImageNet normalisation, as InternVL checkpoints ship it in preprocessor_config.json.
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-
-#: Random-weight shapes: (vision tower, language model) keyword arguments. ``tiny`` for tests,
-#: ``small`` the CPU benchmark shape (the same language model as the other families' ``small``,
-#: so prefill times compare), ``7b`` InternVL3-8B's real architecture (InternViT-300M, Qwen2.5-7B).
-_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    **{name: (VIT_TEST_SHAPES[name], DECODER_TEST_SHAPES[name]) for name in VIT_TEST_SHAPES},
-    "7b": (
-        {
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "attention_bias": True,
-        },
-        {**QWEN2_7B_DECODER, "vocab_size": 151674},
-    ),
-}
 
 
 @register_family
@@ -77,18 +41,6 @@ class InternVLVLM(DrivingVLM):
     model_class = InternVLForConditionalGeneration
     image_placeholder = "<IMG_CONTEXT>"
     prompt = chatml_prompt("{label} view: <img>{image}</img>\n")
-    special_tokens = (*CHATML_SPECIAL_TOKENS, "<img>", "</img>", "<IMG_CONTEXT>", "<video>")
-    eos_token = "<|im_end|>"
-    pad_token = "<|endoftext|>"
-    # What InternVLProcessor reads off the tokenizer (as the InternVL3 *-hf tokenizers name them).
-    tokenizer_attributes = MappingProxyType(
-        {
-            "start_image_token": "<img>",
-            "end_image_token": "</img>",
-            "context_image_token": "<IMG_CONTEXT>",
-            "video_token": "<video>",
-        }
-    )
 
     @classmethod
     def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:
@@ -130,34 +82,6 @@ class InternVLVLM(DrivingVLM):
             pixel_values=pixel_values, return_dict=True
         ).pooler_output
         return features
-
-    @classmethod
-    def random_config(cls, shape: str, tokenizer: Any) -> PreTrainedConfig:
-        vision, text = pick_shape(_SHAPES, shape)
-        return InternVLConfig(
-            vision_config={
-                "model_type": "internvl_vision",
-                "image_size": IMAGE_SIZE,
-                "patch_size": PATCH_SIZE,
-                **vision,
-            },
-            text_config=cls._random_text_config(tokenizer, text),
-            image_token_id=tokenizer.convert_tokens_to_ids(cls.image_placeholder),
-            image_seq_length=256,
-            downsample_ratio=DOWNSAMPLE_RATIO,
-            vision_feature_select_strategy="default",
-            vision_feature_layer=-1,
-            tie_word_embeddings=False,
-        )
-
-    @classmethod
-    def image_processor(cls) -> ImageProcessingMixin:
-        return GotOcr2ImageProcessorPil(
-            size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-            image_mean=IMAGENET_MEAN,
-            image_std=IMAGENET_STD,
-            crop_to_patches=False,
-        )
 
 
 def _pair(value: int | list[int] | tuple[int, ...]) -> tuple[int, int]:

@@ -9,52 +9,18 @@ it is not a patch, so it is kept as the view separator and never pruned.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from transformers import (
-    LlavaOnevisionConfig,
-    LlavaOnevisionForConditionalGeneration,
-    LlavaOnevisionImageProcessorPil,
-    PreTrainedConfig,
-)
-from transformers.image_processing_base import ImageProcessingMixin
+from transformers import LlavaOnevisionForConditionalGeneration, PreTrainedConfig
 
 from ..errors import ModelLoadError
-from .base import (
-    CHATML_SPECIAL_TOKENS,
-    DECODER_TEST_SHAPES,
-    QWEN2_7B_DECODER,
-    VIT_TEST_SHAPES,
-    DrivingVLM,
-    ViewGeometry,
-    chatml_prompt,
-    pick_shape,
-    register_family,
-)
+from .base import DrivingVLM
+from .loading import register_family
+from .prompt import chatml_prompt
+from .results import ViewGeometry
 
 #: The per-view layout Prune2Drive (and this adapter) is defined on.
 IMAGE_SIZE = 384
 PATCH_SIZE = 14
-#: SigLIP's normalisation as LLaVA-OneVision checkpoints ship it.
-SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
-
-#: Random-weight shapes: (vision tower, language model) keyword arguments.
-#: ``tiny`` is for tests (a CPU forward of six views in well under a second); ``small`` is the
-#: CPU benchmark shape, big enough for the language model to dominate prefill time; ``7b`` is
-#: LLaVA-OneVision-7B's real architecture (SigLIP-so400m, Qwen2-7B) for GPU benchmarks.
-_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    **{name: (VIT_TEST_SHAPES[name], DECODER_TEST_SHAPES[name]) for name in VIT_TEST_SHAPES},
-    "7b": (
-        {
-            "hidden_size": 1152,
-            "intermediate_size": 4304,
-            "num_hidden_layers": 26,
-            "num_attention_heads": 16,
-        },
-        QWEN2_7B_DECODER,
-    ),
-}
 
 
 @register_family
@@ -66,9 +32,6 @@ class LlavaOnevisionVLM(DrivingVLM):
     image_placeholder = "<image>"
     # Qwen2's ChatML, as the LLaVA-OneVision chat template writes it.
     prompt = chatml_prompt("{label} view: {image}\n")
-    special_tokens = (*CHATML_SPECIAL_TOKENS, "<image>", "<video>")
-    eos_token = "<|im_end|>"
-    pad_token = "<|endoftext|>"
 
     @classmethod
     def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:
@@ -109,32 +72,3 @@ class LlavaOnevisionVLM(DrivingVLM):
     def _view_separator(self) -> torch.Tensor:
         newline: torch.Tensor = self.model.model.image_newline
         return newline.to(self.dtype).unsqueeze(0)
-
-    @classmethod
-    def random_config(cls, shape: str, tokenizer: Any) -> PreTrainedConfig:
-        vision, text = pick_shape(_SHAPES, shape)
-        return LlavaOnevisionConfig(
-            vision_config={
-                "model_type": "siglip_vision_model",
-                "image_size": IMAGE_SIZE,
-                "patch_size": PATCH_SIZE,
-                "vision_use_head": False,
-                **vision,
-            },
-            text_config={
-                **cls._random_text_config(tokenizer, text),
-                "tie_word_embeddings": False,
-            },
-            image_token_index=tokenizer.convert_tokens_to_ids(cls.image_placeholder),
-            video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-            vision_feature_select_strategy="full",
-            vision_feature_layer=-1,
-        )
-
-    @classmethod
-    def image_processor(cls) -> ImageProcessingMixin:
-        return LlavaOnevisionImageProcessorPil(
-            image_mean=SIGLIP_MEAN_STD,
-            image_std=SIGLIP_MEAN_STD,
-            size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        )

@@ -34,28 +34,14 @@ The prompt wraps each view as Qwen2.5-VL's chat template does: ``<|vision_start|
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from transformers import (
-    PreTrainedConfig,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2VLImageProcessorPil,
-)
-from transformers.image_processing_base import ImageProcessingMixin
+from transformers import PreTrainedConfig, Qwen2_5_VLForConditionalGeneration
 
 from ..errors import ModelLoadError
-from .base import (
-    CHATML_SPECIAL_TOKENS,
-    DECODER_TEST_SHAPES,
-    QWEN2_7B_DECODER,
-    DrivingVLM,
-    ViewGeometry,
-    chatml_prompt,
-    pick_shape,
-    register_family,
-)
+from .base import DrivingVLM
+from .loading import register_family
+from .prompt import chatml_prompt
+from .results import ViewGeometry
 
 #: Fixed per-view pixel budget, (width, height): 16:9 like the nuScenes cameras.
 IMAGE_SIZE = (896, 504)
@@ -66,43 +52,6 @@ TEMPORAL_PATCH_SIZE = 2
 ROPE_AXES = 3
 
 
-#: Qwen2.5-VL's window-attention vision tower names its sizes differently from a plain ViT.
-_VISION_TEST_SHAPES: dict[str, dict[str, Any]] = {
-    "tiny": {"hidden_size": 32, "intermediate_size": 64, "depth": 2, "num_heads": 2},
-    "small": {"hidden_size": 128, "intermediate_size": 512, "depth": 2, "num_heads": 4},
-}
-
-
-def _mrope(sections: list[int]) -> dict[str, Any]:
-    """Qwen2.5-VL's rotary settings with M-RoPE ``sections`` (t, h, w) of half a head."""
-    return {**QWEN2_7B_DECODER["rope_parameters"], "mrope_section": sections}
-
-
-#: Random-weight shapes: (vision tower, language model) keyword arguments. ``tiny`` for tests,
-#: ``small`` the CPU benchmark shape (the same language model as the other families' ``small``),
-#: ``7b`` Qwen2.5-VL-7B-Instruct's real architecture. ``mrope_section`` splits the rotary
-#: frequencies (head size / 2) over the three axes.
-_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    **{
-        name: (
-            {**_VISION_TEST_SHAPES[name], "fullatt_block_indexes": [1]},
-            {**DECODER_TEST_SHAPES[name], "rope_parameters": _mrope(sections)},
-        )
-        for name, sections in (("tiny", [2, 3, 3]), ("small", [16, 24, 24]))
-    },
-    "7b": (
-        {
-            "hidden_size": 1280,
-            "intermediate_size": 3420,
-            "depth": 32,
-            "num_heads": 16,
-            "fullatt_block_indexes": [7, 15, 23, 31],
-        },
-        {**QWEN2_7B_DECODER, "rope_parameters": _mrope([16, 24, 24])},
-    ),
-}
-
-
 @register_family
 class Qwen2_5_VLVLM(DrivingVLM):
     """Qwen2.5-VL: a window-attention ViT with a 2 x 2 patch merger, Qwen2 with M-RoPE."""
@@ -111,15 +60,6 @@ class Qwen2_5_VLVLM(DrivingVLM):
     model_class = Qwen2_5_VLForConditionalGeneration
     image_placeholder = "<|image_pad|>"
     prompt = chatml_prompt("{label} view: <|vision_start|>{image}<|vision_end|>\n")
-    special_tokens = (
-        *CHATML_SPECIAL_TOKENS,
-        "<|vision_start|>",
-        "<|vision_end|>",
-        "<|image_pad|>",
-        "<|video_pad|>",
-    )
-    eos_token = "<|im_end|>"
-    pad_token = "<|endoftext|>"
 
     @classmethod
     def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:
@@ -193,42 +133,6 @@ class Qwen2_5_VLVLM(DrivingVLM):
         # [3, L] -> [3, batch 1, L]: three rows make the text model read them as M-RoPE ids
         # without packed-sequence text ids, so its mask comes from the cache alone.
         return positions.unsqueeze(1)
-
-    @classmethod
-    def random_config(cls, shape: str, tokenizer: Any) -> PreTrainedConfig:
-        vision, text = pick_shape(_SHAPES, shape)
-        ids = tokenizer.convert_tokens_to_ids
-        return Qwen2_5_VLConfig(
-            vision_config={
-                "model_type": "qwen2_5_vl_vision",
-                "patch_size": PATCH_SIZE,
-                "spatial_merge_size": MERGE_SIZE,
-                "temporal_patch_size": TEMPORAL_PATCH_SIZE,
-                "window_size": 112,
-                "out_hidden_size": text["hidden_size"],
-                **vision,
-            },
-            text_config={
-                **cls._random_text_config(tokenizer, text, "qwen2_5_vl_text"),
-                "bos_token_id": ids(cls.pad_token),
-            },
-            image_token_id=ids(cls.image_placeholder),
-            video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"),
-            vision_end_token_id=ids("<|vision_end|>"),
-            tie_word_embeddings=False,
-        )
-
-    @classmethod
-    def image_processor(cls) -> ImageProcessingMixin:
-        budget = IMAGE_SIZE[0] * IMAGE_SIZE[1]
-        return Qwen2VLImageProcessorPil(
-            min_pixels=budget,
-            max_pixels=budget,
-            patch_size=PATCH_SIZE,
-            merge_size=MERGE_SIZE,
-            temporal_patch_size=TEMPORAL_PATCH_SIZE,
-        )
 
 
 def _single(value: int | list[int] | tuple[int, ...]) -> int:

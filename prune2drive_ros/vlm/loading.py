@@ -1,0 +1,221 @@
+"""Loading a checkpoint: config, dtype, attention kernel, the family registry and the weights.
+
+:func:`load_vlm` reads ``config.json``'s ``model_type``, picks the adapter registered for it
+with :func:`register_family`, and loads the checkpoint with :func:`load_pretrained`. Every
+check that can fail runs before the weights load, each with a :class:`ModelLoadError` that says
+what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
+from transformers.image_processing_base import ImageProcessingMixin
+from transformers.utils import is_flash_attn_2_available
+
+from ..attention import ATTENTION_IMPLEMENTATIONS
+from ..devices import resolve_device
+from ..errors import ModelLoadError
+from .results import Normalization
+
+if TYPE_CHECKING:
+    from .base import DrivingVLM
+
+logger = logging.getLogger(__name__)
+
+_VLM = TypeVar("_VLM", bound="DrivingVLM")
+
+#: Config attribute that marks a checkpoint built by :mod:`~prune2drive_ros.vlm.tiny`.
+RANDOM_WEIGHTS_KEY = "prune2drive_random_weights"
+#: Shown next to every answer of a random-weight model.
+RANDOM_WEIGHTS_NOTE = "random-weight test model: its answers are meaningless"
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+#: model_type -> adapter class; filled by :func:`register_family`.
+FAMILIES: dict[str, type[DrivingVLM]] = {}
+
+
+def register_family(cls: type[_VLM]) -> type[_VLM]:
+    """Class decorator: make ``cls`` loadable by :func:`load_vlm` under ``cls.family``."""
+    FAMILIES[cls.family] = cls
+    return cls
+
+
+def family_class(family: str) -> type[DrivingVLM]:
+    """The adapter class of ``family``, or a ModelLoadError listing the supported ones."""
+    try:
+        return FAMILIES[family]
+    except KeyError:
+        raise ModelLoadError(
+            f"model family (config.json's model_type) {family!r} is not supported; supported "
+            "families: "
+            f"{', '.join(sorted(FAMILIES))}"
+        ) from None
+
+
+def load_vlm(path_or_id: str | Path, *, family: str | None = None, **kwargs: Any) -> DrivingVLM:
+    """Load a checkpoint with the adapter of its family (from ``config.json`` when None).
+
+    Keyword arguments go to :func:`load_pretrained`.
+
+    Raises:
+        ModelLoadError: as :func:`load_pretrained`, and for a family no adapter is registered
+            for (naming the supported ones).
+    """
+    if family is None:
+        config = load_config(path_or_id, local_files_only=kwargs.get("local_files_only", False))
+        family = str(config.model_type)
+    return load_pretrained(family_class(family), path_or_id, **kwargs)
+
+
+def load_pretrained(
+    cls: type[_VLM],
+    path_or_id: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "auto",
+    attn_implementation: str = "sdpa",
+    local_files_only: bool = False,
+) -> _VLM:
+    """Load a checkpoint of family ``cls`` from a local folder or a hub id.
+
+    Args:
+        cls: the family's adapter class.
+        path_or_id: folder written by ``save_pretrained`` (or :mod:`~.tiny`), or a hub
+            id: read from the local hub cache, and downloaded by transformers when it is
+            not there and the network allows (``HF_HUB_OFFLINE=1`` or
+            ``local_files_only`` forbid that, as a vehicle should).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        dtype: ``"auto"`` (bfloat16 on CUDA where supported, else float16; float32 on CPU)
+            or ``float32`` / ``bfloat16`` / ``float16``.
+        attn_implementation: ``"sdpa"`` or ``"flash_attention_2"`` (CUDA with flash-attn).
+        local_files_only: never contact the hub, even for an id.
+
+    Raises:
+        ModelLoadError: with the remedy, for a missing path, a folder that is not a
+            checkpoint, a checkpoint of another family, a vision tower whose input size
+            does not give this family's per-view token grid, a dtype that cannot be
+            used, or an attention kernel that is not installed.
+        ConfigError: a device that cannot be used (unknown, or CUDA without a GPU).
+    """
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    check_attention(attn_implementation, torch_device)
+    config = load_config(path_or_id, local_files_only=local_files_only)
+    if config.model_type != cls.family:
+        raise ModelLoadError(
+            f"{path_or_id} is a {config.model_type!r} checkpoint, not {cls.family!r}; "
+            "use load_vlm() to pick the family from config.json"
+        )
+    cls._geometry(config)  # fail on a mismatched vision tower before loading weights
+    source = str(path_or_id)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+        processor, _ = ImageProcessingMixin.get_image_processor_dict(
+            source, local_files_only=local_files_only
+        )
+        model = cls.model_class.from_pretrained(
+            source,
+            config=config,
+            dtype=torch_dtype,
+            attn_implementation=attn_implementation,
+            local_files_only=local_files_only,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot load the {cls.family} checkpoint {source}: {exc}. A checkpoint needs "
+            "config.json, the weights, the tokenizer files and preprocessor_config.json"
+        ) from exc
+    # Loaded on the CPU first, then moved: device_map would need `accelerate`. (The stubs
+    # of PreTrainedModel.to are wrapped by a decorator that mypy misreads.)
+    model.to(torch_device)  # type: ignore[arg-type]
+    vlm = cls(
+        model,
+        tokenizer,
+        name=source,
+        normalization=Normalization.from_processor_dict(processor),
+        random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
+    )
+    logger.info(
+        "loaded %s %s on %s (%s, %s)",
+        cls.family,
+        source,
+        torch_device,
+        torch_dtype,
+        attn_implementation,
+    )
+    return vlm
+
+
+def load_config(path_or_id: str | Path, *, local_files_only: bool = False) -> PreTrainedConfig:
+    """The checkpoint's config, with a ModelLoadError that says what to fix."""
+    path = Path(path_or_id).expanduser()
+    looks_local = isinstance(path_or_id, Path) or str(path_or_id).startswith(("/", ".", "~"))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{path} is not a checkpoint: it has no config.json (point at the folder that "
+                "save_pretrained wrote)"
+            )
+    elif looks_local:
+        raise ModelLoadError(f"checkpoint folder {path} does not exist")
+    try:
+        config: PreTrainedConfig = AutoConfig.from_pretrained(
+            str(path) if path.exists() else str(path_or_id), local_files_only=local_files_only
+        )
+    except (OSError, ValueError) as exc:
+        # A mistyped relative folder ("models/my-llava") reads as a hub id: say both.
+        no_folder = "" if path.exists() else f"there is no folder {path.resolve()}, and "
+        raise ModelLoadError(
+            f"cannot read the config of {path_or_id}: {no_folder}{exc}. Give a local checkpoint "
+            "folder, or a hub id that is in the hub cache on this machine (or can be downloaded)"
+        ) from exc
+    return config
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``"auto"`` or a dtype name -> a dtype that runs on ``device``, or a ModelLoadError."""
+    if dtype == "auto":
+        if device.type == "cpu":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    resolved = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(str(dtype))
+    if resolved is None or resolved not in _DTYPES.values():
+        raise ModelLoadError(
+            f"dtype {dtype!r} is not supported; use auto, float32, bfloat16 or float16"
+        )
+    if device.type == "cpu" and resolved == torch.float16:
+        raise ModelLoadError("float16 is not supported on the CPU; use float32 or bfloat16")
+    if device.type == "cuda" and resolved == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ModelLoadError(f"this GPU ({device}) has no bfloat16; use float16 or float32")
+    return resolved
+
+
+def check_attention(attn_implementation: str, device: torch.device) -> None:
+    """Raise a ModelLoadError when ``attn_implementation`` cannot run on ``device``."""
+    if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ModelLoadError(
+            f"attention implementation {attn_implementation!r} is not supported; use one of "
+            f"{', '.join(ATTENTION_IMPLEMENTATIONS)}"
+        )
+    if attn_implementation == "flash_attention_2":
+        if device.type != "cuda":
+            raise ModelLoadError("flash_attention_2 runs on CUDA only; use sdpa on the CPU")
+        if not is_flash_attn_2_available():
+            raise ModelLoadError(
+                "flash_attention_2 needs the flash-attn package (>= 2.3.3) built for this "
+                "torch and CUDA; install it (pip install flash-attn --no-build-isolation) or "
+                "use sdpa"
+            )
