@@ -16,8 +16,7 @@ import torch
 from conftest import reference_input_ids
 from transformers import Qwen2VLImageProcessorPil
 
-from prune2drive_ros.pruning import Selection, random_select
-from prune2drive_ros.pruning.baselines import _grid_indices
+from prune2drive_ros.pruning import Selection, grid_select, random_select
 from prune2drive_ros.views import VIEWS
 from prune2drive_ros.vlm import load_vlm
 from prune2drive_ros.vlm.qwen2_5_vl import Qwen2_5_VLVLM
@@ -113,7 +112,8 @@ def test_grid_baseline_follows_the_18_by_32_patch_grid(
 ) -> None:
     """The grid pruner gets the family's raster, so its lattice spans the wide view evenly."""
     chosen = vlm.prune(visual, vlm.budgets(0.1), "grid")
-    assert chosen.per_view()[0].tolist() == _grid_indices(58, 18, 32)
+    expected = grid_select(visual, vlm.budgets(0.1), grid=(18, 32))
+    assert torch.equal(chosen.mask, expected.mask)
     kept = chosen.per_view()[0]
     assert len(set((kept % 32).tolist())) > len(set((kept // 32).tolist()))
 

@@ -34,7 +34,7 @@ from ..errors import Prune2DriveError
 
 T = TypeVar("T")
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: What a question still queued or running gets when the node shuts down.
 SHUTDOWN = "the node is shutting down"
@@ -188,7 +188,7 @@ class InferenceWorker:
         self,
         max_queue: int,
         *,
-        log_error: Callable[[str], None] = _LOG.error,
+        log_error: Callable[[str], None] = logger.error,
         clock: Callable[[], float] = time.monotonic,
         name: str = "prune2drive-inference",
     ) -> None:
