@@ -64,8 +64,8 @@ class Engine:
 
     Args:
         vlm: a loaded model adapter.
-        rates: retention rate per view (validated here), or ``None`` to keep every token (the
-            unpruned baseline: full budgets).
+        rates: retention rate per view (validated here); ``None`` (or 1.0) keeps every token:
+            the unpruned baseline is full budgets, and the pruner does not run for them.
         pruner: name in :data:`~prune2drive_ros.pruning.PRUNERS`.
         topics: topic of each view, only used to name the topic in decode errors.
         max_new_tokens: answer length when a request does not give one.
@@ -83,9 +83,9 @@ class Engine:
         max_question_chars: int = 1000,
     ) -> None:
         self.vlm = vlm
-        self.rates = None if rates is None else validate_rates(rates)
+        self.rates = validate_rates(1.0 if rates is None else rates)
         self.full_budgets = (vlm.tokens_per_view,) * len(VIEWS)
-        self.budgets = self.full_budgets if self.rates is None else vlm.budgets(self.rates)
+        self.budgets = vlm.budgets(self.rates)
         self.pruner = pruner
         self.topics = dict(topics) if topics else {v: image_topic(v) for v in VIEWS}
         self.max_new_tokens = max_new_tokens
@@ -235,6 +235,11 @@ class Engine:
         selection = self._select(visual, budgets, pruner, seed, Timings())
         return self.vlm.prefill_inputs(visual, selection, question)
 
+    @property
+    def unpruned(self) -> bool:
+        """True when the engine keeps every visual token (full budgets)."""
+        return self.budgets == self.full_budgets
+
     def kept_tokens(self) -> dict[str, int]:
         """Visual tokens the language model sees per view (all of them when unpruned)."""
         return dict(zip(VIEWS, self.budgets, strict=True))
@@ -258,7 +263,7 @@ class Engine:
         """What is loaded, for diagnostics and logs."""
         rates = (
             "none (unpruned)"
-            if self.rates is None
+            if self.unpruned
             else ", ".join(f"{view}={rate:g}" for view, rate in self.rates.items())
         )
         return {
@@ -266,7 +271,7 @@ class Engine:
             "family": self.vlm.family,
             "device": str(self.vlm.device),
             "dtype": str(self.vlm.dtype).removeprefix("torch."),
-            "pruner": self.pruner if self.rates is not None else "none",
+            "pruner": "none" if self.unpruned else self.pruner,
             "rates": rates,
             "random_weights": str(self.vlm.random_weights).lower(),
         }

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from prune2drive_ros.engine import Engine
 from prune2drive_ros.tuning.features import FeatureCache, model_content_key, model_key
 from prune2drive_ros.tuning.objective import Evaluator
 from prune2drive_ros.tuning.sources import ValidationSet, bag_validation_set, decode_frame
@@ -130,13 +131,14 @@ def test_unpruned_answers_are_cached_and_a_bad_file_is_replaced(vlm, data, tmp_p
     cache = FeatureCache(vlm, tmp_path)
     frame, group = data.by_frame()[0]
     questions = [s.question for s in group]
-    answers = cache.unpruned_answers(frame, questions, max_new_tokens=2)
+    engine = Engine(vlm, None, max_new_tokens=2)
+    answers = cache.unpruned_answers(frame, questions, engine)
     assert len(answers) == len(questions)
     files = list(cache.folder.glob("*.unpruned-2.json"))
     assert len(files) == 1
     files[0].write_text("{not json")
     again = FeatureCache(vlm, tmp_path)
-    assert again.unpruned_answers(frame, questions, max_new_tokens=2) == answers
+    assert again.unpruned_answers(frame, questions, engine) == answers
     assert again.recomputed == 1
 
 

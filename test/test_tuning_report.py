@@ -52,7 +52,9 @@ def _context(multi: bool, points: list[tuple[float, float]] = POINTS) -> ReportC
                 ).user_attrs(),
             )
         )
-    unpruned = Evaluation(None, (729,) * 6, 1.0, 1.0, 0.82, {"fidelity": 1.0}, 6, 0)
+    unpruned = Evaluation(
+        dict.fromkeys(VIEWS, 1.0), (729,) * 6, 1.0, 1.0, 0.82, {"fidelity": 1.0}, 6, 0
+    )
     return ReportContext(
         study=study,
         choice=choose_trial(study, multi_objective=multi),

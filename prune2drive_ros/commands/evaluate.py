@@ -134,12 +134,13 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.no_progress,
         )
-        evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
-        evaluations[UNPRUNED] = setup.evaluator.evaluate(None)
+        scored = 1.0 if rates is None else rates  # --no-pruning: full budgets alone
+        evaluations = {m: setup.evaluator.evaluate(scored, pruner=m) for m in methods}
+        evaluations[UNPRUNED] = setup.evaluator.evaluate(1.0)
         timings = prefill_timings(
             vlm,
             setup,
-            vlm.budgets(1.0 if rates is None else rates),
+            vlm.budgets(scored),
             methods,
             frames=args.timing_frames,
             repeats=args.repeats,

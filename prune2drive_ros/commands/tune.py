@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
             f"vision encoder calls: {setup.features.encoder_calls} for {len(data.frames)} frames "
             f"(the others were cached in {setup.features.folder})"
         )
-        unpruned = setup.evaluator.evaluate(None)
+        unpruned = setup.evaluator.evaluate(1.0)
         print("unpruned model on this data:\n" + unpruned.describe())
         return _search(args, engine, setup, study, url, space, unpruned)
 
@@ -263,9 +263,7 @@ def _search(
     """Run the trials, write the results; the exit status."""
     multi = args.multi_objective
     grid = args.sampler == "grid"
-    starts = [dict.fromkeys(VIEWS, space.high)]
-    if engine.rates is not None:
-        starts.insert(0, engine.rates)
+    starts = [engine.rates, dict.fromkeys(VIEWS, space.high)]
     enqueue_starts(study, [space.start_point(rates, grid=grid) for rates in starts])
     objective = make_objective(setup.evaluator, space, multi_objective=multi)
     begin = time.perf_counter()

@@ -80,7 +80,7 @@ def render_grid(
 
 def kept_tokens_picture(engine: Engine, frames: FrameSet, out: str | Path) -> Selection:
     """Prune ``frames`` as ``engine`` would and write the picture to ``out`` (PNG)."""
-    if engine.rates is None:
+    if engine.unpruned:
         raise ConfigError("the engine keeps every token; give retention rates to visualise")
     vlm = engine.vlm
     visual = vlm.encode_views(vlm.preprocess(engine.decode(frames)))

@@ -50,6 +50,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..cache import cache_dir
+from ..engine import Engine
 from ..files import write_atomically, write_text_atomically
 from ..views import VIEWS
 from ..vlm import DrivingVLM
@@ -238,20 +239,19 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ unpruned answers
 
-    def unpruned_answers(
-        self, frame: Frame, questions: Sequence[str], max_new_tokens: int
-    ) -> list[str]:
-        """The unpruned model's answers to ``questions`` about ``frame`` (cached).
+    def unpruned_answers(self, frame: Frame, questions: Sequence[str], engine: Engine) -> list[str]:
+        """The unpruned answers of ``engine`` (its model, every token kept, its answer length)
+        to ``questions`` about ``frame`` (cached).
 
         Questions already answered at this answer length are read back; the others are
-        answered (all tokens kept) and added to the entry.
+        answered and added to the entry.
         """
-        path = self.folder / f"{frame.key}.unpruned-{max_new_tokens}.json"
+        path = self.folder / f"{frame.key}.unpruned-{engine.max_new_tokens}.json"
         known = self._read_answers(path)
         missing = [q for q in dict.fromkeys(questions) if q not in known]
         if missing:
-            generations, _ = self.vlm.generate(
-                self.visual(frame), None, missing, max_new_tokens=max_new_tokens
+            generations, _ = engine.answer_encoded(
+                self.visual(frame), missing, budgets=engine.full_budgets
             )
             known.update({g.question: g.text for g in generations})
             text = json.dumps(known, ensure_ascii=False, indent=0)

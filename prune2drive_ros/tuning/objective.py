@@ -128,7 +128,7 @@ class Evaluation:
     """The worth of one rates vector (or of no pruning) on the validation set.
 
     Attributes:
-        rates: retention per view; None for the unpruned model.
+        rates: retention per view (1.0 everywhere for the unpruned model).
         budgets: tokens kept per view.
         reward, penalty, objective: ``R``, ``P`` and ``R - lambda * P``.
         parts: the parts of the reward (:meth:`Score.as_dict`, or ``{"fidelity": R}``).
@@ -136,7 +136,7 @@ class Evaluation:
         score: the DriveLM parts (``drivelm`` reward only).
     """
 
-    rates: dict[str, float] | None
+    rates: dict[str, float]
     budgets: tuple[int, ...]
     reward: float
     penalty: float
@@ -268,24 +268,24 @@ class Evaluator:
             ):
                 try:
                     self._unpruned[frame.key] = self.features.unpruned_answers(
-                        frame, [s.question for s in group], self.max_new_tokens
+                        frame, [s.question for s in group], self.engine
                     )
                 except Exception as exc:  # one bad frame must not stop the study
                     logger.warning("no unpruned answers for %s: %s", frame.label, exc)
         return self._unpruned
 
-    def evaluate(self, rates: Rates | None, *, pruner: str | None = None) -> Evaluation:
-        """Score ``rates`` (None: no pruning, from the cached unpruned answers).
+    def evaluate(self, rates: Rates, *, pruner: str | None = None) -> Evaluation:
+        """Score ``rates``; at full budgets (rates 1.0) that is the unpruned model, whose
+        answers are computed once and cached.
 
         Raises:
             TrialFailed: every sample failed.
             BudgetError: invalid rates.
         """
-        table = None if rates is None else validate_rates(rates)
-        budgets = (
-            (self.vlm.tokens_per_view,) * len(VIEWS) if table is None else self.vlm.budgets(table)
-        )
-        need_unpruned = table is None or self.reward == "fidelity"
+        table = validate_rates(rates)
+        budgets = self.vlm.budgets(table)
+        keep_all = budgets == self.engine.full_budgets
+        need_unpruned = keep_all or self.reward == "fidelity"
         unpruned = self.unpruned_answers() if need_unpruned else {}
         scored: list[tuple[Sample, str, str]] = []
         skipped = 0
@@ -303,7 +303,7 @@ class Evaluator:
                 try:
                     texts = (
                         unpruned[frame.key]
-                        if table is None
+                        if keep_all
                         else self._pruned_answers(frame, group, budgets, pruner or self.pruner)
                     )
                 except Exception as exc:  # one bad frame must not fail the whole trial
