@@ -79,7 +79,9 @@ def age_heartbeats() -> Callable[[str], int]:
     stale at once, where a test would otherwise sleep past the grace period."""
 
     def age(url: str) -> int:
-        engine = sqlalchemy.create_engine(url)
+        from prune2drive_ros.tuning.study import with_postgres_driver  # the storage's own driver
+
+        engine = sqlalchemy.create_engine(with_postgres_driver(url))
         try:
             with engine.begin() as connection:
                 changed = connection.execute(

@@ -230,7 +230,7 @@ def make_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> BaseSto
             f"storage {url!r} is not an optuna storage; use sqlite:///FILE.db, "
             "postgresql://USER@HOST/DB or journal:FILE"
         )
-    given, url = url, _with_postgres_driver(url)
+    given, url = url, with_postgres_driver(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Workers on one SQLite file queue for its write lock instead of failing at once.
@@ -255,7 +255,7 @@ def make_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> BaseSto
         raise ConfigError(f"cannot open storage {redact_url(given)}: {reason}") from exc
 
 
-def _with_postgres_driver(url: str) -> str:
+def with_postgres_driver(url: str) -> str:
     """``postgresql://`` spelled with the PostgreSQL driver that is installed.
 
     SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, while this package's
