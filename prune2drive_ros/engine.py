@@ -182,6 +182,12 @@ class Engine:
             for generation in generations
         ]
 
+    def select(self, frames: FrameSet) -> Selection:
+        """The tokens the engine keeps of ``frames`` with its budgets and pruner (decoded and
+        encoded as for an answer), e.g. to show them."""
+        visual = self.vlm.encode_views(self.vlm.preprocess(self.decode(frames)))
+        return self._select(visual, None, None, 0, Timings())
+
     def answer_images(
         self,
         images: Sequence[np.ndarray],

@@ -59,7 +59,7 @@ class ReplayReport:
                 continue
             cells = []
             for stage in STAGES:
-                values = [a.timings_ms.as_dict()[stage] for a in answers]
+                values = [getattr(a.timings_ms, stage) for a in answers]
                 cells.append(f"{percentile(values, 50):>11.1f}/{percentile(values, 95):<10.1f}")
             lines.append(f"{name:<10}{len(answers):>4}" + "".join(cells))
         if self.answers and self.baseline:

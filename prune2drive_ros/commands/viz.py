@@ -82,21 +82,17 @@ def kept_tokens_picture(engine: Engine, frames: FrameSet, out: str | Path) -> Se
     """Prune ``frames`` as ``engine`` would and write the picture to ``out`` (PNG)."""
     if engine.unpruned:
         raise ConfigError("the engine keeps every token; give retention rates to visualise")
-    vlm = engine.vlm
-    visual = vlm.encode_views(vlm.preprocess(engine.decode(frames)))
-    selection = vlm.prune(visual, engine.budgets, engine.pruner)
+    selection = engine.select(frames)
     tiles = [
         decode_image(frames.messages[view], topic=engine.topics[view], size=TILE_SIZE)
         for view in VIEWS
     ]
-    picture = render_grid(tiles, selection, vlm.patch_grid)
+    picture = render_grid(tiles, selection, engine.vlm.patch_grid)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
         raise ConfigError(f"cannot write {out}; use a .png path in a writable folder")
-    logger.info(
-        "wrote %s (%d of %d tokens kept)", out, selection.total, visual.shape[0] * visual.shape[1]
-    )
+    logger.info("wrote %s (%d of %d tokens kept)", out, selection.total, selection.mask.numel())
     return selection
 
 

@@ -238,8 +238,6 @@ class Evaluator:
         self.samples = len(data.samples)
         self.reward = reward
         self.lam = lam
-        self.pruner = pruner
-        self.max_new_tokens = max_new_tokens
         self.seed = seed
         self.progress = progress
         self.tokenizer = tokenizer
@@ -252,7 +250,8 @@ class Evaluator:
                     "no question is scored by a local DriveLM metric (accuracy, language or "
                     "match; the others need a GPT score); use --reward fidelity"
                 )
-        #: answers from the cached visual tokens (budgets per call; unpruned by default).
+        #: answers from the cached visual tokens (budgets per call; unpruned by default), with
+        #: the default pruner and the answer length.
         self.engine = Engine(vlm, None, pruner=pruner, max_new_tokens=max_new_tokens)
 
     def unpruned_answers(self) -> dict[str, list[str]]:
@@ -304,7 +303,7 @@ class Evaluator:
                     texts = (
                         unpruned[frame.key]
                         if keep_all
-                        else self._pruned_answers(frame, group, budgets, pruner or self.pruner)
+                        else self._pruned_answers(frame, group, budgets, pruner)
                     )
                 except Exception as exc:  # one bad frame must not fail the whole trial
                     skipped += len(group)
@@ -335,7 +334,7 @@ class Evaluator:
         )
 
     def _pruned_answers(
-        self, frame: Frame, group: Sequence[Sample], budgets: Sequence[int], pruner: str
+        self, frame: Frame, group: Sequence[Sample], budgets: Sequence[int], pruner: str | None
     ) -> list[str]:
         generations, _ = self.engine.answer_encoded(
             self.features.visual(frame),
@@ -343,7 +342,6 @@ class Evaluator:
             budgets=budgets,
             pruner=pruner,
             seed=self.seed,
-            max_new_tokens=self.max_new_tokens,
         )
         return [g.text for g in generations]
 
