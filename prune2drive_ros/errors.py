@@ -49,3 +49,7 @@ class TrialFailed(Prune2DriveError):
 
 class TokenizerError(Prune2DriveError):
     """The Java tokeniser failed part-way (it worked when the process started)."""
+
+
+class ConversionError(Prune2DriveError):
+    """A checkpoint folder cannot be converted: not a known original format, or inconsistent."""
