@@ -23,6 +23,7 @@ from typing import Any
 from .attention import ATTENTION_IMPLEMENTATIONS
 from .errors import ConfigError, QuestionError
 from .files import read_yaml
+from .prompts import PROMPT_CHOICES
 from .sensors.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from .views import VIEWS, image_topic
 
@@ -193,6 +194,14 @@ class DriveVLMConfig:
         "attention kernel of the language model (pruning needs no attention weights, so no "
         "eager attention; flash_attention_2 needs CUDA and the flash-attn package)",
         choices=ATTENTION_IMPLEMENTATIONS,
+    )
+    prompt: str = _param(
+        "auto",
+        "how the model is asked: auto follows the checkpoint (the prompt a converted DriveMM / "
+        "DriveLMM-o1 names, else the tokenizer's chat template, else generic); drivemm, "
+        "drivelmm_o1 (the six views stitched into one image), chat_template, or generic (this "
+        "package's own ChatML fallback, which no published model was trained on)",
+        choices=PROMPT_CHOICES,
     )
     pruner: str = _param(
         "tfps",

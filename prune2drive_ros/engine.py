@@ -121,6 +121,7 @@ class Engine:
             device=config.device,
             dtype=config.dtype,
             attn_implementation=config.attn_implementation,
+            prompt=config.prompt,
         )
         logger.info("retention rates from %s: %s", rates_path, rates)
         return cls(
@@ -147,7 +148,9 @@ class Engine:
                 + ", ".join(f"{view} ({self.topics[view]})" for view in missing)
                 + "; check that all six camera topics are published"
             )
-        images = decode_views(frames.messages, self.topics, size=self.vlm.image_size)
+        images = decode_views(
+            frames.messages, self.topics, size=self.vlm.image_size, pad=self.vlm.pad_color
+        )
         return [images[view] for view in VIEWS]
 
     def answer(self, frames: FrameSet, question: str, max_new_tokens: int | None = None) -> Answer:

@@ -33,6 +33,7 @@ INVALID: dict[str, object] = {
     "device": "tpu",
     "dtype": "int8",
     "attn_implementation": "flash",
+    "prompt": "llava",
     "pruner": "fastv_typo",
     "rates_file": 1.5,
     "use_compressed": "yes",

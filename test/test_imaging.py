@@ -197,6 +197,39 @@ def test_target_size_is_exact(size):
     assert out.shape == (size[1], size[0], 3)
 
 
+def expand2square(rgb: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """LLaVA's expand2square, written out: pad the short side, paste at (side - short) // 2."""
+    height, width = rgb.shape[:2]
+    side = max(height, width)
+    out = np.empty((side, side, 3), np.uint8)
+    out[...] = colour
+    top, left = (side - height) // 2, (side - width) // 2
+    out[top : top + height, left : left + width] = rgb
+    return out
+
+
+@pytest.mark.parametrize("shape", [(900, 1600), (901, 1600), (1600, 900), (384, 384)])
+def test_pad_letterboxes_like_llava_expand2square(shape):
+    rgb = cv2.resize(smooth_rgb(), (shape[1], shape[0]))
+    grey = (127, 127, 127)
+    msg = raw_message(rgb, "rgb8")
+    padded = decode_image(msg, topic=TOPIC, size=(384, 384), pad=grey)
+    expected = cv2.resize(expand2square(rgb, grey), (384, 384), interpolation=cv2.INTER_AREA)
+    assert padded.shape == (384, 384, 3)
+    assert np.array_equal(padded, expected)
+
+
+def test_pad_decodes_jpeg_at_the_scale_the_letterboxed_image_needs():
+    rgb = cv2.resize(smooth_rgb(), (1600, 900))
+    msg = StandInCompressed("jpeg", encode_jpeg(rgb, 95))
+    padded = decode_image(msg, topic=TOPIC, size=(384, 384), pad=(127, 127, 127))
+    # 1600 x 900 fills 384 x 216 of the square: the 1/4-scale decode (400 x 225) covers it.
+    full = decode_image(msg, topic=TOPIC)
+    expected = cv2.resize(expand2square(full, (127, 127, 127)), (384, 384), cv2.INTER_AREA)
+    assert np.array_equal(padded[:70], np.full_like(padded[:70], 127))  # the band above
+    assert np.abs(padded.astype(int) - expected.astype(int)).mean() < 2
+
+
 def test_raw_image_is_resized_too():
     out = decode_image(raw_message(smooth_rgb(), "rgb8"), topic=TOPIC, size=(32, 24))
     assert out.shape == (24, 32, 3)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..config import DriveVLMConfig, load_params_yaml
 from ..errors import ConfigError
+from ..prompts import PROMPT_CHOICES
 from ..sensors.bag import DEFAULT_MAX_GAP_MS
 from ..views import VIEWS
 from .argtypes import at_least, positive_float, topic_remap
@@ -29,6 +30,7 @@ _CONFIG_FLAGS = {
     "family": "family",
     "rates": "rates_file",
     "pruner": "pruner",
+    "prompt": "prompt",
     "device": "device",
     "dtype": "dtype",
     "max_new_tokens": "max_new_tokens",
@@ -53,6 +55,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--family", help="model family (default: from the model's config.json)")
     group.add_argument("--rates", help="retention_rates.yaml (default: the package's)")
     group.add_argument("--pruner", help="tfps (default), random, grid or dart")
+    group.add_argument(
+        "--prompt",
+        choices=PROMPT_CHOICES,
+        help="how the model is asked (default auto: the checkpoint's own prompt, see README)",
+    )
     group.add_argument("--device", help="auto, cuda or cpu")
     group.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
     group.add_argument(

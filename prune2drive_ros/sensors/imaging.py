@@ -20,12 +20,16 @@ a frame's views in parallel threads.
 The whole image is resized, not cropped, to the (square) encoder input: a crop would cut away
 the road edges and the vehicles beside the ego car, which driving questions are about, and
 SigLIP (LLaVA-OneVision's vision tower) is itself trained on images squashed to a square, its
-processor resizing without a crop.
+processor resizing without a crop. A checkpoint trained on letterboxed views (DriveMM, whose
+multi-image training pads each image to a square with the mean colour, LLaVA's
+``expand2square``) gets the same: with ``pad`` the image is padded, centred, to the target's
+aspect ratio and then resized.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -39,6 +43,9 @@ from ..errors import DecodeError
 from ..views import VIEWS
 
 logger = logging.getLogger(__name__)
+
+#: An 8-bit RGB colour.
+Colour = tuple[int, int, int]
 
 #: Raw ``sensor_msgs/msg/Image`` encodings :func:`decode_image` understands.
 SUPPORTED_ENCODINGS: tuple[str, ...] = (
@@ -123,18 +130,23 @@ class CompressedImage(Protocol):
 
 
 def decode_image(
-    msg: RawImage | CompressedImage, *, topic: str, size: tuple[int, int] | None = None
+    msg: RawImage | CompressedImage,
+    *,
+    topic: str,
+    size: tuple[int, int] | None = None,
+    pad: Colour | None = None,
 ) -> np.ndarray:
     """Decode an image message to a C-contiguous RGB ``uint8`` array of shape (H, W, 3).
 
     ``size`` is ``(width, height)`` of the encoder input; the image is resized (not cropped) to
-    exactly that, decoding JPEGs at reduced scale where that is lossless for the target. ``topic``
-    only names the source in a :class:`DecodeError`.
+    exactly that, decoding JPEGs at reduced scale where that is lossless for the target. With
+    ``pad`` (an RGB colour) it is first padded to ``size``'s aspect ratio, centred, as LLaVA's
+    ``expand2square``. ``topic`` only names the source in a :class:`DecodeError`.
     """
     if size is not None and (len(size) != 2 or min(size) <= 0):
         raise ValueError(f"size must be (width, height) with positive entries, got {size!r}")
     if isinstance(msg, CompressedImage):
-        rgb = _decode_compressed(msg, topic, size)
+        rgb = _decode_compressed(msg, topic, size, letterbox=pad is not None)
     elif isinstance(msg, RawImage):
         rgb = _decode_raw(msg, topic)
     else:
@@ -143,6 +155,8 @@ def decode_image(
             "sensor_msgs/msg/CompressedImage; subscribe the camera topic with one of those types"
         )
     if size is not None:
+        if pad is not None:
+            rgb = _letterbox(rgb, size, pad)
         rgb = _resize(rgb, size)
     return np.ascontiguousarray(rgb)
 
@@ -151,6 +165,7 @@ def decode_views(
     messages: Mapping[str, Any],
     topics: Mapping[str, str],
     size: tuple[int, int] | None = None,
+    pad: Colour | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`decode_image` for every view of a frame set, in parallel threads, in input order.
 
@@ -160,7 +175,7 @@ def decode_views(
     """
     pool = _decode_pool()
     futures = {
-        view: pool.submit(decode_image, msg, topic=topics[view], size=size)
+        view: pool.submit(decode_image, msg, topic=topics[view], size=size, pad=pad)
         for view, msg in messages.items()
     }
     return {view: future.result() for view, future in futures.items()}
@@ -233,7 +248,7 @@ def _as_bytes_array(data: Any, topic: str) -> np.ndarray:
 
 
 def _decode_compressed(
-    msg: CompressedImage, topic: str, size: tuple[int, int] | None
+    msg: CompressedImage, topic: str, size: tuple[int, int] | None, *, letterbox: bool
 ) -> np.ndarray:
     codec, stored_rgb = compressed_format(msg.format)
     if codec == "compressedDepth":
@@ -254,7 +269,7 @@ def _decode_compressed(
         )
     flag = cv2.IMREAD_COLOR
     if codec == "jpeg" and size is not None:
-        flag = _jpeg_reduction_flag(buf, size)
+        flag = _jpeg_reduction_flag(buf, size, letterbox=letterbox)
     bgr = cv2.imdecode(buf, flag)
     if bgr is None:
         raise DecodeError(
@@ -264,12 +279,16 @@ def _decode_compressed(
     return bgr if stored_rgb else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _jpeg_reduction_flag(buf: np.ndarray, size: tuple[int, int]) -> int:
-    """The imdecode flag of the largest native JPEG downscale that still covers ``size``."""
+def _jpeg_reduction_flag(buf: np.ndarray, size: tuple[int, int], *, letterbox: bool) -> int:
+    """The imdecode flag of the largest native JPEG downscale that still covers ``size`` (with
+    ``letterbox``: the part of ``size`` the image fills once padded to its aspect ratio)."""
     dims = jpeg_size(buf)
     if dims is None:
         return cv2.IMREAD_COLOR
     width, height = dims
+    if letterbox:
+        scale = min(size[0] / width, size[1] / height)
+        size = (math.ceil(width * scale), math.ceil(height * scale))
     for factor, flag in _JPEG_REDUCTIONS:
         # libjpeg's scaled output is ceil(dim / factor)
         if -(-width // factor) >= size[0] and -(-height // factor) >= size[1]:
@@ -336,6 +355,23 @@ def _decode_raw(msg: RawImage, topic: str) -> np.ndarray:
     if encoding == "mono8":
         return cv2.cvtColor(np.ascontiguousarray(rows), cv2.COLOR_GRAY2RGB)
     return rows.reshape(height, width, _PIXEL_BYTES[encoding])[..., _RGB_CHANNELS[encoding]]
+
+
+def _letterbox(rgb: np.ndarray, size: tuple[int, int], colour: Colour) -> np.ndarray:
+    """``rgb`` padded with ``colour`` to the aspect ratio of ``size``, centred (the offset
+    rounded down, as ``expand2square`` pastes at ``(side - height) // 2``)."""
+    height, width = rgb.shape[:2]
+    if width * size[1] == height * size[0]:
+        return rgb
+    if width * size[1] > height * size[0]:
+        target_w, target_h = width, round(width * size[1] / size[0])
+    else:
+        target_w, target_h = round(height * size[0] / size[1]), height
+    top, left = (target_h - height) // 2, (target_w - width) // 2
+    canvas = np.empty((target_h, target_w, 3), dtype=np.uint8)
+    canvas[...] = colour
+    canvas[top : top + height, left : left + width] = rgb
+    return canvas
 
 
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

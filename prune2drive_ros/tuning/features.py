@@ -223,7 +223,7 @@ class FeatureCache:
 
     def _encode(self, frame: Frame) -> torch.Tensor:
         path = self.path(frame)
-        images = decode_frame(frame.read(), self.vlm.image_size)
+        images = decode_frame(frame.read(), self.vlm.image_size, self.vlm.pad_color)
         visual = self.vlm.encode_views(self.vlm.preprocess(images))
         self.encoder_calls += 1
         stored = visual.contiguous().cpu()

@@ -44,7 +44,7 @@ import numpy as np
 from ..config import DriveVLMConfig
 from ..errors import ConfigError, QuestionError
 from ..sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
-from ..sensors.imaging import decode_views
+from ..sensors.imaging import Colour, decode_views
 from ..sensors.questions import read_questions
 from ..sensors.sync import FrameSet
 from ..views import VIEWS
@@ -163,13 +163,16 @@ class ValidationSet:
         self.close()
 
 
-def decode_frame(messages: FrameMessages, size: tuple[int, int]) -> list[np.ndarray]:
-    """The six images of a frame as RGB arrays of ``size``, in :data:`VIEWS` order (decoded
-    in parallel by the decoder the engine uses)."""
+def decode_frame(
+    messages: FrameMessages, size: tuple[int, int], pad: Colour | None = None
+) -> list[np.ndarray]:
+    """The six images of a frame as RGB arrays of ``size`` (letterboxed with ``pad``), in
+    :data:`VIEWS` order (decoded in parallel by the decoder the engine uses)."""
     images = decode_views(
         {view: messages[view][1] for view in VIEWS},
         {view: messages[view][0] for view in VIEWS},
         size,
+        pad,
     )
     return [images[view] for view in VIEWS]
 

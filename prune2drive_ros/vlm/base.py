@@ -11,12 +11,13 @@ Engine` runs them in this order and times them)::
 
 How the language model sees the frames (the same for every family):
 
-* Prompt. A fixed prefix (the family's chat preamble, then for each view in
-  :data:`~prune2drive_ros.views.VIEWS` order the line ``"<label> view: <image>"``) followed by
-  the question and the assistant turn (:mod:`.prompt`). The image placeholder stands for that
-  view's *kept* visual tokens followed by the family's view separator (LLaVA-OneVision's learned
-  image-newline embedding). A separator is not a patch: it is never pruned, it always follows
-  its view, so the language model still sees where one camera ends.
+* Prompt. The one the checkpoint was trained with (:mod:`~prune2drive_ros.prompts`:
+  DriveMM's six-image prompt, DriveLMM-o1's, the tokenizer's chat template, or this package's
+  generic fallback), cut into a prefix that ends with the last image and the question turn
+  (:mod:`.prompt`). The image placeholder stands for that view's *kept* visual tokens followed
+  by the family's view separator (LLaVA-OneVision's learned image-newline embedding). A
+  separator is not a patch: it is never pruned, it always follows its view, so the language
+  model still sees where one camera ends.
 * Splicing. ``inputs_embeds`` is the text embeddings with the kept visual tokens spliced in;
   text tokens are never dropped.
 * Positions. ``positions="original"`` (default, what the Prune2Drive reference does): every kept
@@ -51,9 +52,10 @@ Write ``vlm/<family>.py`` with a subclass of :class:`DrivingVLM`, decorate it wi
 * ``family``: the checkpoint's ``config.json`` ``model_type`` (how
   :func:`~.loading.load_vlm` picks you);
 * ``model_class``: the transformers class whose ``from_pretrained`` loads the checkpoint;
-* ``prompt``: a :class:`~.prompt.PromptTemplate` in the family's chat format (Qwen2-based
-  families: :func:`~.prompt.chatml_prompt`), and ``image_placeholder``, the tokenizer's special
-  token for one image (it must be a single added token);
+* ``image_placeholder``, the tokenizer's special token for one image (it must be a single
+  added token), and ``image_markup``, how the family's processor writes one image around it
+  (e.g. InternVL's ``<img>{image}</img>``): every named prompt
+  (:mod:`~prune2drive_ros.prompts`) is built from it;
 
 and implement the hooks:
 
@@ -86,16 +88,19 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedConfig, PreTrainedModel
 
-from ..errors import DecodeError
+from ..errors import DecodeError, ModelLoadError
+from ..prompts import PROMPTS, PromptTemplate
 from ..pruning.budget import Rates, budgets_from_rates, check_budgets
 from ..pruning.selection import Selection
 from ..timings import Timings
 from ..views import VIEWS
 from .decoding import cache_keyword, crop, greedy, stop_ids, stopwatch
-from .loading import RANDOM_WEIGHTS_NOTE
-from .prompt import PromptTemplate, TokenizedPrompt
+from .loading import IMAGE_FIT_KEY, RANDOM_WEIGHTS_NOTE
+from .prompt import TokenizedPrompt
 from .results import (
+    IMAGE_FITS,
     Generation,
+    ImageFit,
     Normalization,
     Positions,
     PrefillInputs,
@@ -126,8 +131,8 @@ class DrivingVLM(ABC):
 
     family: ClassVar[str]
     model_class: ClassVar[type[PreTrainedModel]]
-    prompt: ClassVar[PromptTemplate]
     image_placeholder: ClassVar[str]
+    image_markup: ClassVar[str] = "{image}"
 
     def __init__(
         self,
@@ -137,6 +142,8 @@ class DrivingVLM(ABC):
         name: str,
         normalization: Normalization,
         random_weights: bool = False,
+        prompt: str = "generic",
+        image_fit: ImageFit = "resize",
     ) -> None:
         geometry = self._geometry(model.config)
         self.model = model.eval()
@@ -152,8 +159,19 @@ class DrivingVLM(ABC):
         self.dtype: torch.dtype = parameter.dtype
         self._cache_kwarg = cache_keyword(self._decoder)
         self._stop_ids = stop_ids(model, tokenizer)
+        if image_fit not in IMAGE_FITS:
+            raise ModelLoadError(
+                f"image fit {image_fit!r} is not one of {', '.join(IMAGE_FITS)} (config.json's "
+                f"{IMAGE_FIT_KEY})"
+            )
+        #: Letterbox colour (the image mean, as LLaVA's ``expand2square``) when the checkpoint
+        #: was trained on views padded to a square; None: views are resized whole.
+        self.pad_color: tuple[int, int, int] | None = (
+            _mean_colour(normalization) if image_fit == "pad" else None
+        )
+        template = self.build_prompt(prompt, tokenizer)
         self._prompt = TokenizedPrompt(
-            self.prompt,
+            template,
             tokenizer,
             self.image_placeholder,
             self.device,
@@ -171,6 +189,27 @@ class DrivingVLM(ABC):
         self._pixel_offset = offset.view(1, 3, 1, 1)
         if random_weights:
             logger.warning("%s is a %s", name, RANDOM_WEIGHTS_NOTE)
+
+    @classmethod
+    def build_prompt(cls, name: str, tokenizer: Any) -> PromptTemplate:
+        """The named prompt (:data:`~prune2drive_ros.prompts.PROMPTS`) in this family's markup.
+
+        Raises:
+            ModelLoadError: the prompt cannot be built with this tokenizer, or stitches the
+                views, which this family does not support.
+        """
+        template = PROMPTS[name](cls.image_markup.format(image=cls.image_placeholder), tokenizer)
+        if template.stitched:
+            raise ModelLoadError(
+                f"the {name} prompt stitches the six views into one image, which the "
+                f"{cls.family} family does not support; use another prompt"
+            )
+        return template
+
+    @property
+    def prompt_name(self) -> str:
+        """Which named prompt the model is asked with."""
+        return self._prompt.template.name
 
     # ------------------------------------------------------------------ family hooks
 
@@ -445,3 +484,9 @@ class DrivingVLM(ABC):
             text_tokens=text,
             next_position=start,
         )
+
+
+def _mean_colour(normalization: Normalization) -> tuple[int, int, int]:
+    """The image mean as 8-bit RGB: LLaVA pads with ``tuple(int(m * 255) for m in mean)``."""
+    red, green, blue = (int(m * 255) for m in normalization.mean)
+    return red, green, blue

@@ -24,7 +24,6 @@ from transformers import InternVLForConditionalGeneration, PreTrainedConfig
 from ..errors import ModelLoadError
 from .base import DrivingVLM
 from .loading import register_family
-from .prompt import chatml_prompt
 from .results import ViewGeometry
 
 #: The per-view layout (one InternViT tile per view), as InternVL 2.5 / 3 are built.
@@ -40,7 +39,7 @@ class InternVLVLM(DrivingVLM):
     family = "internvl"
     model_class = InternVLForConditionalGeneration
     image_placeholder = "<IMG_CONTEXT>"
-    prompt = chatml_prompt("{label} view: <img>{image}</img>\n")
+    image_markup = "<img>{image}</img>"
 
     @classmethod
     def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:

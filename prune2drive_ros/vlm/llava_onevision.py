@@ -15,7 +15,6 @@ from transformers import LlavaOnevisionForConditionalGeneration, PreTrainedConfi
 from ..errors import ModelLoadError
 from .base import DrivingVLM
 from .loading import register_family
-from .prompt import chatml_prompt
 from .results import ViewGeometry
 
 #: The per-view layout Prune2Drive (and this adapter) is defined on.
@@ -30,8 +29,6 @@ class LlavaOnevisionVLM(DrivingVLM):
     family = "llava_onevision"
     model_class = LlavaOnevisionForConditionalGeneration
     image_placeholder = "<image>"
-    # Qwen2's ChatML, as the LLaVA-OneVision chat template writes it.
-    prompt = chatml_prompt("{label} view: {image}\n")
 
     @classmethod
     def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:

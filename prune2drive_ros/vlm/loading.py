@@ -20,6 +20,7 @@ from transformers.utils import is_flash_attn_2_available
 from ..attention import ATTENTION_IMPLEMENTATIONS
 from ..devices import resolve_device
 from ..errors import ModelLoadError
+from ..prompts import PROMPT_KEY, resolve_prompt
 from .results import Normalization
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ _VLM = TypeVar("_VLM", bound="DrivingVLM")
 
 #: Config attribute that marks a checkpoint built by :mod:`~prune2drive_ros.vlm.tiny`.
 RANDOM_WEIGHTS_KEY = "prune2drive_random_weights"
+#: Config attribute: how views fit the encoder input (:data:`~.results.IMAGE_FITS`); written by
+#: ``prune2drive convert`` for checkpoints trained on padded views (DriveMM).
+IMAGE_FIT_KEY = "prune2drive_image_fit"
 #: Shown next to every answer of a random-weight model.
 RANDOM_WEIGHTS_NOTE = "random-weight test model: its answers are meaningless"
 
@@ -88,6 +92,7 @@ def load_pretrained(
     dtype: str | torch.dtype = "auto",
     attn_implementation: str = "sdpa",
     local_files_only: bool = False,
+    prompt: str = "auto",
 ) -> _VLM:
     """Load a checkpoint of family ``cls`` from a local folder or a hub id.
 
@@ -102,6 +107,8 @@ def load_pretrained(
             or ``float32`` / ``bfloat16`` / ``float16``.
         attn_implementation: ``"sdpa"`` or ``"flash_attention_2"`` (CUDA with flash-attn).
         local_files_only: never contact the hub, even for an id.
+        prompt: a named prompt (:data:`~prune2drive_ros.prompts.PROMPT_CHOICES`); ``auto``
+            follows the checkpoint (:func:`~prune2drive_ros.prompts.resolve_prompt`).
 
     Raises:
         ModelLoadError: with the remedy, for a missing path, a folder that is not a
@@ -147,14 +154,17 @@ def load_pretrained(
         name=source,
         normalization=Normalization.from_processor_dict(processor),
         random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
+        prompt=resolve_prompt(prompt, tokenizer, getattr(config, PROMPT_KEY, None)),
+        image_fit=getattr(config, IMAGE_FIT_KEY, "resize"),
     )
     logger.info(
-        "loaded %s %s on %s (%s, %s)",
+        "loaded %s %s on %s (%s, %s, prompt %s)",
         cls.family,
         source,
         torch_device,
         torch_dtype,
         attn_implementation,
+        vlm.prompt_name,
     )
     return vlm
 

@@ -1,82 +1,31 @@
-"""The multi-view driving prompt: a family's template as text, and tokenised once per model.
+"""A prompt tokenised once per model, cut at the image placeholders.
 
-Every family asks the same question the same way: a fixed prefix (the chat preamble, then one
-line per view in :data:`~prune2drive_ros.views.VIEWS` order holding that view's image
-placeholder), then the question and the open assistant turn. :class:`PromptTemplate` is that
-text; :class:`TokenizedPrompt` is its token ids for one tokenizer, cut at the placeholders so
-the kept visual tokens can be spliced in between.
+:class:`~prune2drive_ros.prompts.PromptTemplate` is the text (which one follows the checkpoint:
+see :mod:`~prune2drive_ros.prompts`); :class:`TokenizedPrompt` is its token ids for one
+tokenizer: the shared prefix cut at the placeholders so the kept visual tokens can be spliced in
+between, and the question turn tokenised per question.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
 from itertools import pairwise
 from typing import Any
 
 import torch
 
 from ..errors import ModelLoadError
-from ..views import VIEW_LABELS, VIEWS
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """A family's multi-view prompt, as text around the image placeholders.
-
-    ``prefix`` opens the conversation, ``view`` is formatted once per view with ``label`` (from
-    :data:`~prune2drive_ros.views.VIEW_LABELS`) and ``image`` (the placeholder token), and
-    ``question`` holds one ``{question}`` field followed by the assistant turn. The question
-    text is tokenised with special tokens split, so a question cannot inject chat markers or
-    image placeholders.
-    """
-
-    prefix: str
-    view: str
-    question: str
-
-    def prefix_text(self, image: str, views: Sequence[str] = VIEWS) -> str:
-        """The shared prefix: preamble and one line per view."""
-        return self.prefix + "".join(
-            self.view.format(label=VIEW_LABELS[name], image=image) for name in views
-        )
-
-    def question_parts(self) -> tuple[str, str]:
-        """The template text before and after ``{question}``."""
-        before, marker, after = self.question.partition("{question}")
-        if not marker:
-            raise ValueError(f"question template {self.question!r} has no {{question}} field")
-        return before, after
-
-
-#: ChatML's special tokens (Qwen2's chat format), for the tokenizers of Qwen2-based families.
-CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-
-
-def chatml_prompt(view: str) -> PromptTemplate:
-    """The driving prompt in ChatML, with ``view`` (a :class:`PromptTemplate` view line) per view.
-
-    One system turn and one user turn holding the six views and the question, then the open
-    assistant turn: what Qwen2's chat template writes, so every Qwen2-based family asks the
-    same question the same way and only the image wrapping in ``view`` differs.
-    """
-    return PromptTemplate(
-        prefix=(
-            "<|im_start|>system\nYou are a helpful driving assistant. You see the six surround "
-            "cameras of the ego vehicle.<|im_end|>\n<|im_start|>user\n"
-        ),
-        view=view,
-        question="{question}<|im_end|>\n<|im_start|>assistant\n",
-    )
+from ..prompts import PromptTemplate
 
 
 class TokenizedPrompt:
     """A :class:`PromptTemplate` tokenised once, on ``device``, for one model's tokenizer.
 
     Attributes:
+        template: the text this was tokenised from.
         image_token: id of the image placeholder.
-        segments: the shared prefix's ids cut at the placeholders (one segment more than views;
-            the placeholders themselves are left out, the kept visual tokens go there).
+        segments: the shared prefix's ids cut at the placeholders (one segment more than
+            images; the placeholders themselves are left out, the visual tokens go there).
 
     Raises:
         ModelLoadError: the tokenizer lacks the placeholder or splits it (``model`` and
@@ -93,6 +42,7 @@ class TokenizedPrompt:
         model: str,
         family: str,
     ) -> None:
+        self.template = template
         self.tokenizer = tokenizer
         self.device = device
         image_token = tokenizer.convert_tokens_to_ids(placeholder)
@@ -101,19 +51,26 @@ class TokenizedPrompt:
                 f"the tokenizer of {model} has no {placeholder!r} token; "
                 f"{family} checkpoints ship it as an added special token"
             )
-        ids = self.ids(template.prefix_text(placeholder))
+        ids = self.ids(template.prefix)
         cuts = (ids == image_token).nonzero().flatten().tolist()
-        if len(cuts) != len(VIEWS):
+        if len(cuts) != template.images:
             raise ModelLoadError(
                 f"the tokenizer of {model} does not keep {placeholder!r} as one "
-                f"token ({len(cuts)} found for {len(VIEWS)} views)"
+                f"token ({len(cuts)} found for {template.images} images)"
             )
         bounds = [-1, *cuts, ids.numel()]
-        before, after = template.question_parts()
         self.image_token = int(image_token)
         self.segments = [ids[a + 1 : b] for a, b in pairwise(bounds)]
-        self._question_before = self.ids(before)
-        self._question_after = self.ids(after)
+        # The question is tokenised together with the plain text around it, as the original
+        # prompts tokenise one string: BPE merges across "vehicle. What" as it would there.
+        # Only the text beyond the nearest added token on either side is tokenised apart.
+        before, after = template.question_parts()
+        added = sorted(getattr(tokenizer, "added_tokens_encoder", {}), key=len, reverse=True)
+        marker = re.compile("|".join(re.escape(token) for token in added)) if added else None
+        head, self._lead = _split_last(before, marker)
+        self._trail, tail = _split_first(after, marker)
+        self._question_before = self.ids(head)
+        self._question_after = self.ids(tail)
 
     def ids(self, text: str, *, split_special_tokens: bool = False) -> torch.Tensor:
         """``text`` as ids on the device, without the tokenizer's BOS/EOS."""
@@ -123,6 +80,21 @@ class TokenizedPrompt:
         return torch.tensor(encoded["input_ids"], dtype=torch.long, device=self.device)
 
     def question_ids(self, question: str) -> torch.Tensor:
-        """The question turn's ids: template text around ``question`` (its special tokens split)."""
-        asked = self.ids(question, split_special_tokens=True)
+        """The question turn's ids: the template around ``question``, whose own special tokens
+        are split so that a question cannot inject chat markers or image placeholders."""
+        asked = self.ids(self._lead + question + self._trail, split_special_tokens=True)
         return torch.cat([self._question_before, asked, self._question_after])
+
+
+def _split_last(text: str, marker: re.Pattern[str] | None) -> tuple[str, str]:
+    """``text`` cut after its last added token: (up to it, plain text after it)."""
+    ends = [m.end() for m in marker.finditer(text)] if marker else []
+    cut = ends[-1] if ends else 0
+    return text[:cut], text[cut:]
+
+
+def _split_first(text: str, marker: re.Pattern[str] | None) -> tuple[str, str]:
+    """``text`` cut before its first added token: (plain text before it, from it on)."""
+    found = marker.search(text) if marker else None
+    cut = found.start() if found else len(text)
+    return text[:cut], text[cut:]

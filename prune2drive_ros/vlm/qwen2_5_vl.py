@@ -40,7 +40,6 @@ from transformers import PreTrainedConfig, Qwen2_5_VLForConditionalGeneration
 from ..errors import ModelLoadError
 from .base import DrivingVLM
 from .loading import register_family
-from .prompt import chatml_prompt
 from .results import ViewGeometry
 
 #: Fixed per-view pixel budget, (width, height): 16:9 like the nuScenes cameras.
@@ -59,7 +58,7 @@ class Qwen2_5_VLVLM(DrivingVLM):
     family = "qwen2_5_vl"
     model_class = Qwen2_5_VLForConditionalGeneration
     image_placeholder = "<|image_pad|>"
-    prompt = chatml_prompt("{label} view: <|vision_start|>{image}<|vision_end|>\n")
+    image_markup = "<|vision_start|>{image}<|vision_end|>"
 
     @classmethod
     def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:

@@ -20,6 +20,12 @@ from ..errors import ModelLoadError
 #: How kept tokens are numbered: as in the unpruned sequence, or renumbered 0..L-1.
 Positions = Literal["original", "compact"]
 
+#: How a camera image becomes the encoder's square input: ``resize`` squashes it whole (SigLIP
+#: and InternViT processors do), ``pad`` letterboxes it with the image mean first (LLaVA's
+#: ``image_aspect_ratio: pad``, which DriveMM trains its multi-image inputs with).
+ImageFit = Literal["resize", "pad"]
+IMAGE_FITS: tuple[ImageFit, ...] = ("resize", "pad")
+
 
 @dataclass(frozen=True)
 class Generation:

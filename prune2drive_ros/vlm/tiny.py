@@ -46,11 +46,11 @@ from transformers.image_processing_base import ImageProcessingMixin
 
 from ..devices import resolve_device
 from ..errors import ModelLoadError
+from ..prompts import CHATML_SPECIAL_TOKENS
 from ..views import VIEW_LABELS
 from . import internvl, llava_onevision, qwen2_5_vl
 from .base import DrivingVLM
 from .loading import RANDOM_WEIGHTS_KEY, check_attention, family_class, resolve_dtype
-from .prompt import CHATML_SPECIAL_TOKENS
 from .results import Normalization
 
 logger = logging.getLogger(__name__)
