@@ -43,7 +43,18 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "mypy>=1.10", "types-PyYAML"],
+        # prune2drive convert: reading a SentencePiece tokenizer.model (InternLM2, Llama-2)
+        # needs protobuf; the tests train and read one with sentencepiece.
+        "convert": ["protobuf>=3.20", "sentencepiece>=0.2"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+            "protobuf>=3.20",
+            "sentencepiece>=0.2",
+        ],
         "postgres": ["psycopg2-binary>=2.9"],
     },
     zip_safe=True,
