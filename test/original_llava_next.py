@@ -8,8 +8,11 @@ safetensors shards with an index, and a Llama-3-style tokenizer (``tokenizer.jso
 ``tokenizer_config.json`` with the special tokens and a Llama-3.1 chat template, as Meta's are).
 
 ``mm_vision_tower`` names a local SigLIP folder written beside the checkpoint (one layer more than
-the checkpoint stores, other random weights): what LLaVA's loader starts from before the
-checkpoint's own tower weights replace it. Deterministic from the seed.
+the checkpoint stores, other random weights), where DriveMM names the hub id
+``google/siglip-so400m-patch14-384``: the converter reads the tower's head count from that
+folder, as it reads so400m's from its table. (LLaVA's own ``build_vision_tower`` would take an
+existing local path for a CLIP tower; to run LLaVA's code on this checkpoint, name the hub id and
+put this folder in an offline hub cache under it.) Deterministic from the seed.
 """
 
 from __future__ import annotations
