@@ -29,6 +29,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "demo": "prune2drive_ros.commands.demo",
     "tune": "prune2drive_ros.commands.tune",
     "eval": "prune2drive_ros.commands.evaluate",
+    "convert": "prune2drive_ros.commands.convert",
     "bench": {
         "tfps": "prune2drive_ros.commands.bench.tfps",
         "decode": "prune2drive_ros.commands.bench.decode",

@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -395,23 +395,31 @@ def recipe(family: str) -> Recipe:
 # -------------------------------------------------------------------------------- building
 
 
-def train_tokenizer(family: str) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with ``family``'s special tokens, trained on the corpus.
+def train_bpe(special_tokens: Sequence[str]) -> Tokenizer:
+    """A byte-level BPE of :data:`TOKENIZER_VOCAB` tokens, ``special_tokens`` first, trained on
+    the built-in driving corpus: the raw ``tokenizers`` object, for callers that wrap or save it
+    their own way (the original-format test checkpoints save it as their authors' tokenizers are).
 
     Byte-level, so any question (any UTF-8) tokenises; deterministic (fixed corpus, no
     randomness in the BPE trainer).
     """
-    family_recipe = recipe(family)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=TOKENIZER_VOCAB,
-        special_tokens=list(family_recipe.special_tokens),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(_CORPUS, trainer)
+    return tokenizer
+
+
+def train_tokenizer(family: str) -> PreTrainedTokenizerFast:
+    """:func:`train_bpe` with ``family``'s special tokens, as a transformers tokenizer."""
+    family_recipe = recipe(family)
+    tokenizer = train_bpe(family_recipe.special_tokens)
     # Named special tokens (InternVL's start_image_token, ...) only where the family has them,
     # so the other families' saved tokenizer files stay byte-identical.
     attributes = family_recipe.tokenizer_attributes

@@ -1,0 +1,519 @@
+"""LLaVA-NeXT's original checkpoints (DriveMM, LLaVA-OneVision's lmms-lab releases) -> transformers.
+
+DriveMM (``DriveMM/DriveMM``) is published as its code (LLaVA-NeXT's ``llava`` package) saves
+it: one ``LlavaLlamaForCausalLM`` (``LlavaQwenForCausalLM`` for OneVision's Qwen2 releases)
+whose config.json is the language model's config plus LLaVA's ``mm_*`` keys, and whose state
+dict holds everything under the language model's names::
+
+    model.embed_tokens / model.layers.* / model.norm / lm_head     the decoder (lm_head absent
+                                                                   when tied, as in Qwen2-0.5B)
+    model.mm_projector.{0,2}                                       Linear, exact GELU, Linear
+    model.image_newline                                            appended after each image
+    model.vision_tower.vision_tower.vision_model.*                 SigLIP, last layer deleted
+
+LLaVA's ``SigLipVisionTower`` deletes the tower's last encoder layer and returns the last
+remaining layer's output (``hidden_states[-1]``) without ``post_layernorm``: so a checkpoint
+stores 26 of so400m's 27 layers, and the transformers tower is given exactly the stored layers
+with ``vision_feature_layer -1`` and ``vision_feature_select_strategy "full"`` (the stored
+``mm_vision_select_layer -2`` is never read for SigLIP towers). Its ``post_layernorm`` tensors are
+copied but never applied, as in the original.
+
+The result is the ``LlavaOnevisionForConditionalGeneration`` folder ``save_pretrained`` would
+write (same tensor names), with:
+
+* the original's text config (``LlamaConfig`` / ``Qwen2Config`` fields, rope scaling included);
+* an ``<image>`` special token: the original marks images with the id -200 and has no vocabulary
+  entry, transformers needs one. Its id is the tokenizer's next one; the embedding and
+  ``lm_head`` grow by a row where that id is past their end. The new rows are the MEAN of the
+  existing rows. The embedding row is never read (the placeholder is always replaced by image
+  features); the ``lm_head`` row's logit is then the mean of the other logits, so it never
+  exceeds the largest one and greedy decoding never picks the placeholder;
+* a SigLIP image processor config (384 px, mean/std 0.5, rescale 1/255);
+* for ``llava_llama`` (DriveMM) the keys ``prune2drive_prompt: drivemm`` (its six-image prompt)
+  and ``prune2drive_image_fit: pad`` (its multi-image training pads each view to a square with
+  the mean colour before resizing).
+
+Tensors are read one weight file at a time (``safe_open``, or a memory-mapped ``torch.load`` for
+``.bin`` shards) and written as one safetensors shard per input file, so an 8 B checkpoint needs
+about one shard of memory, not two copies of the model. Converting twice gives byte-identical
+files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pickle
+import re
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+from transformers import (
+    AddedToken,
+    AutoTokenizer,
+    LlamaConfig,
+    LlavaOnevisionConfig,
+    LlavaOnevisionImageProcessorPil,
+    PreTrainedConfig,
+    Qwen2Config,
+    SiglipVisionConfig,
+)
+
+from ...errors import ConversionError
+
+logger = logging.getLogger(__name__)
+
+NAME = "llava_next"
+TITLE = "LLaVA-NeXT / LLaVA-OneVision original format (DriveMM/DriveMM, lmms-lab llava-onevision)"
+
+#: original model_type -> the transformers config class of its language model.
+TEXT_CONFIGS: dict[str, type[PreTrainedConfig]] = {
+    "llava_llama": LlamaConfig,
+    "llava_qwen": Qwen2Config,
+}
+#: config.json keys this package reads (prompts.PROMPT_KEY, loading.IMAGE_FIT_KEY).
+PROMPT_KEY = "prune2drive_prompt"
+IMAGE_FIT_KEY = "prune2drive_image_fit"
+#: What a conversion writes into config.json per original model_type: DriveMM's prompt and
+#: padded views for llava_llama; OneVision's Qwen2 releases keep the package's defaults.
+MARKS: dict[str, dict[str, str]] = {"llava_llama": {PROMPT_KEY: "drivemm", IMAGE_FIT_KEY: "pad"}}
+IMAGE_TOKEN = "<image>"
+#: The only projector the transformers class has: Linear, GELU, Linear.
+PROJECTOR_TYPE = "mlp2x_gelu"
+
+#: SigLIP towers LLaVA-NeXT checkpoints name in mm_vision_tower, with what their hub config
+#: says (its head count is in no tensor shape); any other tower needs a local config folder.
+KNOWN_TOWERS: dict[str, dict[str, Any]] = {
+    "google/siglip-so400m-patch14-384": {
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "num_attention_heads": 16,
+        "num_hidden_layers": 27,
+        "image_size": 384,
+        "patch_size": 14,
+        "hidden_act": "gelu_pytorch_tanh",
+        "layer_norm_eps": 1e-6,
+    },
+}
+_SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
+
+_VISION = "model.vision_tower.vision_tower.vision_model."
+_EMBED = "model.embed_tokens.weight"
+_HEAD = "lm_head.weight"
+#: original name prefix -> the name save_pretrained gives it (first match wins).
+_RENAMES: tuple[tuple[str, str], ...] = (
+    (_VISION, "vision_tower."),
+    ("model.mm_projector.0.", "multi_modal_projector.linear_1."),
+    ("model.mm_projector.2.", "multi_modal_projector.linear_2."),
+    ("model.image_newline", "image_newline"),
+    ("lm_head.", "language_model.lm_head."),
+    *(
+        (f"model.{part}", f"language_model.model.{part}")
+        for part in ("embed_tokens.", "layers.", "norm.")
+    ),
+)
+#: Stored but not weights of the transformers model: rotary caches, SigLIP's pooling head
+#: (LLaVA replaces it by an identity).
+_DROPPED = re.compile(rf"(.*\.rotary_emb\.inv_freq|{re.escape(_VISION)}head\..*)$")
+_VISION_LAYER = re.compile(rf"{re.escape(_VISION)}encoder\.layers\.(\d+)\.")
+#: Tensors every checkpoint of this format has (lm_head unless tied).
+_REQUIRED = (
+    _EMBED,
+    "model.norm.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.mm_projector.0.weight",
+    "model.mm_projector.0.bias",
+    "model.mm_projector.2.weight",
+    "model.mm_projector.2.bias",
+    "model.image_newline",
+    f"{_VISION}embeddings.patch_embedding.weight",
+    f"{_VISION}embeddings.position_embedding.weight",
+    f"{_VISION}encoder.layers.0.self_attn.q_proj.weight",
+)
+#: Weight layouts, in the order transformers prefers them: (index file, single file).
+_LAYOUTS = (
+    ("model.safetensors.index.json", "model.safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+#: The files a tokenizer may be saved in (Llama-3's two, SentencePiece, Qwen2's BPE files).
+_TOKENIZER_COPIED = (
+    *_TOKENIZER_FILES,
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+# -------------------------------------------------------------------------------- reading
+
+
+class Weights:
+    """An original checkpoint's tensors by name, read one weight file at a time.
+
+    Attributes:
+        files: weight file name -> the tensor names it holds, in file order (sorted names).
+        indexed: whether the checkpoint has an index file (the output then gets one too).
+    """
+
+    def __init__(self, folder: Path, files: Mapping[str, list[str]], *, indexed: bool) -> None:
+        self.folder = folder
+        self.files = dict(files)
+        self.indexed = indexed
+        self.where = {name: file for file, names in self.files.items() for name in names}
+
+    @classmethod
+    def find(cls, folder: Path) -> Weights | None:
+        """The weights of ``folder``, or None when it has none in a known layout."""
+        for index, single in _LAYOUTS:
+            if (folder / index).is_file():
+                weight_map = json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"]
+                files: dict[str, list[str]] = {}
+                for name, file in sorted(weight_map.items()):
+                    files.setdefault(file, []).append(name)
+                return cls(folder, dict(sorted(files.items())), indexed=True)
+            if (folder / single).is_file():
+                names = sorted(_names(folder / single))
+                return cls(folder, {single: names}, indexed=False)
+        return None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The shape of tensor ``name``, read without loading it (safetensors)."""
+        path = self.folder / self.where[name]
+        with _reading(path):
+            if path.suffix == ".safetensors":
+                with safe_open(path, framework="pt") as file:
+                    return tuple(file.get_slice(name).get_shape())
+            return tuple(_load_bin(path)[name].shape)
+
+    def read(self, file: str) -> Iterator[tuple[str, torch.Tensor]]:
+        """The tensors of weight file ``file``, one by one."""
+        path = self.folder / file
+        with _reading(path):
+            if path.suffix == ".safetensors":
+                with safe_open(path, framework="pt") as opened:
+                    for name in self.files[file]:
+                        yield name, opened.get_tensor(name)
+                return
+            state = _load_bin(path)
+            for name in self.files[file]:
+                # A clone: memory-mapped tensors may share storage (tied weights), which
+                # safetensors refuses to write.
+                yield name, state[name].clone()
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn a missing, truncated or corrupt weight file into a ConversionError naming it."""
+    try:
+        yield
+    except (OSError, SafetensorError, RuntimeError, KeyError, pickle.UnpicklingError) as exc:
+        raise ConversionError(
+            f"cannot read {path}: {exc}; the file may be incomplete (download it again)"
+        ) from exc
+
+
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.bin`` state dict, memory-mapped: tensors are read from disk when used."""
+    state: dict[str, torch.Tensor] = torch.load(
+        path, map_location="cpu", mmap=True, weights_only=True
+    )
+    return state
+
+
+def _names(path: Path) -> list[str]:
+    """The tensor names in one weight file."""
+    if path.suffix == ".safetensors":
+        with safe_open(path, framework="pt") as file:
+            return list(file.keys())
+    return list(_load_bin(path))
+
+
+def _read_config(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    path = folder / "config.json"
+    if not path.is_file():
+        return None, ["no config.json"]
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, [f"config.json cannot be read: {exc}"]
+    if not isinstance(config, dict):
+        return None, ["config.json is not a JSON object"]
+    return config, []
+
+
+# -------------------------------------------------------------------------------- the format
+
+
+def missing(folder: Path) -> list[str]:
+    """What ``folder`` lacks to be an original LLaVA-NeXT checkpoint (empty: it is one)."""
+    config, problems = _read_config(folder)
+    if config is None:
+        return problems
+    model_type = config.get("model_type")
+    if model_type not in TEXT_CONFIGS:
+        return [f"config.json model_type is {model_type!r}, not {' / '.join(TEXT_CONFIGS)}"]
+    tower = config.get("mm_vision_tower")
+    if not isinstance(tower, str) or "siglip" not in tower.lower():
+        problems.append(f"config.json mm_vision_tower is {tower!r}, not a SigLIP tower")
+    projector = config.get("mm_projector_type")
+    if projector != PROJECTOR_TYPE:
+        problems.append(f"config.json mm_projector_type is {projector!r}, not {PROJECTOR_TYPE!r}")
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        problems.append(f"no tokenizer ({' / '.join(_TOKENIZER_FILES)})")
+    weights = Weights.find(folder)
+    if weights is None:
+        layouts = ", ".join(name for layout in _LAYOUTS for name in layout)
+        return [*problems, f"no weights ({layouts})"]
+    required = (*_REQUIRED, *(() if config.get("tie_word_embeddings") else (_HEAD,)))
+    problems += [f"no {name} tensor" for name in required if name not in weights.where]
+    return problems
+
+
+def convert(
+    source: Path,
+    target: Path,
+    *,
+    vision_tower: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Convert the original checkpoint in ``source`` into a transformers folder ``target``.
+
+    ``target`` is created (it should be new or empty: ``prune2drive convert`` writes into a
+    temporary folder and renames it). ``vision_tower`` is a folder holding the SigLIP tower's
+    config.json, for towers not in :data:`KNOWN_TOWERS` (default: config.json's
+    ``mm_vision_tower``, which may itself be such a folder). ``progress`` shows a bar over the
+    tensors.
+
+    Raises:
+        ConversionError: ``source`` is not in this format, its vision tower is unknown, or its
+            tensors do not fit its config.
+    """
+    problems = missing(source)
+    if problems:
+        raise ConversionError(
+            f"{source} is not a {NAME} checkpoint ({TITLE}): {'; '.join(problems)}"
+        )
+    original, _ = _read_config(source)
+    assert original is not None  # missing() checked it
+    weights = Weights.find(source)
+    assert weights is not None
+    vision = _vision_config(original, weights, vision_tower)  # fails before anything is written
+    target.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer(source, target)
+    image_token = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    rows = weights.shape(_EMBED)[0]
+    if image_token > rows:
+        raise ConversionError(
+            f"{source}'s tokenizer has {len(tokenizer)} tokens but {_EMBED} only {rows} rows; "
+            "the tokenizer files do not belong to these weights"
+        )
+    vocab_size = max(rows, image_token + 1)
+    config = _config(original, weights, vision, vocab_size=vocab_size)
+    config.image_token_index = image_token
+    config.save_pretrained(target)
+    _image_processor(original, _side(vision.image_size)).save_pretrained(target)
+    if (source / "generation_config.json").is_file():
+        shutil.copyfile(source / "generation_config.json", target / "generation_config.json")
+    _write_tensors(weights, target, rows=vocab_size, progress=progress)
+    logger.info("converted %s (%s) to %s", source, original["model_type"], target)
+    return target
+
+
+def _tokenizer(source: Path, target: Path) -> Any:
+    """The original tokenizer with ``<image>`` added as a special token (unless it has one),
+    saved into ``target``; chat template and special tokens as they were.
+
+    It is loaded from a copy of its files in ``target``: transformers would otherwise read the
+    source's config.json, whose model_type it does not know.
+    """
+    for name in _TOKENIZER_COPIED:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    tokenizer.add_tokens(
+        AddedToken(IMAGE_TOKEN, special=True, normalized=False), special_tokens=True
+    )
+    tokenizer.save_pretrained(str(target))
+    return tokenizer
+
+
+def _config(
+    original: Mapping[str, Any],
+    weights: Weights,
+    vision: SiglipVisionConfig,
+    *,
+    vocab_size: int,
+) -> LlavaOnevisionConfig:
+    """The transformers config: the original's text config, the stored ``vision`` tower."""
+    text_class = TEXT_CONFIGS[original["model_type"]]
+    base = {field.name for field in dataclasses.fields(PreTrainedConfig)}
+    # rope_theta and rope_scaling: the transformers 4 names, which the config class maps
+    # onto its rope_parameters.
+    known = {field.name for field in dataclasses.fields(text_class)} - base
+    text = {
+        key: value
+        for key, value in original.items()
+        if key in known | {"rope_theta", "rope_scaling"}
+    }
+    tied = _HEAD not in weights.where
+    text.update(vocab_size=vocab_size, tie_word_embeddings=tied)
+    dtype = original.get("torch_dtype", original.get("dtype"))
+    if dtype is not None:
+        text["dtype"] = dtype
+    pinpoints = original.get("image_grid_pinpoints")
+    aspect = original.get("image_aspect_ratio")
+    extra: dict[str, Any] = {}
+    if isinstance(pinpoints, list):
+        extra["image_grid_pinpoints"] = pinpoints
+    if isinstance(aspect, str) and re.fullmatch(r"anyres_max_\d+", aspect):
+        extra["vision_aspect_ratio"] = aspect
+    config = LlavaOnevisionConfig(
+        text_config=text_class(**text).to_dict(),
+        vision_config=vision.to_dict(),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+        multimodal_projector_bias=True,
+        tie_word_embeddings=tied,
+        **extra,
+    )
+    config.architectures = ["LlavaOnevisionForConditionalGeneration"]
+    if dtype is not None:
+        config.dtype = dtype
+    for key, value in MARKS.get(original["model_type"], {}).items():
+        setattr(config, key, value)
+    return config
+
+
+def _vision_config(
+    original: Mapping[str, Any], weights: Weights, vision_tower: str | Path | None
+) -> SiglipVisionConfig:
+    """The tower's config with the layer count the checkpoint stores, checked against its shapes."""
+    name = str(vision_tower or original["mm_vision_tower"])
+    folder = Path(name).expanduser()
+    if (folder / "config.json").is_file():
+        config = SiglipVisionConfig.from_pretrained(str(folder))
+    elif name in KNOWN_TOWERS:
+        config = SiglipVisionConfig(**KNOWN_TOWERS[name])
+    else:
+        raise ConversionError(
+            f"the vision tower {name!r} (config.json mm_vision_tower) is neither a folder with a "
+            f"config.json nor a known tower ({', '.join(KNOWN_TOWERS)}); pass vision_tower=<the "
+            "folder of its SigLIP config.json>"
+        )
+    layers = sorted({int(m.group(1)) for n in weights.where if (m := _VISION_LAYER.match(n))})
+    if layers != list(range(len(layers))):
+        raise ConversionError(f"the vision tower's stored encoder layers are not 0..n-1: {layers}")
+    config.num_hidden_layers = len(layers)
+    config.vision_use_head = False
+    hidden, _, patch, _ = weights.shape(f"{_VISION}embeddings.patch_embedding.weight")
+    positions = weights.shape(f"{_VISION}embeddings.position_embedding.weight")[0]
+    stored = {"hidden_size": hidden, "patch_size": patch, "positions": positions}
+    expected = {
+        "hidden_size": config.hidden_size,
+        "patch_size": _side(config.patch_size),
+        "positions": (_side(config.image_size) // _side(config.patch_size)) ** 2,
+    }
+    if stored != expected:
+        raise ConversionError(
+            f"the stored vision tower ({stored}) does not match the config of {name} ({expected}); "
+            "pass vision_tower=<the folder of the right SigLIP config.json>"
+        )
+    return config
+
+
+def _side(size: int | Sequence[int]) -> int:
+    """A SigLIP image or patch size as one number (they are square)."""
+    return size if isinstance(size, int) else int(size[0])
+
+
+def _image_processor(original: Mapping[str, Any], size: int) -> LlavaOnevisionImageProcessorPil:
+    """SigLIP's preprocessing as LLaVA's ``SigLipImageProcessor`` does it (``size`` px, 384
+    for so400m; mean/std 0.5, rescale 1/255), written as LLaVA-OneVision's image processor."""
+    pinpoints = original.get("image_grid_pinpoints")
+    settings: dict[str, Any] = {
+        "image_mean": _SIGLIP_MEAN_STD,
+        "image_std": _SIGLIP_MEAN_STD,
+        "rescale_factor": 1 / 255,
+        "size": {"height": size, "width": size},
+    }
+    if isinstance(pinpoints, list):
+        settings["image_grid_pinpoints"] = pinpoints
+    return LlavaOnevisionImageProcessorPil(**settings)
+
+
+# -------------------------------------------------------------------------------- tensors
+
+
+def target_name(name: str) -> str | None:
+    """The transformers name of original tensor ``name`` (None: not a weight there).
+
+    Raises:
+        ConversionError: a tensor this format does not have (never dropped silently).
+    """
+    if _DROPPED.match(name):
+        return None
+    for prefix, replacement in _RENAMES:
+        if name.startswith(prefix):
+            return replacement + name[len(prefix) :]
+    raise ConversionError(
+        f"tensor {name!r} is not part of a LLaVA-NeXT checkpoint this converter knows "
+        "(decoder, mm_projector, image_newline, SigLIP tower)"
+    )
+
+
+def _grown(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """``tensor`` with rows appended up to ``rows``, each the mean of the existing rows (see the
+    module docstring: the embedding row is never read, the head's logit never wins)."""
+    extra = rows - tensor.shape[0]
+    if extra <= 0:
+        return tensor
+    mean = tensor.double().mean(dim=0, keepdim=True).to(tensor.dtype)
+    return torch.cat([tensor, mean.expand(extra, -1)])
+
+
+def _write_tensors(weights: Weights, target: Path, *, rows: int, progress: bool) -> None:
+    """One safetensors shard per original weight file, plus an index when the original has one."""
+    count = len(weights.files)
+    total = sum(len(names) for names in weights.files.values())
+    weight_map: dict[str, str] = {}
+    size = 0
+    with tqdm(total=total, desc="tensors", unit="tensor", disable=not progress) as bar:
+        for number, file in enumerate(weights.files, start=1):
+            out = (
+                f"model-{number:05d}-of-{count:05d}.safetensors"
+                if weights.indexed
+                else "model.safetensors"
+            )
+            shard: dict[str, torch.Tensor] = {}
+            for name, tensor in weights.read(file):
+                bar.update()
+                renamed = target_name(name)
+                if renamed is None:
+                    continue
+                if name in (_EMBED, _HEAD):
+                    tensor = _grown(tensor, rows)
+                shard[renamed] = tensor.contiguous()
+                weight_map[renamed] = out
+                size += tensor.numel() * tensor.element_size()
+            save_file(shard, target / out, metadata={"format": "pt"})
+            del shard
+    if weights.indexed:
+        index = {"metadata": {"total_size": size}, "weight_map": dict(sorted(weight_map.items()))}
+        text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+        (target / "model.safetensors.index.json").write_text(text, encoding="utf-8")
+
+
+__all__ = ["NAME", "TITLE", "Weights", "convert", "missing", "target_name"]

@@ -1,0 +1,268 @@
+"""``prune2drive convert`` of DriveMM's original LLaVA-NeXT format: the converted folder loads
+through load_vlm and computes what the ORIGINAL tensors compute, composed by hand as LLaVA's
+code does (SigLIP without its last layer and without post_layernorm, Linear-GELU-Linear, the
+Llama decoder); reconversion is byte-identical; a folder in another format is refused with
+what it lacks; the command never leaves a half-written or silently replaced target.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from original_llava_next import (
+    EOT,
+    LANGUAGE_MODELS,
+    LLAMA31_CHAT_TEMPLATE,
+    VISION_PREFIX,
+    original_tensors,
+    text_config,
+    vision_config,
+    vocab_size,
+    write_original_drivemm,
+)
+from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration, SiglipVisionModel
+
+from prune2drive_ros.commands.cli import main
+from prune2drive_ros.errors import ConversionError
+from prune2drive_ros.views import VIEWS
+from prune2drive_ros.vlm import DrivingVLM, load_vlm
+from prune2drive_ros.vlm.conversion import convert_checkpoint, llava_next
+
+QUESTION = "Is there a pedestrian in front of the ego vehicle?"
+
+
+def _convert(source: Path, target: Path) -> Path:
+    return convert_checkpoint(source, target, format="llava_next", progress=False)
+
+
+@pytest.fixture(scope="module", params=sorted(LANGUAGE_MODELS))
+def model_type(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory, model_type: str) -> Path:
+    return write_original_drivemm(tmp_path_factory.mktemp(model_type), model_type=model_type)
+
+
+@pytest.fixture(scope="module")
+def converted(source: Path) -> Path:
+    return _convert(source, source.parent / "converted")
+
+
+@pytest.fixture(scope="module")
+def vlm(converted: Path) -> DrivingVLM:
+    return load_vlm(converted)
+
+
+@pytest.fixture(scope="module")
+def pixels() -> torch.Tensor:
+    return torch.randn(len(VIEWS), 3, 384, 384, generator=torch.Generator().manual_seed(5))
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
+
+
+def _original_visual(pixels: torch.Tensor, model_type: str) -> torch.Tensor:
+    """SigLIP with the stored layers, last layer's output WITHOUT post_layernorm, then the
+    mm_projector (Linear, exact GELU, Linear) — from the original tensors."""
+    tensors = original_tensors(model_type=model_type)
+    tower = SiglipVisionModel(vision_config()).eval()
+    tower.load_state_dict(_strip(tensors, VISION_PREFIX), strict=True)
+    with torch.inference_mode():
+        hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]
+        hidden = torch.nn.functional.linear(
+            hidden, tensors["model.mm_projector.0.weight"], tensors["model.mm_projector.0.bias"]
+        )
+        return torch.nn.functional.linear(
+            torch.nn.functional.gelu(hidden),
+            tensors["model.mm_projector.2.weight"],
+            tensors["model.mm_projector.2.bias"],
+        )
+
+
+def test_vision_features_equal_the_original_tower_and_projector(
+    vlm: DrivingVLM, pixels: torch.Tensor, model_type: str
+) -> None:
+    visual = vlm.encode_views(pixels)
+    torch.testing.assert_close(visual, _original_visual(pixels, model_type), rtol=1e-5, atol=1e-5)
+    newline = vlm.model.model.image_newline
+    torch.testing.assert_close(
+        newline, original_tensors(model_type=model_type)["model.image_newline"]
+    )
+
+
+def test_logits_equal_the_original_language_model(
+    vlm: DrivingVLM, pixels: torch.Tensor, model_type: str
+) -> None:
+    inputs = vlm.prefill_inputs(vlm.encode_views(pixels), None, QUESTION)
+    logits = vlm.prefill(inputs, all_logits=True).logits
+    model_class, _ = LANGUAGE_MODELS[model_type]
+    config = text_config(model_type)
+    reference = model_class(config).eval()
+    tensors = original_tensors(model_type=model_type)
+    text = {
+        n: t
+        for n, t in tensors.items()
+        if n.startswith(("model.layers", "model.embed", "model.norm", "lm_head"))
+    }
+    reference.load_state_dict(text, strict=not config.tie_word_embeddings)
+    reference.tie_weights()
+    with torch.inference_mode():
+        expected = reference(inputs_embeds=inputs.embeds, position_ids=inputs.positions).logits[0]
+    rows = config.vocab_size
+    torch.testing.assert_close(logits[:, :rows], expected, rtol=1e-4, atol=1e-4)
+    # The text embeddings the adapter spliced around the features are the original's rows.
+    embeddings = vlm.model.get_input_embeddings().weight
+    torch.testing.assert_close(embeddings[:rows], tensors["model.embed_tokens.weight"])
+    # A row added for <image> scores the mean logit: never the greedy choice.
+    if logits.shape[1] > rows:
+        torch.testing.assert_close(
+            logits[:, rows], logits[:, :rows].mean(dim=1), rtol=1e-4, atol=1e-4
+        )
+        assert bool((logits[:, rows] < logits[:, :rows].max(dim=1).values).all())
+
+
+def _tensor_names(folder: Path) -> set[str]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text())["weight_map"])
+    with safe_open(folder / "model.safetensors", framework="pt") as file:
+        return set(file.keys())
+
+
+def test_converted_folder_is_what_transformers_saves(
+    converted: Path, tmp_path: Path, model_type: str
+) -> None:
+    model, info = LlavaOnevisionForConditionalGeneration.from_pretrained(
+        converted, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    model.save_pretrained(tmp_path)
+    assert _tensor_names(converted) == _tensor_names(tmp_path)
+    config = json.loads((converted / "config.json").read_text())
+    expected_marks = llava_next.MARKS.get(model_type, {})
+    assert {k: config.get(k) for k in (llava_next.PROMPT_KEY, llava_next.IMAGE_FIT_KEY)} == {
+        k: expected_marks.get(k) for k in (llava_next.PROMPT_KEY, llava_next.IMAGE_FIT_KEY)
+    }
+    assert config["text_config"]["rope_parameters"]["rope_type"] == "llama3"
+    assert config["vision_config"]["num_hidden_layers"] == vision_config().num_hidden_layers
+
+
+def test_tokenizer_keeps_the_chat_template_and_adds_one_image_token(
+    converted: Path, vlm: DrivingVLM
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    assert tokenizer.chat_template == LLAMA31_CHAT_TEMPLATE
+    assert tokenizer.eos_token == EOT
+    image = tokenizer.convert_tokens_to_ids(llava_next.IMAGE_TOKEN)
+    assert image == vocab_size() == vlm.model.config.image_token_index
+    assert tokenizer("a <image> b", add_special_tokens=False)["input_ids"].count(image) == 1
+
+
+def test_reconversion_is_byte_identical(source: Path, converted: Path, tmp_path: Path) -> None:
+    again = _convert(source, tmp_path / "again")
+    files = sorted(p.name for p in converted.iterdir())
+    assert files == sorted(p.name for p in again.iterdir())
+    for name in files:
+        assert (converted / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_bin_weights_convert_to_the_same_tensors(
+    source: Path, converted: Path, tmp_path: Path, model_type: str
+) -> None:
+    folder = tmp_path / "bin"
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.safetensors*"))
+    torch.save(original_tensors(model_type=model_type), folder / "pytorch_model.bin")
+    out = _convert(folder, tmp_path / "out")
+    single = load_file(out / "model.safetensors")
+    sharded: dict[str, torch.Tensor] = {}
+    for shard in sorted(converted.glob("model-*.safetensors")):
+        sharded |= load_file(shard)
+    assert single.keys() == sharded.keys()
+    for name, tensor in single.items():
+        assert torch.equal(tensor, sharded[name]), name
+
+
+# -------------------------------------------------------------------------------- errors
+
+
+def _copy(source: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "copy"
+    shutil.copytree(source, folder)
+    return folder
+
+
+def test_folder_without_config_is_refused(tmp_path: Path) -> None:
+    assert llava_next.missing(tmp_path) == ["no config.json"]
+    with pytest.raises(ConversionError, match=r"no config\.json"):
+        _convert(tmp_path, tmp_path / "out")
+
+
+def test_wrong_model_type_is_refused(source: Path, tmp_path: Path) -> None:
+    folder = _copy(source, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "x"}))
+    with pytest.raises(ConversionError, match="model_type is 'x', not llava_llama / llava_qwen"):
+        _convert(folder, tmp_path / "out")
+
+
+def test_missing_tensor_is_named(source: Path, tmp_path: Path) -> None:
+    folder = _copy(source, tmp_path)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    del index["weight_map"]["model.mm_projector.0.weight"]
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert llava_next.missing(folder) == ["no model.mm_projector.0.weight tensor"]
+    with pytest.raises(ConversionError, match=r"no model\.mm_projector\.0\.weight tensor"):
+        _convert(folder, tmp_path / "out")
+
+
+def test_unknown_tensor_is_not_dropped_silently() -> None:
+    assert llava_next.target_name("model.layers.0.self_attn.rotary_emb.inv_freq") is None
+    with pytest.raises(ConversionError, match=r"model\.faster_token"):
+        llava_next.target_name("model.faster_token")
+
+
+# -------------------------------------------------------------------------------- command
+
+
+def test_command_converts_refuses_a_full_target_and_replaces_it_with_force(
+    source: Path, converted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "drivemm-hf"
+    args = ["convert", str(source), str(target), "--format", "llava_next", "--no-progress"]
+    assert main(args) == 0
+    assert (target / "config.json").read_bytes() == (converted / "config.json").read_bytes()
+    (target / "config.json").write_text("{}")
+    assert main(args) == 2
+    assert "not empty; pass --force" in capsys.readouterr().err
+    assert (target / "config.json").read_text() == "{}"
+    assert main([*args, "--force"]) == 0
+    assert (target / "config.json").read_bytes() == (converted / "config.json").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drivemm-hf"]
+
+
+def test_failed_command_leaves_no_target(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = _copy(source, tmp_path)
+    (broken / "model-00002-of-00002.safetensors").write_bytes(b"not safetensors")
+    target = tmp_path / "out"
+    assert main(["convert", str(broken), str(target), "--format", "llava_next"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_converted_model_answers(vlm: DrivingVLM) -> None:
+    images = [np.zeros((384, 384, 3), dtype=np.uint8)] * len(VIEWS)
+    visual = vlm.encode_views(vlm.preprocess(images))
+    answers, _ = vlm.generate(visual, None, [QUESTION], max_new_tokens=3)
+    assert 1 <= answers[0].new_tokens <= 3
