@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,16 @@ import pytest
 from prune2drive_ros.errors import ConfigError, QuestionError
 from prune2drive_ros.tuning.drivelm import (
     CATEGORIES,
+    Prediction,
     load_drivelm,
+    match_predictions,
+    read_predictions,
     resolve_image,
     score_drivelm,
+    write_predictions,
 )
+from prune2drive_ros.tuning.ptb import REGEX
+from prune2drive_ros.tuning.scoring import EXTRACT, ScoringRules
 from prune2drive_ros.views import VIEWS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "drivelm_small.json"
@@ -108,6 +115,24 @@ def test_limit_draws_a_seeded_sample_in_file_order(nuscenes: Path) -> None:
         load_drivelm(FIXTURE, nuscenes, limit=0)
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("limit", [1, 4, 7, 10])
+def test_limit_draws_whole_frames_the_last_cut_to_its_first_questions(
+    nuscenes: Path, seed: int, limit: int
+) -> None:
+    every = load_drivelm(FIXTURE, nuscenes)
+    drawn = load_drivelm(FIXTURE, nuscenes, limit=limit, seed=seed)
+    assert len(drawn) == limit
+    frames: dict[str, list[int]] = {}
+    for item in drawn:
+        frames.setdefault(item.frame, []).append(item.index)
+    sizes = {item.frame: 1 + item.index for item in every}
+    # Every drawn frame starts at its first question (which the challenge's filter needs) and
+    # all but at most one are whole.
+    assert all(indices == list(range(len(indices))) for indices in frames.values())
+    assert sum(len(indices) < sizes[frame] for frame, indices in frames.items()) <= 1
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(QuestionError, match="does not exist"):
         load_drivelm(tmp_path / "nope.json", tmp_path)
@@ -163,7 +188,23 @@ def test_question_only_file_loads_without_answers(tmp_path: Path, nuscenes: Path
     unanswered = [item for item in items if item.answer is None]
     assert len(unanswered) == 6
     assert unanswered[1].is_multiple_choice  # known from the options in the question
-    with pytest.raises(QuestionError, match="no reference answer"):
+    with pytest.raises(QuestionError, match=r"no reference answer .*question-only file"):
+        score_drivelm(items, ["x"] * len(items))
+
+
+def test_empty_answers_of_the_challenge_question_file_are_no_references(
+    tmp_path: Path, nuscenes: Path
+) -> None:
+    def blank_answers(frame: dict[str, Any]) -> None:
+        for category in CATEGORIES:
+            for qa in frame["QA"][category]:
+                qa["A"] = ""
+        frame["QA"]["behavior"][0]["A"] = "  "
+
+    items = load_drivelm(_write_variant(tmp_path, blank_answers), nuscenes)
+    blank = [item for item in items if item.frame == FRAME_FIRST]
+    assert [item.answer for item in blank] == [None] * 6
+    with pytest.raises(QuestionError, match="6 of 14 question"):
         score_drivelm(items, ["x"] * len(items))
 
 
@@ -186,15 +227,36 @@ def test_missing_root(tmp_path: Path) -> None:
 
 def test_reference_answers_score_perfectly(nuscenes: Path) -> None:
     items = load_drivelm(FIXTURE, nuscenes)
-    score = score_drivelm(items, [item.answer or "" for item in items])
+    score = score_drivelm(items, [item.answer or "" for item in items], tokenizer=REGEX)
     assert score.accuracy == 1.0
     assert score.match == pytest.approx(100.0)
     assert score.language is not None
     assert score.language.rouge_l == pytest.approx(1.0)
     # Tagged frames by their tags: accuracy 3 + 1, language 1 + 1, match 1 + 1, GPT 1.
     # Untagged frame by its answers: "No." -> accuracy; the object list -> language and match;
-    # "Going ahead.", the safe actions and the behaviour sentence -> language.
-    assert dict(score.counts) == {"accuracy": 5, "language": 6, "match": 3, "gpt": 1}
+    # "Going ahead.", the safe actions and the behaviour sentence -> language. The answers
+    # find every object: the filter leaves nothing out.
+    assert dict(score.counts) == {
+        "accuracy": 5,
+        "language": 6,
+        "match": 3,
+        "gpt": 1,
+        "filtered": 0,
+    }
+
+
+def test_accuracy_is_exact_unless_extraction_is_asked_for(nuscenes: Path) -> None:
+    items = load_drivelm(FIXTURE, nuscenes)
+    # "D" -> "D.", "B" -> "Final Answer: B": wrong for the challenge, right when extracted.
+    predictions = [item.answer or "" for item in items]
+    predictions[1] = "D."
+    predictions[5] = "Reasoning Steps: not moving, so not A. Final Answer: B"
+    exact = score_drivelm(items, predictions, tokenizer=REGEX)
+    extracted = score_drivelm(items, predictions, rules=ScoringRules(EXTRACT), tokenizer=REGEX)
+    assert exact.accuracy == pytest.approx(3 / 5)
+    assert extracted.accuracy == 1.0
+    assert "accuracy (exact: " in exact.describe()
+    assert "accuracy (extract: " in extracted.describe()
 
 
 def test_challenge_filter_drops_questions_about_missed_objects(nuscenes: Path) -> None:
@@ -204,7 +266,90 @@ def test_challenge_filter_drops_questions_about_missed_objects(nuscenes: Path) -
     # frame that mentions an object is no longer scored.
     first = next(i for i, item in enumerate(items) if item.frame == FRAME_FIRST)
     predictions[first] = "There is nothing important."
-    filtered = score_drivelm(items, predictions)
-    unfiltered = score_drivelm(items, predictions, challenge_filter=False)
-    assert sum(filtered.counts.values()) < sum(unfiltered.counts.values())
+    filtered = score_drivelm(items, predictions, tokenizer=REGEX)
+    unfiltered = score_drivelm(
+        items, predictions, rules=ScoringRules(challenge_filter=False), tokenizer=REGEX
+    )
+    # Left out in that frame: the three questions whose text names an object (1, 3 and 4);
+    # kept: the first, question 2 (its answer names objects, its question none) and the
+    # behaviour question.
+    assert filtered.counts["filtered"] == 3
+    assert unfiltered.counts["filtered"] == 0
     assert filtered.counts["gpt"] == 0  # its only GPT question mentions <c1,...>
+    assert filtered.counts["accuracy"] == unfiltered.counts["accuracy"] - 2
+
+
+def test_odd_coordinates_are_warned_about(
+    tmp_path: Path, nuscenes: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def odd(frame: dict[str, Any]) -> None:
+        frame["QA"]["prediction"][0]["A"] += " It is 12.5 m away."
+
+    with caplog.at_level(logging.WARNING):
+        load_drivelm(_write_variant(tmp_path, odd), nuscenes)
+    assert "1 reference answer(s) hold an odd count of coordinates" in caplog.text
+    assert f"{SCENE_TAGGED}_{FRAME_FIRST}_2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_drivelm(FIXTURE, nuscenes)
+    assert "odd count" not in caplog.text
+
+
+def test_predictions_file_round_trip_in_the_challenge_format(
+    tmp_path: Path, nuscenes: Path
+) -> None:
+    items = load_drivelm(FIXTURE, nuscenes)
+    path = tmp_path / "output.json"
+    written = [Prediction(item.id, item.question, f"answer {item.index}") for item in items]
+    assert write_predictions(path, written) == len(items)
+    records = json.loads(path.read_text())
+    # The challenge's output.json: a list of {id, question, answer}, ids scene_frame_index.
+    assert isinstance(records, list) and len(records) == len(items)
+    assert set(records[0]) == {"id", "question", "answer"}
+    assert records[0]["id"] == f"{SCENE_TAGGED}_{FRAME_FIRST}_0"
+    assert records[5]["id"] == f"{SCENE_TAGGED}_{FRAME_FIRST}_5"
+    assert read_predictions(path) == {p.id: p for p in written}
+    # A submission.json holds the same list under "results".
+    submission = tmp_path / "submission.json"
+    submission.write_text(json.dumps({"method": "m", "team": "t", "results": records}))
+    assert read_predictions(submission) == read_predictions(path)
+
+
+def test_predictions_are_matched_to_questions_by_id(nuscenes: Path) -> None:
+    items = load_drivelm(FIXTURE, nuscenes)
+    answers = {item.id: Prediction(item.id, item.question, item.answer or "") for item in items[1:]}
+    answers["elsewhere_0"] = Prediction("elsewhere_0", "?", "B")
+    coverage = match_predictions(items, answers)
+    assert coverage.items == items[1:]
+    assert coverage.predictions == [item.answer for item in items[1:]]
+    assert coverage.missing == [items[0].id]
+    assert coverage.unknown == ["elsewhere_0"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not valid JSON"),
+        ('{"id": "x"}', "expected a JSON list"),
+        ('[{"id": "x"}]', 'entry 0 has no text "answer"'),
+        ('[{"answer": "B"}]', 'entry 0 has no text "id"'),
+        ("[3]", "entry 0 is int"),
+    ],
+)
+def test_bad_predictions_files_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "output.json"
+    path.write_text(text)
+    with pytest.raises(QuestionError, match=message):
+        read_predictions(path)
+    with pytest.raises(QuestionError, match="does not exist"):
+        read_predictions(tmp_path / "none.json")
+
+
+def test_a_repeated_id_keeps_its_last_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "output.json"
+    path.write_text(json.dumps([{"id": "a", "answer": "B"}, {"id": "a", "answer": "C"}]))
+    with caplog.at_level(logging.WARNING):
+        assert read_predictions(path)["a"].answer == "C"
+    assert "more than once (first: a)" in caplog.text

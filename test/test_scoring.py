@@ -12,20 +12,27 @@ from prune2drive_ros.errors import ConfigError
 from prune2drive_ros.tuning import ptb
 from prune2drive_ros.tuning.ptb import PTB, REGEX, java_problem, language_tokenizer, regex_tokens
 from prune2drive_ros.tuning.scoring import (
+    CHALLENGE_RULES,
+    EXACT,
+    EXTRACT,
     LanguageScores,
     Point,
     Score,
+    ScoringRules,
     accuracy,
     challenge_keep,
     drivelm_score,
     extract_choice,
     fidelity,
+    final_answer,
     language,
     local_score,
     match,
     match_f1,
+    odd_coordinates,
     points,
     score_answers,
+    score_questions,
 )
 
 
@@ -128,23 +135,53 @@ def test_language_says_which_tokens_it_scored() -> None:
         ("the answer is a car", None),  # lower-case letters count only when alone
         ("Going ahead.", None),
         ("", None),
+        # DriveLMM-o1 style: the steps name other options, the final answer decides.
+        ("Reasoning Steps: option A is ruled out, the car stopped. Final Answer: B. Stopped.", "B"),
+        ("Reasoning Steps: the answer is not C.\n**Final Answer:** (D) Turn left.", "D"),
+        ("Step 1: choice A fails.\n**Final Answer**: C", "C"),
+        ("The final answer is: A", "A"),
+        ("Reasoning Steps: the answer is C. Final Answer: none of them", None),
     ],
 )
 def test_extract_choice(text: str, letter: str | None) -> None:
     assert extract_choice(text) == letter
 
 
-def test_accuracy_extracts_letters_and_yes_no() -> None:
-    predictions = ["B. The ego vehicle is going straight.", "No, it is not.", "C", "Turn left."]
-    references = ["B", "No.", "D", "Turn left"]
-    # right, right, wrong, right (free text compared token by token: the period is dropped)
-    assert accuracy(predictions, references) == pytest.approx(3 / 4)
+def test_final_answer_is_the_text_after_the_last_marker() -> None:
+    assert final_answer("Reasoning Steps: x. Final Answer: No, it is not.") == "No, it is not."
+    assert final_answer("no marker here") == "no marker here"
+    assert final_answer("Final answer: A. ... final answer: B") == "B"
 
 
-def test_accuracy_without_extraction_is_the_official_string_equality() -> None:
-    predictions = ["B", "B.", "No.", "no"]
-    references = ["B", "B", "No.", "No."]
-    assert accuracy(predictions, references, extract=False) == pytest.approx(2 / 4)
+def test_accuracy_is_exact_string_equality_by_default_as_the_challenge() -> None:
+    predictions = ["B", "B.", "No.", "no", " B", "(B)"]
+    references = ["B", "B", "No.", "No.", "B", "B"]
+    assert accuracy(predictions, references) == pytest.approx(2 / 6)
+    assert accuracy(predictions, references, mode=EXACT) == pytest.approx(2 / 6)
+
+
+def test_accuracy_extracts_letters_and_yes_no_on_request() -> None:
+    predictions = [
+        "B. The ego vehicle is going straight.",
+        "No, it is not.",
+        "C",
+        "Turn left.",
+        "Reasoning Steps: it is not moving, so not A. Final Answer: B",
+        "Reasoning Steps: the light is red. Final Answer: Yes.",
+    ]
+    references = ["B", "No.", "D", "Turn left", "B", "No."]
+    # right, right, wrong, right (free text compared token by token: the period is dropped),
+    # right (the final answer, not the "A" of the steps), wrong (Yes for No)
+    assert accuracy(predictions, references, mode=EXTRACT) == pytest.approx(4 / 6)
+    assert accuracy(predictions, references) == 0.0
+
+
+def test_unknown_accuracy_mode_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"exact .*or extract"):
+        accuracy(["B"], ["B"], mode="fuzzy")
+    with pytest.raises(ConfigError, match="unknown accuracy mode"):
+        ScoringRules("fuzzy")
+    assert ScoringRules(EXACT, challenge_filter=True) == CHALLENGE_RULES
 
 
 def test_bleu_and_rouge_by_hand() -> None:
@@ -257,6 +294,75 @@ def test_challenge_keep_drops_questions_about_objects_not_found() -> None:
     ]
 
 
+#: Two key frames in the challenge's order, by hand. The first answer's points, in turn: 3 px
+#: (L1) from c1, a hit; 1 px from c1 again, but c1 is taken and the nearest remaining point
+#: is 799 px away, a miss; 10 px from c2, a hit; 200 px from c3, a miss; its odd last number is
+#: dropped. The graph is {c1, c2}. Frame f2's first answer finds nothing: its graph is empty.
+FRAME_QUESTIONS = [
+    ("f1", "What are the important objects?"),
+    ("f1", "Status of <c1,CAM_FRONT,100.0,200.0>?"),  # c1 in the graph -> kept
+    ("f1", "Is <c1,CAM_FRONT,100.0,200.0> near <c2,CAM_BACK,500.0,600.0>?"),  # both -> kept
+    ("f1", "What about <c3,CAM_FRONT,900.0,100.0>?"),  # c3 missed -> dropped
+    ("f1", "And <c1,CAM_FRONT,100.0,200.0> with <c3,CAM_FRONT,900.0,100.0>?"),  # c3 -> dropped
+    ("f1", "Near <c1,CAM_FRONT,101.0,200.0>?"),  # 1 px from c1, not equal -> dropped
+    ("f1", "Predict the behavior of the ego vehicle."),  # names no object -> kept
+    ("f2", "What are the important objects?"),  # first of f2 -> kept
+    ("f2", "Status of <c1,CAM_FRONT,100.0,200.0>?"),  # f2's graph is empty -> dropped
+]
+FIRST_REFERENCE = (
+    "<c1,CAM_FRONT,100.0,200.0>, <c2,CAM_BACK,500.0,600.0> and <c3,CAM_FRONT,900.0,100.0>."
+)
+FIRST_PREDICTION = (
+    "<c1,CAM_FRONT,102.0,201.0>, <c2,CAM_BACK,101.0,200.0>, <c4,CAM_BACK,495.0,605.0> "
+    "<c3,CAM_FRONT,1100.0,100.0> 7.5"
+)
+FILTER_KEEPS = [True, True, True, False, False, False, True, True, False]
+
+
+def test_challenge_filter_by_hand() -> None:
+    frames = [frame for frame, _ in FRAME_QUESTIONS]
+    questions = [question for _, question in FRAME_QUESTIONS]
+    predictions = [FIRST_PREDICTION, "B", "Yes.", "C", "No.", "Yes.", "A", "nothing", "A"]
+    references = [FIRST_REFERENCE, "B", "Yes.", "D", "Yes.", "No.", "A", "A car.", "B"]
+    keep = challenge_keep(frames, questions, predictions, references)
+    assert keep == FILTER_KEEPS
+    # score_questions scores the kept items only, and counts the others.
+    tags = [[2, 3], [0], [0], [0], [0], [0], [0], [2], [0]]
+    score = score_questions(frames, questions, predictions, references, tags, tokenizer=REGEX)
+    assert dict(score.counts) == {"accuracy": 3, "language": 2, "match": 1, "gpt": 0, "filtered": 4}
+    assert score.accuracy == 1.0  # "B", "Yes." and "A": the dropped ones were the wrong ones
+    # Match of the first item: 2 hits of 4 predicted points (7.5 dropped) and 3 references.
+    assert score.match == pytest.approx(100 * 2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
+    unfiltered = score_questions(
+        frames, questions, predictions, references, tags, rules=ScoringRules(challenge_filter=False)
+    )
+    assert unfiltered.counts["filtered"] == 0 and unfiltered.counts["accuracy"] == 7
+    assert unfiltered.accuracy == pytest.approx(3 / 7)
+
+
+def test_filter_rules_are_named_in_the_description_and_dict() -> None:
+    frames = [frame for frame, _ in FRAME_QUESTIONS]
+    questions = [question for _, question in FRAME_QUESTIONS]
+    answers = ["x"] * len(questions)
+    score = score_questions(frames, questions, answers, answers, tokenizer=REGEX)
+    text = score.describe()
+    assert "accuracy (exact: exact string equality, as the challenge)" in text
+    assert "per-frame filter: on, as the challenge: 6 question(s) not scored" in text
+    row = score.as_dict()
+    assert (row["accuracy_mode"], row["challenge_filter"], row["n_filtered"]) == ("exact", True, 6)
+    loose = score_questions(
+        frames, questions, answers, answers, rules=ScoringRules(EXTRACT, False), tokenizer=REGEX
+    )
+    assert "NOT the challenge's exact equality" in loose.describe()
+    assert "per-frame filter: off" in loose.describe()
+
+
+def test_odd_coordinates() -> None:
+    assert odd_coordinates("<c1,CAM_FRONT,1.5,2.5> at 3.0 m")
+    assert not odd_coordinates("<c1,CAM_FRONT,1.5,2.5>")
+    assert not odd_coordinates("no numbers, 7 integers")
+
+
 def test_final_weights() -> None:
     parts = Score(
         accuracy=0.7,
@@ -329,9 +435,11 @@ def test_score_answers_routes_untagged_items_by_reference() -> None:
     score = score_answers(
         ["A", "yes", "there is a car at <c1,CAM_FRONT,1.5,2.5>"],
         ["A", "Yes.", "There is a car at <c1,CAM_FRONT,1.5,2.5>."],
+        accuracy_mode=EXTRACT,
     )
     assert dict(score.counts) == {"accuracy": 2, "language": 1, "match": 1, "gpt": 0}
     assert score.accuracy == 1.0
+    assert score.rules == ScoringRules(EXTRACT, challenge_filter=False)
 
 
 def test_score_answers_rejects_bad_input() -> None:

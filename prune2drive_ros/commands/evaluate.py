@@ -12,16 +12,22 @@ same prompts). Match is the coordinate F1 x100, as the challenge prints it. Unde
 weighting of the score is spelled out, with the tokenizer of its language metrics. The vision
 encoder runs only for frames missing from the feature cache that ``tune`` shares.
 
-The DriveLM challenge scores a later question of a key frame only when the objects it names
-were found in the frame's first answer (:func:`~prune2drive_ros.tuning.scoring.challenge_keep`).
-``eval`` does not apply that filter, for DriveLM input neither: its premise is the whole
-question list of a frame in the challenge's order (the perception question first), while
-``--samples`` draws a subset, so the graph would come from whichever question was drawn first;
-and it would score each method on a different subset of the items (those its own first answers
-located), which confounds the side-by-side comparison this table is for. Without the GPT parts
-the number is not the challenge's final score in any case;
-:func:`~prune2drive_ros.tuning.drivelm.score_drivelm` applies the filter to a whole file's
-predictions.
+DriveLM answers are scored by the challenge's rules unless told otherwise
+(:class:`~prune2drive_ros.tuning.scoring.ScoringRules`): accuracy is exact string equality
+(``--accuracy extract`` reads the option out of free text instead; the accuracy column names
+the mode), and a later question of a key frame counts only when the frame's first answer found
+the objects it names (:func:`~prune2drive_ros.tuning.scoring.challenge_keep`;
+``--no-challenge-filter`` scores all). As on the challenge server, each method is then scored
+on the questions its own first answers located: the ``filtered`` column counts the others.
+``--samples`` draws whole key frames for that filter (:func:`~prune2drive_ros.tuning.drivelm.
+draw_frames`). Without the GPT parts the number is not the challenge's final score.
+
+``--save-predictions output.json`` writes the answers of the first row (the config's pruner at
+the rates; unpruned with ``--no-pruning``) in the challenge's prediction format, the file its
+``prepare_submission.py`` wraps for the test server (a question-only file such as
+``v1_1_val_nus_q_only.json`` is scored by fidelity meanwhile). ``--score-predictions
+output.json --drivelm FILE.json`` scores such a file against a DriveLM file with reference
+answers, without a model or images.
 """
 
 from __future__ import annotations
@@ -32,20 +38,31 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from ..config import resolve_rates_file
 from ..engine import Engine
-from ..errors import ConfigError
+from ..errors import ConfigError, QuestionError
 from ..pruning import PRUNERS
 from ..pruning.budget import validate_rates
 from ..sensors.rates_file import load_rates
+from ..tuning.drivelm import (
+    Prediction,
+    load_drivelm,
+    match_predictions,
+    read_predictions,
+    score_drivelm,
+    write_predictions,
+)
 from ..tuning.objective import (
     Evaluation,
     EvaluationSetup,
     prepare_evaluation,
 )
-from ..tuning.ptb import tokenizer_name
+from ..tuning.ptb import language_tokenizer, tokenizer_name
+from ..tuning.scoring import ScoringRules
+from ..tuning.sources import ValidationSet
 from ..vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
 from ..vlm.flops import DecoderShape, flops_ratio
 from .argtypes import at_least
@@ -54,6 +71,7 @@ from .options import (
     add_data_arguments,
     add_engine_arguments,
     add_evaluation_arguments,
+    check_output_file,
     choose_scoring,
     engine_config,
     open_validation_set,
@@ -79,6 +97,7 @@ class Row:
     flops_share: float
     answered: int
     skipped: int
+    filtered: int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,20 +123,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timed prefills per method and frame, after one warm-up (%(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print the table as JSON last")
+    files = parser.add_argument_group("DriveLM challenge prediction files (output.json)")
+    given = files.add_mutually_exclusive_group()
+    given.add_argument(
+        "--save-predictions",
+        metavar="FILE",
+        help="write the first row's answers as the challenge's output.json (list of id, "
+        "question, answer), for its prepare_submission.py; needs --drivelm",
+    )
+    given.add_argument(
+        "--score-predictions",
+        metavar="FILE",
+        help="score this output.json against the --drivelm file's reference answers, without "
+        "a model or images (--nuscenes-root, --samples and the model flags are not used)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """``prune2drive eval``: 0, or 1 when some questions had to be skipped."""
+    """``prune2drive eval``: 0, or 1 when some questions had to be skipped (or, with
+    ``--score-predictions``, had no answer)."""
+    if args.score_predictions:
+        return score_predictions_file(args)
     config = engine_config(args)
-    # Rates, data and reward are checked before the model loads: a mistake costs a second.
+    # Rates, data, reward and output are checked before the model loads: a mistake costs a second.
     rates = None
     if args.uniform is not None:
         rates = validate_rates(args.uniform)
     elif not args.no_pruning:
         rates = load_rates(resolve_rates_file(config)).rates
+    save = None
+    if args.save_predictions:
+        if not args.drivelm:
+            raise ConfigError(
+                "--save-predictions writes the DriveLM challenge's output.json, whose ids name "
+                "DriveLM questions: give the questions with --drivelm FILE.json --nuscenes-root DIR"
+            )
+        save = check_output_file(args.save_predictions)
     with open_validation_set(args, config) as data:
         print(data.summary())
-        reward, tokenizer = choose_scoring(args, data)
+        reward, tokenizer, rules = choose_scoring(args, data)
         engine = Engine.from_config(config)
         vlm = engine.vlm
         if vlm.random_weights:
@@ -130,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
             data,
             reward,
             tokenizer=tokenizer,
+            rules=rules,
             cache_dir=args.cache_dir,
             seed=args.seed,
             progress=not args.no_progress,
@@ -148,16 +193,24 @@ def run(args: argparse.Namespace) -> int:
     rows = [
         _row(m, evaluations[m], *timings[m], baseline=timings[UNPRUNED][0]) for m in evaluations
     ]
-    print(table_text(rows, setup.reward))
+    drivelm_rules = rules if setup.reward == "drivelm" else None
+    print(table_text(rows, setup.reward, drivelm_rules))
     print(f"FLOPs share: analytic LM prefill FLOPs; device: {device_name(vlm.device)}")
     shown = methods[0] if methods else UNPRUNED
     print(f"\nscore of {shown}, and how each row's score is made up:")
     print(evaluations[shown].describe())
+    if save is not None:
+        _save_predictions(save, data, evaluations[shown], shown, drivelm=args.drivelm)
     if args.json:
         emit_json(
             {
                 "reward": setup.reward,
                 "tokenizer": tokenizer_name(setup.tokenizer),
+                "accuracy_mode": None if drivelm_rules is None else drivelm_rules.accuracy,
+                "challenge_filter": None
+                if drivelm_rules is None
+                else drivelm_rules.challenge_filter,
+                "predictions_file": None if save is None else str(save),
                 "rates": rates,
                 "samples": len(data.samples),
                 "frames": len(data.frames),
@@ -169,6 +222,92 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     return 1 if any(row.skipped for row in rows) else 0
+
+
+def _save_predictions(
+    path: Path, data: ValidationSet, evaluation: Evaluation, method: str, *, drivelm: str
+) -> None:
+    """Write ``evaluation``'s answers as the challenge's output.json and say whether it answers
+    every question of the DriveLM file, as the test server needs."""
+    answers = evaluation.answers
+    written = write_predictions(
+        path,
+        (Prediction(s.id, s.question, answers[s.id]) for s in data.samples if s.id in answers),
+    )
+    asked = len(load_drivelm(drivelm, ".", check_images=False))
+    print(
+        f"\nwrote {written} answers of {method} to {path}, for {asked} questions in {drivelm} "
+        "(the DriveLM challenge's output.json; challenge/prepare_submission.py wraps it for "
+        "the test server)"
+    )
+    if written < len(data.samples):
+        print(f"WARNING: {len(data.samples) - written} questions failed and have no answer")
+    if len(data.samples) < asked:
+        print(
+            f"NOTE: --samples {len(data.samples)} left {asked - len(data.samples)} questions out; "
+            f"the test server looks up every question of its file: give --samples {asked}"
+        )
+
+
+def score_predictions_file(args: argparse.Namespace) -> int:
+    """``eval --score-predictions``: score a prediction file against a DriveLM file, as the
+    challenge's evaluation.py would locally (no GPT parts); 1 when some questions have no
+    answer in the file.
+
+    Raises:
+        ConfigError: no ``--drivelm`` file, or flags that need a model (``--bag``,
+            ``--reward fidelity``).
+        QuestionError: unreadable files, no reference answers, or no question answered.
+    """
+    if not args.drivelm or args.bag or args.questions:
+        raise ConfigError(
+            "--score-predictions scores against a DriveLM file: give --drivelm FILE.json (with "
+            "reference answers) and leave out --bag and --questions"
+        )
+    if args.reward == "fidelity":
+        raise ConfigError(
+            "--score-predictions compares with reference answers (the drivelm reward); "
+            "fidelity needs the unpruned model's answers: run eval without --score-predictions"
+        )
+    rules = ScoringRules(args.accuracy, challenge_filter=not args.no_challenge_filter)
+    tokenizer = language_tokenizer(args.tokenizer)
+    items = load_drivelm(args.drivelm, args.nuscenes_root or ".", check_images=False)
+    coverage = match_predictions(items, read_predictions(args.score_predictions))
+    if not coverage.items:
+        raise QuestionError(
+            f"{args.score_predictions} answers none of the {len(items)} questions of "
+            f"{args.drivelm} (the ids differ; the challenge's are <scene>_<frame>_<index>, e.g. "
+            f"{items[0].id}): was it written for another DriveLM file?"
+        )
+    print(
+        f"{args.score_predictions}: answers {len(coverage.items)} of the {len(items)} questions "
+        f"of {args.drivelm}"
+    )
+    if coverage.missing:
+        print(
+            f"WARNING: {len(coverage.missing)} questions have no answer (first: "
+            f"{coverage.missing[0]}); scored the others. The challenge's evaluation.py needs "
+            "an answer to every question (it stops with a KeyError)"
+        )
+    if coverage.unknown:
+        print(
+            f"NOTE: {len(coverage.unknown)} answers are to questions {args.drivelm} does not ask "
+            f"(first: {coverage.unknown[0]}); left out"
+        )
+    score = score_drivelm(coverage.items, coverage.predictions, rules=rules, tokenizer=tokenizer)
+    print(score.describe())
+    if args.json:
+        emit_json(
+            {
+                **score.as_dict(),
+                "predictions": str(args.score_predictions),
+                "drivelm": str(args.drivelm),
+                "answered": len(coverage.items),
+                "missing": len(coverage.missing),
+                "unknown": len(coverage.unknown),
+            }
+        )
+    return 1 if coverage.missing else 0
 
 
 def prefill_timings(
@@ -233,14 +372,23 @@ def _row(
         flops_share=share,
         answered=evaluation.answered,
         skipped=evaluation.skipped,
+        filtered=int(parts.get("n_filtered", 0)),
     )
 
 
-def table_text(rows: Sequence[Row], reward: str) -> str:
-    """The paper-style table as aligned text."""
+def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = None) -> str:
+    """The paper-style table as aligned text; with the drivelm reward's ``rules`` the accuracy
+    column names its mode and a ``filtered`` column counts the questions the per-frame filter
+    left out."""
     part_names = list(rows[0].parts)
-    header = ["method", "tokens/view", f"score ({reward})", *part_names]
+    labels = [
+        f"accuracy ({rules.accuracy})" if rules is not None and name == "accuracy" else name
+        for name in part_names
+    ]
+    header = ["method", "tokens/view", f"score ({reward})", *labels]
     header += ["prefill ms", "speedup", "FLOPs share", "skipped"]
+    if rules is not None:
+        header.append("filtered")
     lines = [header]
     for row in rows:
         cells = [row.method, f"{row.tokens_per_view:.1f}", f"{row.score:.4f}"]
@@ -251,6 +399,8 @@ def table_text(rows: Sequence[Row], reward: str) -> str:
             f"{100 * row.flops_share:.1f} %",
             str(row.skipped),
         ]
+        if rules is not None:
+            cells.append(str(row.filtered))
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(

@@ -22,6 +22,7 @@ from .argtypes import at_least, positive_float, topic_remap
 
 if TYPE_CHECKING:
     from ..tuning.ptb import Tokenizer
+    from ..tuning.scoring import ScoringRules
     from ..tuning.sources import ValidationSet
 
 #: Flags that override one parameter of the config each: flag dest -> parameter name.
@@ -183,6 +184,7 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     :func:`~..tuning.objective.prepare_evaluation`)."""
     from ..tuning.objective import REWARDS
     from ..tuning.ptb import TOKENIZERS
+    from ..tuning.scoring import ACCURACY_MODES, EXACT
 
     parser.add_argument(
         "--reward",
@@ -200,6 +202,20 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         "default)",
     )
     parser.add_argument(
+        "--accuracy",
+        choices=ACCURACY_MODES,
+        default=EXACT,
+        help="accuracy of the drivelm reward: exact (answer == reference, as the DriveLM "
+        "challenge; default) or extract (the option or yes/no read out of free text: 'B.', "
+        "'(A)', 'Answer: B', a 'Final Answer:' line; not the challenge's number)",
+    )
+    parser.add_argument(
+        "--no-challenge-filter",
+        action="store_true",
+        help="score every question; by default, as the DriveLM challenge, a later question of a "
+        "key frame counts only when the frame's first answer found the objects it names",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -210,16 +226,21 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
 
 def choose_scoring(
     args: argparse.Namespace, data: ValidationSet
-) -> tuple[tuple[str, str], Tokenizer | None]:
-    """The reward (name and why, printed for the user) and its tokenizer, from ``--reward``
-    and ``--tokenizer``: what tune and eval settle before the model loads.
+) -> tuple[tuple[str, str], Tokenizer | None, ScoringRules]:
+    """The reward (name and why, printed for the user), its tokenizer and the DriveLM scoring
+    rules (printed with the drivelm reward), from ``--reward``, ``--tokenizer``, ``--accuracy``
+    and ``--no-challenge-filter``: what tune and eval settle before the model loads.
 
     Raises:
         ConfigError: as :func:`~..tuning.objective.choose_reward` and
             :func:`~..tuning.objective.reward_tokenizer`.
     """
     from ..tuning.objective import choose_reward, reward_tokenizer
+    from ..tuning.scoring import ScoringRules
 
     reward = choose_reward(args.reward, data)
     print(f"reward: {reward[0]} ({reward[1]})")
-    return reward, reward_tokenizer(reward[0], args.tokenizer)
+    rules = ScoringRules(args.accuracy, challenge_filter=not args.no_challenge_filter)
+    if reward[0] == "drivelm":
+        print(f"scoring: {rules.describe()}")
+    return reward, reward_tokenizer(reward[0], args.tokenizer), rules

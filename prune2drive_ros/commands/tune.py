@@ -38,6 +38,7 @@ from ..tuning.objective import (
 )
 from ..tuning.ptb import Tokenizer, tokenizer_name
 from ..tuning.report import ReportContext, write_pareto_front, write_report
+from ..tuning.scoring import ScoringRules
 from ..tuning.sources import ValidationSet
 from ..tuning.study import (
     DEFAULT_GRID_STEPS,
@@ -190,17 +191,20 @@ def run(args: argparse.Namespace) -> int:
     config = engine_config(args)
     with open_validation_set(args, config) as data:
         print(data.summary())
-        reward, tokenizer = choose_scoring(args, data)
+        reward, tokenizer, rules = choose_scoring(args, data)
         engine = Engine.from_config(config)
         if engine.vlm.random_weights:
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
-        study = _open_study(args, storage, engine, data, reward[0], tokenizer, space, sampler)
+        study = _open_study(
+            args, storage, engine, data, reward[0], tokenizer, rules, space, sampler
+        )
         print(f"study {study.study_name} in {redact_url(url)}: {len(study.trials)} trials so far")
         setup = prepare_evaluation(
             engine,
             data,
             reward,
             tokenizer=tokenizer,
+            rules=rules,
             lam=args.lam,
             cache_dir=args.cache_dir,
             seed=args.seed,
@@ -222,6 +226,7 @@ def _open_study(
     data: ValidationSet,
     reward: str,
     tokenizer: Tokenizer | None,
+    rules: ScoringRules,
     space: SearchSpace,
     sampler: str,
 ) -> optuna.Study:
@@ -234,6 +239,12 @@ def _open_study(
         "reward": reward,
         # A worker with Java and one without score language differently: not one objective.
         "tokenizer": tokenizer_name(tokenizer),
+        # The drivelm reward's rules change its value; fidelity uses neither.
+        **(
+            {"accuracy": rules.accuracy, "challenge_filter": rules.challenge_filter}
+            if reward == "drivelm"
+            else {}
+        ),
         "lambda": _study_lambda(args),
         "multi_objective": multi,
         "pruner": engine.pruner,
@@ -314,6 +325,8 @@ def _write_outputs(
     chosen = Evaluation.from_trial(trial)
     budgets = list(chosen.budgets)
     note = f"{setup.reward} reward on {setup.data.summary()}; chosen as the {choice.how}"
+    if setup.reward == "drivelm":
+        note += f"; {setup.evaluator.rules.describe()}"
     if vlm.random_weights:
         note += f"; {RANDOM_WEIGHTS_NOTE}"
     rates_path = out / RATES_FILE

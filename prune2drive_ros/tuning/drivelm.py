@@ -15,8 +15,18 @@ The format, as OpenDriveLab/DriveLM publishes it (``challenge/data/train_sample.
           "cluster": null, "layer": null, "tag": [0]}   # "tag" in challenge files only
 
 The challenge numbers the questions of a frame in the order perception, prediction, planning,
-behavior and names them ``<scene>_<frame>_<index>``; :attr:`DriveLMItem.id` does the same so
-that predictions can be written in the challenge's output format.
+behavior and names them ``<scene>_<frame>_<index>`` (``scene_id + "_" + frame_id + "_" +
+str(i)`` in ``challenge/evaluation.py``); :attr:`DriveLMItem.id` does the same.
+
+Its prediction file (``output.json``, what a submission's ``results`` hold) is a JSON list of
+``{"id": ..., "question": ..., "answer": ...}``; evaluation.py reads only ``id`` and
+``answer`` (the baseline's file also has ``gt_answer``). :func:`write_predictions` writes one,
+:func:`read_predictions` reads one (or a ``submission.json``), :func:`match_predictions`
+pairs it with a DriveLM file's questions for :func:`score_drivelm`.
+
+A question-only file (the challenge's ``v1_1_val_nus_q_only.json``: ``"A": ""`` or no ``"A"``)
+has no reference answers: its items have ``answer`` None and are never scored against empty
+strings; the answers are on the challenge server.
 """
 
 from __future__ import annotations
@@ -28,12 +38,20 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError, QuestionError
-from ..files import read_text
+from ..files import read_text, write_text_atomically
 from ..views import VIEWS
-from .scoring import Score, challenge_keep, is_choice_answer, score_answers
+from .ptb import Tokenizer
+from .scoring import (
+    CHALLENGE_RULES,
+    Score,
+    ScoringRules,
+    is_choice_answer,
+    odd_coordinates,
+    score_questions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +74,7 @@ class DriveLMItem:
         index: position among the frame's questions in :data:`CATEGORIES` order.
         category: one of :data:`CATEGORIES`.
         question: the question text.
-        answer: the reference answer; None in question-only files.
+        answer: the reference answer; None in question-only files (no or an empty ``"A"``).
         tags: challenge metric tags (0 accuracy, 1 GPT, 2 language, 3 match); empty in
             training files, where :func:`~prune2drive_ros.tuning.scoring.score_answers` routes
             by the answer instead.
@@ -121,11 +139,17 @@ def load_drivelm(
         json_path: the DriveLM file.
         nuscenes_root: the nuScenes folder holding ``samples/``; image paths are resolved
             against it (see :func:`resolve_image`).
-        limit: keep this many items, drawn at random with ``seed`` (without replacement) and
-            returned in file order, so that a frame's questions stay together; None keeps all.
+        limit: keep this many items: whole key frames drawn at random with ``seed``, each with
+            its questions in the challenge's order, the last one cut to the questions that
+            reach ``limit`` (see :func:`draw_frames`); returned in file order. None keeps all.
         seed: seed of that draw; the same seed and file give the same items.
-        categories: keep only these of :data:`CATEGORIES` (all by default).
+        categories: keep only these of :data:`CATEGORIES` (all by default). The challenge's
+            per-frame filter takes each frame's first question as the one that finds its
+            objects, which is a perception question: leave perception in for it.
         check_images: check that every kept item's six images exist.
+
+    References and questions with an odd count of coordinates are logged as a warning (see
+    :func:`~prune2drive_ros.tuning.scoring.odd_coordinates`).
 
     Raises:
         QuestionError: the file is missing, not JSON or not in the DriveLM format (the message
@@ -146,25 +170,52 @@ def load_drivelm(
     if not items:
         raise QuestionError(f"{path} holds no questions in categories {', '.join(wanted)}")
     if limit is not None and limit < len(items):
-        keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-        items = [items[i] for i in keep]
+        items = draw_frames(items, limit, seed)
     if check_images:
         _check_images(items, root)
+    _warn_odd_coordinates(items, path)
     logger.info("loaded %d DriveLM questions from %s", len(items), path)
     return items
+
+
+def draw_frames(items: Sequence[DriveLMItem], limit: int, seed: int) -> list[DriveLMItem]:
+    """``limit`` of ``items``: whole key frames in a random order fixed by ``seed``, the last
+    one cut to its first questions; returned in file order.
+
+    Frames, not single questions, because the challenge's per-frame filter needs each frame's
+    first question (the one whose answer finds the objects the later ones are about) and its
+    order; a frame cut short keeps its first questions, on which the filter is the challenge's.
+    The reference search likewise took consecutive items (500-1000) of a challenge-format file.
+    On the full training file (about 90 questions per frame) few frames make up ``limit``: a
+    challenge-format file (``challenge/extract_data.py`` and ``convert_data.py``, 6-10 questions
+    per frame) spreads them over more.
+    """
+    frames: dict[tuple[str, str], list[DriveLMItem]] = {}
+    for item in items:
+        frames.setdefault((item.scene, item.frame), []).append(item)
+    order = list(frames)
+    random.Random(seed).shuffle(order)
+    chosen: set[str] = set()
+    for key in order:
+        for item in frames[key][: limit - len(chosen)]:
+            chosen.add(item.id)
+        if len(chosen) == limit:
+            break
+    return [item for item in items if item.id in chosen]
 
 
 def score_drivelm(
     items: Sequence[DriveLMItem],
     predictions: Sequence[str],
     *,
-    challenge_filter: bool = True,
+    rules: ScoringRules = CHALLENGE_RULES,
     same_camera: bool = False,
+    tokenizer: Tokenizer | None = None,
 ) -> Score:
     """Score predictions (one per item, same order) as the DriveLM challenge does locally.
 
-    With ``challenge_filter`` only the items the official evaluation scores are used (see
-    :func:`~prune2drive_ros.tuning.scoring.challenge_keep`); items are routed to metrics by
+    ``rules`` (default: the challenge's) set the accuracy mode and the per-frame filter (see
+    :func:`~prune2drive_ros.tuning.scoring.score_questions`); items are routed to metrics by
     their tags, or by their answers when untagged.
 
     Raises:
@@ -176,24 +227,127 @@ def score_drivelm(
     unanswered = [item.id for item in items if item.answer is None]
     if unanswered:
         raise QuestionError(
-            f"{len(unanswered)} item(s) have no reference answer (first: {unanswered[0]}); "
-            "a question-only file cannot be scored"
+            f"{len(unanswered)} of {len(items)} question(s) have no reference answer (first: "
+            f"{unanswered[0]}): a question-only file (such as the challenge's "
+            "v1_1_val_nus_q_only.json) cannot be scored here; its answers are on the challenge "
+            "server, or score with a DriveLM file that has them (e.g. a split of "
+            "v1_1_train_nus.json)"
         )
-    references = [item.answer or "" for item in items]
-    keep = [True] * len(items)
-    if challenge_filter:
-        keep = challenge_keep(
-            [f"{item.scene}/{item.frame}" for item in items],
-            [item.question for item in items],
-            predictions,
-            references,
-        )
-    chosen = [i for i, kept in enumerate(keep) if kept]
-    return score_answers(
-        [predictions[i] for i in chosen],
-        [references[i] for i in chosen],
-        [items[i].tags for i in chosen],
+    return score_questions(
+        [f"{item.scene}_{item.frame}" for item in items],
+        [item.question for item in items],
+        predictions,
+        [item.answer or "" for item in items],
+        [item.tags for item in items],
+        rules=rules,
         same_camera=same_camera,
+        tokenizer=tokenizer,
+    )
+
+
+class Prediction(NamedTuple):
+    """One answer of a prediction file (``output.json``): the challenge's question id, the
+    question asked and the model's answer."""
+
+    id: str
+    question: str
+    answer: str
+
+
+def write_predictions(path: str | Path, predictions: Iterable[Prediction]) -> int:
+    """Write ``predictions`` as the challenge's ``output.json`` (a JSON list of ``{"id",
+    "question", "answer"}``, in the given order) to ``path``, atomically; return how many.
+
+    The file is what ``challenge/prepare_submission.py`` puts under ``results`` for the test
+    server, which looks every question of its file up by id: a submission must answer all of
+    them.
+    """
+    records = [prediction._asdict() for prediction in predictions]
+    write_text_atomically(path, json.dumps(records, ensure_ascii=False, indent=4) + "\n")
+    return len(records)
+
+
+def read_predictions(path: str | Path) -> dict[str, Prediction]:
+    """The answers of a prediction file by question id.
+
+    Reads the challenge's ``output.json`` (a list of objects with string ``id`` and
+    ``answer``; ``question`` and other keys optional) or a ``submission.json`` (the same list
+    under ``results``). A repeated id keeps its last answer, as evaluation.py's dict does, with
+    a warning.
+
+    Raises:
+        QuestionError: the file is missing, not JSON, or not in that format (the message says
+            which entry).
+    """
+    path = Path(path)
+    text = read_text(
+        path,
+        what="prediction file",
+        remedy="give the output.json that `prune2drive eval --save-predictions` (or the "
+        "challenge's inference) wrote",
+        error=QuestionError,
+    )
+    data = _loads(text, path)
+    if isinstance(data, Mapping) and "results" in data:
+        data = data["results"]
+    if not isinstance(data, list):
+        raise QuestionError(
+            f'{path}: expected a JSON list of {{"id", "question", "answer"}} (the '
+            f"challenge's output.json), got {type(data).__name__}"
+        )
+    found: dict[str, Prediction] = {}
+    repeated: list[str] = []
+    for number, entry in enumerate(data):
+        where = f"entry {number}"
+        entry = _mapping(entry, where, path)
+        prediction = Prediction(
+            id=_text(entry, "id", where, path),
+            question=str(entry.get("question") or ""),
+            answer=_text(entry, "answer", where, path),
+        )
+        if prediction.id in found:
+            repeated.append(prediction.id)
+        found[prediction.id] = prediction
+    if repeated:
+        logger.warning(
+            "%s answers %d question id(s) more than once (first: %s); the last answer counts, "
+            "as in the challenge's evaluation.py",
+            path,
+            len(repeated),
+            repeated[0],
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How a prediction file covers the questions of a DriveLM file.
+
+    Attributes:
+        items: the questions it answers, in file order.
+        predictions: their answers, in the same order.
+        missing: ids of questions it does not answer (evaluation.py stops at the first with a
+            ``KeyError``).
+        unknown: ids it answers that the DriveLM file does not ask.
+    """
+
+    items: list[DriveLMItem]
+    predictions: list[str]
+    missing: list[str]
+    unknown: list[str]
+
+
+def match_predictions(
+    items: Sequence[DriveLMItem], predictions: Mapping[str, Prediction]
+) -> Coverage:
+    """Pair the questions of a DriveLM file with the answers of a prediction file by id."""
+    answered = [item for item in items if item.id in predictions]
+    asked = {item.id for item in items}
+    return Coverage(
+        items=answered,
+        predictions=[predictions[item.id].answer for item in answered],
+        missing=[item.id for item in items if item.id not in predictions],
+        unknown=[pid for pid in predictions if pid not in asked],
     )
 
 
@@ -217,6 +371,10 @@ def _read_json(path: Path) -> Any:
         remedy="give the path of a DriveLM-nuScenes JSON file such as v1_1_train_nus.json",
         error=QuestionError,
     )
+    return _loads(text, path)
+
+
+def _loads(text: str, path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -286,7 +444,10 @@ def _item(
     where = f"scene {scene} frame {frame} {category} question {index}"
     qa = _mapping(qa, where, path)
     question = _text(qa, "Q", where, path)
-    answer = _text(qa, "A", where, path) if qa.get("A") is not None else None
+    # The challenge's question-only file writes "A": "" where the training file has the answer.
+    raw = qa.get("A")
+    blank = raw is None or (isinstance(raw, str) and not raw.strip())
+    answer = None if blank else _text(qa, "A", where, path)
     tags = qa.get("tag") or []
     if not isinstance(tags, list) or not all(
         isinstance(t, int) and not isinstance(t, bool) for t in tags
@@ -324,3 +485,21 @@ def _check_images(items: Sequence[DriveLMItem], root: Path) -> None:
             "../nuscenes/samples/CAM_FRONT/x.jpg are read as <root>/samples/CAM_FRONT/x.jpg, so "
             "give the folder that holds samples/"
         )
+
+
+def _warn_odd_coordinates(items: Sequence[DriveLMItem], path: Path) -> None:
+    for what, texts in (
+        ("reference answer", {item.id: item.answer or "" for item in items}),
+        ("question", {item.id: item.question for item in items}),
+    ):
+        odd = [item_id for item_id, text in texts.items() if odd_coordinates(text)]
+        if odd:
+            logger.warning(
+                "%s: %d %s(s) hold an odd count of coordinates (first: %s); the challenge's "
+                "evaluation.py stops on such a text when it pairs its numbers (a numpy reshape "
+                "error), this package drops the last number",
+                path,
+                len(odd),
+                what,
+                odd[0],
+            )

@@ -3,15 +3,18 @@
 * **Reward** ``R`` (``--reward``):
 
   - ``drivelm``: the local DriveLM score (:func:`~.scoring.local_score` of
-    :func:`~.scoring.score_answers`: accuracy, language and match, the GPT part left out) of the
+    :func:`~.scoring.score_questions`: accuracy, language and match, the GPT part left out) of the
     pruned model's answers against the reference answers. Items are routed by their DriveLM
-    tags, or by their answers when untagged (plain questions files). The challenge's filter of
-    later questions (:func:`~.scoring.challenge_keep`) is not applied while tuning: it depends
-    on each trial's answers, so every trial would be scored on a different subset.
+    tags, or by their answers when untagged (plain questions files), under
+    :class:`~.scoring.ScoringRules` (default the challenge's: exact accuracy, and the filter of
+    later questions of a frame, :func:`~.scoring.challenge_keep`; it depends on each trial's
+    answers, so each trial is scored on the questions its own first answers located, as the
+    challenge scores each submission).
   - ``fidelity``: agreement of the pruned model's answers with the unpruned model's answers to
     the same questions (:func:`~.scoring.fidelity`); needs no labels, 1.0 when nothing changes.
 
-  The default is ``drivelm`` when every question has a reference answer, else ``fidelity``.
+  The default is ``drivelm`` when every question has a reference answer, else ``fidelity``
+  (an empty answer is no reference: nothing is scored against one).
 * **Penalty** ``P``: the fraction of visual tokens kept, ``sum(budgets) / (6 * tokens per
   view)``, i.e. the mean retention rate over the six views (up to the rounding of each rate to
   whole tokens, at most half a token per view).
@@ -42,14 +45,17 @@ from ..vlm import DrivingVLM
 from .features import FeatureCache
 from .ptb import Tokenizer, language_tokenizer
 from .scoring import (
+    CHALLENGE_RULES,
+    EXTRACT,
     TAG_ACCURACY,
     TAG_LANGUAGE,
     TAG_MATCH,
     LanguageScores,
     Score,
+    ScoringRules,
     fidelity,
     route,
-    score_answers,
+    score_questions,
 )
 from .sources import Frame, Sample, ValidationSet
 
@@ -80,6 +86,12 @@ def objective_value(reward: float, token_penalty: float, lam: float) -> float:
     return reward - lam * token_penalty
 
 
+def unanswered(samples: Sequence[Sample]) -> list[str]:
+    """Ids of the samples without a reference answer (None, or empty as in the DriveLM
+    challenge's question-only file)."""
+    return [s.id for s in samples if not (s.answer or "").strip()]
+
+
 def choose_reward(requested: str | None, data: ValidationSet) -> tuple[str, str]:
     """The reward to use and why.
 
@@ -87,20 +99,26 @@ def choose_reward(requested: str | None, data: ValidationSet) -> tuple[str, str]
         ConfigError: ``drivelm`` asked for but some questions have no reference answer, or an
             unknown reward.
     """
-    unanswered = [s.id for s in data.samples if s.answer is None]
+    missing = unanswered(data.samples)
     if requested is None:
-        if unanswered:
+        if len(missing) == len(data.samples):
             return "fidelity", (
-                f"{len(unanswered)} of {len(data.samples)} questions have no reference answer "
-                f"(first: {unanswered[0]}), so answers are scored against the unpruned model's"
+                "no question has a reference answer (a question-only file, such as the DriveLM "
+                "challenge's, whose answers are on its server), so answers are scored against "
+                "the unpruned model's"
+            )
+        if missing:
+            return "fidelity", (
+                f"{len(missing)} of {len(data.samples)} questions have no reference answer "
+                f"(first: {missing[0]}), so answers are scored against the unpruned model's"
             )
         return "drivelm", "every question has a reference answer"
     if requested not in REWARDS:
         raise ConfigError(f"unknown reward {requested!r}; expected one of {', '.join(REWARDS)}")
-    if requested == "drivelm" and unanswered:
+    if requested == "drivelm" and missing:
         raise ConfigError(
-            f"--reward drivelm needs a reference answer for every question; {len(unanswered)} "
-            f"have none (first: {unanswered[0]}). Use --reward fidelity or add the answers"
+            f"--reward drivelm needs a reference answer for every question; {len(missing)} "
+            f"have none (first: {missing[0]}). Use --reward fidelity or add the answers"
         )
     return requested, "asked for with --reward"
 
@@ -115,11 +133,17 @@ def score_from_parts(parts: Mapping[str, Any]) -> Score:
             cider=parts["CIDEr"],
             tokenizer=parts.get("tokenizer"),
         )
+    # Trials stored before the rules were recorded extracted the option and did not filter.
+    rules = ScoringRules(
+        accuracy=parts.get("accuracy_mode", EXTRACT),
+        challenge_filter=bool(parts.get("challenge_filter", False)),
+    )
     return Score(
         accuracy=parts.get("accuracy"),
         language=language,
         match=parts.get("match"),
         counts={k.removeprefix("n_"): int(v) for k, v in parts.items() if k.startswith("n_")},
+        rules=rules,
     )
 
 
@@ -132,8 +156,9 @@ class Evaluation:
         budgets: tokens kept per view.
         reward, penalty, objective: ``R``, ``P`` and ``R - lambda * P``.
         parts: the parts of the reward (:meth:`Score.as_dict`, or ``{"fidelity": R}``).
-        answered, skipped: samples scored, and samples skipped after an error.
+        answered, skipped: samples answered, and samples skipped after an error.
         score: the DriveLM parts (``drivelm`` reward only).
+        answers: the answer to each answered sample, by sample id (not stored with a trial).
     """
 
     rates: dict[str, float]
@@ -145,6 +170,7 @@ class Evaluation:
     answered: int
     skipped: int
     score: Score | None = field(default=None, compare=False)
+    answers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def tokens_per_view(self) -> dict[str, int]:
@@ -210,10 +236,12 @@ class Evaluator:
         progress: show a bar over the samples of each evaluation.
         tokenizer: of the language metrics (``drivelm`` reward; default
             :func:`~.ptb.language_tokenizer`).
+        rules: accuracy mode and per-frame filter of the ``drivelm`` reward (default the
+            challenge's).
 
     Raises:
-        ConfigError: the ``drivelm`` reward on items that no local metric scores (only GPT
-            items).
+        ConfigError: the ``drivelm`` reward on samples without a reference answer, or on items
+            that no local metric scores (only GPT items).
     """
 
     def __init__(
@@ -229,6 +257,7 @@ class Evaluator:
         seed: int = 0,
         progress: bool = True,
         tokenizer: Tokenizer | None = None,
+        rules: ScoringRules = CHALLENGE_RULES,
     ) -> None:
         if reward not in REWARDS:
             raise ConfigError(f"unknown reward {reward!r}; expected one of {', '.join(REWARDS)}")
@@ -241,8 +270,15 @@ class Evaluator:
         self.seed = seed
         self.progress = progress
         self.tokenizer = tokenizer
+        self.rules = rules
         self._unpruned: dict[str, list[str]] | None = None
         if reward == "drivelm":
+            missing = unanswered(data.samples)
+            if missing:
+                raise ConfigError(
+                    f"the drivelm reward needs a reference answer for every question; "
+                    f"{len(missing)} have none (first: {missing[0]}); use the fidelity reward"
+                )
             references = [s.answer or "" for _, group in self.groups for s in group]
             routed = route(references, [s.tags for _, group in self.groups for s in group])
             if not any(routed[tag] for tag in (TAG_ACCURACY, TAG_LANGUAGE, TAG_MATCH)):
@@ -331,6 +367,7 @@ class Evaluator:
             answered=len(scored),
             skipped=skipped,
             score=score,
+            answers={sample.id: text for sample, text, _ in scored},
         )
 
     def _pruned_answers(
@@ -353,8 +390,14 @@ class Evaluator:
         if self.reward == "fidelity":
             value = fidelity(predictions, references)
             return value, {"fidelity": value}, None
-        score = score_answers(
-            predictions, references, [s.tags for s, _, _ in scored], tokenizer=self.tokenizer
+        score = score_questions(
+            [s.frame.key for s, _, _ in scored],
+            [s.question for s, _, _ in scored],
+            predictions,
+            references,
+            [s.tags for s, _, _ in scored],
+            rules=self.rules,
+            tokenizer=self.tokenizer,
         )
         try:
             value = score.value
@@ -391,13 +434,15 @@ def prepare_evaluation(
     reward: tuple[str, str],
     *,
     tokenizer: Tokenizer | None,
+    rules: ScoringRules = CHALLENGE_RULES,
     lam: float = DEFAULT_LAMBDA,
     cache_dir: Path | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> EvaluationSetup:
     """Build the evaluator for ``reward`` (name and why, from :func:`choose_reward`; language
-    metrics on ``tokenizer``, from :func:`reward_tokenizer`), then encode every frame that is
+    metrics on ``tokenizer``, from :func:`reward_tokenizer`; accuracy mode and per-frame filter
+    ``rules``), then encode every frame that is
     not cached yet: the evaluator's checks come before the encoder. The model, pruner and
     answer length are ``engine``'s (the command's config); the feature cache lives in
     ``cache_dir`` (default: the package's cache); ``seed`` seeds the pruner.
@@ -418,6 +463,7 @@ def prepare_evaluation(
         seed=seed,
         progress=progress,
         tokenizer=tokenizer,
+        rules=rules,
     )
     features.prepare(data.frames, progress=progress)
     return EvaluationSetup(data, features, evaluator, name, reason, tokenizer)

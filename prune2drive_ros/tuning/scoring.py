@@ -8,8 +8,10 @@ retention rates can be compared with published DriveLM results:
   2 language metrics, 3 match (which itself is half coordinate F1, half GPT score).
 * accuracy: the official code counts ``answer == GT`` (exact string equality) on tag-0 items,
   which are four-way multiple-choice questions with a letter as answer and yes/no questions
-  answered "Yes." / "No.". :func:`accuracy` extracts the letter or the yes/no from free text
-  first (see :func:`extract_choice`); ``extract=False`` gives the official comparison.
+  answered "Yes." / "No.". :func:`accuracy` does the same by default (:data:`EXACT`); with
+  :data:`EXTRACT` it reads the letter or the yes/no out of free text first (see
+  :func:`extract_choice` and :func:`final_answer`), which is NOT the challenge's number (it
+  lifted one test set from 0.17 to 0.77), so every report names the mode (:class:`ScoringRules`).
 * language: BLEU-1..4, ROUGE-L and CIDEr over all tag-2 items as one corpus, through the
   coco-caption scorers (the official code calls ``language_evaluation.CocoEvaluator``, a
   wrapper of the same Bleu(4), Rouge() and Cider() classes that :mod:`pycocoevalcap` ships),
@@ -26,7 +28,9 @@ retention rates can be compared with published DriveLM results:
 * final = 0.4 * GPT/100 + 0.2 * language + 0.2 * match/100 + 0.2 * accuracy.
 * Only questions whose objects the model located are scored: the first question of each key
   frame always counts, and its matched reference points form a "graph"; a later question of
-  the frame counts only if every point it mentions is in that graph (:func:`challenge_keep`).
+  the frame counts only if every point it mentions is in that graph (:func:`challenge_keep`;
+  on by default, :attr:`ScoringRules.challenge_filter`). :func:`score_questions` applies both
+  rules; :func:`score_answers` scores a given list as it is.
 
 The GPT parts need an external service and are left out. :func:`local_score` is what this
 package reports (``tune`` objective, ``eval``); :func:`drivelm_score` is the official formula
@@ -39,13 +43,14 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
+from ..errors import ConfigError
 from .ptb import Tokenizer, language_tokenizer, regex_tokens, tokenizer_named
 
 logger = logging.getLogger(__name__)
@@ -74,16 +79,42 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
 # Accuracy
 # --------------------------------------------------------------------------------------------
 
+#: Accuracy as the challenge computes it: ``answer == GT``, the strings exactly equal.
+EXACT = "exact"
+#: Accuracy on the option (or yes/no) read out of free text: "B.", "(A)", "Answer: B" count.
+EXTRACT = "extract"
+ACCURACY_MODES: tuple[str, ...] = (EXACT, EXTRACT)
+
+_ACCURACY_DESCRIPTIONS = {
+    EXACT: "exact string equality, as the challenge",
+    EXTRACT: "option or yes/no extracted from free text, NOT the challenge's exact equality",
+}
+
 _CHOICE_ONLY = re.compile(r"\(?([A-Da-d])[.):]?")
 _CHOICE_LEAD = re.compile(r"\(?([A-D])(?:[.):]|$)")
 _CHOICE_PHRASE = re.compile(r"(?i:\b(?:answer|option|choice))\s*(?i:is)?\s*:?\s*\(?([A-D])\b")
 _YES_NO = re.compile(r"\s*(yes|no)\b", re.IGNORECASE)
+# "Final Answer: B", "**Final Answer:** B", "**Final Answer**: B", "The final answer is: B".
+_FINAL_ANSWER = re.compile(r"\bfinal\s+answer(?:\s+is)?[*\s]*:?[*\s]*", re.IGNORECASE)
+
+
+def final_answer(text: str) -> str:
+    """The part of ``text`` after its last "Final Answer" marker, or all of ``text``.
+
+    Reasoning models such as DriveLMM-o1 answer "Reasoning Steps: ... Final Answer: B. ...";
+    the steps may name other options ("option A is ruled out"), so the choice is read from
+    the final answer only. Markers as DriveLMM-o1's own evaluation splits on them:
+    "Final Answer:", "**Final Answer:**", "**Final Answer**:", "The final answer is:".
+    """
+    found = list(_FINAL_ANSWER.finditer(text))
+    return text[found[-1].end() :] if found else text
 
 
 def extract_choice(text: str) -> str | None:
     """The choice letter (A-D) a free-text answer gives, or None when it names none.
 
-    Tried in order, on the text with surrounding white space removed:
+    Tried in order, on the :func:`final_answer` part of the text with surrounding white space
+    removed:
 
     1. the whole text is one letter, optionally in parentheses or followed by ``.``, ``)`` or
        ``:`` ("B", "b.", "(C)");
@@ -94,7 +125,7 @@ def extract_choice(text: str) -> str | None:
 
     Only capitals count after rule 1, so the article in "A car is turning" is not read as A.
     """
-    text = text.strip()
+    text = final_answer(text).strip()
     alone = _CHOICE_ONLY.fullmatch(text)
     if alone:
         return alone.group(1).upper()
@@ -108,7 +139,7 @@ def is_choice_answer(reference: str) -> bool:
 
 
 def _yes_no(text: str) -> str | None:
-    found = _YES_NO.match(text)
+    found = _YES_NO.match(final_answer(text))
     return found.group(1).lower() if found else None
 
 
@@ -128,26 +159,75 @@ def _correct(prediction: str, reference: str) -> bool:
         return extract_choice(prediction) == reference.strip()[0]
     if _is_yes_no_answer(reference):
         return _yes_no(prediction) == words(reference)[0]
-    return words(prediction) == words(reference)
+    return words(final_answer(prediction)) == words(reference)
 
 
-def accuracy(
-    predictions: Sequence[str], references: Sequence[str], *, extract: bool = True
-) -> float:
+def check_accuracy_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`ACCURACY_MODES`.
+
+    Raises:
+        ConfigError: another value.
+    """
+    if mode not in ACCURACY_MODES:
+        raise ConfigError(
+            f"unknown accuracy mode {mode!r}; expected {EXACT} (the challenge's) or {EXTRACT}"
+        )
+    return mode
+
+
+def accuracy(predictions: Sequence[str], references: Sequence[str], *, mode: str = EXACT) -> float:
     """Fraction of answers that are right, in [0, 1] (the official scale).
 
-    With ``extract`` (the default) a prediction is right when: for a choice-letter reference,
-    :func:`extract_choice` finds that letter; for a "Yes."/"No." reference, the prediction starts
-    with the same word ("No, it is not." counts); otherwise both word lists (:func:`words`)
-    are equal. ``extract=False`` is the official
-    ``answer == GT``, which needs the model to answer exactly "B" or "No.".
+    :data:`EXACT` (the default) is the official ``answer == GT``: the model must answer
+    exactly "B" or "No.". With :data:`EXTRACT` a prediction is right when: for a choice-letter
+    reference, :func:`extract_choice` finds that letter; for a "Yes."/"No." reference, the
+    prediction starts with the same word ("No, it is not." counts); otherwise both word lists
+    (:func:`words`) are equal; each time on the :func:`final_answer` part of the prediction.
+
+    Raises:
+        ConfigError: an unknown ``mode``.
     """
     _check_pairs(predictions, references)
-    if extract:
+    if check_accuracy_mode(mode) == EXTRACT:
         hits = [_correct(p, r) for p, r in zip(predictions, references, strict=True)]
     else:
         hits = [p == r for p, r in zip(predictions, references, strict=True)]
     return sum(hits) / len(hits)
+
+
+@dataclass(frozen=True)
+class ScoringRules:
+    """How DriveLM answers are scored, beyond the metrics themselves.
+
+    Attributes:
+        accuracy: :data:`EXACT` (the challenge's, default) or :data:`EXTRACT`.
+        challenge_filter: score a later question of a key frame only when its objects were found
+            by the frame's first answer (:func:`challenge_keep`), as the challenge does.
+
+    Raises:
+        ConfigError: an unknown accuracy mode.
+    """
+
+    accuracy: str = EXACT
+    challenge_filter: bool = True
+
+    def __post_init__(self) -> None:
+        check_accuracy_mode(self.accuracy)
+
+    def describe(self) -> str:
+        """One line for people: the accuracy mode and the filter, and whether they are the
+        challenge's."""
+        accuracy_text = _ACCURACY_DESCRIPTIONS[self.accuracy]
+        filter_text = (
+            "on, as the challenge"
+            if self.challenge_filter
+            else "off, every question scored (the challenge scores fewer)"
+        )
+        return f"accuracy: {self.accuracy} ({accuracy_text}); per-frame filter: {filter_text}"
+
+
+#: The rules of the challenge's evaluation.py: exact accuracy, per-frame filter on.
+CHALLENGE_RULES = ScoringRules()
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,10 +394,16 @@ def challenge_keep(
     """Which items the official evaluation scores (its ``set_graph`` / ``eval_graph``).
 
     The first item of each frame (in the given order; the official order is perception,
-    prediction, planning, behavior) always counts, and the reference points its prediction hits
-    become the frame's graph. A later item of the frame counts only when every point its
-    question mentions is in that graph: questions about objects the model did not find are not
-    scored at all.
+    prediction, planning, behavior, numbered as :attr:`~.drivelm.DriveLMItem.index`) always
+    counts, and the reference points its prediction hits (:func:`matched_points`, as
+    ``match_result``'s ``matched_out``) become the frame's graph. A later item of the frame
+    counts only when every point its question mentions (:func:`points`: decimal numbers in
+    pairs) is in that graph, compared by exact float equality as ``q not in self.graph`` does;
+    a question naming no point always counts. Questions about objects the model did not find
+    are not scored at all, by any metric.
+
+    Where the challenge stops (numpy cannot pair an odd count of numbers in a reference or a
+    question), the last number is dropped here; :func:`odd_coordinates` finds such texts.
     """
     _check_pairs(predictions, references)
     if not len(frames) == len(questions) == len(references):
@@ -333,6 +419,13 @@ def challenge_keep(
         else:
             keep.append(all(p in graphs[frame] for p in points(question)))
     return keep
+
+
+def odd_coordinates(text: str) -> bool:
+    """True when ``text`` holds an odd count of decimal numbers: the challenge's
+    ``match_result`` and ``eval_graph`` cannot pair them (a numpy reshape error) when it is a
+    reference answer or a question, and this package drops the last one."""
+    return len(_DECIMAL.findall(text)) % 2 == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,7 +444,9 @@ class Score:
         gpt: GPT score in [0, 100] from an external service; None here.
         match_gpt: GPT score of the match items in [0, 100]; None here.
         counts: items per part (``gpt``: items only a GPT score can judge; the ``match`` items
-            need one too, for ``match_gpt``).
+            need one too, for ``match_gpt``), and ``filtered``: questions the per-frame filter
+            left out (:func:`score_questions`).
+        rules: the accuracy mode and whether the per-frame filter was applied.
     """
 
     accuracy: float | None = None
@@ -360,6 +455,7 @@ class Score:
     gpt: float | None = None
     match_gpt: float | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
+    rules: ScoringRules = ScoringRules(challenge_filter=False)
 
     @property
     def value(self) -> float:
@@ -372,10 +468,13 @@ class Score:
         return drivelm_score(self)
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat, JSON-ready view: every part, the language sub-scores, counts and both totals."""
+        """Flat, JSON-ready view: every part, the language sub-scores, counts, both totals and
+        the rules (``accuracy_mode``, ``challenge_filter``)."""
         out: dict[str, Any] = {
             "score": self.value,
             "challenge_score": self.challenge,
+            "accuracy_mode": self.rules.accuracy,
+            "challenge_filter": self.rules.challenge_filter,
             "accuracy": self.accuracy,
             "language": None if self.language is None else self.language.combined,
             "match": self.match,
@@ -410,14 +509,25 @@ class Score:
         lines += [
             f"  match = (coordinate F1 x100 + GPT)/2; F1 x100 = {show(self.match, '.2f')}, "
             f"GPT = {show(self.match_gpt, '.2f')}" + n("match"),
-            f"  accuracy = {show(self.accuracy, '.4f')}" + n("accuracy"),
+            f"  accuracy ({self.rules.accuracy}: {_ACCURACY_DESCRIPTIONS[self.rules.accuracy]}) "
+            f"= {show(self.accuracy, '.4f')}" + n("accuracy"),
             f"  GPT = {show(self.gpt, '.2f')}" + n("gpt"),
             f"  final = {show(final, '.4f')}"
             + ("" if final is not None else " (needs both GPT parts)"),
+            "  " + self._filter_line(),
             "local score = (0.2*language + 0.2*F1x100/100 + 0.2*accuracy) / 0.6, over the parts "
             f"present = {self.value:.4f}  <- reported by tune and eval",
         ]
         return "\n".join(lines)
+
+    def _filter_line(self) -> str:
+        if not self.rules.challenge_filter:
+            return "per-frame filter: off, every question scored (the challenge scores fewer)"
+        left_out = self.counts.get("filtered", 0)
+        return (
+            f"per-frame filter: on, as the challenge: {left_out} question(s) not scored (they "
+            "name objects the first answer of their key frame did not find)"
+        )
 
 
 def drivelm_score(parts: Score) -> float | None:
@@ -504,15 +614,17 @@ def score_answers(
     references: Sequence[str],
     tags: Sequence[Sequence[int]] | None = None,
     *,
+    accuracy_mode: str = EXACT,
     same_camera: bool = False,
     tokenizer: Tokenizer | None = None,
 ) -> Score:
-    """Score answers part by part, routing each item by its challenge tags.
+    """Score answers part by part, routing each item by its challenge tags; every item given
+    is scored (see :func:`score_questions` for the challenge's per-frame filter).
 
     Items without tags (``tags`` None, or an empty tag list, as in DriveLM training files and
     plain question files) are routed by their reference: a choice letter or yes/no to accuracy,
     anything else to language, and also to match when it holds ``<cN,CAM_X,x,y>`` tags.
-    ``tokenizer`` goes to :func:`language`.
+    ``accuracy_mode`` goes to :func:`accuracy`, ``tokenizer`` to :func:`language`.
     """
     _check_pairs(predictions, references)
     routed = route(references, tags)
@@ -521,7 +633,9 @@ def score_answers(
         return [predictions[i] for i in routed[code]], [references[i] for i in routed[code]]
 
     return Score(
-        accuracy=accuracy(*pick(TAG_ACCURACY)) if routed[TAG_ACCURACY] else None,
+        accuracy=(
+            accuracy(*pick(TAG_ACCURACY), mode=accuracy_mode) if routed[TAG_ACCURACY] else None
+        ),
         language=(
             language(*pick(TAG_LANGUAGE), tokenizer=tokenizer) if routed[TAG_LANGUAGE] else None
         ),
@@ -532,7 +646,47 @@ def score_answers(
             "match": len(routed[TAG_MATCH]),
             "gpt": len(routed[TAG_GPT]),
         },
+        rules=ScoringRules(accuracy_mode, challenge_filter=False),
     )
+
+
+def score_questions(
+    frames: Sequence[str],
+    questions: Sequence[str],
+    predictions: Sequence[str],
+    references: Sequence[str],
+    tags: Sequence[Sequence[int]] | None = None,
+    *,
+    rules: ScoringRules = CHALLENGE_RULES,
+    same_camera: bool = False,
+    tokenizer: Tokenizer | None = None,
+) -> Score:
+    """Score the answers to the questions of key frames as the challenge's evaluation.py does.
+
+    With ``rules.challenge_filter`` only the items :func:`challenge_keep` keeps are scored
+    (``frames`` names each item's key frame; a frame's items in the challenge's order), the
+    count of the others is ``counts["filtered"]``; then :func:`score_answers` with
+    ``rules.accuracy``.
+
+    Raises:
+        ValueError: sequences of different lengths, or nothing to score.
+    """
+    keep = (
+        challenge_keep(frames, questions, predictions, references)
+        if rules.challenge_filter
+        else [True] * len(references)
+    )
+    chosen = [i for i, kept in enumerate(keep) if kept]
+    score = score_answers(
+        [predictions[i] for i in chosen],
+        [references[i] for i in chosen],
+        None if tags is None else [tags[i] for i in chosen],
+        accuracy_mode=rules.accuracy,
+        same_camera=same_camera,
+        tokenizer=tokenizer,
+    )
+    counts = {**score.counts, "filtered": len(keep) - len(chosen)}
+    return replace(score, counts=counts, rules=rules)
 
 
 # --------------------------------------------------------------------------------------------
