@@ -203,6 +203,14 @@ class DriveVLMConfig:
         "package's own ChatML fallback, which no published model was trained on)",
         choices=PROMPT_CHOICES,
     )
+    max_tiles: int = _param(
+        1,
+        "tiles of the stitched six-view image (drivelmm_o1 prompt only): 1 = one 448 px image "
+        "(256 tokens for all cameras), as DriveLMM-o1's evaluation runs; up to 12 = InternVL's "
+        "dynamic tiling with a thumbnail",
+        low=1,
+        high=12,
+    )
     pruner: str = _param(
         "tfps",
         "visual-token pruner: tfps is Prune2Drive's per-view farthest point sampling",

@@ -84,7 +84,7 @@ class Engine:
     ) -> None:
         self.vlm = vlm
         self.rates = validate_rates(1.0 if rates is None else rates)
-        self.full_budgets = (vlm.tokens_per_view,) * len(VIEWS)
+        self.full_budgets = vlm.view_tokens
         self.budgets = vlm.budgets(self.rates)
         self.pruner = pruner
         self.topics = dict(topics) if topics else {v: image_topic(v) for v in VIEWS}
@@ -122,6 +122,7 @@ class Engine:
             dtype=config.dtype,
             attn_implementation=config.attn_implementation,
             prompt=config.prompt,
+            max_tiles=config.max_tiles,
         )
         logger.info("retention rates from %s: %s", rates_path, rates)
         return cls(
@@ -300,6 +301,9 @@ class Engine:
         ``pruner`` (default the engine's), timed into ``timings.prune``."""
         chosen = self.budgets if budgets is None else tuple(budgets)
         if chosen == self.full_budgets:
-            return Selection.keep_all(len(VIEWS), self.vlm.tokens_per_view, self.vlm.device)
+            counts = {"counts": self.vlm.view_tokens} if self.vlm.layout is not None else {}
+            return Selection.keep_all(
+                len(VIEWS), self.vlm.tokens_per_view, self.vlm.device, **counts
+            )
         with stopwatch(timings, "prune", self.vlm.device):
             return self.vlm.prune(visual, chosen, pruner or self.pruner, seed=seed)

@@ -34,6 +34,7 @@ INVALID: dict[str, object] = {
     "dtype": "int8",
     "attn_implementation": "flash",
     "prompt": "llava",
+    "max_tiles": 13,
     "pruner": "fastv_typo",
     "rates_file": 1.5,
     "use_compressed": "yes",

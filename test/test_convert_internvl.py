@@ -170,7 +170,7 @@ def _pixels(seed: int = 0) -> torch.Tensor:
 def test_vision_features_equal_the_original_forward(original: Path, converted: Path) -> None:
     config = _config(original)
     tensors = original_tensors(config)
-    vlm = load_vlm(converted)
+    vlm = load_vlm(converted, prompt="chat_template")  # a tile per view
     pixels = _pixels()
     torch.testing.assert_close(
         vlm.encode_views(pixels), _original_features(tensors, config, pixels), rtol=1e-4, atol=1e-4
@@ -180,7 +180,7 @@ def test_vision_features_equal_the_original_forward(original: Path, converted: P
 def test_logits_equal_a_llama_built_from_internlm2_tensors(original: Path, converted: Path) -> None:
     config = _config(original)
     tensors = original_tensors(config)
-    vlm = load_vlm(converted)
+    vlm = load_vlm(converted, prompt="chat_template")  # a tile per view
     torch.testing.assert_close(
         vlm.model.get_input_embeddings().weight,
         tensors["language_model.model.tok_embeddings.weight"],
@@ -207,6 +207,7 @@ def test_converted_config_carries_the_settings_and_the_prompt_key(converted: Pat
     }
     assert (config["image_seq_length"], config["vision_feature_layer"]) == (256, -1)
     vlm = load_vlm(converted)
+    assert vlm.prompt_name == "drivelmm_o1" and vlm.view_tokens == (48, 40, 40, 48, 40, 40)
     assert config["image_token_id"] == vlm.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
     assert vlm.tokenizer.convert_tokens_to_ids("<|im_end|>") in vlm._stop_ids
     prompt = vlm.tokenizer.apply_chat_template(
@@ -311,8 +312,8 @@ def test_small_shards_are_indexed_and_load_the_same(
     assert _tensors(sharded).keys() == _converted_tensors(converted).keys()
     pixels = _pixels(2)
     np.testing.assert_array_equal(
-        load_vlm(sharded).encode_views(pixels).numpy(),
-        load_vlm(converted).encode_views(pixels).numpy(),
+        load_vlm(sharded, prompt="chat_template").encode_views(pixels).numpy(),
+        load_vlm(converted, prompt="chat_template").encode_views(pixels).numpy(),
     )
 
 

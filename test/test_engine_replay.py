@@ -227,7 +227,9 @@ def test_overlay_dims_exactly_the_dropped_patches() -> None:
     image = np.full((54, 81, 3), 200, np.uint8)
     keep = np.zeros(9, bool)
     keep[4] = True  # the centre patch of a 3 x 3 grid: rows 18..35, cols 27..53
-    out = overlay_kept(image, keep, (3, 3))
+    r, c = np.divmod(np.arange(9), 3)
+    boxes = np.stack([c / 3, r / 3, (c + 1) / 3, (r + 1) / 3], axis=1)
+    out = overlay_kept(image, keep, boxes)
     assert (out[:18] == int(200 * DIM)).all()
     assert (out[20:34, 29:52] == 200).all()  # inside the outline
 

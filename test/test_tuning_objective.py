@@ -34,9 +34,11 @@ def _data(answers: list[str | None], tags: tuple[int, ...] = ()) -> ValidationSe
 
 
 def test_penalty_is_the_fraction_of_tokens_kept():
-    assert penalty((TOKENS,) * 6, TOKENS) == 1.0
-    assert penalty((73,) * 6, TOKENS) == pytest.approx(73 / TOKENS)
-    assert penalty((729, 1, 1, 1, 1, 1), TOKENS) == pytest.approx(734 / (6 * TOKENS))
+    full = (TOKENS,) * 6
+    assert penalty(full, full) == 1.0
+    assert penalty((73,) * 6, full) == pytest.approx(73 / TOKENS)
+    assert penalty((729, 1, 1, 1, 1, 1), full) == pytest.approx(734 / (6 * TOKENS))
+    assert penalty((4, 4, 4, 4, 4, 4), (40, 48, 40, 40, 48, 40)) == pytest.approx(24 / 256)
 
 
 def test_default_lambda_is_the_reference_weight_per_mean_rate():
@@ -48,7 +50,7 @@ def test_default_lambda_is_the_reference_weight_per_mean_rate():
         mean_rate = sum(rates.values()) / len(VIEWS)
         assert objective_value(reward, mean_rate, DEFAULT_LAMBDA) == pytest.approx(reference)
         # The penalty counts whole tokens: each view's budget is the rate rounded to a token.
-        kept = penalty(budgets_from_rates(rates, TOKENS), TOKENS)
+        kept = penalty(budgets_from_rates(rates, TOKENS), (TOKENS,) * 6)
         ours = objective_value(reward, kept, DEFAULT_LAMBDA)
         assert abs(ours - reference) <= DEFAULT_LAMBDA * 0.5 / TOKENS + 1e-12
 

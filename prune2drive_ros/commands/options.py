@@ -32,6 +32,7 @@ _CONFIG_FLAGS = {
     "rates": "rates_file",
     "pruner": "pruner",
     "prompt": "prompt",
+    "max_tiles": "max_tiles",
     "device": "device",
     "dtype": "dtype",
     "max_new_tokens": "max_new_tokens",
@@ -60,6 +61,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompt",
         choices=PROMPT_CHOICES,
         help="how the model is asked (default auto: the checkpoint's own prompt, see README)",
+    )
+    group.add_argument(
+        "--max-tiles",
+        type=at_least(1),
+        help="tiles of the stitched image with --prompt drivelmm_o1 (1: one 448 px image)",
     )
     group.add_argument("--device", help="auto, cuda or cpu")
     group.add_argument("--dtype", help="auto, bfloat16, float16 or float32")

@@ -1,11 +1,12 @@
 """Show what the model sees: the six views in a 2 x 3 grid with the kept patches highlighted.
 
 The views are laid out as seen from the car (front-left, front, front-right above; back-left,
-back, back-right below). Each view's patch grid covers the whole image (the decoder resizes the
-full frame to the encoder input, no crop), so patch (row, col) of a ``rows x cols`` grid is the
-rectangle ``[col/cols, (col+1)/cols) x [row/rows, (row+1)/rows)`` of the image. Dropped
-patches are dimmed, kept ones keep their pixels and get a thin outline; each view is labelled
-with its kept count.
+back, back-right below). Each token covers a rectangle of its camera image
+(:meth:`~prune2drive_ros.vlm.DrivingVLM.token_boxes`): patch (row, col) of a view's
+``rows x cols`` grid (the decoder resizes the full frame to the encoder input, no crop), or for
+views stitched into one image the part of the view its tile or thumbnail patch covers. The
+image is dimmed except under kept tokens, which get a thin outline; each view is labelled with
+its kept count.
 """
 
 from __future__ import annotations
@@ -46,32 +47,34 @@ DIM = 0.3
 KEPT_OUTLINE = (255, 210, 0)
 
 
-def overlay_kept(image: np.ndarray, keep: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """``image`` (RGB uint8) with the patches not in ``keep`` (flat bool, rows*cols) dimmed."""
-    rows, cols = grid
+def overlay_kept(image: np.ndarray, keep: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``image`` (RGB uint8) dimmed except where a kept token lies, each kept one outlined.
+
+    ``keep`` is a bool per token, ``boxes`` the tokens' ``[count, 4]`` (x0, y0, x1, y1)
+    rectangles on the image in [0, 1] (:meth:`~prune2drive_ros.vlm.DrivingVLM.token_boxes`).
+    """
     height, width = image.shape[:2]
-    ys = np.linspace(0, height, rows + 1).round().astype(int)
-    xs = np.linspace(0, width, cols + 1).round().astype(int)
-    # Expand the patch mask to pixels: each pixel looks up the patch it lies in.
-    row_of = np.searchsorted(ys, np.arange(height), side="right") - 1
-    col_of = np.searchsorted(xs, np.arange(width), side="right") - 1
-    kept = keep.reshape(rows, cols)[row_of[:, None], col_of[None, :]]
-    out = np.where(kept[..., None], image, (image * DIM).astype(np.uint8))
-    for index in np.flatnonzero(keep):
-        r, c = divmod(int(index), cols)
-        cv2.rectangle(out, (xs[c], ys[r]), (xs[c + 1] - 1, ys[r + 1] - 1), KEPT_OUTLINE, 1)
+    scale = np.array([width, height, width, height])
+    pixels = (boxes[keep[: len(boxes)]] * scale).round().astype(int)
+    lit = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in pixels:
+        lit[y0:y1, x0:x1] = True
+    out = np.where(lit[..., None], image, (image * DIM).astype(np.uint8))
+    for x0, y0, x1, y1 in pixels:
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), KEPT_OUTLINE, 1)
     return np.ascontiguousarray(out)
 
 
 def render_grid(
-    tiles: Sequence[np.ndarray], selection: Selection, grid: tuple[int, int]
+    tiles: Sequence[np.ndarray], selection: Selection, boxes: Sequence[np.ndarray]
 ) -> np.ndarray:
-    """The 2 x 3 picture from six RGB tiles (VIEWS order, equal sizes) and their selection."""
+    """The 2 x 3 picture from six RGB tiles (VIEWS order, equal sizes), their selection and
+    their tokens' rectangles."""
     mask = selection.mask.cpu().numpy()
     labelled = {}
     for v, (view, tile) in enumerate(zip(VIEWS, tiles, strict=True)):
-        image = overlay_kept(tile, mask[v], grid)
-        label = f"{view}  {selection.budgets[v]}/{mask.shape[1]} kept"
+        image = overlay_kept(tile, mask[v], boxes[v])
+        label = f"{view}  {selection.budgets[v]}/{len(boxes[v])} kept"
         cv2.rectangle(image, (0, 0), (10 + 9 * len(label), 24), (0, 0, 0), -1)
         cv2.putText(image, label, (5, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
         labelled[view] = image
@@ -87,7 +90,7 @@ def kept_tokens_picture(engine: Engine, frames: FrameSet, out: str | Path) -> Se
         decode_image(frames.messages[view], topic=engine.topics[view], size=TILE_SIZE)
         for view in VIEWS
     ]
-    picture = render_grid(tiles, selection, engine.vlm.patch_grid)
+    picture = render_grid(tiles, selection, engine.vlm.token_boxes())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):

@@ -157,7 +157,7 @@ def decode_image(
     if size is not None:
         if pad is not None:
             rgb = _letterbox(rgb, size, pad)
-        rgb = _resize(rgb, size)
+        rgb = resize(rgb, size)
     return np.ascontiguousarray(rgb)
 
 
@@ -374,7 +374,7 @@ def _letterbox(rgb: np.ndarray, size: tuple[int, int], colour: Colour) -> np.nda
     return canvas
 
 
-def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize to exactly ``size`` (width, height): bilinear, or area averaging past
     :data:`_BILINEAR_MAX_DOWNSCALE` (see the module docstring)."""
     width, height = size

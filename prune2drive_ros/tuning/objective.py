@@ -76,9 +76,10 @@ FIDELITY_DESCRIPTION = (
 )
 
 
-def penalty(budgets: Sequence[int], tokens_per_view: int) -> float:
-    """Fraction of the visual tokens kept: the mean retention over the views."""
-    return sum(budgets) / (len(budgets) * tokens_per_view)
+def penalty(budgets: Sequence[int], full: Sequence[int]) -> float:
+    """Fraction of the visual tokens kept (``full``: every view's tokens): with views of equal
+    size, the mean retention over the views."""
+    return sum(budgets) / sum(full)
 
 
 def objective_value(reward: float, token_penalty: float, lam: float) -> float:
@@ -356,7 +357,7 @@ class Evaluator:
         if not scored:
             raise TrialFailed(f"every sample failed; first error: {first_error}")
         reward, parts, score = self._reward(scored)
-        token_penalty = penalty(budgets, self.vlm.tokens_per_view)
+        token_penalty = penalty(budgets, self.engine.full_budgets)
         return Evaluation(
             rates=table,
             budgets=tuple(budgets),

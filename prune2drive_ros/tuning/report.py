@@ -50,7 +50,7 @@ class ReportContext:
             objectives (score, tokens), which has none (:attr:`multi_objective`).
         storage: the storage URL, password removed.
         model: model id or path; ``random_weights``: its answers are meaningless.
-        tokens_per_view: visual tokens per view before pruning.
+        view_tokens: visual tokens of each view before pruning.
         data: the validation set, in words (questions, frames, source, skipped).
         unpruned: the unpruned model on the same data (the reference point).
         encoder_calls: frames encoded by this run (0 when all were cached).
@@ -66,7 +66,7 @@ class ReportContext:
     storage: str
     model: str
     random_weights: bool
-    tokens_per_view: int
+    view_tokens: tuple[int, ...]
     data: str
     unpruned: Evaluation
     encoder_calls: int
@@ -146,7 +146,7 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
     """The Markdown report."""
     study, chosen = context.study, context.choice.trial
     states = [t.state for t in study.get_trials(deepcopy=False)]
-    full = context.tokens_per_view * len(VIEWS)
+    full = sum(context.view_tokens)
     kept = _ev(chosen).budgets
     lines = ["# Retention-rate tuning report", ""]
     if context.random_weights:
@@ -161,7 +161,7 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         )
     lines += [
         f"- study: `{study.study_name}` in `{context.storage}`",
-        f"- model: `{context.model}` ({context.tokens_per_view} visual tokens per view)",
+        f"- model: `{context.model}` ({_per_view(context.view_tokens)} visual tokens per view)",
         f"- data: {context.data}",
         f"- reward R: {context.reward} ({context.reward_reason})",
         f"- objective: {objective}",
@@ -181,8 +181,10 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         "| view | rate | tokens kept |",
         "| --- | ---: | ---: |",
         *(
-            f"| {view} | {rate:.3f} | {tokens} of {context.tokens_per_view} |"
-            for (view, rate), tokens in zip(trial_rates(chosen).items(), kept, strict=True)
+            f"| {view} | {rate:.3f} | {tokens} of {count} |"
+            for (view, rate), tokens, count in zip(
+                trial_rates(chosen).items(), kept, context.view_tokens, strict=True
+            )
         ),
         "",
         "## Parts of the score",
@@ -381,3 +383,9 @@ def _save(path: Path, figure: Figure) -> Path:
     FigureCanvasAgg(figure)
     write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=110))
     return path
+
+
+def _per_view(counts: Sequence[int]) -> str:
+    """``729``, or ``40-48`` when views differ (stitched views)."""
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}-{high}"

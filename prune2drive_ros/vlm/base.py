@@ -89,7 +89,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedConfig, PreTrainedModel
 
 from ..errors import DecodeError, ModelLoadError
-from ..prompts import PROMPTS, PromptTemplate
+from ..prompts import PROMPTS
 from ..pruning.budget import Rates, budgets_from_rates, check_budgets
 from ..pruning.selection import Selection
 from ..timings import Timings
@@ -144,8 +144,16 @@ class DrivingVLM(ABC):
         random_weights: bool = False,
         prompt: str = "generic",
         image_fit: ImageFit = "resize",
+        max_tiles: int = 1,
     ) -> None:
-        geometry = self._geometry(model.config)
+        template = PROMPTS[prompt](
+            self.image_markup.format(image=self.image_placeholder), tokenizer
+        )
+        geometry = (
+            self._stitched_geometry(model.config, max_tiles)
+            if template.stitched
+            else self._geometry(model.config)
+        )
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -154,9 +162,16 @@ class DrivingVLM(ABC):
         self.tokens_per_view = geometry.tokens_per_view
         self.patch_grid = geometry.patch_grid
         self.image_size = geometry.image_size
+        self.layout = geometry.layout
+        self.view_tokens = geometry.view_tokens
         parameter = next(model.parameters())
         self.device: torch.device = parameter.device
         self.dtype: torch.dtype = parameter.dtype
+        #: Stitched views: each view's token indices in the stitched image, on the device.
+        self._view_index = [
+            torch.as_tensor(indices, device=self.device)
+            for indices in (self.layout.view_indices if self.layout is not None else ())
+        ]
         self._cache_kwarg = cache_keyword(self._decoder)
         self._stop_ids = stop_ids(model, tokenizer)
         if image_fit not in IMAGE_FITS:
@@ -169,7 +184,6 @@ class DrivingVLM(ABC):
         self.pad_color: tuple[int, int, int] | None = (
             _mean_colour(normalization) if image_fit == "pad" else None
         )
-        template = self.build_prompt(prompt, tokenizer)
         self._prompt = TokenizedPrompt(
             template,
             tokenizer,
@@ -190,22 +204,6 @@ class DrivingVLM(ABC):
         if random_weights:
             logger.warning("%s is a %s", name, RANDOM_WEIGHTS_NOTE)
 
-    @classmethod
-    def build_prompt(cls, name: str, tokenizer: Any) -> PromptTemplate:
-        """The named prompt (:data:`~prune2drive_ros.prompts.PROMPTS`) in this family's markup.
-
-        Raises:
-            ModelLoadError: the prompt cannot be built with this tokenizer, or stitches the
-                views, which this family does not support.
-        """
-        template = PROMPTS[name](cls.image_markup.format(image=cls.image_placeholder), tokenizer)
-        if template.stitched:
-            raise ModelLoadError(
-                f"the {name} prompt stitches the six views into one image, which the "
-                f"{cls.family} family does not support; use another prompt"
-            )
-        return template
-
     @property
     def prompt_name(self) -> str:
         """Which named prompt the model is asked with."""
@@ -221,6 +219,18 @@ class DrivingVLM(ABC):
         Raises:
             ModelLoadError: the vision tower does not give a fixed per-view token grid.
         """
+
+    @classmethod
+    def _stitched_geometry(cls, config: PreTrainedConfig, max_tiles: int) -> ViewGeometry:
+        """The geometry of the six views stitched into one tiled image (:mod:`.stitching`).
+
+        Raises:
+            ModelLoadError: the family cannot take the stitched image (the default).
+        """
+        raise ModelLoadError(
+            f"the {cls.family} family does not take the six views stitched into one image "
+            "(the drivelmm_o1 prompt); use another prompt"
+        )
 
     @abstractmethod
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -247,14 +257,16 @@ class DrivingVLM(ABC):
     def _view_positions(
         self, start: int, kept: torch.Tensor, separators: int
     ) -> tuple[torch.Tensor, int]:
-        """Original positions ``[P, k + separators]`` of a view's kept tokens and separators.
+        """Original positions ``[P, k + separators]`` of an image's kept tokens and separators.
 
-        The view occupies ``tokens_per_view + separators`` positions from ``start`` in the
-        unpruned sequence; the kept tokens keep theirs, the separators follow the last patch.
+        The image (a view, or the stitched image) occupies its tokens plus ``separators``
+        positions from ``start`` in the unpruned sequence; the kept tokens keep theirs, the
+        separators follow the last patch.
         """
-        tail = torch.arange(separators, device=self.device) + self.tokens_per_view
+        span = self.layout.tokens if self.layout is not None else self.tokens_per_view
+        tail = torch.arange(separators, device=self.device) + span
         positions = torch.cat([kept.to(self.device), tail]) + start
-        return positions.unsqueeze(0), start + self.tokens_per_view + separators
+        return positions.unsqueeze(0), start + span + separators
 
     def _decoder_position_ids(self, positions: torch.Tensor) -> torch.Tensor:
         """``[P, L]`` positions -> the ``position_ids`` the decoder takes (``[1, L]`` here)."""
@@ -282,14 +294,22 @@ class DrivingVLM(ABC):
                     f"{name} image is {image.dtype} {tuple(image.shape)}; the encoder takes RGB "
                     f"uint8 {height}x{width}x3 (decode or resize to {width}x{height} first)"
                 )
-        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
+        # Stitched: the views become one image, cut into the vision tower's tiles.
+        stacked = self.layout.tile_images(images) if self.layout is not None else np.stack(images)
+        batch = torch.from_numpy(stacked).to(self.device, non_blocking=True)
         pixels = batch.permute(0, 3, 1, 2).float() * self._pixel_scale + self._pixel_offset
         return pixels.to(self.dtype)
 
     @torch.inference_mode()
     def encode_views(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision encoder and projector: ``[V, 3, H, W]`` -> ``[V, tokens_per_view, D_lm]``."""
+        """Vision encoder and projector: ``[V, 3, H, W]`` -> ``[V, tokens_per_view, D_lm]``.
+
+        Stitched views: the tiles' tokens are gathered per view, each view's in stitched order
+        and zero-padded to :attr:`tokens_per_view` (:attr:`view_tokens` are real).
+        """
         visual = self._encode(pixel_values.to(self.device, self.dtype))
+        if self.layout is not None:
+            visual = self._gather_views(visual.reshape(-1, visual.shape[-1]))
         expected = (len(VIEWS), self.tokens_per_view, self._hidden_size)
         if tuple(visual.shape) != expected:
             raise RuntimeError(f"{self.family} encoder gave {tuple(visual.shape)}, not {expected}")
@@ -297,7 +317,9 @@ class DrivingVLM(ABC):
 
     def budgets(self, rates: Rates) -> tuple[int, ...]:
         """Per-view token budgets for retention ``rates`` (a float or a mapping by view)."""
-        return budgets_from_rates(rates, self.tokens_per_view)
+        return budgets_from_rates(
+            rates, self.tokens_per_view if self.layout is None else self.view_tokens
+        )
 
     def prune(
         self,
@@ -310,14 +332,31 @@ class DrivingVLM(ABC):
         """Select ``budgets[v]`` tokens of each view with ``pruner`` (a name or a callable).
 
         The pruner gets this family's :attr:`patch_grid`, which the grid baseline needs (not
-        every tower's grid is square: Qwen2.5-VL's 576 tokens per view are 18 x 32).
+        every tower's grid is square: Qwen2.5-VL's 576 tokens per view are 18 x 32), and, for
+        stitched views, each view's real token count.
         """
-        check_budgets(budgets, visual.shape[0], visual.shape[1])
+        counts = self.view_tokens if self.layout is not None else None
+        if counts is None:
+            check_budgets(budgets, visual.shape[0], visual.shape[1])
+        else:
+            check_budgets(budgets, visual.shape[0], visual.shape[1], counts=counts)
         if isinstance(pruner, str):
             from ..pruning import get_pruner  # the pruner registry imports its backends lazily
 
             pruner = get_pruner(pruner)
-        return pruner(visual, budgets, seed=seed, grid=self.patch_grid)
+        extra = {"counts": counts} if counts is not None else {}
+        return pruner(visual, budgets, seed=seed, grid=self.patch_grid, **extra)
+
+    def token_boxes(self) -> list[np.ndarray]:
+        """Per view, ``[view_tokens[v], 4]`` (x0, y0, x1, y1) of each token on its camera
+        image, in [0, 1]: what the kept-token picture lights."""
+        if self.layout is not None:
+            return [self.layout.view_boxes(v) for v in range(len(VIEWS))]
+        assert self.patch_grid is not None
+        rows, cols = self.patch_grid
+        r, c = np.divmod(np.arange(rows * cols), cols)
+        boxes = np.stack([c / cols, r / rows, (c + 1) / cols, (r + 1) / rows], axis=1)
+        return [boxes] * len(VIEWS)
 
     @torch.inference_mode()
     def prefill_inputs(
@@ -436,6 +475,35 @@ class DrivingVLM(ABC):
         """One decoding step on ``cache``: token ``ids`` at ``position`` -> the next logits."""
         return self.prefill(self._text_inputs(ids, position), cache).logits
 
+    def _image_slots(
+        self, visual: torch.Tensor, kept_per_view: Sequence[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per image placeholder of the prompt: its kept embeddings and their indices in it.
+
+        One image per view, or for stitched views one image holding every view's kept tokens
+        in stitched order (the order and places they have in the unpruned image).
+        """
+        if self.layout is None:
+            return [(visual[v].index_select(0, kept), kept) for v, kept in enumerate(kept_per_view)]
+        stitched = torch.cat(
+            [self._view_index[v].index_select(0, kept) for v, kept in enumerate(kept_per_view)]
+        )
+        embeds = torch.cat(
+            [visual[v].index_select(0, kept) for v, kept in enumerate(kept_per_view)]
+        )
+        order = stitched.argsort()
+        return [(embeds.index_select(0, order), stitched.index_select(0, order))]
+
+    def _gather_views(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Stitched image tokens ``[M, D]`` -> per-view ``[V, tokens_per_view, D]``, zero-padded."""
+        padded = torch.cat([tokens, tokens.new_zeros(1, tokens.shape[-1])])
+        index = torch.full(
+            (len(VIEWS), self.tokens_per_view), tokens.shape[0], device=tokens.device
+        )
+        for v, count in enumerate(self.view_tokens):
+            index[v, :count] = self._view_index[v]
+        return padded[index]
+
     def _prefix_inputs(
         self, visual: torch.Tensor, selection: Selection | None, mode: Positions
     ) -> PrefillInputs:
@@ -454,18 +522,19 @@ class DrivingVLM(ABC):
         kept_per_view = (
             selection.per_view()
             if selection is not None
-            else [torch.arange(tokens, device=self.device)] * views
+            else [torch.arange(count, device=self.device) for count in self.view_tokens]
         )
+        images = self._image_slots(visual, [k.to(visual.device) for k in kept_per_view])
         embeds, positions = [], []
         start = text = 0
-        for v, segment in enumerate(self._prompt.segments):
+        for i, segment in enumerate(self._prompt.segments):
             place, start = self._text_positions(start, segment.numel())
             embeds.append(self._text_embeds(segment))
             positions.append(place)
             text += segment.numel()
-            if v < views:
-                kept = kept_per_view[v].to(visual.device)
-                embeds += [visual[v].index_select(0, kept), separator]
+            if i < len(images):
+                kept_embeds, kept = images[i]
+                embeds += [kept_embeds, separator]
                 place, start = self._view_positions(start, kept, separator.shape[0])
                 positions.append(place)
         joined = torch.cat(embeds).unsqueeze(0)
@@ -480,7 +549,7 @@ class DrivingVLM(ABC):
             embeds=joined,
             positions=places,
             visual_tokens=kept_total,
-            separator_tokens=views * separator.shape[0],
+            separator_tokens=len(images) * separator.shape[0],
             text_tokens=text,
             next_position=start,
         )

@@ -9,6 +9,11 @@ per view (what the processor does with ``max_patches=1``) gives every view the s
 that T-FPS, the per-view budgets and the grid baseline are defined on. The checkpoint's
 ``crop_to_patches`` setting is therefore not used.
 
+DriveLMM-o1 was trained on the six views stitched into ONE image instead; its prompt
+(``drivelmm_o1``) switches to that layout: the stitched image in InternVL's tiles (one 448 px
+tile by default, as DriveLMM-o1's evaluation runs; ``max_tiles`` for its dynamic tiling), each
+view's tokens being those whose patch lies in its part of the image (:mod:`.stitching`).
+
 The stock processor writes each image as ``<img>`` + 256 ``<IMG_CONTEXT>`` + ``</img>``. The
 prompt here writes the same: ``<img>`` and ``</img>`` are text tokens of the view line, so they
 are never pruned and keep marking where a camera's tokens begin and end; ``<IMG_CONTEXT>`` is
@@ -25,6 +30,7 @@ from ..errors import ModelLoadError
 from .base import DrivingVLM
 from .loading import register_family
 from .results import ViewGeometry
+from .stitching import StitchedLayout
 
 #: The per-view layout (one InternViT tile per view), as InternVL 2.5 / 3 are built.
 IMAGE_SIZE = 448
@@ -43,6 +49,30 @@ class InternVLVLM(DrivingVLM):
 
     @classmethod
     def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:
+        grid = cls._tile_grid(config)
+        return ViewGeometry(
+            tokens_per_view=grid * grid,
+            patch_grid=(grid, grid),
+            image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        )
+
+    @classmethod
+    def _stitched_geometry(cls, config: PreTrainedConfig, max_tiles: int) -> ViewGeometry:
+        # DriveLMM-o1: the six views as one image in InternVL's tiles (see .stitching).
+        grid = cls._tile_grid(config)
+        layout = StitchedLayout.plan(
+            tile=IMAGE_SIZE, grid=grid, max_tiles=max_tiles, use_thumbnail=True
+        )
+        return ViewGeometry(
+            tokens_per_view=max(layout.counts),
+            patch_grid=None,
+            image_size=layout.cell,
+            layout=layout,
+        )
+
+    @classmethod
+    def _tile_grid(cls, config: PreTrainedConfig) -> int:
+        """Tokens per side of one tile, after checking the config gives InternVL's layout."""
         vision = config.vision_config
         size, patch = _pair(vision.image_size), _pair(vision.patch_size)
         ratio = float(config.downsample_ratio)
@@ -68,15 +98,12 @@ class InternVLVLM(DrivingVLM):
                 f"image_seq_length is {config.image_seq_length}, but a {IMAGE_SIZE} px tile gives "
                 f"{grid * grid} tokens; the checkpoint's config contradicts its vision tower"
             )
-        return ViewGeometry(
-            tokens_per_view=grid * grid,
-            patch_grid=(grid, grid),
-            image_size=(IMAGE_SIZE, IMAGE_SIZE),
-        )
+        return grid
 
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        # One tile per view is a batch of V tiles to the stock feature path (vision tower, CLS
-        # dropped, pixel shuffle, projector): [V, 256, D] in raster order of the 16 x 16 grid.
+        # One tile per view (or the stitched image's tiles) is a batch of tiles to the stock
+        # feature path (vision tower, CLS dropped, pixel shuffle, projector): [tiles, 256, D],
+        # each tile in raster order of its 16 x 16 grid.
         features: torch.Tensor = self.model.model.get_image_features(
             pixel_values=pixel_values, return_dict=True
         ).pooler_output

@@ -93,6 +93,7 @@ def load_pretrained(
     attn_implementation: str = "sdpa",
     local_files_only: bool = False,
     prompt: str = "auto",
+    max_tiles: int = 1,
 ) -> _VLM:
     """Load a checkpoint of family ``cls`` from a local folder or a hub id.
 
@@ -109,6 +110,7 @@ def load_pretrained(
         local_files_only: never contact the hub, even for an id.
         prompt: a named prompt (:data:`~prune2drive_ros.prompts.PROMPT_CHOICES`); ``auto``
             follows the checkpoint (:func:`~prune2drive_ros.prompts.resolve_prompt`).
+        max_tiles: tiles of the stitched image, for prompts that stitch the views.
 
     Raises:
         ModelLoadError: with the remedy, for a missing path, a folder that is not a
@@ -156,6 +158,7 @@ def load_pretrained(
         random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
         prompt=resolve_prompt(prompt, tokenizer, getattr(config, PROMPT_KEY, None)),
         image_fit=getattr(config, IMAGE_FIT_KEY, "resize"),
+        max_tiles=max_tiles,
     )
     logger.info(
         "loaded %s %s on %s (%s, %s, prompt %s)",

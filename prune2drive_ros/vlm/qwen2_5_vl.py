@@ -121,6 +121,7 @@ class Qwen2_5_VLVLM(DrivingVLM):
         # get_rope_index gives grid cell (r, c) of an image starting at `start` the ids
         # (start, start + r, start + c) and continues the text at start + max(rows, cols); the
         # kept tokens keep their cell's ids, whatever was pruned around them.
+        assert self.patch_grid is not None  # every view is its own image in this family
         rows, cols = self.patch_grid
         kept = kept.to(self.device)
         grid = torch.stack([torch.zeros_like(kept), kept // cols, kept % cols]) + start

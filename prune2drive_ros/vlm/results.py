@@ -16,6 +16,8 @@ import torch
 from transformers import DynamicCache
 
 from ..errors import ModelLoadError
+from ..views import VIEWS
+from .stitching import StitchedLayout
 
 #: How kept tokens are numbered: as in the unpruned sequence, or renumbered 0..L-1.
 Positions = Literal["original", "compact"]
@@ -52,14 +54,26 @@ class ViewGeometry:
     """What a family's vision tower gives per view.
 
     Attributes:
-        tokens_per_view: prunable visual tokens per view (729 for LLaVA-OneVision).
-        patch_grid: (rows, cols) of those tokens in raster order, for the grid baseline and viz.
-        image_size: (width, height) in pixels that the encoder takes.
+        tokens_per_view: prunable visual tokens per view (729 for LLaVA-OneVision); for
+            stitched views the largest view's count (views are padded to it).
+        patch_grid: (rows, cols) of those tokens in raster order, for the grid baseline and
+            viz; None for stitched views, whose tokens form no common grid.
+        image_size: (width, height) in pixels each view is decoded to.
+        layout: where the tokens of six views stitched into one image lie; None when each
+            view is its own image.
     """
 
     tokens_per_view: int
-    patch_grid: tuple[int, int]
+    patch_grid: tuple[int, int] | None
     image_size: tuple[int, int]
+    layout: StitchedLayout | None = None
+
+    @property
+    def view_tokens(self) -> tuple[int, ...]:
+        """Real tokens per view, in :data:`~prune2drive_ros.views.VIEWS` order."""
+        if self.layout is not None:
+            return self.layout.counts
+        return (self.tokens_per_view,) * len(VIEWS)
 
 
 @dataclass(frozen=True)
