@@ -301,9 +301,8 @@ class Engine:
         ``pruner`` (default the engine's), timed into ``timings.prune``."""
         chosen = self.budgets if budgets is None else tuple(budgets)
         if chosen == self.full_budgets:
-            counts = {"counts": self.vlm.view_tokens} if self.vlm.layout is not None else {}
             return Selection.keep_all(
-                len(VIEWS), self.vlm.tokens_per_view, self.vlm.device, **counts
+                len(VIEWS), self.vlm.tokens_per_view, self.vlm.device, self.vlm.view_tokens
             )
         with stopwatch(timings, "prune", self.vlm.device):
             return self.vlm.prune(visual, chosen, pruner or self.pruner, seed=seed)

@@ -18,6 +18,7 @@ from prune2drive_ros.errors import BudgetError, ConfigError, PruningInputError
 from prune2drive_ros.pruning import (
     PRUNERS,
     Selection,
+    budgets_from_rates,
     gather_kept,
     get_pruner,
     reference_tfps,
@@ -127,6 +128,76 @@ def test_float64_input_is_accepted() -> None:
 
 
 # --- properties of every pruner -----------------------------------------------------------
+
+
+# --- views of different sizes (stitched views), padded to the largest ---------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 40), min_size=1, max_size=6),
+    dim=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+    coarse=st.booleans(),
+    metric=st.sampled_from(METRICS),
+    padding=st.sampled_from(["zeros", "duplicates", "outliers"]),
+    data=st.data(),
+)
+def test_padded_views_get_the_picks_they_would_get_alone(
+    counts: list[int],
+    dim: int,
+    seed: int,
+    coarse: bool,
+    metric: str,
+    padding: str,
+    data: st.DataObject,
+) -> None:
+    budgets = [data.draw(st.integers(1, c)) for c in counts]
+    width = max(counts) + 3
+    tokens = _tokens(len(counts), width, dim, seed, coarse)
+    for v, count in enumerate(counts):  # padding that would win if it took part
+        if padding == "zeros":
+            tokens[v, count:] = 0
+        elif padding == "duplicates":
+            tokens[v, count:] = tokens[v, 0]
+        else:
+            tokens[v, count:] = 1e3 * (
+                torch.arange(width - count, dtype=torch.float32)[:, None] + 1
+            )
+    ours = tfps(tokens, budgets, counts=counts, metric=metric)
+    for v, count in enumerate(counts):
+        alone = reference_tfps(tokens[v : v + 1, :count], [budgets[v]], metric=metric)
+        assert torch.equal(ours.per_view()[v], alone.per_view()[0])
+        assert not ours.mask[v, count:].any()
+
+
+@pytest.mark.parametrize("name", sorted(PRUNERS))
+@pytest.mark.parametrize("start", STARTS)
+def test_no_pruner_keeps_padding(name: str, start: str) -> None:
+    counts, budgets = [40, 48, 40, 1, 5], [40, 7, 1, 1, 5]
+    tokens = _tokens(len(counts), 48, 8, seed=3)
+    for v, count in enumerate(counts):
+        tokens[v, count:] = 50.0  # far outliers, the most isolated by far
+    options = {"start": start} if name == "tfps" else {}
+    for seed in range(3):
+        selection = get_pruner(name)(tokens, budgets, seed=seed, counts=counts, **options)
+        assert selection.budgets == tuple(budgets)
+        for v, count in enumerate(counts):
+            assert not selection.mask[v, count:].any()
+
+
+def test_budgets_past_a_views_count_are_refused() -> None:
+    tokens = _tokens(2, 10, 4, seed=0)
+    with pytest.raises(BudgetError, match="budget 7 of view 1 is outside \\[1, 6\\]"):
+        tfps(tokens, [3, 7], counts=[10, 6])
+    with pytest.raises(BudgetError, match="do not fit 2 views padded to 10"):
+        tfps(tokens, [3, 3], counts=[10, 11])
+
+
+def test_keep_all_and_budgets_follow_the_counts() -> None:
+    keep = Selection.keep_all(2, 5, counts=[5, 3])
+    assert keep.budgets == (5, 3) and not keep.mask[1, 3:].any()
+    assert budgets_from_rates(0.25, (48, 40, 40, 48, 40, 40)) == (12, 10, 10, 12, 10, 10)
 
 
 @settings(max_examples=30, deadline=None)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PruningInputError
-from .selection import Selection
+from .selection import Selection, real_tokens
 from .tfps import all_finite, check_tokens, require_finite, upcast
 
 
@@ -65,22 +65,31 @@ def _patch_grid(count: int, grid: tuple[int, int] | None) -> tuple[int, int]:
     return rows, cols
 
 
+def _without_padding(scores: torch.Tensor, counts: Sequence[int] | None) -> torch.Tensor:
+    """``scores`` with padding (past each view's count) at +inf, so it is never kept."""
+    views, tokens = scores.shape
+    real = real_tokens(counts, views, tokens, scores.device)
+    return scores if real is None else scores.masked_fill(~real, float("inf"))
+
+
 def random_select(
     tokens: torch.Tensor,
     budgets: Sequence[int],
     *,
     seed: int = 0,
     grid: tuple[int, int] | None = None,
+    counts: Sequence[int] | None = None,
 ) -> Selection:
     """Uniformly random tokens per view; the same ``seed`` gives the same selection.
 
     The random numbers are drawn on the CPU from a ``torch.Generator`` seeded with ``seed``, so
-    the selection does not depend on the device either. ``grid`` is unused.
+    the selection does not depend on the device either. ``grid`` is unused; ``counts``: real
+    tokens per view, as :func:`~prune2drive_ros.pruning.tfps.tfps` takes them.
     """
-    budgets = check_tokens(tokens, budgets)
+    budgets = check_tokens(tokens, budgets, counts)
     require_finite(all_finite(tokens))
     generator = torch.Generator().manual_seed(seed)
-    scores = torch.rand(tokens.shape[:2], generator=generator)
+    scores = _without_padding(torch.rand(tokens.shape[:2], generator=generator), counts)
     return Selection.from_mask(_keep_lowest(scores, budgets).to(tokens.device))
 
 
@@ -90,24 +99,26 @@ def grid_select(
     *,
     seed: int = 0,
     grid: tuple[int, int] | None = None,
+    counts: Sequence[int] | None = None,
 ) -> Selection:
     """A uniform spatial lattice of exactly ``budgets[v]`` patches per view (``seed`` is unused).
 
     The content-blind baseline: what any pruner must beat to show that looking at the tokens
     helps. ``grid`` is the ``(rows, cols)`` raster the tokens come in; without it a square
-    count is taken as a square grid (27 x 27 for SigLIP's 729) and any other as one row.
-    See :func:`_grid_indices` for the layout.
+    count is taken as a square grid (27 x 27 for SigLIP's 729) and any other as one row. Views
+    with their own ``counts`` (stitched views, whose tokens form no common grid) get an even
+    stride over their tokens' order. See :func:`_grid_indices` for the layout.
 
     Raises:
         PruningInputError: as :func:`~prune2drive_ros.pruning.tfps.tfps`, or a ``grid`` that
             does not hold the view's token count.
     """
-    budgets = check_tokens(tokens, budgets)
+    budgets = check_tokens(tokens, budgets, counts)
     require_finite(all_finite(tokens))
     views, count, _ = tokens.shape
-    rows, cols = _patch_grid(count, grid)
     mask = torch.zeros(views, count, dtype=torch.bool)
     for view, budget in enumerate(budgets):
+        rows, cols = _patch_grid(count, grid) if counts is None else (1, int(counts[view]))
         mask[view, _grid_indices(budget, rows, cols)] = True
     return Selection.from_mask(mask.to(tokens.device))
 
@@ -119,6 +130,7 @@ def dart_select(
     *,
     seed: int = 0,
     grid: tuple[int, int] | None = None,
+    counts: Sequence[int] | None = None,
     pivots: int = 4,
 ) -> Selection:
     """DART-style duplication removal: keep pivots and the tokens least similar to them.
@@ -130,13 +142,14 @@ def dart_select(
     given features (DART uses key-state norms inside the language model and may add text
     pivots), and the non-pivot tokens are ranked once by their highest similarity to any pivot
     instead of per-pivot quotas, so each view keeps exactly its budget. ``seed`` and ``grid``
-    are unused.
+    are unused; ``counts``: real tokens per view, as
+    :func:`~prune2drive_ros.pruning.tfps.tfps` takes them.
 
     Raises:
         PruningInputError, BudgetError: as :func:`~prune2drive_ros.pruning.tfps.tfps`.
         ValueError: ``pivots`` below 1.
     """
-    budgets = check_tokens(tokens, budgets)
+    budgets = check_tokens(tokens, budgets, counts)
     if pivots < 1:
         raise ValueError(f"pivots must be at least 1, got {pivots}")
     x = upcast(tokens)
@@ -144,7 +157,9 @@ def dart_select(
     views, count, _ = tokens.shape
     device = tokens.device
     width = min(pivots, count)
-    by_norm = torch.linalg.vector_norm(x, dim=-1).neg().argsort(dim=1, stable=True)[:, :width]
+    # Padding sorts last by norm, so pivots (at most a view's budget) are real tokens.
+    norms = _without_padding(torch.linalg.vector_norm(x, dim=-1).neg(), counts)
+    by_norm = norms.argsort(dim=1, stable=True)[:, :width]
     # A view keeps min(pivots, budget) pivots so that its pivots never exceed its budget.
     quota = torch.tensor([min(pivots, k) for k in budgets], device=device).unsqueeze(1)
     is_pivot = torch.arange(width, device=device) < quota
@@ -154,5 +169,5 @@ def dart_select(
     similarity = similarity.masked_fill(~is_pivot.unsqueeze(1), float("-inf")).amax(dim=2)
     pivot_mask = torch.zeros(views, count, dtype=torch.bool, device=device)
     pivot_mask.scatter_(1, by_norm, is_pivot)
-    scores = similarity.masked_fill(pivot_mask, float("-inf"))
+    scores = _without_padding(similarity.masked_fill(pivot_mask, float("-inf")), counts)
     return Selection.from_mask(_keep_lowest(scores, budgets))

@@ -63,32 +63,61 @@ def budget_for_rate(rate: float, tokens: int) -> int:
 
 
 def budgets_from_rates(
-    rates: Rates, tokens_per_view: int, views: Sequence[str] = VIEWS
+    rates: Rates, tokens_per_view: int | Sequence[int], views: Sequence[str] = VIEWS
 ) -> tuple[int, ...]:
     """Integer token budget of each view, in the order of ``views``.
 
+    ``tokens_per_view`` is one count for every view, or each view's own (stitched views).
+
     >>> budgets_from_rates(0.1, 729)
     (73, 73, 73, 73, 73, 73)
+    >>> budgets_from_rates(0.25, (48, 40, 40, 48, 40, 40))
+    (12, 10, 10, 12, 10, 10)
     """
-    if tokens_per_view < 1:
-        raise BudgetError(f"tokens per view must be at least 1, got {tokens_per_view}")
+    counts = (
+        (tokens_per_view,) * len(views) if isinstance(tokens_per_view, int) else tokens_per_view
+    )
+    if len(counts) != len(views) or min(counts) < 1:
+        raise BudgetError(
+            f"tokens per view must be at least 1 for each of {len(views)} views, got {counts}"
+        )
     table = validate_rates(rates, views)
-    return tuple(budget_for_rate(table[name], tokens_per_view) for name in views)
+    return tuple(
+        budget_for_rate(table[name], count) for name, count in zip(views, counts, strict=True)
+    )
 
 
-def check_budgets(budgets: Sequence[int], views: int, tokens: int) -> tuple[int, ...]:
-    """Validate explicit budgets against a ``[views, tokens, dim]`` input."""
+def check_budgets(
+    budgets: Sequence[int], views: int, tokens: int, counts: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """Validate explicit budgets against a ``[views, tokens, dim]`` input whose view ``v``
+    holds ``counts[v]`` real tokens (the rest padding; None: all ``tokens``)."""
     if len(budgets) != views:
         raise BudgetError(f"got {len(budgets)} budgets for {views} views; give one per view")
+    limits = check_counts(counts, views, tokens)
     out = []
     for v, budget in enumerate(budgets):
         try:  # whole numbers only (numpy's too): 2.7 tokens is a caller's bug, not 2
             k = operator.index(budget)
         except TypeError:
             raise BudgetError(f"budget {budget!r} of view {v} is not a whole number") from None
-        if isinstance(budget, bool) or not 1 <= k <= tokens:
+        if isinstance(budget, bool) or not 1 <= k <= limits[v]:
             raise BudgetError(
-                f"budget {k} of view {v} is outside [1, {tokens}] (the view has {tokens} tokens)"
+                f"budget {k} of view {v} is outside [1, {limits[v]}] (the view has {limits[v]} "
+                "tokens)"
             )
         out.append(k)
     return tuple(out)
+
+
+def check_counts(counts: Sequence[int] | None, views: int, tokens: int) -> tuple[int, ...]:
+    """Real tokens per view of a padded ``[views, tokens, dim]`` input (None: all real)."""
+    if counts is None:
+        return (tokens,) * views
+    limits = tuple(int(c) for c in counts)
+    if len(limits) != views or not all(1 <= c <= tokens for c in limits):
+        raise BudgetError(
+            f"token counts {limits} do not fit {views} views padded to {tokens} tokens; give "
+            "one count per view, each in [1, tokens]"
+        )
+    return limits

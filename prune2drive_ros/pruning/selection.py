@@ -6,6 +6,7 @@ benchmarks can swap pruners without caring which one ran.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,9 +40,19 @@ class Selection:
         return cls(indices=indices, mask=mask, budgets=budgets)
 
     @classmethod
-    def keep_all(cls, views: int, tokens: int, device: torch.device | str = "cpu") -> Selection:
-        """Every token of every view: the unpruned model as a selection (full budgets)."""
-        return cls.from_mask(torch.ones(views, tokens, dtype=torch.bool, device=device))
+    def keep_all(
+        cls,
+        views: int,
+        tokens: int,
+        device: torch.device | str = "cpu",
+        counts: Sequence[int] | None = None,
+    ) -> Selection:
+        """Every real token of every view (``counts``: see :func:`real_tokens`): the unpruned
+        model as a selection (full budgets)."""
+        real = real_tokens(counts, views, tokens, device)
+        if real is None:
+            real = torch.ones(views, tokens, dtype=torch.bool, device=device)
+        return cls.from_mask(real)
 
     def per_view(self) -> list[torch.Tensor]:
         """Kept indices of each view, without padding."""
@@ -51,6 +62,21 @@ class Selection:
     def total(self) -> int:
         """Tokens kept over all views."""
         return sum(self.budgets)
+
+
+def real_tokens(
+    counts: Sequence[int] | None, views: int, tokens: int, device: torch.device | str = "cpu"
+) -> torch.Tensor | None:
+    """``[views, tokens]`` True on the first ``counts[v]`` tokens of view ``v``; None when
+    ``counts`` is None (every token real).
+
+    Views of different sizes (the six cameras stitched into one image) come padded to the
+    largest; pruners take the counts and never keep padding.
+    """
+    if counts is None:
+        return None
+    limit = torch.tensor(list(counts), device=device).unsqueeze(1)
+    return torch.arange(tokens, device=device) < limit
 
 
 def gather_kept(tokens: torch.Tensor, selection: Selection) -> torch.Tensor:

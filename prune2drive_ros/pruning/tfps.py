@@ -37,14 +37,17 @@ import torch
 
 from ..errors import PruningInputError
 from .budget import check_budgets
-from .selection import Selection
+from .selection import Selection, real_tokens
 
 METRICS: tuple[str, ...] = ("cosine", "l2", "l1")
 STARTS: tuple[str, ...] = ("isolated", "first", "random")
 
 
-def check_tokens(tokens: torch.Tensor, budgets: Sequence[int]) -> tuple[int, ...]:
-    """Validate a pruner's input (shape, dtype, budgets) and return the budgets as ints.
+def check_tokens(
+    tokens: torch.Tensor, budgets: Sequence[int], counts: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """Validate a pruner's input (shape, dtype, budgets, real tokens per view ``counts``) and
+    return the budgets as ints.
 
     Values are not looked at here (see :func:`require_finite`): reading them back from a GPU
     is a host synchronisation, which each pruner places where it costs least.
@@ -69,7 +72,7 @@ def check_tokens(tokens: torch.Tensor, budgets: Sequence[int]) -> tuple[int, ...
                 f"tokens of shape {tuple(tokens.shape)} are empty: {name} is 0; "
                 "a pruner needs at least one view, one token per view and one feature"
             )
-    return check_budgets(budgets, views, count)
+    return check_budgets(budgets, views, count, counts)
 
 
 def upcast(tokens: torch.Tensor) -> torch.Tensor:
@@ -180,14 +183,15 @@ def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _fixed_start(
-    start: str, views: int, count: int, seed: int, device: torch.device
+    start: str, views: int, count: int, seed: int, device: torch.device, counts: Sequence[int]
 ) -> torch.Tensor | None:
     """First token of each view for the starts that need no distances; None for "isolated"."""
     if start == "first":
         return torch.zeros(views, dtype=torch.long, device=device)
     if start == "random":
         generator = torch.Generator().manual_seed(seed)
-        return _to_device(torch.randint(count, (views,), generator=generator), device)
+        picks = torch.randint(count, (views,), generator=generator)
+        return _to_device(picks % torch.tensor(list(counts)), device)  # a real token
     return None
 
 
@@ -198,6 +202,7 @@ def tfps(
     *,
     seed: int = 0,
     grid: tuple[int, int] | None = None,
+    counts: Sequence[int] | None = None,
     metric: str = "cosine",
     start: str = "isolated",
 ) -> Selection:
@@ -209,6 +214,8 @@ def tfps(
         seed: seeds the ``"random"`` start; ignored by the deterministic starts.
         grid: the views' patch grid; unused (T-FPS looks at token content, not position), taken
             so that every pruner has one signature.
+        counts: real tokens per view, the rest padding (views of different sizes); each view
+            gets the picks it would get alone. None: every token is real.
         metric: ``"cosine"`` (the paper's), ``"l2"`` or ``"l1"``.
         start: ``"isolated"`` (the paper's: largest nearest-neighbour distance), ``"first"``
             (token 0) or ``"random"``.
@@ -221,7 +228,7 @@ def tfps(
         BudgetError: budgets that do not fit the tokens.
         ValueError: unknown metric or start.
     """
-    budgets = check_tokens(tokens, budgets)
+    budgets = check_tokens(tokens, budgets, counts)
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     if start not in STARTS:
@@ -229,22 +236,31 @@ def tfps(
     views, count, _ = tokens.shape
     device = tokens.device
     limit = _to_device(torch.tensor(budgets), device).unsqueeze(1)
-    picked = _fixed_start(start, views, count, seed, device)
+    real = real_tokens(counts, views, count, device)
+    picked = _fixed_start(start, views, count, seed, device, counts or (count,) * views)
     x = upcast(tokens)
     # Queued now, read once at the very end: the call's only host synchronisation.
     finite = all_finite(x)
 
     dist = pairwise_distances(x, metric)
     diagonal = dist.diagonal(dim1=1, dim2=2)
+    if real is not None:
+        # Padding is nobody's neighbour (its columns +inf), and never picked (below).
+        dist.masked_fill_(~real.unsqueeze(1), float("inf"))
     if picked is None:
         # Most isolated token: largest nearest-neighbour distance, a token not being its own.
         diagonal.fill_(float("inf"))
-        picked = dist.amin(dim=2).argmax(dim=1)
+        isolation = dist.amin(dim=2)
+        if real is not None:
+            isolation.masked_fill_(~real, float("-inf"))
+        picked = isolation.argmax(dim=1)
     # From here on a -inf diagonal makes the running minimum of a kept token -inf, so it is
     # never picked again and needs no separate mask.
     diagonal.fill_(float("-inf"))
 
     nearest = torch.full((views, count), float("inf"), dtype=dist.dtype, device=device)
+    if real is not None:
+        nearest.masked_fill_(~real, float("-inf"))  # a running minimum of -inf: never picked
     order = [picked]
     for _ in range(max(budgets) - 1):
         torch.minimum(nearest, _rows(dist, picked), out=nearest)

@@ -317,9 +317,7 @@ class DrivingVLM(ABC):
 
     def budgets(self, rates: Rates) -> tuple[int, ...]:
         """Per-view token budgets for retention ``rates`` (a float or a mapping by view)."""
-        return budgets_from_rates(
-            rates, self.tokens_per_view if self.layout is None else self.view_tokens
-        )
+        return budgets_from_rates(rates, self.view_tokens)
 
     def prune(
         self,
@@ -336,10 +334,7 @@ class DrivingVLM(ABC):
         stitched views, each view's real token count.
         """
         counts = self.view_tokens if self.layout is not None else None
-        if counts is None:
-            check_budgets(budgets, visual.shape[0], visual.shape[1])
-        else:
-            check_budgets(budgets, visual.shape[0], visual.shape[1], counts=counts)
+        check_budgets(budgets, visual.shape[0], visual.shape[1], counts)
         if isinstance(pruner, str):
             from ..pruning import get_pruner  # the pruner registry imports its backends lazily
 
