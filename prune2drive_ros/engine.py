@@ -279,6 +279,7 @@ class Engine:
         return {
             "model": self.vlm.name,
             "family": self.vlm.family,
+            "prompt": self.vlm.prompt_name,
             "device": str(self.vlm.device),
             "dtype": str(self.vlm.dtype).removeprefix("torch."),
             "pruner": "none" if self.unpruned else self.pruner,

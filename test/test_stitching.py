@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from prune2drive_ros.commands.viz import DIM, render_grid
 from prune2drive_ros.engine import Engine
 from prune2drive_ros.errors import ModelLoadError
 from prune2drive_ros.pruning import Selection, random_select
@@ -186,6 +187,24 @@ def test_pruned_stitched_tokens_keep_their_places(
     assert inputs.positions[0][image].tolist() == expected
     answers, _ = stitched.generate(visual, selection, [QUESTION], max_new_tokens=3)
     assert answers[0].visual_tokens == sum(budgets)
+
+
+def test_kept_token_picture_lights_stitched_tokens_on_their_cameras(
+    stitched: DrivingVLM, cameras: list[np.ndarray]
+) -> None:
+    engine = Engine(stitched, 0.25)
+    visual = stitched.encode_views(stitched.preprocess(cameras))
+    selection = stitched.prune(visual, engine.budgets, "tfps")
+    tiles = [np.full((90, 160, 3), 200, np.uint8) for _ in VIEWS]
+    picture = render_grid(tiles, selection, stitched.token_boxes())
+    assert picture.shape == (180, 480, 3)
+    assert engine.describe()["prompt"] == "drivelmm_o1"
+    # Each camera shows its kept share lit, the rest dimmed.
+    for row in range(2):
+        for col in range(3):
+            cell = picture[row * 90 : (row + 1) * 90, col * 160 : (col + 1) * 160]
+            lit = (cell != int(200 * DIM)).any(axis=-1)[30:].mean()  # below the label
+            assert 0.1 < lit < 0.6
 
 
 def test_a_family_that_cannot_stitch_says_so() -> None:
