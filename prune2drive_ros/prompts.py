@@ -82,7 +82,7 @@ def view_lines(image: str) -> str:
 CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
-def generic_prompt(image: str, tokenizer: Any) -> PromptTemplate:
+def generic_prompt(image: str, tokenizer: Any, placeholder: str) -> PromptTemplate:
     """This package's own ChatML prompt: the fallback for checkpoints without a chat template."""
     return PromptTemplate(
         name="generic",
@@ -94,9 +94,30 @@ def generic_prompt(image: str, tokenizer: Any) -> PromptTemplate:
     )
 
 
-def chat_template_prompt(image: str, tokenizer: Any) -> PromptTemplate:
-    """The tokenizer's chat template around one user turn: the view lines, then the question."""
+#: What a chat template that places the images itself is told about them.
+CAMERAS_SENTENCE = (
+    "The six images are the "
+    + ", ".join(VIEW_LABELS[name] for name in VIEWS[:-1])
+    + f" and {VIEW_LABELS[VIEWS[-1]]} cameras of the ego vehicle. "
+)
+
+
+def chat_template_prompt(image: str, tokenizer: Any, placeholder: str) -> PromptTemplate:
+    """The tokenizer's chat template around one user turn: the view lines, then the question.
+
+    Multimodal chat templates (transformers' processors', e.g. LLaVA-OneVision's) take typed
+    content and write the image placeholders themselves, all images first: for those the
+    turn is six images and a sentence naming the cameras in order, then the question, and a
+    bare placeholder the template writes gets the family's markup around it.
+    """
     text = _render(tokenizer, [_user(view_lines(image) + QUESTION_FIELD)], "chat_template")
+    if text.count(image) == len(VIEWS) and text.count(QUESTION_FIELD) == 1:
+        return _cut(text, image, "chat_template", images=len(VIEWS))
+    typed = [{"type": "image"}] * len(VIEWS)
+    typed.append({"type": "text", "text": CAMERAS_SENTENCE + QUESTION_FIELD})
+    text = _render(tokenizer, [{"role": "user", "content": typed}], "chat_template")
+    if text.count(image) != len(VIEWS):
+        text = text.replace(placeholder, image)
     return _cut(text, image, "chat_template", images=len(VIEWS))
 
 
@@ -113,7 +134,7 @@ DRIVEMM_VIEWS = (
 )
 
 
-def drivemm_prompt(image: str, tokenizer: Any) -> PromptTemplate:
+def drivemm_prompt(image: str, tokenizer: Any, placeholder: str) -> PromptTemplate:
     """DriveMM's six-image prompt, message by message as ``preprocess_llama3`` tokenises it."""
     images = " ".join(f"{index}: {image}" for index in range(1, len(VIEWS) + 1))
     bos: str = getattr(tokenizer, "bos_token", None) or ""
@@ -156,15 +177,15 @@ DRIVELMM_O1_INSTRUCTION = (
 )
 
 
-def drivelmm_o1_prompt(image: str, tokenizer: Any) -> PromptTemplate:
+def drivelmm_o1_prompt(image: str, tokenizer: Any, placeholder: str) -> PromptTemplate:
     """DriveLMM-o1's prompt: instruction, the stitched image, the question, in its template."""
     content = DRIVELMM_O1_INSTRUCTION + "\n" + image + "\n" + QUESTION_FIELD
     text = _render(tokenizer, [_user(content)], "drivelmm_o1")
     return _cut(text, image, "drivelmm_o1", images=1)
 
 
-#: Prompt name -> builder ``(image markup, tokenizer) -> PromptTemplate``.
-PROMPTS: Mapping[str, Callable[[str, Any], PromptTemplate]] = {
+#: Prompt name -> builder ``(image markup, tokenizer, image placeholder) -> PromptTemplate``.
+PROMPTS: Mapping[str, Callable[[str, Any, str], PromptTemplate]] = {
     "drivemm": drivemm_prompt,
     "drivelmm_o1": drivelmm_o1_prompt,
     "chat_template": chat_template_prompt,
@@ -199,12 +220,12 @@ def resolve_prompt(name: str, tokenizer: Any, model_prompt: str | None) -> str:
     return "generic"
 
 
-def _user(content: str) -> dict[str, str]:
+def _user(content: str) -> dict[str, Any]:
     return {"role": "user", "content": content}
 
 
 def _render(
-    tokenizer: Any, messages: list[dict[str, str]], name: str, *, generation_prompt: bool = True
+    tokenizer: Any, messages: list[dict[str, Any]], name: str, *, generation_prompt: bool = True
 ) -> str:
     """``messages`` through the tokenizer's chat template, as text."""
     if not getattr(tokenizer, "chat_template", None):

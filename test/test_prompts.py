@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerFast
 from prune2drive_ros.errors import ModelLoadError
 from prune2drive_ros.prompts import (
     PROMPT_CHOICES,
+    chat_template_prompt,
     drivemm_prompt,
     generic_prompt,
     resolve_prompt,
@@ -124,7 +125,7 @@ def test_auto_follows_the_chat_template_then_falls_back_to_generic() -> None:
 
 
 def test_generic_prompt_names_every_view_once() -> None:
-    template = generic_prompt("<image>", None)
+    template = generic_prompt("<image>", None, "<image>")
     assert template.prefix.count("<image>") == len(VIEWS) and not template.stitched
     assert all(f"{VIEW_LABELS[view]} view: <image>\n" in template.prefix for view in VIEWS)
     assert template.question_parts() == ("", "<|im_end|>\n<|im_start|>assistant\n")
@@ -132,4 +133,44 @@ def test_generic_prompt_names_every_view_once() -> None:
 
 def test_a_prompt_that_needs_a_chat_template_says_so() -> None:
     with pytest.raises(ModelLoadError, match="has none"):
-        drivemm_prompt("<image>", object())
+        drivemm_prompt("<image>", object(), "<image>")
+
+
+#: A multimodal chat template that writes the images itself, all first, then the text (as
+#: transformers' LLaVA-OneVision checkpoints ship one: typed content only).
+IMAGES_FIRST_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ '\\n' + content['text'] }}{% endfor %}{{ '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+class TemplateTokenizer:
+    """Just what the prompt builders read from a tokenizer: its chat template, rendered."""
+
+    def __init__(self, template: str) -> None:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        self.chat_template = template
+        self._render = render_jinja_template
+
+    def apply_chat_template(self, messages: Any, **_: Any) -> str:
+        rendered, _ = self._render(
+            conversations=[messages], chat_template=self.chat_template, add_generation_prompt=True
+        )
+        return str(rendered[0])
+
+
+@pytest.mark.parametrize("markup", ["<image>", "<img><IMG_CONTEXT></img>"])
+def test_a_template_that_places_images_itself_gets_typed_content(markup: str) -> None:
+    placeholder = "<image>" if markup == "<image>" else "<IMG_CONTEXT>"
+    template = IMAGES_FIRST_TEMPLATE.replace("<image>", placeholder)
+    prompt = chat_template_prompt(markup, TemplateTokenizer(template), placeholder)
+    assert prompt.prefix == "<|im_start|>user " + markup * len(VIEWS)
+    assert prompt.question.startswith("\nThe six images are the front, front left, front right,")
+    assert prompt.question.endswith(
+        "back right cameras of the ego vehicle. {question}<|im_end|>\n<|im_start|>assistant\n"
+    )

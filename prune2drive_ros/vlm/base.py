@@ -146,9 +146,8 @@ class DrivingVLM(ABC):
         image_fit: ImageFit = "resize",
         max_tiles: int = 1,
     ) -> None:
-        template = PROMPTS[prompt](
-            self.image_markup.format(image=self.image_placeholder), tokenizer
-        )
+        markup = self.image_markup.format(image=self.image_placeholder)
+        template = PROMPTS[prompt](markup, tokenizer, self.image_placeholder)
         geometry = (
             self._stitched_geometry(model.config, max_tiles)
             if template.stitched
