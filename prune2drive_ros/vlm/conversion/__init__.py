@@ -18,6 +18,7 @@ format write into a staging folder that replaces the target only once it is comp
 from __future__ import annotations
 
 import importlib
+import json
 from enum import Enum
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +46,20 @@ class Default(Enum):
 #: ``prompt`` of :func:`convert_checkpoint` when not given: the prompt of the paper's checkpoint
 #: in the source's format (its module's ``default_prompt``).
 FORMAT_DEFAULT = Default.FORMAT
+
+
+def read_config(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """``folder``'s config.json, or None and why not (for a format's ``missing``)."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None, ["no config.json"]
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, [f"config.json cannot be read: {exc}"]
+    if not isinstance(config, dict):
+        return None, ["config.json is not a JSON object"]
+    return config, []
 
 
 def format_module(name: str) -> ModuleType:
@@ -137,4 +152,5 @@ __all__ = [
     "convert_checkpoint",
     "detect_format",
     "format_module",
+    "read_config",
 ]

@@ -52,6 +52,7 @@ from ...errors import ConversionError
 from ...prompts import PROMPT_KEY
 from .. import internvl
 from ..tiny import IMAGENET_MEAN, IMAGENET_STD
+from . import read_config
 from .shards import Producer, SourceTensors, missing_weights, write_shards
 from .spm_tokenizer import fast_from_sentencepiece
 
@@ -104,14 +105,9 @@ _TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json")
 
 def missing(folder: Path) -> list[str]:
     """What ``folder`` lacks to be an original InternVL-chat (InternLM2) checkpoint."""
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        return ["no config.json"]
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return [f"config.json cannot be read: {exc}"]
-    reasons = []
+    config, reasons = read_config(folder)
+    if config is None:
+        return reasons
     model_type = config.get("model_type")
     if model_type != "internvl_chat":
         reasons.append(f"config.json's model_type is {model_type!r}, not 'internvl_chat'")

@@ -41,7 +41,6 @@ checkpoint needs about one shard of memory, not two copies of the model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import shutil
@@ -66,6 +65,7 @@ from ...errors import ConversionError
 from ...prompts import PROMPT_KEY
 from ..loading import IMAGE_FIT_KEY
 from ..tiny import SIGLIP_MEAN_STD
+from . import read_config
 from .shards import Producer, SourceTensors, missing_weights, write_shards
 
 logger = logging.getLogger(__name__)
@@ -152,22 +152,9 @@ _TOKENIZER_COPIED = (
 # -------------------------------------------------------------------------------- the format
 
 
-def _read_config(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
-    path = folder / "config.json"
-    if not path.is_file():
-        return None, ["no config.json"]
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, [f"config.json cannot be read: {exc}"]
-    if not isinstance(config, dict):
-        return None, ["config.json is not a JSON object"]
-    return config, []
-
-
 def missing(folder: Path) -> list[str]:
     """What ``folder`` lacks to be an original LLaVA-NeXT checkpoint (empty: it is one)."""
-    config, problems = _read_config(folder)
+    config, problems = read_config(folder)
     if config is None:
         return problems
     model_type = config.get("model_type")
@@ -193,7 +180,7 @@ def missing(folder: Path) -> list[str]:
 
 def default_prompt(folder: Path) -> str | None:
     """The prompt of the paper's checkpoint of ``folder``'s model_type (:data:`DEFAULT_PROMPTS`)."""
-    config, _ = _read_config(folder)
+    config, _ = read_config(folder)
     return None if config is None else DEFAULT_PROMPTS.get(config.get("model_type", ""))
 
 
@@ -217,7 +204,7 @@ def convert(
     Raises:
         ConversionError: its vision tower is unknown, or its tensors do not fit its config.
     """
-    original, _ = _read_config(source)
+    original, _ = read_config(source)
     assert original is not None  # missing() checked it
     with SourceTensors(source) as tensors:
         names = set(tensors.names())
