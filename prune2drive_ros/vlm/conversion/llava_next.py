@@ -207,7 +207,6 @@ def convert(
     original, _ = read_config(source)
     assert original is not None  # missing() checked it
     with SourceTensors(source) as tensors:
-        names = set(tensors.names())
         vision = _vision_config(original, tensors, vision_tower)  # fails before writing
         tokenizer = _tokenizer(source, target)
         image_token = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
@@ -218,7 +217,7 @@ def convert(
                 "rows; the tokenizer files do not belong to these weights"
             )
         vocab_size = max(rows, image_token + 1)
-        config = _config(original, vision, vocab_size=vocab_size, tied=_HEAD not in names)
+        config = _config(original, vision, vocab_size=vocab_size, tied=_HEAD not in tensors.names())
         config.image_token_index = image_token
         if prompt is not None:
             setattr(config, PROMPT_KEY, prompt)
