@@ -13,13 +13,12 @@ package's InternVL adapter requires); the widths are tiny.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
 import torch
-from safetensors.torch import save_file
+from checkpoint_files import added_token, write_json, write_sharded
 
 #: InternLM2's chat tokens (inside the SentencePiece vocabulary) and InternVL's (after it).
 CHAT_TOKENS = ("<|im_end|>", "<|im_start|>")
@@ -247,17 +246,7 @@ def tokenizer_config(model: bytes) -> dict[str, Any]:
         "pad_token": "</s>",
         "add_bos_token": True,
         "add_eos_token": False,
-        "added_tokens_decoder": {
-            str(i): {
-                "content": token,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": True,
-            }
-            for i, token in sorted(added.items())
-        },
+        "added_tokens_decoder": {str(i): added_token(token) for i, token in sorted(added.items())},
     }
 
 
@@ -278,33 +267,15 @@ def write_original(
     model = train_tokenizer()
     (folder / "tokenizer.model").write_bytes(model)
     tok_config = tokenizer_config(model)
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(tok_config, indent=2, ensure_ascii=False)
-    )
+    write_json(folder / "tokenizer_config.json", tok_config)
     config = original_config(
         max(map(int, tok_config["added_tokens_decoder"])) + 1, lora_rank=lora_rank, **vision
     )
-    (folder / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    write_json(folder / "config.json", config)
     tensors = original_tensors(config, seed)
     if lora_rank:
         tensors = lora_wrapped(tensors, lora_rank, seed + 1)
     tensors = {name: t for name, t in tensors.items() if name not in drop}
     names = sorted(tensors)
-    shards = {
-        "model-00001-of-00002.safetensors": names[::2],
-        "model-00002-of-00002.safetensors": names[1::2],
-    }
-    weight_map = {}
-    for shard, shard_names in shards.items():
-        save_file(
-            {n: tensors[n].contiguous() for n in shard_names},
-            str(folder / shard),
-            metadata={"format": "pt"},
-        )
-        weight_map |= dict.fromkeys(shard_names, shard)
-    index = {
-        "metadata": {"total_size": sum(t.numel() * 4 for t in tensors.values())},
-        "weight_map": weight_map,
-    }
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    write_sharded(folder, [{n: tensors[n] for n in names[i::2]} for i in (0, 1)])
     return folder

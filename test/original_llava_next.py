@@ -17,10 +17,10 @@ put this folder in an offline hub cache under it.) Deterministic from the seed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+from checkpoint_files import added_token, write_json, write_sharded
 from safetensors.torch import save_file
 from tokenizers import processors
 from transformers import (
@@ -93,7 +93,6 @@ TOWER = {
 #: the hub), which transformers 5's flattened SiglipVisionModel writes without "vision_model.".
 VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."
 TOWER_PREFIX = "vision_model."
-SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
 
 
 def tokenizer_files(folder: Path) -> None:
@@ -104,17 +103,7 @@ def tokenizer_files(folder: Path) -> None:
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos)]
     )
     tokenizer.save(str(folder / "tokenizer.json"))
-    added = {
-        str(tokenizer.token_to_id(token)): {
-            "content": token,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for token in SPECIAL_TOKENS
-    }
+    added = {str(tokenizer.token_to_id(token)): added_token(token) for token in SPECIAL_TOKENS}
     config = {
         "added_tokens_decoder": added,
         "bos_token": BOS,
@@ -125,7 +114,7 @@ def tokenizer_files(folder: Path) -> None:
         "model_max_length": 131072,
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
-    _write_json(folder / "tokenizer_config.json", config)
+    write_json(folder / "tokenizer_config.json", config)
 
 
 def vocab_size() -> int:
@@ -253,8 +242,8 @@ def write_original_drivemm(root: Path, seed: int = 0, model_type: str = "llava_l
         **TEXT,
         **extra,
     }
-    _write_json(folder / "config.json", dict(sorted(config.items())))
-    _write_json(
+    write_json(folder / "config.json", dict(sorted(config.items())))
+    write_json(
         folder / "generation_config.json",
         {
             "bos_token_id": text.bos_token_id,
@@ -264,16 +253,5 @@ def write_original_drivemm(root: Path, seed: int = 0, model_type: str = "llava_l
     )
     tensors = original_tensors(seed, model_type)
     first = {n: t for n, t in tensors.items() if n.startswith(("model.embed", "model.layers.0."))}
-    parts = (first, {n: t for n, t in tensors.items() if n not in first})
-    weight_map = {}
-    for file, part in zip(SHARDS, parts, strict=True):
-        save_file(part, folder / file, metadata={"format": "pt"})
-        weight_map |= dict.fromkeys(part, file)
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    _write_json(folder / "model.safetensors.index.json", index)
+    write_sharded(folder, (first, {n: t for n, t in tensors.items() if n not in first}))
     return folder
-
-
-def _write_json(path: Path, value: object) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

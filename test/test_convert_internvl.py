@@ -18,13 +18,15 @@ import pytest
 import sentencepiece as spm
 import torch
 import torch.nn.functional as F
+from checkpoint_files import INDEX, read_tensors, write_sharded
 from original_internvl import CORPUS, original_tensors, write_original
-from safetensors import safe_open
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from prune2drive_ros.commands.cli import main
 from prune2drive_ros.errors import ConversionError
+from prune2drive_ros.prompts import PROMPT_KEY
 from prune2drive_ros.vlm import load_vlm
-from prune2drive_ros.vlm.conversion import convert_checkpoint, internvl_chat
+from prune2drive_ros.vlm.conversion import convert_checkpoint, detect_format, internvl_chat
 
 FORMAT = "internvl_chat"
 
@@ -36,21 +38,7 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def converted(original: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return convert_checkpoint(original, tmp_path_factory.mktemp("converted") / "hf", format=FORMAT)
-
-
-def _tensors(folder: Path) -> dict[str, torch.Tensor]:
-    index = json.loads((folder / "model.safetensors.index.json").read_text())
-    out = {}
-    for shard in sorted(set(index["weight_map"].values())):
-        with safe_open(str(folder / shard), "pt") as f:
-            out |= {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no dict)
-    return out
-
-
-def _converted_tensors(folder: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    return convert_checkpoint(original, tmp_path_factory.mktemp("converted") / "hf")
 
 
 def _config(folder: Path) -> dict:
@@ -198,7 +186,7 @@ def test_logits_equal_a_llama_built_from_internlm2_tensors(original: Path, conve
 def test_converted_config_carries_the_settings_and_the_prompt_key(converted: Path) -> None:
     config = _config(converted)
     assert config["model_type"] == "internvl"
-    assert config["prune2drive_prompt"] == "drivelmm_o1"
+    assert config[PROMPT_KEY] == "drivelmm_o1"
     assert config["text_config"]["model_type"] == "llama"
     assert config["text_config"]["rope_parameters"] == {
         "rope_type": "dynamic",
@@ -219,14 +207,31 @@ def test_converted_config_carries_the_settings_and_the_prompt_key(converted: Pat
     )
 
 
+def test_the_format_is_detected(original: Path) -> None:
+    assert detect_format(original) is internvl_chat
+
+
 def test_prompt_none_writes_no_key(original: Path, tmp_path: Path) -> None:
-    out = convert_checkpoint(original, tmp_path / "hf", format=FORMAT, prompt=None)
-    assert "prune2drive_prompt" not in _config(out)
+    out = convert_checkpoint(original, tmp_path / "hf", prompt=None)
+    assert PROMPT_KEY not in _config(out)
+
+
+def test_command_writes_the_prompt_it_is_given(
+    original: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "hf"
+    assert (
+        main(["convert", str(original), str(target), "--prompt", "generic", "--no-progress"]) == 0
+    )
+    assert _config(target)[PROMPT_KEY] == "generic"
+    assert main(["convert", str(original), str(target), "--prompt", "none", "--force"]) == 0
+    assert PROMPT_KEY not in _config(target)
+    assert f"wrote {target}" in capsys.readouterr().out
 
 
 def test_lora_wrapped_original_equals_the_merged_one(tmp_path: Path) -> None:
     wrapped = write_original(tmp_path / "wrapped", lora_rank=4)
-    raw = _tensors(wrapped)
+    raw = read_tensors(wrapped)
     merged = {}
     for name, tensor in raw.items():
         if ".lora_" in name:
@@ -245,14 +250,11 @@ def test_lora_wrapped_original_equals_the_merged_one(tmp_path: Path) -> None:
         n.startswith("vision_model.base_model.model.encoder") and "lora_A" in n for n in raw
     )
     plain = write_original(tmp_path / "plain")
-    from safetensors.torch import save_file
-
-    index = json.loads((plain / "model.safetensors.index.json").read_text())
-    for shard in set(index["weight_map"].values()):
-        names = [n for n, s in index["weight_map"].items() if s == shard]
-        save_file({n: merged[n] for n in names}, str(plain / shard), metadata={"format": "pt"})
-    from_wrapped = _converted_tensors(convert_checkpoint(wrapped, tmp_path / "a", format=FORMAT))
-    from_plain = _converted_tensors(convert_checkpoint(plain, tmp_path / "b", format=FORMAT))
+    weight_map = json.loads((plain / INDEX).read_text())["weight_map"]
+    shards = sorted(set(weight_map.values()))
+    write_sharded(plain, [{n: merged[n] for n in weight_map if weight_map[n] == s} for s in shards])
+    from_wrapped = read_tensors(convert_checkpoint(wrapped, tmp_path / "a"))
+    from_plain = read_tensors(convert_checkpoint(plain, tmp_path / "b"))
     assert from_wrapped.keys() == from_plain.keys()
     for name in from_plain:
         torch.testing.assert_close(from_wrapped[name], from_plain[name], rtol=1e-6, atol=1e-6)
@@ -263,7 +265,7 @@ def test_lora_rank_contradicting_the_config_is_refused(tmp_path: Path) -> None:
     config = _config(folder) | {"use_llm_lora": 8}
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConversionError, match=re.escape("rank 4 but config.json says LoRA rank 8")):
-        convert_checkpoint(folder, tmp_path / "out", format=FORMAT)
+        convert_checkpoint(folder, tmp_path / "out")
 
 
 def test_fast_tokenizer_ids_equal_sentencepiece_with_added_tokens(
@@ -297,7 +299,7 @@ def test_fast_tokenizer_ids_equal_sentencepiece_with_added_tokens(
 def test_converting_twice_gives_identical_files(
     original: Path, converted: Path, tmp_path: Path
 ) -> None:
-    again = convert_checkpoint(original, tmp_path / "again", format=FORMAT)
+    again = convert_checkpoint(original, tmp_path / "again")
     names = sorted(p.name for p in converted.iterdir())
     assert names == sorted(p.name for p in again.iterdir())
     for name in names:
@@ -307,9 +309,10 @@ def test_converting_twice_gives_identical_files(
 def test_small_shards_are_indexed_and_load_the_same(
     original: Path, converted: Path, tmp_path: Path
 ) -> None:
-    sharded = convert_checkpoint(original, tmp_path / "sharded", format=FORMAT, shard_bytes=200_000)
+    sharded = convert_checkpoint(original, tmp_path / "sharded", shard_bytes=200_000)
     assert len(list(sharded.glob("model-*-of-*.safetensors"))) > 1
-    assert _tensors(sharded).keys() == _converted_tensors(converted).keys()
+    assert [p.name for p in converted.glob("model*.safetensors*")] == ["model.safetensors"]
+    assert read_tensors(sharded).keys() == read_tensors(converted).keys()
     pixels = _pixels(2)
     np.testing.assert_array_equal(
         load_vlm(sharded, prompt="chat_template").encode_views(pixels).numpy(),
@@ -331,14 +334,14 @@ def test_a_wrong_model_type_is_refused(original: Path, tmp_path: Path) -> None:
         "config.json's model_type is 'llava', not 'internvl_chat'"
     ]
     with pytest.raises(ConversionError, match="model_type is 'llava'"):
-        convert_checkpoint(folder, tmp_path / "out", format=FORMAT)
+        convert_checkpoint(folder, tmp_path / "out")
 
 
 def test_a_missing_tensor_is_named(tmp_path: Path) -> None:
     name = "language_model.model.layers.1.attention.wqkv.weight"
     folder = write_original(tmp_path / "truncated", drop=(name,))
     with pytest.raises(ConversionError, match=re.escape(f"no tensor {name}")):
-        convert_checkpoint(folder, tmp_path / "out", format=FORMAT)
+        convert_checkpoint(folder, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
@@ -356,10 +359,10 @@ def test_settings_transformers_cannot_express_are_refused(
     folder = write_original(tmp_path / "src")
     (folder / "config.json").write_text(json.dumps(_config(folder) | change))
     with pytest.raises(ConversionError, match=re.escape(message)):
-        convert_checkpoint(folder, tmp_path / "out", format=FORMAT)
+        convert_checkpoint(folder, tmp_path / "out")
 
 
 def test_rms_norm_towers_with_qk_norm_convert(tmp_path: Path) -> None:
     folder = write_original(tmp_path / "src", norm_type="rms_norm", qk_normalization=True)
-    vision = _config(convert_checkpoint(folder, tmp_path / "out", format=FORMAT))["vision_config"]
+    vision = _config(convert_checkpoint(folder, tmp_path / "out"))["vision_config"]
     assert (vision["norm_type"], vision["use_qk_norm"]) == ("rms_norm", True)

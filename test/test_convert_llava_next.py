@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_files import read_tensors
 from original_llava_next import (
     EOT,
     LANGUAGE_MODELS,
@@ -25,21 +26,19 @@ from original_llava_next import (
     vocab_size,
     write_original_drivemm,
 )
-from safetensors import safe_open
-from safetensors.torch import load_file
 from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration, SiglipVisionModel
 
 from prune2drive_ros.commands.cli import main
 from prune2drive_ros.errors import ConversionError
+from prune2drive_ros.prompts import PROMPT_KEY
 from prune2drive_ros.views import VIEWS
 from prune2drive_ros.vlm import DrivingVLM, load_vlm
-from prune2drive_ros.vlm.conversion import convert_checkpoint, llava_next
+from prune2drive_ros.vlm.conversion import convert_checkpoint, detect_format, llava_next
+from prune2drive_ros.vlm.loading import IMAGE_FIT_KEY
 
 QUESTION = "Is there a pedestrian in front of the ego vehicle?"
-
-
-def _convert(source: Path, target: Path) -> Path:
-    return convert_checkpoint(source, target, format="llava_next", progress=False)
+#: Small enough that the tiny checkpoint converts into several shards with an index.
+SHARD_BYTES = 200_000
 
 
 @pytest.fixture(scope="module", params=sorted(LANGUAGE_MODELS))
@@ -54,7 +53,7 @@ def source(tmp_path_factory: pytest.TempPathFactory, model_type: str) -> Path:
 
 @pytest.fixture(scope="module")
 def converted(source: Path) -> Path:
-    return _convert(source, source.parent / "converted")
+    return convert_checkpoint(source, source.parent / "converted", shard_bytes=SHARD_BYTES)
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +130,8 @@ def test_logits_equal_the_original_language_model(
         assert bool((logits[:, rows] < logits[:, :rows].max(dim=1).values).all())
 
 
-def _tensor_names(folder: Path) -> set[str]:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        return set(json.loads(index.read_text())["weight_map"])
-    with safe_open(folder / "model.safetensors", framework="pt") as file:
-        return set(file.keys())
+def test_the_format_is_detected(source: Path) -> None:
+    assert detect_format(source) is llava_next
 
 
 def test_converted_folder_is_what_transformers_saves(
@@ -147,12 +142,10 @@ def test_converted_folder_is_what_transformers_saves(
     )
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     model.save_pretrained(tmp_path)
-    assert _tensor_names(converted) == _tensor_names(tmp_path)
+    assert read_tensors(converted).keys() == read_tensors(tmp_path).keys()
     config = json.loads((converted / "config.json").read_text())
-    expected_marks = llava_next.MARKS.get(model_type, {})
-    assert {k: config.get(k) for k in (llava_next.PROMPT_KEY, llava_next.IMAGE_FIT_KEY)} == {
-        k: expected_marks.get(k) for k in (llava_next.PROMPT_KEY, llava_next.IMAGE_FIT_KEY)
-    }
+    expected = {"llava_llama": ("drivemm", "pad"), "llava_qwen": (None, None)}[model_type]
+    assert (config.get(PROMPT_KEY), config.get(IMAGE_FIT_KEY)) == expected
     assert config["text_config"]["rope_parameters"]["rope_type"] == "llama3"
     assert config["vision_config"]["num_hidden_layers"] == vision_config().num_hidden_layers
 
@@ -168,8 +161,18 @@ def test_tokenizer_keeps_the_chat_template_and_adds_one_image_token(
     assert tokenizer("a <image> b", add_special_tokens=False)["input_ids"].count(image) == 1
 
 
+def test_prompt_none_writes_no_prompt_but_keeps_the_image_fit(
+    source: Path, tmp_path: Path, model_type: str
+) -> None:
+    config = json.loads(
+        (convert_checkpoint(source, tmp_path / "out", prompt=None) / "config.json").read_text()
+    )
+    assert PROMPT_KEY not in config
+    assert config.get(IMAGE_FIT_KEY) == llava_next.IMAGE_FITS.get(model_type)
+
+
 def test_reconversion_is_byte_identical(source: Path, converted: Path, tmp_path: Path) -> None:
-    again = _convert(source, tmp_path / "again")
+    again = convert_checkpoint(source, tmp_path / "again", shard_bytes=SHARD_BYTES)
     files = sorted(p.name for p in converted.iterdir())
     assert files == sorted(p.name for p in again.iterdir())
     for name in files:
@@ -182,11 +185,10 @@ def test_bin_weights_convert_to_the_same_tensors(
     folder = tmp_path / "bin"
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.safetensors*"))
     torch.save(original_tensors(model_type=model_type), folder / "pytorch_model.bin")
-    out = _convert(folder, tmp_path / "out")
-    single = load_file(out / "model.safetensors")
-    sharded: dict[str, torch.Tensor] = {}
-    for shard in sorted(converted.glob("model-*.safetensors")):
-        sharded |= load_file(shard)
+    out = convert_checkpoint(folder, tmp_path / "out")
+    assert [p.name for p in out.glob("model*.safetensors*")] == ["model.safetensors"]
+    assert len(list(converted.glob("model-*-of-*.safetensors"))) > 1
+    single, sharded = read_tensors(out), read_tensors(converted)
     assert single.keys() == sharded.keys()
     for name, tensor in single.items():
         assert torch.equal(tensor, sharded[name]), name
@@ -204,7 +206,7 @@ def _copy(source: Path, tmp_path: Path) -> Path:
 def test_folder_without_config_is_refused(tmp_path: Path) -> None:
     assert llava_next.missing(tmp_path) == ["no config.json"]
     with pytest.raises(ConversionError, match=r"no config\.json"):
-        _convert(tmp_path, tmp_path / "out")
+        convert_checkpoint(tmp_path, tmp_path / "out")
 
 
 def test_wrong_model_type_is_refused(source: Path, tmp_path: Path) -> None:
@@ -212,7 +214,22 @@ def test_wrong_model_type_is_refused(source: Path, tmp_path: Path) -> None:
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "x"}))
     with pytest.raises(ConversionError, match="model_type is 'x', not llava_llama / llava_qwen"):
-        _convert(folder, tmp_path / "out")
+        convert_checkpoint(folder, tmp_path / "out", format="llava_next")
+
+
+def test_a_folder_in_neither_format_is_told_what_each_misses(source: Path, tmp_path: Path) -> None:
+    folder = _copy(source, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "x"}))
+    with pytest.raises(ConversionError) as caught:
+        convert_checkpoint(folder, tmp_path / "out")
+    reasons = str(caught.value).splitlines()[1:]
+    assert [line.split(" (")[0].strip() for line in reasons] == ["llava_next", "internvl_chat"]
+    assert reasons[0].endswith("config.json model_type is 'x', not llava_llama / llava_qwen")
+    assert reasons[1].endswith(
+        "config.json's model_type is 'x', not 'internvl_chat'; no tokenizer.model"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_tensor_is_named(source: Path, tmp_path: Path) -> None:
@@ -222,7 +239,7 @@ def test_missing_tensor_is_named(source: Path, tmp_path: Path) -> None:
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     assert llava_next.missing(folder) == ["no model.mm_projector.0.weight tensor"]
     with pytest.raises(ConversionError, match=r"no model\.mm_projector\.0\.weight tensor"):
-        _convert(folder, tmp_path / "out")
+        convert_checkpoint(folder, tmp_path / "out")
 
 
 def test_unknown_tensor_is_not_dropped_silently() -> None:

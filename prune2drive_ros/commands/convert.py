@@ -1,22 +1,25 @@
 """Convert a checkpoint published in its authors' original format into a transformers folder.
 
 The paper's checkpoints are published the way their training code saves them (DriveMM: the
-LLaVA-NeXT ``llava`` package's format), which transformers cannot load. ``prune2drive convert
-SOURCE TARGET`` writes a folder that ``prune2drive replay --model TARGET`` (and the node) load;
-the format is detected from SOURCE unless ``--format`` names it. The conversion is written into
-a temporary folder beside TARGET and renamed into place, so a failed or interrupted conversion
-leaves no half-written TARGET; an existing non-empty TARGET is replaced only with ``--force``.
+LLaVA-NeXT ``llava`` package's format; DriveLMM-o1: InternVL's remote-code ``internvl_chat``),
+which transformers cannot load. ``prune2drive convert SOURCE TARGET`` writes a folder that
+``prune2drive replay --model TARGET`` (and the node) load; the format is detected from SOURCE
+unless ``--format`` names it, and the converted config names the prompt the checkpoint was
+trained with (``--prompt``; by default the paper's checkpoint's). A failed or interrupted
+conversion leaves no half-written TARGET; an existing non-empty TARGET is replaced only with
+``--force`` (all of it :func:`~prune2drive_ros.vlm.conversion.convert_checkpoint`'s).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from pathlib import Path
 
-from ..errors import ConversionError
-from ..vlm.conversion import FORMATS, convert_checkpoint
+from ..prompts import PROMPTS
+from ..vlm.conversion import FORMAT_DEFAULT, FORMATS, convert_checkpoint
+
+#: ``--prompt`` value that writes no prompt into the converted config.
+NO_PROMPT = "none"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,45 +29,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=tuple(FORMATS), default=None, help="original format (detected)"
     )
+    parser.add_argument(
+        "--prompt",
+        choices=(*PROMPTS, NO_PROMPT),
+        default=None,
+        help="prompt the converted config names for 'prompt: auto' (default: that of the "
+        f"paper's checkpoint in SOURCE's format; {NO_PROMPT}: name none)",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty TARGET")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert SOURCE into TARGET and say where it is."""
-    source: Path = args.source.expanduser()
-    target: Path = args.target.expanduser()
-    if target.resolve() == source.resolve():
-        raise ConversionError(f"TARGET {target} is SOURCE; give a new folder")
-    if target.exists() and not target.is_dir():
-        raise ConversionError(f"TARGET {target} is a file; give a folder")
-    if target.is_dir() and any(target.iterdir()) and not args.force:
-        raise ConversionError(
-            f"TARGET {target} exists and is not empty; pass --force to replace it"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        convert_checkpoint(source, staging, format=args.format, progress=not args.no_progress)
-        _replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    prompt = FORMAT_DEFAULT if args.prompt is None else args.prompt
+    if prompt == NO_PROMPT:
+        prompt = None
+    target = convert_checkpoint(
+        args.source,
+        args.target,
+        format=args.format,
+        prompt=prompt,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     print(f"wrote {target}; load it with: prune2drive replay --model {target} ...")
     return 0
-
-
-def _replace(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``; an existing ``target`` is moved aside first and removed
-    only once the new folder is in place."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    old.rmdir()
-    target.rename(old)
-    try:
-        staging.rename(target)
-    except OSError:
-        old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -199,7 +199,7 @@ _LLAVA_ONEVISION_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
 }
 #: SigLIP's normalisation as LLaVA-OneVision checkpoints ship it.
-_SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
+SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
 
 
 def _llava_onevision_config(shape: str, tokenizer: Any) -> PreTrainedConfig:
@@ -224,8 +224,8 @@ def _llava_onevision_config(shape: str, tokenizer: Any) -> PreTrainedConfig:
 def _llava_onevision_processor() -> ImageProcessingMixin:
     size = llava_onevision.IMAGE_SIZE
     return LlavaOnevisionImageProcessorPil(
-        image_mean=_SIGLIP_MEAN_STD,
-        image_std=_SIGLIP_MEAN_STD,
+        image_mean=SIGLIP_MEAN_STD,
+        image_std=SIGLIP_MEAN_STD,
         size={"height": size, "width": size},
     )
 
@@ -245,8 +245,8 @@ _INTERNVL_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
 }
 #: ImageNet normalisation, as InternVL checkpoints ship it in preprocessor_config.json.
-_IMAGENET_MEAN = [0.485, 0.456, 0.406]
-_IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def _internvl_config(shape: str, tokenizer: Any) -> PreTrainedConfig:
@@ -272,8 +272,8 @@ def _internvl_processor() -> ImageProcessingMixin:
     size = internvl.IMAGE_SIZE
     return GotOcr2ImageProcessorPil(
         size={"height": size, "width": size},
-        image_mean=_IMAGENET_MEAN,
-        image_std=_IMAGENET_STD,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
         crop_to_patches=False,
     )
 

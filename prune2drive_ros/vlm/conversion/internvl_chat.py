@@ -33,8 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -50,9 +49,11 @@ from transformers import (
 )
 
 from ...errors import ConversionError
+from ...prompts import PROMPT_KEY
 from .. import internvl
-from ..tiny import _IMAGENET_MEAN, _IMAGENET_STD
-from .shards import SHARD_BYTES, SourceTensors, weight_file, write_shards
+from ..tiny import IMAGENET_MEAN, IMAGENET_STD
+from . import read_config
+from .shards import Producer, SourceTensors, missing_weights, write_shards
 from .spm_tokenizer import fast_from_sentencepiece
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,7 @@ logger = logging.getLogger(__name__)
 NAME = "internvl_chat"
 TITLE = "InternVL 2.5 with InternLM2 in OpenGVLab's original remote-code layout (DriveLMM-o1)"
 
-#: config.json key naming the package prompt the converted checkpoint was trained with.
-PROMPT_KEY = "prune2drive_prompt"
-#: Default ``prompt`` option: DriveLMM-o1 is the paper's checkpoint in this format.
+#: :func:`default_prompt`: DriveLMM-o1 is the paper's checkpoint in this format.
 DEFAULT_PROMPT = "drivelmm_o1"
 
 #: Default system messages of InternVL's ChatML conversation templates (``conversation.py``);
@@ -106,14 +105,9 @@ _TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json")
 
 def missing(folder: Path) -> list[str]:
     """What ``folder`` lacks to be an original InternVL-chat (InternLM2) checkpoint."""
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        return ["no config.json"]
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return [f"config.json cannot be read: {exc}"]
-    reasons = []
+    config, reasons = read_config(folder)
+    if config is None:
+        return reasons
     model_type = config.get("model_type")
     if model_type != "internvl_chat":
         reasons.append(f"config.json's model_type is {model_type!r}, not 'internvl_chat'")
@@ -126,10 +120,14 @@ def missing(folder: Path) -> list[str]:
             )
         if not isinstance(config.get("vision_config"), dict):
             reasons.append("config.json has no vision_config")
-    if weight_file(folder) is None:
-        reasons.append("no model.safetensors(.index.json) or pytorch_model.bin(.index.json)")
+    reasons += missing_weights(folder)
     reasons += [f"no {name}" for name in _TOKENIZER_FILES if not (folder / name).is_file()]
     return reasons
+
+
+def default_prompt(folder: Path) -> str:
+    """DriveLMM-o1's prompt (:data:`DEFAULT_PROMPT`), whatever checkpoint of the format."""
+    return DEFAULT_PROMPT
 
 
 # -------------------------------------------------------------------------------- configs
@@ -314,9 +312,6 @@ def _unwrap(raw: str) -> tuple[str, str | None]:
     return raw, None
 
 
-Producer = Callable[[], torch.Tensor]
-
-
 def tensor_plan(tensors: UnwrappedTensors, config: InternVLConfig) -> dict[str, Producer]:
     """Converted name -> a function reading and converting that tensor, for every tensor.
 
@@ -455,57 +450,28 @@ def _text_plan(text: LlamaConfig, copy: Callable[..., None], split: Callable[...
 
 
 def convert(
-    source: Path,
-    target: Path,
-    *,
-    prompt: str | None = DEFAULT_PROMPT,
-    shard_bytes: int = SHARD_BYTES,
-) -> Path:
-    """Convert the original InternVL-chat checkpoint ``source`` into the folder ``target``.
-
-    Args:
-        source: the original checkpoint folder.
-        target: a folder that does not exist yet or is empty.
-        prompt: written as config.json's ``prune2drive_prompt`` (the package prompt this
-            checkpoint was trained with; None writes no key).
-        shard_bytes: the largest safetensors shard written.
+    source: Path, target: Path, *, prompt: str | None, shard_bytes: int, progress: bool
+) -> None:
+    """Write the converted checkpoint ``source`` (in this format: ``missing`` is empty) into
+    the existing empty folder ``target``; the options are :func:`~.convert_checkpoint`'s.
 
     Raises:
-        ConversionError: ``source`` is not in this format (saying what is missing), a setting
-            or tensor cannot be converted, or ``target`` is not empty.
+        ConversionError: a setting or tensor cannot be converted.
     """
-    reasons = missing(source)
-    if reasons:
-        raise ConversionError(
-            f"{source} is not an {NAME} checkpoint ({TITLE}): {'; '.join(reasons)}"
-        )
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ConversionError(f"{target} exists and is not empty; give a new or empty folder")
     original = json.loads((source / "config.json").read_text(encoding="utf-8"))
     tokenizer_config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
-    staging = target.with_name(f".{target.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        tokenizer = _tokenizer(source, tokenizer_config, original)
-        config = internvl_config(original, token_id(tokenizer, IMAGE_TOKENS["context_image_token"]))
-        if prompt is not None:
-            setattr(config, PROMPT_KEY, prompt)
-        with SourceTensors(source) as raw:
-            plan = tensor_plan(UnwrappedTensors(raw, original), config)
-            write_shards(staging, _iter_sorted(plan), shard_bytes=shard_bytes)
-        config.save_pretrained(staging)
-        _generation_config(tokenizer).save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        _image_processor(original).save_pretrained(staging)
-        if target.exists():
-            target.rmdir()
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    tokenizer = _tokenizer(source, tokenizer_config, original)
+    config = internvl_config(original, token_id(tokenizer, IMAGE_TOKENS["context_image_token"]))
+    if prompt is not None:
+        setattr(config, PROMPT_KEY, prompt)
+    with SourceTensors(source) as raw:
+        plan = tensor_plan(UnwrappedTensors(raw, original), config)
+        write_shards(target, plan, shard_bytes=shard_bytes, progress=progress)
+    config.save_pretrained(target)
+    _generation_config(tokenizer).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    _image_processor(original).save_pretrained(target)
     logger.info("converted %s (%s) to %s", source, NAME, target)
-    return target
 
 
 def _special(value: Any, default: str) -> str:
@@ -607,15 +573,9 @@ def _image_processor(config: dict[str, Any]) -> GotOcr2ImageProcessorPil:
     size = int(config.get("force_image_size") or internvl.IMAGE_SIZE)
     return GotOcr2ImageProcessorPil(
         size={"height": size, "width": size},
-        image_mean=_IMAGENET_MEAN,
-        image_std=_IMAGENET_STD,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
         crop_to_patches=bool(config.get("dynamic_image_size", False)),
         min_patches=int(config.get("min_dynamic_patch", 1)),
         max_patches=int(config.get("max_dynamic_patch", 12)),
     )
-
-
-def _iter_sorted(plan: dict[str, Producer]) -> Iterator[tuple[str, torch.Tensor]]:
-    """The plan's tensors in name order, each read only when the writer asks for it."""
-    for name in sorted(plan):
-        yield name, plan[name]()

@@ -29,33 +29,27 @@ write (same tensor names), with:
   features); the ``lm_head`` row's logit is then the mean of the other logits, so it never
   exceeds the largest one and greedy decoding never picks the placeholder;
 * a SigLIP image processor config (384 px, mean/std 0.5, rescale 1/255);
-* for ``llava_llama`` (DriveMM) the keys ``prune2drive_prompt: drivemm`` (its six-image prompt)
-  and ``prune2drive_image_fit: pad`` (its multi-image training pads each view to a square with
-  the mean colour before resizing).
+* the prompt to use (``prompts.PROMPT_KEY``): by default DriveMM's six-image ``drivemm`` for
+  ``llava_llama``, none for ``llava_qwen`` (whose chat template the loader then uses);
+* for ``llava_llama`` (DriveMM) ``loading.IMAGE_FIT_KEY: pad``: its multi-image training pads
+  each view to a square with the mean colour before resizing.
 
-Tensors are read one weight file at a time (``safe_open``, or a memory-mapped ``torch.load`` for
-``.bin`` shards) and written as one safetensors shard per input file, so an 8 B checkpoint needs
-about one shard of memory, not two copies of the model. Converting twice gives byte-identical
-files.
+Tensors are read one at a time and written shard by shard (:mod:`.shards`), so an 8 B
+checkpoint needs about one shard of memory, not two copies of the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import pickle
 import re
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from tqdm import tqdm
 from transformers import (
     AddedToken,
     AutoTokenizer,
@@ -68,6 +62,11 @@ from transformers import (
 )
 
 from ...errors import ConversionError
+from ...prompts import PROMPT_KEY
+from ..loading import IMAGE_FIT_KEY
+from ..tiny import SIGLIP_MEAN_STD
+from . import read_config
+from .shards import Producer, SourceTensors, missing_weights, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +78,12 @@ TEXT_CONFIGS: dict[str, type[PreTrainedConfig]] = {
     "llava_llama": LlamaConfig,
     "llava_qwen": Qwen2Config,
 }
-#: config.json keys this package reads (prompts.PROMPT_KEY, loading.IMAGE_FIT_KEY).
-PROMPT_KEY = "prune2drive_prompt"
-IMAGE_FIT_KEY = "prune2drive_image_fit"
-#: What a conversion writes into config.json per original model_type: DriveMM's prompt and
-#: padded views for llava_llama; OneVision's Qwen2 releases keep the package's defaults.
-MARKS: dict[str, dict[str, str]] = {"llava_llama": {PROMPT_KEY: "drivemm", IMAGE_FIT_KEY: "pad"}}
+#: The prompt of each original model_type's paper checkpoint (:func:`default_prompt`):
+#: DriveMM's for llava_llama; OneVision's Qwen2 releases have none of their own.
+DEFAULT_PROMPTS: dict[str, str] = {"llava_llama": "drivemm"}
+#: How views fit the encoder (``loading.IMAGE_FIT_KEY``) per original model_type: DriveMM pads
+#: them; OneVision's Qwen2 releases keep the package's default.
+IMAGE_FITS: dict[str, str] = {"llava_llama": "pad"}
 IMAGE_TOKEN = "<image>"
 #: The only projector the transformers class has: Linear, GELU, Linear.
 PROJECTOR_TYPE = "mlp2x_gelu"
@@ -103,7 +102,6 @@ KNOWN_TOWERS: dict[str, dict[str, Any]] = {
         "layer_norm_eps": 1e-6,
     },
 }
-_SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
 
 _VISION = "model.vision_tower.vision_tower.vision_model."
 _EMBED = "model.embed_tokens.weight"
@@ -138,11 +136,6 @@ _REQUIRED = (
     f"{_VISION}embeddings.position_embedding.weight",
     f"{_VISION}encoder.layers.0.self_attn.q_proj.weight",
 )
-#: Weight layouts, in the order transformers prefers them: (index file, single file).
-_LAYOUTS = (
-    ("model.safetensors.index.json", "model.safetensors"),
-    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
-)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 #: The files a tokenizer may be saved in (Llama-3's two, SentencePiece, Qwen2's BPE files).
 _TOKENIZER_COPIED = (
@@ -156,109 +149,12 @@ _TOKENIZER_COPIED = (
 )
 
 
-# -------------------------------------------------------------------------------- reading
-
-
-class Weights:
-    """An original checkpoint's tensors by name, read one weight file at a time.
-
-    Attributes:
-        files: weight file name -> the tensor names it holds, in file order (sorted names).
-        indexed: whether the checkpoint has an index file (the output then gets one too).
-    """
-
-    def __init__(self, folder: Path, files: Mapping[str, list[str]], *, indexed: bool) -> None:
-        self.folder = folder
-        self.files = dict(files)
-        self.indexed = indexed
-        self.where = {name: file for file, names in self.files.items() for name in names}
-
-    @classmethod
-    def find(cls, folder: Path) -> Weights | None:
-        """The weights of ``folder``, or None when it has none in a known layout."""
-        for index, single in _LAYOUTS:
-            if (folder / index).is_file():
-                weight_map = json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"]
-                files: dict[str, list[str]] = {}
-                for name, file in sorted(weight_map.items()):
-                    files.setdefault(file, []).append(name)
-                return cls(folder, dict(sorted(files.items())), indexed=True)
-            if (folder / single).is_file():
-                names = sorted(_names(folder / single))
-                return cls(folder, {single: names}, indexed=False)
-        return None
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        """The shape of tensor ``name``, read without loading it (safetensors)."""
-        path = self.folder / self.where[name]
-        with _reading(path):
-            if path.suffix == ".safetensors":
-                with safe_open(path, framework="pt") as file:
-                    return tuple(file.get_slice(name).get_shape())
-            return tuple(_load_bin(path)[name].shape)
-
-    def read(self, file: str) -> Iterator[tuple[str, torch.Tensor]]:
-        """The tensors of weight file ``file``, one by one."""
-        path = self.folder / file
-        with _reading(path):
-            if path.suffix == ".safetensors":
-                with safe_open(path, framework="pt") as opened:
-                    for name in self.files[file]:
-                        yield name, opened.get_tensor(name)
-                return
-            state = _load_bin(path)
-            for name in self.files[file]:
-                # A clone: memory-mapped tensors may share storage (tied weights), which
-                # safetensors refuses to write.
-                yield name, state[name].clone()
-
-
-@contextmanager
-def _reading(path: Path) -> Iterator[None]:
-    """Turn a missing, truncated or corrupt weight file into a ConversionError naming it."""
-    try:
-        yield
-    except (OSError, SafetensorError, RuntimeError, KeyError, pickle.UnpicklingError) as exc:
-        raise ConversionError(
-            f"cannot read {path}: {exc}; the file may be incomplete (download it again)"
-        ) from exc
-
-
-def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    """A ``.bin`` state dict, memory-mapped: tensors are read from disk when used."""
-    state: dict[str, torch.Tensor] = torch.load(
-        path, map_location="cpu", mmap=True, weights_only=True
-    )
-    return state
-
-
-def _names(path: Path) -> list[str]:
-    """The tensor names in one weight file."""
-    if path.suffix == ".safetensors":
-        with safe_open(path, framework="pt") as file:
-            return list(file.keys())
-    return list(_load_bin(path))
-
-
-def _read_config(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
-    path = folder / "config.json"
-    if not path.is_file():
-        return None, ["no config.json"]
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, [f"config.json cannot be read: {exc}"]
-    if not isinstance(config, dict):
-        return None, ["config.json is not a JSON object"]
-    return config, []
-
-
 # -------------------------------------------------------------------------------- the format
 
 
 def missing(folder: Path) -> list[str]:
     """What ``folder`` lacks to be an original LLaVA-NeXT checkpoint (empty: it is one)."""
-    config, problems = _read_config(folder)
+    config, problems = read_config(folder)
     if config is None:
         return problems
     model_type = config.get("model_type")
@@ -272,63 +168,66 @@ def missing(folder: Path) -> list[str]:
         problems.append(f"config.json mm_projector_type is {projector!r}, not {PROJECTOR_TYPE!r}")
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
         problems.append(f"no tokenizer ({' / '.join(_TOKENIZER_FILES)})")
-    weights = Weights.find(folder)
-    if weights is None:
-        layouts = ", ".join(name for layout in _LAYOUTS for name in layout)
-        return [*problems, f"no weights ({layouts})"]
+    no_weights = missing_weights(folder)
+    if no_weights:
+        return [*problems, *no_weights]
+    with SourceTensors(folder) as tensors:
+        names = set(tensors.names())
     required = (*_REQUIRED, *(() if config.get("tie_word_embeddings") else (_HEAD,)))
-    problems += [f"no {name} tensor" for name in required if name not in weights.where]
+    problems += [f"no {name} tensor" for name in required if name not in names]
     return problems
+
+
+def default_prompt(folder: Path) -> str | None:
+    """The prompt of the paper's checkpoint of ``folder``'s model_type (:data:`DEFAULT_PROMPTS`)."""
+    config, _ = read_config(folder)
+    return None if config is None else DEFAULT_PROMPTS.get(config.get("model_type", ""))
 
 
 def convert(
     source: Path,
     target: Path,
     *,
+    prompt: str | None,
+    shard_bytes: int,
+    progress: bool,
     vision_tower: str | Path | None = None,
-    progress: bool = True,
-) -> Path:
-    """Convert the original checkpoint in ``source`` into a transformers folder ``target``.
+) -> None:
+    """Write the converted checkpoint ``source`` (in this format: ``missing`` is empty) into
+    the existing empty folder ``target``.
 
-    ``target`` is created (it should be new or empty: ``prune2drive convert`` writes into a
-    temporary folder and renames it). ``vision_tower`` is a folder holding the SigLIP tower's
-    config.json, for towers not in :data:`KNOWN_TOWERS` (default: config.json's
-    ``mm_vision_tower``, which may itself be such a folder). ``progress`` shows a bar over the
-    tensors.
+    ``prompt``, ``shard_bytes`` and ``progress`` are :func:`~.convert_checkpoint`'s.
+    ``vision_tower`` is a folder holding the SigLIP tower's config.json, for towers not in
+    :data:`KNOWN_TOWERS` (default: config.json's ``mm_vision_tower``, which may itself be such a
+    folder).
 
     Raises:
-        ConversionError: ``source`` is not in this format, its vision tower is unknown, or its
-            tensors do not fit its config.
+        ConversionError: its vision tower is unknown, or its tensors do not fit its config.
     """
-    problems = missing(source)
-    if problems:
-        raise ConversionError(
-            f"{source} is not a {NAME} checkpoint ({TITLE}): {'; '.join(problems)}"
-        )
-    original, _ = _read_config(source)
+    original, _ = read_config(source)
     assert original is not None  # missing() checked it
-    weights = Weights.find(source)
-    assert weights is not None
-    vision = _vision_config(original, weights, vision_tower)  # fails before anything is written
-    target.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(source, target)
-    image_token = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
-    rows = weights.shape(_EMBED)[0]
-    if image_token > rows:
-        raise ConversionError(
-            f"{source}'s tokenizer has {len(tokenizer)} tokens but {_EMBED} only {rows} rows; "
-            "the tokenizer files do not belong to these weights"
-        )
-    vocab_size = max(rows, image_token + 1)
-    config = _config(original, weights, vision, vocab_size=vocab_size)
-    config.image_token_index = image_token
-    config.save_pretrained(target)
-    _image_processor(original, _side(vision.image_size)).save_pretrained(target)
-    if (source / "generation_config.json").is_file():
-        shutil.copyfile(source / "generation_config.json", target / "generation_config.json")
-    _write_tensors(weights, target, rows=vocab_size, progress=progress)
+    with SourceTensors(source) as tensors:
+        vision = _vision_config(original, tensors, vision_tower)  # fails before writing
+        tokenizer = _tokenizer(source, target)
+        image_token = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        rows = tensors.shape(_EMBED)[0]
+        if image_token > rows:
+            raise ConversionError(
+                f"{source}'s tokenizer has {len(tokenizer)} tokens but {_EMBED} only {rows} "
+                "rows; the tokenizer files do not belong to these weights"
+            )
+        vocab_size = max(rows, image_token + 1)
+        config = _config(original, vision, vocab_size=vocab_size, tied=_HEAD not in tensors.names())
+        config.image_token_index = image_token
+        if prompt is not None:
+            setattr(config, PROMPT_KEY, prompt)
+        config.save_pretrained(target)
+        _image_processor(original, _side(vision.image_size)).save_pretrained(target)
+        if (source / "generation_config.json").is_file():
+            shutil.copyfile(source / "generation_config.json", target / "generation_config.json")
+        plan = tensor_plan(tensors, rows=vocab_size)
+        write_shards(target, plan, shard_bytes=shard_bytes, progress=progress)
     logger.info("converted %s (%s) to %s", source, original["model_type"], target)
-    return target
 
 
 def _tokenizer(source: Path, target: Path) -> Any:
@@ -351,12 +250,13 @@ def _tokenizer(source: Path, target: Path) -> Any:
 
 def _config(
     original: Mapping[str, Any],
-    weights: Weights,
     vision: SiglipVisionConfig,
     *,
     vocab_size: int,
+    tied: bool,
 ) -> LlavaOnevisionConfig:
-    """The transformers config: the original's text config, the stored ``vision`` tower."""
+    """The transformers config: the original's text config, the stored ``vision`` tower, and
+    :data:`IMAGE_FITS`'s view fit (``tied``: the checkpoint stores no lm_head)."""
     text_class = TEXT_CONFIGS[original["model_type"]]
     base = {field.name for field in dataclasses.fields(PreTrainedConfig)}
     # rope_theta and rope_scaling: the transformers 4 names, which the config class maps
@@ -367,7 +267,6 @@ def _config(
         for key, value in original.items()
         if key in known | {"rope_theta", "rope_scaling"}
     }
-    tied = _HEAD not in weights.where
     text.update(vocab_size=vocab_size, tie_word_embeddings=tied)
     dtype = original.get("torch_dtype", original.get("dtype"))
     if dtype is not None:
@@ -392,13 +291,14 @@ def _config(
     config.architectures = ["LlavaOnevisionForConditionalGeneration"]
     if dtype is not None:
         config.dtype = dtype
-    for key, value in MARKS.get(original["model_type"], {}).items():
-        setattr(config, key, value)
+    fit = IMAGE_FITS.get(original["model_type"])
+    if fit is not None:
+        setattr(config, IMAGE_FIT_KEY, fit)
     return config
 
 
 def _vision_config(
-    original: Mapping[str, Any], weights: Weights, vision_tower: str | Path | None
+    original: Mapping[str, Any], tensors: SourceTensors, vision_tower: str | Path | None
 ) -> SiglipVisionConfig:
     """The tower's config with the layer count the checkpoint stores, checked against its shapes."""
     name = str(vision_tower or original["mm_vision_tower"])
@@ -413,13 +313,13 @@ def _vision_config(
             f"config.json nor a known tower ({', '.join(KNOWN_TOWERS)}); pass vision_tower=<the "
             "folder of its SigLIP config.json>"
         )
-    layers = sorted({int(m.group(1)) for n in weights.where if (m := _VISION_LAYER.match(n))})
+    layers = sorted({int(m.group(1)) for n in tensors.names() if (m := _VISION_LAYER.match(n))})
     if layers != list(range(len(layers))):
         raise ConversionError(f"the vision tower's stored encoder layers are not 0..n-1: {layers}")
     config.num_hidden_layers = len(layers)
     config.vision_use_head = False
-    hidden, _, patch, _ = weights.shape(f"{_VISION}embeddings.patch_embedding.weight")
-    positions = weights.shape(f"{_VISION}embeddings.position_embedding.weight")[0]
+    hidden, _, patch, _ = tensors.shape(f"{_VISION}embeddings.patch_embedding.weight")
+    positions = tensors.shape(f"{_VISION}embeddings.position_embedding.weight")[0]
     stored = {"hidden_size": hidden, "patch_size": patch, "positions": positions}
     expected = {
         "hidden_size": config.hidden_size,
@@ -444,8 +344,8 @@ def _image_processor(original: Mapping[str, Any], size: int) -> LlavaOnevisionIm
     for so400m; mean/std 0.5, rescale 1/255), written as LLaVA-OneVision's image processor."""
     pinpoints = original.get("image_grid_pinpoints")
     settings: dict[str, Any] = {
-        "image_mean": _SIGLIP_MEAN_STD,
-        "image_std": _SIGLIP_MEAN_STD,
+        "image_mean": SIGLIP_MEAN_STD,
+        "image_std": SIGLIP_MEAN_STD,
         "rescale_factor": 1 / 255,
         "size": {"height": size, "width": size},
     }
@@ -484,36 +384,37 @@ def _grown(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([tensor, mean.expand(extra, -1)])
 
 
-def _write_tensors(weights: Weights, target: Path, *, rows: int, progress: bool) -> None:
-    """One safetensors shard per original weight file, plus an index when the original has one."""
-    count = len(weights.files)
-    total = sum(len(names) for names in weights.files.values())
-    weight_map: dict[str, str] = {}
-    size = 0
-    with tqdm(total=total, desc="tensors", unit="tensor", disable=not progress) as bar:
-        for number, file in enumerate(weights.files, start=1):
-            out = (
-                f"model-{number:05d}-of-{count:05d}.safetensors"
-                if weights.indexed
-                else "model.safetensors"
-            )
-            shard: dict[str, torch.Tensor] = {}
-            for name, tensor in weights.read(file):
-                bar.update()
-                renamed = target_name(name)
-                if renamed is None:
-                    continue
-                if name in (_EMBED, _HEAD):
-                    tensor = _grown(tensor, rows)
-                shard[renamed] = tensor.contiguous()
-                weight_map[renamed] = out
-                size += tensor.numel() * tensor.element_size()
-            save_file(shard, target / out, metadata={"format": "pt"})
-            del shard
-    if weights.indexed:
-        index = {"metadata": {"total_size": size}, "weight_map": dict(sorted(weight_map.items()))}
-        text = json.dumps(index, indent=2, sort_keys=True) + "\n"
-        (target / "model.safetensors.index.json").write_text(text, encoding="utf-8")
+def tensor_plan(tensors: SourceTensors, *, rows: int) -> dict[str, Producer]:
+    """Converted name -> a function reading that tensor; the embedding and ``lm_head`` grown to
+    ``rows`` (:func:`_grown`).
+
+    Raises:
+        ConversionError: a tensor this format does not have (:func:`target_name`).
+    """
+    plan: dict[str, Producer] = {}
+    for name in tensors.names():
+        renamed = target_name(name)
+        if renamed is None:
+            continue
+        if name in (_EMBED, _HEAD):
+            plan[renamed] = partial(_read_grown, tensors, name, rows)
+        else:
+            plan[renamed] = partial(tensors.get, name)
+    return plan
 
 
-__all__ = ["NAME", "TITLE", "Weights", "convert", "missing", "target_name"]
+def _read_grown(tensors: SourceTensors, name: str, rows: int) -> torch.Tensor:
+    return _grown(tensors.get(name), rows)
+
+
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "IMAGE_FITS",
+    "NAME",
+    "TITLE",
+    "convert",
+    "default_prompt",
+    "missing",
+    "target_name",
+    "tensor_plan",
+]
