@@ -36,6 +36,9 @@ from .stitching import StitchedLayout
 IMAGE_SIZE = 448
 PATCH_SIZE = 14
 DOWNSAMPLE_RATIO = 0.5
+#: ImageNet normalisation, as InternVL checkpoints ship it in preprocessor_config.json.
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @register_family

@@ -20,6 +20,8 @@ from .results import ViewGeometry
 #: The per-view layout Prune2Drive (and this adapter) is defined on.
 IMAGE_SIZE = 384
 PATCH_SIZE = 14
+#: SigLIP's normalisation (mean = std = 0.5 per channel), as LLaVA-OneVision checkpoints ship it.
+SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
 
 
 @register_family

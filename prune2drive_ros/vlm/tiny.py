@@ -198,8 +198,6 @@ _LLAVA_ONEVISION_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         QWEN2_7B_DECODER,
     ),
 }
-#: SigLIP's normalisation as LLaVA-OneVision checkpoints ship it.
-SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
 
 
 def _llava_onevision_config(shape: str, tokenizer: Any) -> PreTrainedConfig:
@@ -224,8 +222,8 @@ def _llava_onevision_config(shape: str, tokenizer: Any) -> PreTrainedConfig:
 def _llava_onevision_processor() -> ImageProcessingMixin:
     size = llava_onevision.IMAGE_SIZE
     return LlavaOnevisionImageProcessorPil(
-        image_mean=SIGLIP_MEAN_STD,
-        image_std=SIGLIP_MEAN_STD,
+        image_mean=llava_onevision.SIGLIP_MEAN_STD,
+        image_std=llava_onevision.SIGLIP_MEAN_STD,
         size={"height": size, "width": size},
     )
 
@@ -244,9 +242,6 @@ _INTERNVL_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {**QWEN2_7B_DECODER, "vocab_size": 151674},
     ),
 }
-#: ImageNet normalisation, as InternVL checkpoints ship it in preprocessor_config.json.
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def _internvl_config(shape: str, tokenizer: Any) -> PreTrainedConfig:
@@ -272,8 +267,8 @@ def _internvl_processor() -> ImageProcessingMixin:
     size = internvl.IMAGE_SIZE
     return GotOcr2ImageProcessorPil(
         size={"height": size, "width": size},
-        image_mean=IMAGENET_MEAN,
-        image_std=IMAGENET_STD,
+        image_mean=internvl.IMAGENET_MEAN,
+        image_std=internvl.IMAGENET_STD,
         crop_to_patches=False,
     )
 

@@ -51,7 +51,7 @@ from transformers import (
 from ...errors import ConversionError
 from ...prompts import PROMPT_KEY
 from .. import internvl
-from ..tiny import IMAGENET_MEAN, IMAGENET_STD
+from ..internvl import IMAGENET_MEAN, IMAGENET_STD
 from . import read_config
 from .shards import Producer, SourceTensors, missing_weights, write_shards
 from .spm_tokenizer import fast_from_sentencepiece

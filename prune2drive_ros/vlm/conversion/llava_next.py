@@ -63,8 +63,8 @@ from transformers import (
 
 from ...errors import ConversionError
 from ...prompts import PROMPT_KEY
+from ..llava_onevision import SIGLIP_MEAN_STD
 from ..loading import IMAGE_FIT_KEY
-from ..tiny import SIGLIP_MEAN_STD
 from . import read_config
 from .shards import Producer, SourceTensors, missing_weights, write_shards
 
