@@ -72,14 +72,16 @@ def selection(visual: torch.Tensor, budgets: tuple[int, ...]) -> Selection:
 
 @pytest.fixture
 def decoder_calls(vlm: DrivingVLM) -> Iterator[list[tuple[int, int]]]:
-    """(query length, cache length before the call) of every language-model call."""
+    """(query length, cache length before the call) of every language-model call, as its
+    first decoder layer sees them."""
     calls: list[tuple[int, int]] = []
 
     def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        calls.append((kwargs["inputs_embeds"].shape[1], cache.get_seq_length()))
+        calls.append((args[0].shape[1], cache.get_seq_length()))
 
-    handle = vlm.model.model.language_model.register_forward_pre_hook(record, with_kwargs=True)
+    first = vlm.model.model.language_model.layers[0]
+    handle = first.register_forward_pre_hook(record, with_kwargs=True)
     yield calls
     handle.remove()
 

@@ -95,6 +95,7 @@ from ..pruning.selection import Selection
 from ..timings import Timings
 from ..views import VIEWS
 from .decoding import cache_keyword, crop, greedy, stop_ids, stopwatch
+from .layers import LayerRunner
 from .loading import IMAGE_FIT_KEY, RANDOM_WEIGHTS_NOTE
 from .prompt import TokenizedPrompt
 from .results import (
@@ -172,6 +173,11 @@ class DrivingVLM(ABC):
             for indices in (self.layout.view_indices if self.layout is not None else ())
         ]
         self._cache_kwarg = cache_keyword(self._decoder)
+        self._layers = LayerRunner(
+            self._decoder,
+            self._cache_kwarg,
+            str(getattr(model.config, "_attn_implementation", None) or "sdpa"),
+        )
         self._stop_ids = stop_ids(model, tokenizer)
         if image_fit not in IMAGE_FITS:
             raise ModelLoadError(
@@ -386,12 +392,10 @@ class DrivingVLM(ABC):
         """
         if cache is None:
             cache = DynamicCache(config=self.model.config.get_text_config())
-        hidden = self._decoder(
-            inputs_embeds=inputs.embeds,
-            position_ids=self._decoder_position_ids(inputs.positions),
-            use_cache=True,
-            **{self._cache_kwarg: cache},
-        ).last_hidden_state[0]
+        hidden = self._layers.run(
+            inputs.embeds, self._decoder_position_ids(inputs.positions), cache
+        )
+        hidden = self._layers.norm(hidden)[0]
         head = self.model.get_output_embeddings()
         logits = head(hidden if all_logits else hidden[-1])
         return PrefillOutput(logits=logits.float(), cache=cache)
