@@ -14,6 +14,8 @@ positions are not mistaken for packed sequences.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from transformers import DynamicCache
@@ -23,8 +25,9 @@ class LayerRunner:
     """Runs ``decoder``'s layers ``[start, stop)`` on hidden states with a shared cache."""
 
     def __init__(self, decoder: nn.Module, cache_kwarg: str, attn_implementation: str) -> None:
-        self.decoder = decoder
-        self.layers: nn.ModuleList = decoder.layers
+        self.layers = cast(nn.ModuleList, decoder.layers)
+        self.rotary = cast(nn.Module, decoder.rotary_emb)
+        self.final_norm = cast(nn.Module, decoder.norm)
         self.cache_kwarg = cache_kwarg
         self.masked = attn_implementation != "flash_attention_2"
 
@@ -42,10 +45,10 @@ class LayerRunner:
         """``hidden`` ``[1, q, D]`` through layers ``start`` to ``stop`` (default: the last),
         appending to their caches; ``position_ids`` as the decoder takes them."""
         stop = len(self.layers) if stop is None else stop
-        embeddings = self.decoder.rotary_emb(hidden, position_ids)
+        embeddings = self.rotary(hidden, position_ids)
         masks: dict[int, torch.Tensor | None] = {}
         for index in range(start, stop):
-            past = cache.layers[index].get_seq_length() if index < len(cache.layers) else 0
+            past = cache.get_seq_length(index) if index < len(cache.layers) else 0
             if past not in masks:
                 masks[past] = self._mask(past, hidden.shape[1], hidden.device)
             hidden = self.layers[index](
@@ -60,7 +63,7 @@ class LayerRunner:
 
     def norm(self, hidden: torch.Tensor) -> torch.Tensor:
         """The decoder's final norm."""
-        normed: torch.Tensor = self.decoder.norm(hidden)
+        normed: torch.Tensor = self.final_norm(hidden)
         return normed
 
     def _mask(self, past: int, new: int, device: torch.device) -> torch.Tensor | None:
