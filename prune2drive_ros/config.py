@@ -23,6 +23,7 @@ from typing import Any
 from .attention import ATTENTION_IMPLEMENTATIONS
 from .errors import ConfigError, QuestionError
 from .files import read_yaml
+from .placement import ATTENTION_PRUNERS, prune_layer
 from .prompts import PROMPT_CHOICES
 from .sensors.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from .views import VIEWS, image_topic
@@ -211,6 +212,12 @@ class DriveVLMConfig:
         low=1,
         high=12,
     )
+    placement: str = _param(
+        "projector",
+        "where tokens are pruned: projector (after the vision projector, as the paper's text) "
+        "or layer:K (the hidden states entering decoder layer K, as its reference code: K = 1 "
+        "in its inference, 3 in its rate search; fastv needs K >= 1)",
+    )
     pruner: str = _param(
         "tfps",
         "visual-token pruner: tfps is Prune2Drive's per-view farthest point sampling",
@@ -359,6 +366,15 @@ class DriveVLMConfig:
             )
         if len(set(topics)) != len(topics):
             raise ConfigError(f"parameter image_topics names a topic twice: {list(topics)}")
+        try:
+            layer = prune_layer(self.placement)
+        except ConfigError as exc:
+            raise ConfigError(f"parameter {exc}") from exc
+        if self.pruner in ATTENTION_PRUNERS and layer == 0:
+            raise ConfigError(
+                f"pruner {self.pruner} ranks tokens by the language model's attention, so it "
+                "prunes inside it: set placement layer:K with K >= 1 (FastV's K is 2)"
+            )
         if self.standing_question:  # it would be refused every standing_period_s
             try:
                 check_question(self.standing_question, self.max_question_chars)

@@ -30,6 +30,7 @@ from .sensors.sync import FrameSet
 from .timings import Timings
 from .views import VIEWS, image_topic
 from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, Generation, PrefillInputs, family_class, load_vlm
+from .vlm.base import Selector
 from .vlm.decoding import stopwatch
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Engine:
             attn_implementation=config.attn_implementation,
             prompt=config.prompt,
             max_tiles=config.max_tiles,
+            placement=config.placement,
         )
         logger.info("retention rates from %s: %s", rates_path, rates)
         return cls(
@@ -190,7 +192,21 @@ class Engine:
         """The tokens the engine keeps of ``frames`` with its budgets and pruner (decoded and
         encoded as for an answer), e.g. to show them."""
         visual = self.vlm.encode_views(self.vlm.preprocess(self.decode(frames)))
-        return self._select(visual, None, None, 0, Timings())
+        return self.selection(visual)
+
+    def selection(
+        self,
+        visual: torch.Tensor,
+        *,
+        budgets: Sequence[int] | None = None,
+        pruner: str | None = None,
+        seed: int = 0,
+    ) -> Selection:
+        """The tokens kept of encoded ``visual`` where the model prunes (after the projector,
+        or at decoder layer K, which runs the prefix's first K layers to find out)."""
+        if self.vlm.prune_layer == 0:
+            return self._select(visual, budgets, pruner, seed)
+        return self.vlm.prefill_prefix(visual, self._selector(budgets, pruner, seed)).selection
 
     def answer_images(
         self,
@@ -223,13 +239,13 @@ class Engine:
         ``budgets``, ``pruner`` and ``max_new_tokens`` default to the engine's; full budgets
         answer unpruned. The timings hold the stages that ran here (prune, prefill, generate).
         """
-        timings = Timings()
-        selection = self._select(visual, budgets, pruner, seed, timings)
-        generations, stages = self.vlm.generate(
-            visual, selection, questions, max_new_tokens=max_new_tokens or self.max_new_tokens
+        unpruned = (self.budgets if budgets is None else tuple(budgets)) == self.full_budgets
+        return self.vlm.generate(
+            visual,
+            None if unpruned else self._selector(budgets, pruner, seed),  # None: every token
+            questions,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
         )
-        timings.prefill, timings.generate = stages.prefill, stages.generate
-        return generations, timings
 
     def prefill_inputs(
         self,
@@ -242,7 +258,7 @@ class Engine:
     ) -> PrefillInputs:
         """The decoder inputs ``answer_encoded`` would prefill (prefix, and ``question``'s turn
         when given) for ``budgets`` and ``pruner`` (default the engine's), e.g. to time them."""
-        selection = self._select(visual, budgets, pruner, seed, Timings())
+        selection = self._select(visual, budgets, pruner, seed)
         return self.vlm.prefill_inputs(visual, selection, question)
 
     @property
@@ -289,21 +305,29 @@ class Engine:
 
     # ------------------------------------------------------------------ pipeline
 
+    def _selector(self, budgets: Sequence[int] | None, pruner: str | None, seed: int) -> Selector:
+        """:meth:`_select` as the model calls it, where it prunes (after the projector or at
+        a decoder layer)."""
+
+        def select(tokens: torch.Tensor, scores: torch.Tensor | None) -> Selection:
+            return self._select(tokens, budgets, pruner, seed, scores)
+
+        return select
+
     def _select(
         self,
         visual: torch.Tensor,
         budgets: Sequence[int] | None,
         pruner: str | None,
         seed: int,
-        timings: Timings,
+        scores: torch.Tensor | None = None,
     ) -> Selection:
         """The kept tokens for ``budgets`` (default the engine's): every token for full budgets
-        (the pruner does not run, so an unpruned answer has no prune time), else the choice of
-        ``pruner`` (default the engine's), timed into ``timings.prune``."""
+        (the pruner does not run), else the choice of ``pruner`` (default the engine's) on
+        ``visual`` (the tokens where the model prunes; ``scores``: FastV's attention there)."""
         chosen = self.budgets if budgets is None else tuple(budgets)
         if chosen == self.full_budgets:
             return Selection.keep_all(
                 len(VIEWS), self.vlm.tokens_per_view, self.vlm.device, self.vlm.view_tokens
             )
-        with stopwatch(timings, "prune", self.vlm.device):
-            return self.vlm.prune(visual, chosen, pruner or self.pruner, seed=seed)
+        return self.vlm.prune(visual, chosen, pruner or self.pruner, seed=seed, scores=scores)

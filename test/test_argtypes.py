@@ -39,7 +39,7 @@ def test_retention_rate_is_a_fraction_of_the_tokens() -> None:
         (["replay", "b", "--questions", "q", "--max-gap-ms", "nan"], "finite number above 0"),
         (["viz", "bag", "--topic", "CAM_TOP:=/x"], "unknown camera view 'CAM_TOP'"),
         (["eval", "--topic", "CAM_FRONT=/x"], "write VIEW:=TOPIC"),
-        (["bench", "prefill", "--pruner", "fastv"], "argument --pruner: invalid choice"),
+        (["bench", "prefill", "--pruner", "v2drop"], "argument --pruner: invalid choice"),
         (["make-bag", "out", "--width", "8"], "argument --width: must be at least 16, got 8"),
     ],
 )

@@ -35,6 +35,7 @@ INVALID: dict[str, object] = {
     "attn_implementation": "flash",
     "prompt": "llava",
     "max_tiles": 13,
+    "placement": "layer:one",
     "pruner": "fastv_typo",
     "rates_file": 1.5,
     "use_compressed": "yes",

@@ -41,6 +41,14 @@ def _tokens(views: int, count: int, dim: int, seed: int, coarse: bool = False) -
     return torch.randn(views, count, dim, generator=generator)
 
 
+def attention_scores(name: str, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What FastV takes beside the tokens (the language model's attention), random here."""
+    if name != "fastv":
+        return {}
+    generator = torch.Generator().manual_seed(tokens.numel())
+    return {"scores": torch.rand(tokens.shape[:2], generator=generator)}
+
+
 def assert_valid(selection: Selection, budgets: list[int], count: int) -> None:
     """Unique, sorted, in-range indices, as many as budgeted, padded with -1, mask agreeing."""
     assert selection.budgets == tuple(budgets)
@@ -178,7 +186,7 @@ def test_no_pruner_keeps_padding(name: str, start: str) -> None:
     tokens = _tokens(len(counts), 48, 8, seed=3)
     for v, count in enumerate(counts):
         tokens[v, count:] = 50.0  # far outliers, the most isolated by far
-    options = {"start": start} if name == "tfps" else {}
+    options = {"start": start} if name == "tfps" else attention_scores(name, tokens)
     for seed in range(3):
         selection = get_pruner(name)(tokens, budgets, seed=seed, counts=counts, **options)
         assert selection.budgets == tuple(budgets)
@@ -221,7 +229,8 @@ def test_every_pruner_returns_a_valid_selection(
 ) -> None:
     budgets = data.draw(st.lists(st.integers(1, count), min_size=views, max_size=views))
     tokens = _tokens(views, count, dim, seed, coarse)
-    assert_valid(get_pruner(name)(tokens, budgets, seed=seed), budgets, count)
+    options = attention_scores(name, tokens)
+    assert_valid(get_pruner(name)(tokens, budgets, seed=seed, **options), budgets, count)
 
 
 @settings(max_examples=30, deadline=None)
@@ -397,7 +406,8 @@ def test_half_precision_feature_sums_past_their_range_are_no_false_alarm(
     # 100 features of 1000 sum to 1e5, past fp16's 65504: the check must not overflow first.
     assert callable(pruner)
     tokens = (1000 + _tokens(2, 8, 100, seed=1)).to(dtype)
-    assert pruner(tokens, [3, 3]).budgets == (3, 3)
+    options = attention_scores("fastv" if pruner is PRUNERS["fastv"] else "", tokens)
+    assert pruner(tokens, [3, 3], **options).budgets == (3, 3)
 
 
 def test_not_a_tensor_is_rejected() -> None:
@@ -418,8 +428,8 @@ def test_unknown_metric_and_start_name_the_options() -> None:
 
 
 def test_unknown_pruner_names_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="tfps, random, grid, dart"):
-        get_pruner("fastv")
+    with pytest.raises(ConfigError, match="tfps, random, grid, dart, fastv"):
+        get_pruner("v2drop")
     assert get_pruner("tfps") is tfps
 
 

@@ -301,8 +301,8 @@ def test_decoding_continues_after_the_highest_position(
 
     monkeypatch.setattr(vlm, "prefill", recording)
     (answer,), _ = vlm.generate(visual, selection, [QUESTION], max_new_tokens=4)
-    prompt = torch.cat(seen[:2], dim=1)
-    steps = torch.cat(seen[2:], dim=1)
+    prompt = seen[0]  # the question turn (the prefix is prefilled layer by layer before it)
+    steps = torch.cat(seen[1:], dim=1)
     assert steps.shape[1] == answer.new_tokens - 1
     first = int(prompt.max()) + 1
     expected = torch.arange(first, first + steps.shape[1]).expand_as(steps)
@@ -344,7 +344,7 @@ def test_several_questions_equal_one_at_a_time(
     assert together == alone
     # The first logits of each question, reached through the reused prefix cache, equal a
     # fresh prefill of prefix and question together.
-    starts = np.cumsum([1] + [answer.new_tokens for answer in together[:-1]])
+    starts = np.cumsum([0] + [answer.new_tokens for answer in together[:-1]])
     for start, question in zip(starts, questions, strict=True):
         fresh = vlm.prefill(vlm.prefill_inputs(visual, selection, question)).logits
         torch.testing.assert_close(seen[start], fresh, rtol=1e-4, atol=1e-5)

@@ -44,7 +44,8 @@ from typing import Any
 from ..config import resolve_rates_file
 from ..engine import Engine
 from ..errors import ConfigError, QuestionError
-from ..pruning import PRUNERS
+from ..placement import ATTENTION_PRUNERS
+from ..pruning import PRUNERS, Selection
 from ..pruning.budget import validate_rates
 from ..sensors.rates_file import load_rates
 from ..tuning.drivelm import (
@@ -167,7 +168,16 @@ def run(args: argparse.Namespace) -> int:
         if vlm.random_weights:
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
         methods = (
-            [] if rates is None else [engine.pruner, *(p for p in PRUNERS if p != engine.pruner)]
+            []
+            if rates is None
+            else [
+                engine.pruner,
+                *(
+                    p
+                    for p in PRUNERS
+                    if p != engine.pruner and (p not in ATTENTION_PRUNERS or vlm.prune_layer)
+                ),
+            ]
         )
         setup = prepare_evaluation(
             engine,
@@ -322,7 +332,9 @@ def prefill_timings(
     """Median prefill ms and mean FLOPs share per method (and ``none``) over ``frames`` frames.
 
     The prompt is the frame's first question; on each frame the methods take turns run by run
-    (:func:`~.bench.time_interleaved`), so load from elsewhere slows all alike.
+    (:func:`~.bench.time_interleaved`), so load from elsewhere slows all alike. A prefill is
+    what an answer's is: the prefix pruned where the model prunes (at ``layer:K`` its first K
+    layers on every token), then the question; the pruner itself is not timed here.
     """
     names = [*methods, UNPRUNED]
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -333,25 +345,25 @@ def prefill_timings(
         try:
             visual = setup.features.visual(frame)
             question = group[0].question
-            inputs = {
-                UNPRUNED: engine.prefill_inputs(visual, question, budgets=engine.full_budgets)
-            }
+            kept: dict[str, Selection | None] = {UNPRUNED: None}
             for method in methods:
-                inputs[method] = engine.prefill_inputs(
-                    visual, question, budgets=budgets, pruner=method, seed=seed
-                )
+                kept[method] = engine.selection(visual, budgets=budgets, pruner=method, seed=seed)
+            lengths = {
+                name: vlm.prefill_question(visual, kept[name], question)[1] for name in names
+            }
         except Exception as exc:  # a bad frame is left out of the timing, not fatal
             logger.warning("prefill of %s not timed: %s", frame.label, exc)
             continue
         runs = time_interleaved(
-            {name: partial(vlm.prefill, inputs[name]) for name in names},
+            {name: partial(vlm.prefill_question, visual, kept[name], question) for name in names},
             warmup=1,
             repeats=repeats,
             device=vlm.device,
         )
         for name in names:
             times[name].append(median(runs[name]))
-            shares[name].append(flops_ratio(shape, inputs[name].length, inputs[UNPRUNED].length))
+            share = flops_ratio(shape, lengths[name], lengths[UNPRUNED], at=vlm.prune_layer)
+            shares[name].append(share)
     if not times[UNPRUNED]:
         raise ConfigError("no frame could be timed; see the warnings above")
     return {name: (median(times[name]), statistics.fmean(shares[name])) for name in names}

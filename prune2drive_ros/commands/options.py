@@ -33,6 +33,7 @@ _CONFIG_FLAGS = {
     "pruner": "pruner",
     "prompt": "prompt",
     "max_tiles": "max_tiles",
+    "placement": "placement",
     "device": "device",
     "dtype": "dtype",
     "max_new_tokens": "max_new_tokens",
@@ -61,6 +62,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompt",
         choices=PROMPT_CHOICES,
         help="how the model is asked (default auto: the checkpoint's own prompt, see README)",
+    )
+    group.add_argument(
+        "--placement",
+        help="projector (default: prune after the projector, as the paper's text) or layer:K "
+        "(prune the hidden states entering decoder layer K, as its reference code)",
     )
     group.add_argument(
         "--max-tiles",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import ConfigError
-from .baselines import dart_select, grid_select, random_select
+from .baselines import dart_select, fastv_select, grid_select, random_select
 from .budget import budgets_from_rates, check_budgets, validate_rates
 from .reference import reference_tfps
 from .selection import Selection, gather_kept
@@ -24,6 +24,7 @@ PRUNERS: dict[str, Callable[..., Selection]] = {
     "random": random_select,
     "grid": grid_select,
     "dart": dart_select,
+    "fastv": fastv_select,
 }
 
 
@@ -47,6 +48,7 @@ __all__ = [
     "budgets_from_rates",
     "check_budgets",
     "dart_select",
+    "fastv_select",
     "gather_kept",
     "get_pruner",
     "grid_select",

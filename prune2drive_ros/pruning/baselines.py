@@ -171,3 +171,42 @@ def dart_select(
     pivot_mask.scatter_(1, by_norm, is_pivot)
     scores = _without_padding(similarity.masked_fill(pivot_mask, float("-inf")), counts)
     return Selection.from_mask(_keep_lowest(scores, budgets))
+
+
+def fastv_select(
+    tokens: torch.Tensor,
+    budgets: Sequence[int],
+    *,
+    seed: int = 0,
+    grid: tuple[int, int] | None = None,
+    counts: Sequence[int] | None = None,
+    scores: torch.Tensor | None = None,
+) -> Selection:
+    """FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", arXiv 2403.06764):
+    keep each view's tokens that the last prompt token attends to most.
+
+    ``scores`` ``[views, tokens]`` is that attention (mean over heads) in the decoder layer
+    before the one pruned, which the language model computes
+    (:meth:`~prune2drive_ros.vlm.layers.LayerRunner.last_token_attention`): FastV runs only
+    inside it, with ``placement: layer:K`` and K >= 1 (FastV's own K is 2). Unlike FastV's
+    global top-k, each view keeps its own budget, as every pruner here does; ties go to the
+    lower index. ``seed`` and ``grid`` are unused.
+
+    Raises:
+        PruningInputError: no ``scores`` (pruning after the projector), or scores of another
+            shape than the tokens'.
+    """
+    budgets = check_tokens(tokens, budgets, counts)
+    require_finite(all_finite(tokens))  # as every pruner: bad encoder output is an error
+    if scores is None:
+        raise PruningInputError(
+            "fastv ranks tokens by the attention the last prompt token pays them inside the "
+            "language model; use placement layer:K with K >= 1 (FastV's K is 2)"
+        )
+    if tuple(scores.shape) != tuple(tokens.shape[:2]):
+        raise PruningInputError(
+            f"fastv scores of shape {tuple(scores.shape)} do not match tokens of shape "
+            f"{tuple(tokens.shape)}"
+        )
+    ranked = _without_padding(-scores.float(), counts)
+    return Selection.from_mask(_keep_lowest(ranked, budgets))

@@ -77,11 +77,12 @@ processor) to :data:`~.tiny.RECIPES`, and the family to the tests by parametrisi
 
 from __future__ import annotations
 
+import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -89,6 +90,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedConfig, PreTrainedModel
 
 from ..errors import DecodeError, ModelLoadError
+from ..placement import PROJECTOR, prune_layer
 from ..prompts import PROMPTS
 from ..pruning.budget import Rates, budgets_from_rates, check_budgets
 from ..pruning.selection import Selection
@@ -112,6 +114,20 @@ from .results import (
 logger = logging.getLogger(__name__)
 
 Pruner = Callable[..., Selection]
+
+
+class Prefix(NamedTuple):
+    """The shared prefix prefilled: what the later layers hold, the cache, the kept tokens."""
+
+    inputs: PrefillInputs
+    cache: DynamicCache
+    selection: Selection
+
+
+#: Chooses the kept tokens from per-view tokens ``[V, N, D]`` (the projector's output, or the
+#: hidden states entering the pruning layer) and, at a decoder layer, the attention the last
+#: prefix token pays each of them (``[V, N]``, for FastV; None after the projector).
+Selector = Callable[[torch.Tensor, torch.Tensor | None], Selection]
 
 
 class DrivingVLM(ABC):
@@ -146,6 +162,7 @@ class DrivingVLM(ABC):
         prompt: str = "generic",
         image_fit: ImageFit = "resize",
         max_tiles: int = 1,
+        placement: str = PROJECTOR,
     ) -> None:
         markup = self.image_markup.format(image=self.image_placeholder)
         template = PROMPTS[prompt](markup, tokenizer, self.image_placeholder)
@@ -178,6 +195,14 @@ class DrivingVLM(ABC):
             self._cache_kwarg,
             str(getattr(model.config, "_attn_implementation", None) or "sdpa"),
         )
+        #: Decoder layer whose input is pruned (0: after the projector; :mod:`~prune2drive_ros.
+        #: placement`).
+        self.prune_layer = prune_layer(placement)
+        if self.prune_layer >= len(self._layers):
+            raise ModelLoadError(
+                f"placement {placement} prunes at decoder layer {self.prune_layer}, but {name} has "
+                f"{len(self._layers)} layers (0 to {len(self._layers) - 1}); choose a smaller K"
+            )
         self._stop_ids = stop_ids(model, tokenizer)
         if image_fit not in IMAGE_FITS:
             raise ModelLoadError(
@@ -197,6 +222,7 @@ class DrivingVLM(ABC):
             model=name,
             family=self.family,
         )
+        self._visual_rows = self._prefix_rows()
         scale = torch.tensor(
             [normalization.rescale / s for s in normalization.std], device=self.device
         )
@@ -331,12 +357,14 @@ class DrivingVLM(ABC):
         pruner: str | Pruner = "tfps",
         *,
         seed: int = 0,
+        scores: torch.Tensor | None = None,
     ) -> Selection:
         """Select ``budgets[v]`` tokens of each view with ``pruner`` (a name or a callable).
 
         The pruner gets this family's :attr:`patch_grid`, which the grid baseline needs (not
-        every tower's grid is square: Qwen2.5-VL's 576 tokens per view are 18 x 32), and, for
-        stitched views, each view's real token count.
+        every tower's grid is square: Qwen2.5-VL's 576 tokens per view are 18 x 32), for
+        stitched views each view's real token count, and, if it takes them (FastV), the
+        ``scores`` the model's attention gave each token where it prunes.
         """
         counts = self.view_tokens if self.layout is not None else None
         check_budgets(budgets, visual.shape[0], visual.shape[1], counts)
@@ -344,7 +372,9 @@ class DrivingVLM(ABC):
             from ..pruning import get_pruner  # the pruner registry imports its backends lazily
 
             pruner = get_pruner(pruner)
-        extra = {"counts": counts} if counts is not None else {}
+        extra: dict[str, Any] = {"counts": counts} if counts is not None else {}
+        if "scores" in inspect.signature(pruner).parameters:
+            extra["scores"] = scores
         return pruner(visual, budgets, seed=seed, grid=self.patch_grid, **extra)
 
     def token_boxes(self) -> list[np.ndarray]:
@@ -377,6 +407,97 @@ class DrivingVLM(ABC):
         return prefix.then(self._question_inputs(question, prefix.next_position))
 
     @torch.inference_mode()
+    def prefill_prefix(
+        self,
+        visual: torch.Tensor,
+        selection: Selection | Selector | None,
+        *,
+        positions: Positions = "original",
+        timings: Timings | None = None,
+    ) -> Prefix:
+        """Prune where the model prunes and prefill the shared prefix into a new cache.
+
+        After the projector (``prune_layer`` 0) the selector sees the visual tokens and the
+        prefix holds the kept ones. At layer K the first K decoder layers run on the unpruned
+        prefix; the selector sees the views' hidden states entering layer K (and the attention
+        the last prefix token pays them in layer K - 1, for FastV); layers K and later run on
+        the text and the kept tokens only, at their original positions. Returns the inputs
+        the later layers hold (what answers report), the cache and the kept tokens. The
+        selector's time goes to ``timings.prune``.
+        """
+        timings = Timings() if timings is None else timings
+        fixed = selection if selection is None or isinstance(selection, Selection) else None
+        select = None if selection is None or isinstance(selection, Selection) else selection
+        if self.prune_layer == 0:
+            chosen = fixed if select is None else self._timed(select, visual, None, timings)
+            prefix = self._prefix_inputs(visual, chosen, positions)
+            cache = DynamicCache(config=self.model.config.get_text_config())
+            self._layers.run(prefix.embeds, self._decoder_position_ids(prefix.positions), cache)
+            return Prefix(prefix, cache, chosen if chosen is not None else self._keep_all())
+        if positions != "original":
+            raise ValueError("pruning inside the language model keeps original positions only")
+        full = self._prefix_inputs(visual, None, positions)
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        hidden, scores = self._first_layers(full, cache)
+        rows = self._visual_rows
+        if select is None:
+            chosen = fixed if fixed is not None else self._keep_all()
+        else:
+            chosen = self._timed(select, hidden[0][rows], scores, timings)
+        keep = torch.ones(full.length, dtype=torch.bool, device=self.device)
+        keep[rows[self._keep_all().mask]] = False
+        keep[rows[chosen.mask.to(self.device)]] = True
+        kept = PrefillInputs(
+            embeds=full.embeds[:, keep],
+            positions=full.positions[:, keep],
+            visual_tokens=chosen.total,
+            separator_tokens=full.separator_tokens,
+            text_tokens=full.text_tokens,
+            next_position=full.next_position,
+        )
+        self._layers.run(
+            hidden[:, keep],
+            self._decoder_position_ids(kept.positions),
+            cache,
+            start=self.prune_layer,
+        )
+        return Prefix(kept, cache, chosen)
+
+    @torch.inference_mode()
+    def prefill_question(
+        self, visual: torch.Tensor, selection: Selection | None, question: str
+    ) -> tuple[PrefillOutput, int]:
+        """The prefill of one answer: the prefix with ``selection`` kept where the model prunes,
+        then ``question``'s turn. Returns the question's logits and the tokens the layers
+        after the cut held (prefix kept and question), e.g. to time and count a prefill."""
+        prefix, cache, _ = self.prefill_prefix(visual, selection)
+        turn = self._question_inputs(question, prefix.next_position)
+        return self.prefill(turn, cache), prefix.length + turn.length
+
+    def _first_layers(
+        self, full: PrefillInputs, cache: DynamicCache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unpruned prefix through layers ``[0, prune_layer)``: the hidden states entering
+        the pruning layer, and per view the attention the last prefix token pays each visual
+        token in the layer before it (``[V, N]``, mean over heads)."""
+        positions = self._decoder_position_ids(full.positions)
+        last = self.prune_layer - 1
+        hidden = self._layers.run(full.embeds, positions, cache, 0, last)
+        scores = self._layers.last_token_attention(hidden, positions, last)
+        hidden = self._layers.run(hidden, positions, cache, last, self.prune_layer)
+        return hidden, scores[self._visual_rows]
+
+    def _keep_all(self) -> Selection:
+        return Selection.keep_all(len(VIEWS), self.tokens_per_view, self.device, self.view_tokens)
+
+    @staticmethod
+    def _timed(
+        select: Selector, tokens: torch.Tensor, scores: torch.Tensor | None, timings: Timings
+    ) -> Selection:
+        with stopwatch(timings, "prune", tokens.device):
+            return select(tokens, scores)
+
+    @torch.inference_mode()
     def prefill(
         self,
         inputs: PrefillInputs,
@@ -404,7 +525,7 @@ class DrivingVLM(ABC):
     def generate(
         self,
         visual: torch.Tensor,
-        selection: Selection | None,
+        selection: Selection | Selector | None,
         questions: Sequence[str],
         *,
         max_new_tokens: int = 64,
@@ -414,15 +535,20 @@ class DrivingVLM(ABC):
 
         The shared prefix is prefilled once; each question is prefilled on its KV cache,
         decoded one token per step until a stop token or ``max_new_tokens``, and the cache is
-        cropped back to the prefix for the next question (see the module docstring). Only
-        ``timings.prefill`` and ``timings.generate`` are filled; the engine times the rest.
+        cropped back to the prefix for the next question (see the module docstring).
+        ``selection`` is the kept tokens, or a :data:`Selector` that chooses them where the
+        model prunes (:meth:`prefill_prefix`). ``timings.prune``, ``prefill`` and ``generate``
+        are filled; the engine times the rest.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         timings = Timings()
         with stopwatch(timings, "prefill", self.device):
-            prefix = self._prefix_inputs(visual, selection, positions)
-            cache = self.prefill(prefix).cache
+            prefix, cache, _ = self.prefill_prefix(
+                visual, selection, positions=positions, timings=timings
+            )
+        timings.prefill -= timings.prune  # the selector ran inside the prefix prefill
+        base = cache.get_seq_length()  # the first layer's length: layers may hold fewer
         answers = []
         for question in questions:
             with stopwatch(timings, "prefill", self.device):
@@ -436,7 +562,7 @@ class DrivingVLM(ABC):
                     max_new_tokens=max_new_tokens,
                     stop_ids=self._stop_ids,
                 )
-            crop(cache, prefix.length)
+            crop(cache, base)
             answers.append(
                 Generation(
                     question=question,
@@ -472,6 +598,20 @@ class DrivingVLM(ABC):
     def _next_logits(self, cache: DynamicCache, ids: torch.Tensor, position: int) -> torch.Tensor:
         """One decoding step on ``cache``: token ``ids`` at ``position`` -> the next logits."""
         return self.prefill(self._text_inputs(ids, position), cache).logits
+
+    def _prefix_rows(self) -> torch.Tensor:
+        """``[V, tokens_per_view]``: the row of each view's tokens in the unpruned prefix
+        (padding rows of stitched views point at the first token; they are never kept)."""
+        segments = [int(segment.numel()) for segment in self._prompt.segments]
+        if self.layout is not None:
+            rows = torch.zeros(len(VIEWS), self.tokens_per_view, dtype=torch.long)
+            for v, indices in enumerate(self.layout.view_indices):
+                rows[v, : len(indices)] = torch.as_tensor(indices) + segments[0]
+            return rows.to(self.device)
+        span = self.tokens_per_view + self._view_separator().shape[0]
+        starts = [sum(segments[: v + 1]) + v * span for v in range(len(VIEWS))]
+        tokens = torch.arange(self.tokens_per_view)
+        return torch.stack([tokens + start for start in starts]).to(self.device)
 
     def _image_slots(
         self, visual: torch.Tensor, kept_per_view: Sequence[torch.Tensor]

@@ -54,16 +54,29 @@ class DecoderShape:
         )
 
 
-def prefill_flops(shape: DecoderShape, length: int) -> int:
-    """FLOPs of prefilling ``length`` tokens (see the module docstring for the formula)."""
+def layer_flops(shape: DecoderShape, length: int) -> int:
+    """FLOPs of one decoder layer over ``length`` tokens (see the module docstring)."""
     q = shape.heads * shape.head_dim
     kv = shape.kv_heads * shape.head_dim
     projections = 2 * length * shape.hidden * (2 * q + 2 * kv)
     attention = 2 * q * length * (length + 1)
     mlp = 2 * length * 3 * shape.hidden * shape.intermediate
-    return shape.layers * (projections + attention + mlp) + 2 * shape.hidden * shape.vocab
+    return projections + attention + mlp
 
 
-def flops_ratio(shape: DecoderShape, pruned_length: int, full_length: int) -> float:
-    """Pruned over unpruned prefill FLOPs; its inverse bounds the prefill speedup."""
-    return prefill_flops(shape, pruned_length) / prefill_flops(shape, full_length)
+def prefill_flops(shape: DecoderShape, length: int, *, kept: int | None = None, at: int = 0) -> int:
+    """FLOPs of prefilling ``length`` tokens, of which only ``kept`` (default all) go on from
+    decoder layer ``at`` (pruning at ``layer:at``; the first ``at`` layers pay full price).
+
+    The layers after the cut attend to the kept tokens only: their queries and keys are both
+    the kept ones, so the triangle term is that of ``kept`` tokens."""
+    kept = length if kept is None else kept
+    head = 2 * shape.hidden * shape.vocab
+    return at * layer_flops(shape, length) + (shape.layers - at) * layer_flops(shape, kept) + head
+
+
+def flops_ratio(shape: DecoderShape, pruned_length: int, full_length: int, *, at: int = 0) -> float:
+    """Pruned over unpruned prefill FLOPs (pruned at decoder layer ``at``, 0: before the
+    language model); its inverse bounds the prefill speedup."""
+    pruned = prefill_flops(shape, full_length, kept=pruned_length, at=at)
+    return pruned / prefill_flops(shape, full_length)

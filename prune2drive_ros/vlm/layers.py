@@ -14,7 +14,8 @@ positions are not mistaken for packed sequences.
 
 from __future__ import annotations
 
-from typing import cast
+import sys
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -60,6 +61,32 @@ class LayerRunner:
                 **{self.cache_kwarg: cache},
             )
         return hidden
+
+    def last_token_attention(
+        self, hidden: torch.Tensor, position_ids: torch.Tensor, index: int
+    ) -> torch.Tensor:
+        """``[q]``: the attention the last of ``hidden``'s ``q`` tokens pays each of them in
+        layer ``index`` (whose input ``hidden`` is), averaged over heads: FastV's score.
+
+        Only that one query is computed (its key projections and one softmax row), from the
+        layer's own norm, projections and rotary embedding, so the model itself keeps SDPA or
+        FlashAttention and never materialises attention weights.
+        """
+        layer: Any = self.layers[index]
+        attention: Any = layer.self_attn
+        rope = sys.modules[type(attention).__module__].apply_rotary_pos_emb
+        x = layer.input_layernorm(hidden)
+        head_dim = int(attention.head_dim)
+        cos, sin = self.rotary(hidden, position_ids)
+        query = attention.q_proj(x[:, -1:]).view(1, 1, -1, head_dim).transpose(1, 2)
+        keys = attention.k_proj(x).view(1, x.shape[1], -1, head_dim).transpose(1, 2)
+        query, _ = rope(query, query, cos[:, -1:], sin[:, -1:])
+        keys, _ = rope(keys, keys, cos, sin)
+        groups = query.shape[1] // keys.shape[1]
+        keys = keys.repeat_interleave(groups, dim=1)  # grouped-query heads share keys
+        logits = (query @ keys.transpose(-1, -2)).float() * head_dim**-0.5
+        weights: torch.Tensor = logits.softmax(dim=-1).mean(dim=1)[0, 0]
+        return weights
 
     def norm(self, hidden: torch.Tensor) -> torch.Tensor:
         """The decoder's final norm."""

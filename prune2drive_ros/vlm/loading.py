@@ -94,6 +94,7 @@ def load_pretrained(
     local_files_only: bool = False,
     prompt: str = "auto",
     max_tiles: int = 1,
+    placement: str = "projector",
 ) -> _VLM:
     """Load a checkpoint of family ``cls`` from a local folder or a hub id.
 
@@ -111,6 +112,7 @@ def load_pretrained(
         prompt: a named prompt (:data:`~prune2drive_ros.prompts.PROMPT_CHOICES`); ``auto``
             follows the checkpoint (:func:`~prune2drive_ros.prompts.resolve_prompt`).
         max_tiles: tiles of the stitched image, for prompts that stitch the views.
+        placement: where tokens are pruned (:mod:`~prune2drive_ros.placement`).
 
     Raises:
         ModelLoadError: with the remedy, for a missing path, a folder that is not a
@@ -159,6 +161,7 @@ def load_pretrained(
         prompt=resolve_prompt(prompt, tokenizer, getattr(config, PROMPT_KEY, None)),
         image_fit=getattr(config, IMAGE_FIT_KEY, "resize"),
         max_tiles=max_tiles,
+        placement=placement,
     )
     logger.info(
         "loaded %s %s on %s (%s, %s, prompt %s)",
