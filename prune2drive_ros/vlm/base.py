@@ -465,12 +465,17 @@ class DrivingVLM(ABC):
 
     @torch.inference_mode()
     def prefill_question(
-        self, visual: torch.Tensor, selection: Selection | None, question: str
+        self,
+        visual: torch.Tensor,
+        selection: Selection | None,
+        question: str,
+        *,
+        positions: Positions = "original",
     ) -> tuple[PrefillOutput, int]:
         """The prefill of one answer: the prefix with ``selection`` kept where the model prunes,
         then ``question``'s turn. Returns the question's logits and the tokens the layers
         after the cut held (prefix kept and question), e.g. to time and count a prefill."""
-        prefix, cache, _ = self.prefill_prefix(visual, selection)
+        prefix, cache, _ = self.prefill_prefix(visual, selection, positions=positions)
         turn = self._question_inputs(question, prefix.next_position)
         return self.prefill(turn, cache), prefix.length + turn.length
 

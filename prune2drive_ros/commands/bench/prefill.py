@@ -4,14 +4,18 @@ One random-weight model of the family's real architecture (shape ``small`` on a 
 on a GPU; see :mod:`prune2drive_ros.vlm.tiny`) encodes six synthetic views once; the benchmark
 then times, taking turns run by run after a warm-up, the vision encoder with projector, the
 pruner (T-FPS unless ``--pruner``) at ``--retention``, and the language-model prefill of the
-same prompt (preamble, six views, question) unpruned and pruned. Medians are reported with:
+same prompt (preamble, six views, question) unpruned and pruned at each ``--placement``
+(``projector``, or ``layer:K``: the first K decoder layers on every token; several in one run,
+e.g. ``--placement projector layer:1 layer:2 layer:3``). Medians are reported with:
 
 * ``speedup``: unpruned over pruned prefill;
 * ``flops_ratio``: pruned over unpruned prefill FLOPs from the model config
-  (:mod:`prune2drive_ros.vlm.flops`), whose inverse bounds the speedup;
+  (:mod:`prune2drive_ros.vlm.flops`; at ``layer:K`` the first K layers at full price), whose
+  inverse bounds the speedup;
 * ``end_to_end_speedup``: (encode + unpruned prefill) / (encode + prune + pruned prefill),
   what pruning buys up to the first token once its own cost is paid.
 
+The top-level figures are those of the first placement; ``placements`` lists every one.
 Random weights do not change the cost of a forward pass, so the times hold for trained weights
 of the same shape. With ``--json`` the last line is one JSON object; otherwise a summary.
 """
@@ -20,15 +24,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from ...errors import ConfigError
 from ...pruning import PRUNERS
 from ...views import VIEWS
 from ..argtypes import retention_rate
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
+
+if TYPE_CHECKING:
+    from ...pruning import Selection
+    from ...vlm import DrivingVLM
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="original",
         help="RoPE positions of the pruned sequence (original)",
     )
+    parser.add_argument(
+        "--placement",
+        nargs="+",
+        type=placement_name,
+        default=["projector"],
+        help="where to prune, one or more of projector, layer:K (projector)",
+    )
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     parser.add_argument(
         "--attn",
@@ -94,28 +112,38 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     pixels = vlm.preprocess(images)
     visual = vlm.encode_views(pixels)
     budgets = vlm.budgets(args.retention)
-    selection = vlm.prune(visual, budgets, args.pruner, seed=args.seed)
     full = vlm.prefill_inputs(visual, None, QUESTION, positions=args.positions)
-    pruned = vlm.prefill_inputs(visual, selection, QUESTION, positions=args.positions)
+    placed = {name: _placed(vlm, name) for name in args.placement}
+    kept = {name: _selection(model, visual, budgets, args) for name, model in placed.items()}
+    lengths = {
+        name: model.prefill_question(visual, kept[name], QUESTION, positions=args.positions)[1]
+        for name, model in placed.items()
+    }
+    first = args.placement[0]
+    selection, pruned_length = kept[first], lengths[first]
     logger.info(
-        "prefill of %d tokens vs %d (budgets %s) on %s", full.length, pruned.length, budgets, device
+        "prefill of %d tokens vs %s (budgets %s) on %s", full.length, lengths, budgets, device
     )
-    times = time_interleaved(
-        {
-            "encode": lambda: vlm.encode_views(pixels),
-            "prune": lambda: vlm.prune(visual, budgets, args.pruner, seed=args.seed),
-            "baseline": lambda: vlm.prefill(full),
-            "pruned": lambda: vlm.prefill(pruned),
-        },
-        warmup=args.warmup,
-        repeats=args.repeats,
-        device=device,
-    )
-    encode_ms, prune_ms, baseline_ms, pruned_ms = (
-        median(times[k]) for k in ("encode", "prune", "baseline", "pruned")
-    )
+    # FastV's scores come from inside the model; for timing the pruner alone any will do.
+    scores = torch.rand(visual.shape[:2], device=visual.device)
+    timed: dict[str, Callable[[], object]] = {
+        "encode": lambda: vlm.encode_views(pixels),
+        "prune": lambda: vlm.prune(visual, budgets, args.pruner, seed=args.seed, scores=scores),
+        "baseline": partial(vlm.prefill_question, visual, None, QUESTION, positions=args.positions),
+    }
+    for name, model in placed.items():
+        timed[name] = partial(
+            model.prefill_question, visual, kept[name], QUESTION, positions=args.positions
+        )
+    times = time_interleaved(timed, warmup=args.warmup, repeats=args.repeats, device=device)
+    encode_ms, prune_ms, baseline_ms = (median(times[k]) for k in ("encode", "prune", "baseline"))
+    pruned_ms = median(times[first])
     shape = DecoderShape.from_config(vlm.model.config)
-    ratio = flops_ratio(shape, pruned.length, full.length)
+    ratios = {
+        name: flops_ratio(shape, lengths[name], full.length, at=model.prune_layer)
+        for name, model in placed.items()
+    }
+    ratio = ratios[first]
     return {
         "benchmark": "prefill",
         "family": args.family,
@@ -133,18 +161,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "positions": args.positions,
         "budgets": list(budgets),
         "visual_tokens_full": full.visual_tokens,
-        "visual_tokens_kept": pruned.visual_tokens,
-        "separator_tokens": pruned.separator_tokens,
-        "text_tokens": pruned.text_tokens,
+        "visual_tokens_kept": selection.total,
+        "separator_tokens": full.separator_tokens,
+        "text_tokens": full.text_tokens,
         "prefill_tokens_full": full.length,
-        "prefill_tokens_pruned": pruned.length,
+        "prefill_tokens_pruned": pruned_length,
+        "placement": first,
         "repeats": args.repeats,
         "warmup": args.warmup,
         "baseline_ms": round(baseline_ms, 2),
         "pruned_ms": round(pruned_ms, 2),
         "speedup": round(baseline_ms / pruned_ms, 2),
         "prefill_gflop_full": round(prefill_flops(shape, full.length) / 1e9, 2),
-        "prefill_gflop_pruned": round(prefill_flops(shape, pruned.length) / 1e9, 2),
+        "prefill_gflop_pruned": round(
+            prefill_flops(shape, full.length, kept=pruned_length, at=placed[first].prune_layer)
+            / 1e9,
+            2,
+        ),
         "flops_ratio": round(ratio, 4),
         "flops_speedup_bound": round(1 / ratio, 2),
         "encode_ms": round(encode_ms, 2),
@@ -152,7 +185,55 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "end_to_end_speedup": round(
             (encode_ms + baseline_ms) / (encode_ms + prune_ms + pruned_ms), 2
         ),
+        "placements": [
+            {
+                "placement": name,
+                "prune_layer": model.prune_layer,
+                "prefill_tokens_pruned": lengths[name],
+                "pruned_ms": round(median(times[name]), 2),
+                "speedup": round(baseline_ms / median(times[name]), 2),
+                "flops_ratio": round(ratios[name], 4),
+                "flops_speedup_bound": round(1 / ratios[name], 2),
+            }
+            for name, model in placed.items()
+        ],
     }
+
+
+def placement_name(text: str) -> str:
+    """``--placement`` value: ``projector`` or ``layer:K``."""
+    from ...placement import prune_layer
+
+    try:
+        prune_layer(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _placed(vlm: DrivingVLM, placement: str) -> DrivingVLM:
+    """The same model and weights, pruning at ``placement``."""
+    return type(vlm)(
+        vlm.model,
+        vlm.tokenizer,
+        name=vlm.name,
+        normalization=vlm.normalization,
+        random_weights=vlm.random_weights,
+        placement=placement,
+    )
+
+
+def _selection(
+    vlm: DrivingVLM, visual: torch.Tensor, budgets: tuple[int, ...], args: argparse.Namespace
+) -> Selection:
+    """The tokens ``args.pruner`` keeps where ``vlm`` prunes (chosen once, not timed)."""
+    return vlm.prefill_prefix(
+        visual,
+        lambda tokens, scores: vlm.prune(
+            tokens, budgets, args.pruner, seed=args.seed, scores=scores
+        ),
+        positions=args.positions,
+    ).selection
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,4 +259,9 @@ def run(args: argparse.Namespace) -> int:
         f"{record['pruner']} {record['prune_ms']:.1f} ms, end to end "
         f"{record['end_to_end_speedup']:.2f}x"
     )
+    for row in record["placements"][1:]:
+        print(
+            f"  {row['placement']}: {row['pruned_ms']:.1f} ms, speedup {row['speedup']:.2f}x "
+            f"(FLOPs bound {row['flops_speedup_bound']:.2f}x)"
+        )
     return 0
