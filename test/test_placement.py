@@ -163,3 +163,12 @@ def test_fastv_after_the_projector_says_where_it_runs(
 ) -> None:
     with pytest.raises(PruningInputError, match="use placement layer:K"):
         vlm.prune(visual, vlm.budgets(0.25), "fastv")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_bench_gpu_needs_cuda(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from prune2drive_ros.commands.cli import main
+
+    assert main(["bench", "gpu", "--out", str(tmp_path / "gpu.json")]) == 2
+    assert "needs CUDA" in capsys.readouterr().err
+    assert not (tmp_path / "gpu.json").exists()

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "tfps": "prune2drive_ros.commands.bench.tfps",
         "decode": "prune2drive_ros.commands.bench.decode",
         "prefill": "prune2drive_ros.commands.bench.prefill",
+        "gpu": "prune2drive_ros.commands.bench.gpu",
     },
 }
 

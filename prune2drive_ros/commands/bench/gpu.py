@@ -1,0 +1,136 @@
+"""Every GPU check in one process, written to one JSON file (CUDA only: exits 2 without it).
+
+Sized to run in a few minutes on one H100/H200, so that a session lent a device for a short
+while records everything at once:
+
+* T-FPS at the 7B width (six views of 729 tokens, dim 3584, bfloat16) against the reference
+  loop, at 10 % and 25 % (the goals: at most 1 ms and at least 20x);
+* prefill at the 7B shape (random weights of Qwen2-7B's layout behind LLaVA-OneVision's tower)
+  at 10 % for ``projector`` and ``layer:1``, with SDPA and, where flash-attn is installed,
+  FlashAttention-2 (:mod:`.prefill`);
+* greedy decoding speed on the pruned prompt (new tokens per second over a 64-token answer);
+* peak GPU memory of the whole run.
+
+Each part is the same measurement as its own benchmark command; the file holds their records
+under ``tfps``, ``prefill``, ``decode`` and ``peak_gpu_memory_bytes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...files import write_text_atomically
+from . import device_name
+from . import prefill as prefill_bench
+from . import tfps as tfps_bench
+
+logger = logging.getLogger(__name__)
+
+#: The T-FPS case of the paper's 7B models: six views of 729 tokens, Qwen2-7B's width.
+TFPS_SHAPE = (6, 729, 3584)
+#: Tokens the decoding speed is measured over.
+DECODE_TOKENS = 64
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prune2drive bench gpu``."""
+    parser.add_argument("--out", default="bench_gpu.json", help="JSON file to write")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per figure (10)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every GPU check and write the JSON file; 2 without CUDA."""
+    if not torch.cuda.is_available():
+        print(
+            "prune2drive bench gpu needs CUDA (an NVIDIA GPU and a CUDA build of torch); "
+            "on this machine run the CPU benchmarks instead (bench tfps, bench prefill)",
+            file=sys.stderr,
+        )
+        return 2
+    device = torch.device("cuda")
+    torch.cuda.reset_peak_memory_stats(device)
+    begin = time.perf_counter()
+    record: dict[str, Any] = {
+        "benchmark": "gpu",
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "tfps": _tfps(device, args.repeats),
+        "prefill": _prefill(args.repeats),
+        "decode": _decode(device),
+    }
+    record["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    record["wall_s"] = round(time.perf_counter() - begin, 1)
+    write_text_atomically(Path(args.out), json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record))
+    return 0
+
+
+def _tfps(device: torch.device, repeats: int) -> list[dict[str, Any]]:
+    options = argparse.Namespace(metric="cosine", dtype="bfloat16", seed=0, warmup=3)
+    options.repeats = repeats
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(*TFPS_SHAPE, generator=generator).to(device, torch.bfloat16)
+    return [tfps_bench._measure(tokens, rate, options, device) for rate in (0.1, 0.25)]
+
+
+def _prefill(repeats: int) -> list[dict[str, Any]]:
+    from transformers.utils import is_flash_attn_2_available
+
+    kernels = ["sdpa", *(["flash_attention_2"] if is_flash_attn_2_available() else [])]
+    return [
+        prefill_bench.measure(
+            argparse.Namespace(
+                family="llava_onevision",
+                shape="7b",
+                retention=0.1,
+                pruner="tfps",
+                positions="original",
+                placement=["projector", "layer:1"],
+                dtype="bfloat16",
+                attn=kernel,
+                seed=0,
+                repeats=repeats,
+                warmup=1,
+                device="cuda",
+                threads=None,
+            )
+        )
+        for kernel in kernels
+    ]
+
+
+def _decode(device: torch.device) -> dict[str, Any]:
+    """New tokens per second of greedy decoding on the 7B shape at 10 %, from the prefix on."""
+    import numpy as np
+
+    from ...engine import Engine
+    from ...views import VIEWS
+    from ...vlm.tiny import random_vlm
+
+    vlm = random_vlm("llava_onevision", "7b", device=device, dtype="bfloat16")
+    vlm._stop_ids = frozenset()  # random weights may stop at once; time the full answer
+    engine = Engine(vlm, 0.1)
+    width, height = vlm.image_size
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in VIEWS]
+    visual = vlm.encode_views(vlm.preprocess(images))
+    engine.answer_encoded(visual, ["warm up"], max_new_tokens=4)
+    (answer,), timings = engine.answer_encoded(
+        visual, [prefill_bench.QUESTION], max_new_tokens=DECODE_TOKENS
+    )
+    return {
+        "new_tokens": answer.new_tokens,
+        "generate_ms": round(timings.generate, 1),
+        "tokens_per_s": round(1e3 * (answer.new_tokens - 1) / timings.generate, 1),
+        "prefill_ms": round(timings.prefill, 1),
+        "prune_ms": round(timings.prune, 2),
+    }
