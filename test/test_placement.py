@@ -20,17 +20,6 @@ FAMILIES = ("llava_onevision", "internvl", "qwen2_5_vl")
 QUESTION = "Is there a bus behind us?"
 
 
-def placed(vlm: DrivingVLM, placement: str) -> DrivingVLM:
-    """The same model and weights, pruning at ``placement``."""
-    return type(vlm)(
-        vlm.model,
-        vlm.tokenizer,
-        name=f"{vlm.name}@{placement}",
-        normalization=vlm.normalization,
-        placement=placement,
-    )
-
-
 @pytest.fixture(scope="module", params=FAMILIES)
 def vlm(request: pytest.FixtureRequest) -> DrivingVLM:
     return random_vlm(request.param, "tiny", seed=4)
@@ -58,14 +47,14 @@ def test_placement_names() -> None:
 
 def test_a_layer_past_the_decoder_is_refused(vlm: DrivingVLM) -> None:
     with pytest.raises(ModelLoadError, match="choose a smaller K"):
-        placed(vlm, "layer:2")  # the tiny decoders have layers 0 and 1
+        vlm.placed("layer:2")  # the tiny decoders have layers 0 and 1
 
 
 def test_retention_one_at_layer_k_is_the_unpruned_model(
     vlm: DrivingVLM, visual: torch.Tensor
 ) -> None:
     unpruned, _ = vlm.prefill_question(visual, None, QUESTION)
-    inside = placed(vlm, "layer:1")
+    inside = vlm.placed("layer:1")
     everything, length = inside.prefill_question(visual, None, QUESTION)
     torch.testing.assert_close(everything.logits, unpruned.logits, rtol=1e-4, atol=1e-5)
     full = vlm.prefill_inputs(visual, None, QUESTION)
@@ -74,14 +63,14 @@ def test_retention_one_at_layer_k_is_the_unpruned_model(
 
 def test_layer_zero_is_the_projector_placement(vlm: DrivingVLM, visual: torch.Tensor) -> None:
     engine = Engine(vlm, 0.25)
-    zero = Engine(placed(vlm, "layer:0"), 0.25)
+    zero = Engine(vlm.placed("layer:0"), 0.25)
     answers, _ = engine.answer_encoded(visual, [QUESTION], max_new_tokens=3)
     again, _ = zero.answer_encoded(visual, [QUESTION], max_new_tokens=3)
     assert answers == again
 
 
 def test_later_layers_hold_only_the_kept_tokens(vlm: DrivingVLM, visual: torch.Tensor) -> None:
-    inside = placed(vlm, "layer:1")
+    inside = vlm.placed("layer:1")
     engine = Engine(inside, 0.25)
     prefix, cache, selection = inside.prefill_prefix(visual, engine._selector(None, None, 0))
     full = inside.prefill_inputs(visual, None)
@@ -109,7 +98,7 @@ def test_later_layers_hold_only_the_kept_tokens(vlm: DrivingVLM, visual: torch.T
 def test_pruning_at_a_layer_selects_on_its_hidden_states(
     vlm: DrivingVLM, visual: torch.Tensor
 ) -> None:
-    inside = placed(vlm, "layer:1")
+    inside = vlm.placed("layer:1")
     seen: list[torch.Tensor] = []
 
     def select(tokens: torch.Tensor, scores: torch.Tensor | None):
@@ -130,7 +119,7 @@ def test_pruning_at_a_layer_selects_on_its_hidden_states(
 def test_fastv_scores_are_the_eager_attention_of_the_last_prefix_token(
     vlm: DrivingVLM, visual: torch.Tensor
 ) -> None:
-    inside = placed(vlm, "layer:1")
+    inside = vlm.placed("layer:1")
     scores: list[torch.Tensor] = []
 
     def select(tokens: torch.Tensor, attention: torch.Tensor | None):
@@ -153,7 +142,7 @@ def test_fastv_scores_are_the_eager_attention_of_the_last_prefix_token(
 
 
 def test_fastv_answers_through_the_engine(vlm: DrivingVLM, visual: torch.Tensor) -> None:
-    engine = Engine(placed(vlm, "layer:1"), 0.1, pruner="fastv")
+    engine = Engine(vlm.placed("layer:1"), 0.1, pruner="fastv")
     (answer,), timings = engine.answer_encoded(visual, [QUESTION], max_new_tokens=2)
     assert answer.visual_tokens == sum(engine.budgets) and timings.prune > 0
 

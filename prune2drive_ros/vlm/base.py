@@ -235,6 +235,20 @@ class DrivingVLM(ABC):
         if random_weights:
             logger.warning("%s is a %s", name, RANDOM_WEIGHTS_NOTE)
 
+    def placed(self, placement: str) -> DrivingVLM:
+        """The same model, weights and prompt, pruning at ``placement`` (to compare them)."""
+        return type(self)(
+            self.model,
+            self.tokenizer,
+            name=self.name,
+            normalization=self.normalization,
+            random_weights=self.random_weights,
+            prompt=self.prompt_name,
+            image_fit="pad" if self.pad_color is not None else "resize",
+            max_tiles=self.layout.tiles[0] * self.layout.tiles[1] if self.layout else 1,
+            placement=placement,
+        )
+
     @property
     def prompt_name(self) -> str:
         """Which named prompt the model is asked with."""

@@ -113,7 +113,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     visual = vlm.encode_views(pixels)
     budgets = vlm.budgets(args.retention)
     full = vlm.prefill_inputs(visual, None, QUESTION, positions=args.positions)
-    placed = {name: _placed(vlm, name) for name in args.placement}
+    placed = {name: vlm.placed(name) for name in args.placement}
     kept = {name: _selection(model, visual, budgets, args) for name, model in placed.items()}
     lengths = {
         name: model.prefill_question(visual, kept[name], QUESTION, positions=args.positions)[1]
@@ -209,18 +209,6 @@ def placement_name(text: str) -> str:
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
-
-
-def _placed(vlm: DrivingVLM, placement: str) -> DrivingVLM:
-    """The same model and weights, pruning at ``placement``."""
-    return type(vlm)(
-        vlm.model,
-        vlm.tokenizer,
-        name=vlm.name,
-        normalization=vlm.normalization,
-        random_weights=vlm.random_weights,
-        placement=placement,
-    )
 
 
 def _selection(
