@@ -129,6 +129,20 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retr
     assert sorted(t.params[VIEWS[0]] for t in retried) == sorted((0.3, new.params[VIEWS[0]]))
 
 
+def test_an_enqueued_trial_is_taken_by_one_worker_only(tmp_path):
+    # Two workers on one SQLite study see the same WAITING trial; the conditional update lets
+    # only the first take it (optuna's read-then-write let both, on SQLite, run it twice).
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    first, second = make_storage(url, heartbeat_s=5), make_storage(url, heartbeat_s=5)
+    study = open_study(first, "s", SETTINGS, lambda n: RandomSampler(seed=n))
+    enqueue_starts(study, [dict.fromkeys(VIEWS, 0.3)])
+    (waiting,) = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert first.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+    assert not second.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+    assert first.get_trial(waiting._trial_id).state == TrialState.RUNNING
+    assert first.get_trial(waiting._trial_id).datetime_start is not None
+
+
 def test_the_private_optuna_hook_the_heartbeat_storage_overrides_is_still_called(
     tmp_path, monkeypatch
 ):

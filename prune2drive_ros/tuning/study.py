@@ -48,6 +48,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -72,6 +73,7 @@ from optuna.storages._rdb import models as rdb_models
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
@@ -286,8 +288,16 @@ class HeartbeatRDBStorage(RDBStorage):
     would ever fail or retry. Here a new trial's heartbeat row is written in the transaction
     that creates it, and an enqueued trial's right after it leaves the queue (a separate
     commit: a window of one statement remains there). The heartbeat thread then refreshes the
-    row as usual. Only the two methods below differ from optuna's; both are hooks of optuna's
-    own RDBStorage (present since optuna 4.0, the oldest this package accepts). The first is
+    row as usual.
+
+    It also takes an enqueued trial out of the queue with one conditional ``UPDATE ... WHERE
+    state = WAITING``: optuna reads the state with ``SELECT ... FOR UPDATE`` and then writes
+    it, and SQLite has no row locks, so two workers could both take the same trial, both run
+    it, and the second fail with "Cannot tell a COMPLETE trial" (seen in the two-process
+    test). The conditional update is atomic on SQLite and PostgreSQL alike.
+
+    Only the two methods below differ from optuna's; both are hooks of optuna's own
+    RDBStorage (present since optuna 4.0, the oldest this package accepts). The first is
     private: setup.py bounds optuna below 6, and a test fails if optuna stops calling it.
     """
 
@@ -302,10 +312,19 @@ class HeartbeatRDBStorage(RDBStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        changed = super().set_trial_state_values(trial_id, state, values)
-        if changed and state == TrialState.RUNNING and self.heartbeat_interval:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        trials = rdb_models.TrialModel.__table__
+        claim = (
+            update(trials)
+            .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+            .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+        )
+        with self.engine.begin() as connection:
+            claimed = connection.execute(claim).rowcount == 1
+        if claimed and self.heartbeat_interval:
             self.record_heartbeat(trial_id)
-        return changed
+        return claimed
 
 
 def _rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
