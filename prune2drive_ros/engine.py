@@ -327,7 +327,5 @@ class Engine:
         ``visual`` (the tokens where the model prunes; ``scores``: FastV's attention there)."""
         chosen = self.budgets if budgets is None else tuple(budgets)
         if chosen == self.full_budgets:
-            return Selection.keep_all(
-                len(VIEWS), self.vlm.tokens_per_view, self.vlm.device, self.vlm.view_tokens
-            )
+            return self.vlm.keep_all()
         return self.vlm.prune(visual, chosen, pruner or self.pruner, seed=seed, scores=scores)

@@ -214,6 +214,7 @@ class DrivingVLM(ABC):
         self.pad_color: tuple[int, int, int] | None = (
             _mean_colour(normalization) if image_fit == "pad" else None
         )
+        self.image_fit, self.max_tiles = image_fit, max_tiles
         self._prompt = TokenizedPrompt(
             template,
             tokenizer,
@@ -223,6 +224,8 @@ class DrivingVLM(ABC):
             family=self.family,
         )
         self._visual_rows = self._prefix_rows()
+        #: Rows of the real (not padding) visual tokens in the unpruned prefix.
+        self._real_visual_rows = self._visual_rows[self.keep_all().mask]
         scale = torch.tensor(
             [normalization.rescale / s for s in normalization.std], device=self.device
         )
@@ -244,8 +247,8 @@ class DrivingVLM(ABC):
             normalization=self.normalization,
             random_weights=self.random_weights,
             prompt=self.prompt_name,
-            image_fit="pad" if self.pad_color is not None else "resize",
-            max_tiles=self.layout.tiles[0] * self.layout.tiles[1] if self.layout else 1,
+            image_fit=self.image_fit,
+            max_tiles=self.max_tiles,
             placement=placement,
         )
 
@@ -447,7 +450,7 @@ class DrivingVLM(ABC):
             prefix = self._prefix_inputs(visual, chosen, positions)
             cache = DynamicCache(config=self.model.config.get_text_config())
             self._layers.run(prefix.embeds, self._decoder_position_ids(prefix.positions), cache)
-            return Prefix(prefix, cache, chosen if chosen is not None else self._keep_all())
+            return Prefix(prefix, cache, chosen if chosen is not None else self.keep_all())
         if positions != "original":
             raise ValueError("pruning inside the language model keeps original positions only")
         full = self._prefix_inputs(visual, None, positions)
@@ -455,11 +458,11 @@ class DrivingVLM(ABC):
         hidden, scores = self._first_layers(full, cache)
         rows = self._visual_rows
         if select is None:
-            chosen = fixed if fixed is not None else self._keep_all()
+            chosen = fixed if fixed is not None else self.keep_all()
         else:
             chosen = self._timed(select, hidden[0][rows], scores, timings)
         keep = torch.ones(full.length, dtype=torch.bool, device=self.device)
-        keep[rows[self._keep_all().mask]] = False
+        keep[self._real_visual_rows] = False
         keep[rows[chosen.mask.to(self.device)]] = True
         kept = PrefillInputs(
             embeds=full.embeds[:, keep],
@@ -506,7 +509,8 @@ class DrivingVLM(ABC):
         hidden = self._layers.run(hidden, positions, cache, last, self.prune_layer)
         return hidden, scores[self._visual_rows]
 
-    def _keep_all(self) -> Selection:
+    def keep_all(self) -> Selection:
+        """Every real token of every view: the unpruned model as a selection."""
         return Selection.keep_all(len(VIEWS), self.tokens_per_view, self.device, self.view_tokens)
 
     @staticmethod
