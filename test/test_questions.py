@@ -14,9 +14,10 @@ def test_round_trip(tmp_path):
     items = [
         QAItem(1_532_402_927_647_951_000, "How many cars are in the front camera?", "2"),
         QAItem(7, "Is the light green? ünïcode", None),
+        QAItem(9, "Which lane is the ego car in?", "the left lane", kind="lane"),
     ]
     path = tmp_path / "q.jsonl"
-    assert write_questions(path, items) == 2
+    assert write_questions(path, items) == 3
     assert read_questions(path) == items
     assert json.loads(path.read_text().splitlines()[0])["stamp"] == items[0].stamp_ns
 
@@ -39,6 +40,7 @@ def test_blank_lines_and_missing_answer_are_fine(tmp_path):
         ('{"question": "q"}', "'stamp' must be a non-negative integer"),
         ('{"stamp": 1, "question": "  "}', "'question' must be a non-empty string"),
         ('{"stamp": 1, "question": "q", "answer": 3}', "'answer' must be a string or null"),
+        ('{"stamp": 1, "question": "q", "kind": ""}', "'kind' must be a non-empty string"),
     ],
 )
 def test_bad_line_is_reported_with_its_number(tmp_path, line, problem):

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import BagError
+from ..sensors.scene import QUESTION_MIXES, QUESTIONS_PER_FRAME
 from ..sensors.synthetic import (
     DEFAULT_JITTER_MS,
     default_questions_path,
@@ -52,6 +53,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"spread of one frame's six stamps in ms ({DEFAULT_JITTER_MS:g}, like nuScenes)",
     )
     parser.add_argument(
+        "--scene-frames",
+        type=at_least(1),
+        default=48,
+        help="frames per drawn scene; 1 draws a new scene every frame, to evaluate a model on "
+        "many scenes (48)",
+    )
+    parser.add_argument(
+        "--questions-per-frame", type=at_least(1), default=3, help="questions per frame (3)"
+    )
+    parser.add_argument(
+        "--mix",
+        choices=QUESTION_MIXES,
+        default="default",
+        help="question mix: default (every kind equally) or front (mostly CAM_FRONT)",
+    )
+    parser.add_argument(
         "--questions", type=Path, default=None, help="questions file (default OUT.questions.jsonl)"
     )
     parser.add_argument(
@@ -63,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
     """Write the bag and questions and say where they are."""
     out: Path = args.out
     questions: Path = args.questions or default_questions_path(out)
+    if args.questions_per_frame > QUESTIONS_PER_FRAME:
+        raise BagError(
+            f"--questions-per-frame {args.questions_per_frame} is more than the "
+            f"{QUESTIONS_PER_FRAME} different questions a frame has; ask at most that many"
+        )
     if questions.is_dir():
         raise BagError(f"--questions {questions} is a folder; give a file name")
     if out.exists():
@@ -79,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         rate_hz=_RATE_HZ,
         jitter_ms=args.jitter_ms,
         questions_path=questions,
+        scene_frames=args.scene_frames,
+        questions_per_frame=args.questions_per_frame,
+        mix=args.mix,
     )
     seconds = (info.end_ns - info.start_ns) / 1e9
     print(

@@ -1,5 +1,8 @@
 """Questions files: JSON Lines, one ``{"stamp": ns, "question": str, "answer": str|null}`` a line.
 
+An optional ``"kind"`` (a string such as ``"cars"`` or ``"lane"``) names the question's type;
+``prune2drive eval`` reports accuracy per kind where the file has them.
+
 One line per question keeps files appendable and diff-able, and a bad line can be reported by
 its number. ``stamp`` is the header stamp (ns) of the frame set the question is about; replay
 answers it on the frame set nearest that stamp. ``answer`` is the reference answer for scoring
@@ -25,6 +28,7 @@ class QAItem:
     stamp_ns: int
     question: str
     answer: str | None = None
+    kind: str | None = None
 
 
 def read_questions(path: str | os.PathLike[str]) -> list[QAItem]:
@@ -52,7 +56,13 @@ def write_questions(path: str | os.PathLike[str], items: Iterable[QAItem]) -> in
     count = 0
     with Path(path).open("w", encoding="utf-8") as out:
         for item in items:
-            record = {"stamp": item.stamp_ns, "question": item.question, "answer": item.answer}
+            record: dict[str, object] = {
+                "stamp": item.stamp_ns,
+                "question": item.question,
+                "answer": item.answer,
+            }
+            if item.kind is not None:
+                record["kind"] = item.kind
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
@@ -76,7 +86,10 @@ def _parse_line(line: str, where: str) -> QAItem:
     answer = record.get("answer")
     if answer is not None and not isinstance(answer, str):
         raise QuestionError(f"{where}: 'answer' must be a string or null, got {answer!r}")
-    return QAItem(stamp_ns=stamp, question=question, answer=answer)
+    kind = record.get("kind")
+    if kind is not None and (not isinstance(kind, str) or not kind):
+        raise QuestionError(f"{where}: 'kind' must be a non-empty string or absent, got {kind!r}")
+    return QAItem(stamp_ns=stamp, question=question, answer=answer, kind=kind)
 
 
 _EXAMPLE = '{"stamp": 1532402927647951000, "question": "...", "answer": "..."}'

@@ -6,7 +6,13 @@ intrinsics and mounting yaws. Projecting one world into all views keeps the view
 (a car behind appears in the back camera, mirrored left-right as a rear camera sees it), so the
 reference answers (:class:`SceneFacts`) are true of the pixels. Vehicles move a little from
 frame to frame; every ``segment_frames`` frames a new scene is drawn from the seed, so long bags
-ask about varied scenes. Everything is deterministic from the seed.
+ask about varied scenes: each segment draws its own traffic density (near-empty, sparse or busy
+roads), small distant cars up to 40 m out and large uniform buses. Everything is deterministic
+from the seed.
+
+The questions (:func:`all_scene_questions`) are the kinds a trained model can be checked on by
+exact match, each needing the pixels of particular views: cars and buses per camera, "is there
+a bus ...", the ego lane, where the nearest vehicle is, and the cars around (all six views).
 
 A static per-camera noise texture gives the JPEGs a realistic size (~0.2-0.3 MB at quality 90,
 like nuScenes' 1600 x 900 frames), so decode benchmarks on them mean something.
@@ -29,6 +35,10 @@ LANE_WIDTH_M = 3.5
 LANES = 3
 CAMERA_HEIGHT_M = 1.5
 _LANE_NAMES = ("left", "middle", "right")
+#: Chance that a vehicle slot is taken, drawn per segment: near-empty, sparse and busy roads.
+_DENSITIES = (0.15, 0.5, 0.85)
+#: Chance that a vehicle ahead or behind is a bus (beside the ego car there are cars only).
+_BUS_SHARE = 0.3
 #: ego speed along the road; only the lane dashes show it
 _EGO_SPEED_MPS = 8.0
 
@@ -82,10 +92,20 @@ class ViewFacts:
 
 @dataclass(frozen=True)
 class SceneFacts:
-    """Ground truth of one frame, the source of the reference answers."""
+    """Ground truth of one frame, the source of the reference answers.
 
-    ego_lane: int  # 0 = leftmost of LANES
+    Attributes:
+        ego_lane: 0 = leftmost of :data:`LANES`.
+        views: what each camera shows.
+        nearest: where the nearest visible vehicle is (``front``, ``back``, ``left``,
+            ``right``), or ``none`` when no camera shows one.
+        cars_around: cars visible in at least one camera (a car two cameras share counts once).
+    """
+
+    ego_lane: int
     views: Mapping[str, ViewFacts]
+    nearest: str = "none"
+    cars_around: int = 0
 
     @property
     def ego_lane_name(self) -> str:
@@ -95,10 +115,13 @@ class SceneFacts:
 
 @dataclass(frozen=True)
 class QuestionTemplate:
-    """A question about a frame and how its reference answer follows from the facts."""
+    """A question about a frame, its reference answer (from the facts), its kind and the view it
+    is about (None for questions over all views)."""
 
     question: str
     answer: str
+    kind: str = ""
+    view: str | None = None
 
 
 class RoadScene:
@@ -123,10 +146,33 @@ class RoadScene:
         """The ground truth of ``frame``: ego lane and vehicles per view."""
         ego_lane, vehicles = self._world(frame)
         views = {}
+        seen: dict[int, Vehicle] = {}
         for view in VIEWS:
-            inside = [v.kind for v in vehicles if self._centre_visible(view, v)]
-            views[view] = ViewFacts(cars=inside.count("car"), buses=inside.count("bus"))
-        return SceneFacts(ego_lane=ego_lane, views=views)
+            inside = [v for v in vehicles if self._centre_visible(view, v)]
+            seen.update((id(v), v) for v in inside)
+            kinds = [v.kind for v in inside]
+            views[view] = ViewFacts(cars=kinds.count("car"), buses=kinds.count("bus"))
+        visible = list(seen.values())
+        nearest = min(visible, key=lambda v: math.hypot(v.x, v.y), default=None)
+        return SceneFacts(
+            ego_lane=ego_lane,
+            views=views,
+            nearest="none" if nearest is None else _direction(nearest.x, nearest.y),
+            cars_around=sum(v.kind == "car" for v in visible),
+        )
+
+    def masks(self, frame: int) -> dict[str, np.ndarray]:
+        """Per view, which vehicle kind each pixel shows (uint8 ``H x W``: 0 none, 1 car, 2 bus),
+        drawn as :meth:`render` draws, so occlusion matches the image: a dense label map for
+        training a vision tower (:mod:`prune2drive_ros.training`)."""
+        _, vehicles = self._world(frame)
+        masks = {}
+        for view in VIEWS:
+            mask = np.zeros((self.height, self.width), np.uint8)
+            for vehicle in self._far_to_near(view, vehicles):
+                self._draw_vehicle(mask, view, vehicle, label=MASK_LABELS[vehicle.kind])
+            masks[view] = mask
+        return masks
 
     # --- world -------------------------------------------------------------------------------
 
@@ -135,6 +181,7 @@ class RoadScene:
         segment, within = divmod(frame, self.segment_frames)
         rng = np.random.default_rng([self.seed, segment])
         ego_lane = int(rng.integers(LANES))
+        density = _DENSITIES[rng.integers(len(_DENSITIES))]
         vehicles = []
         for lane in range(LANES):
             y = (ego_lane - lane) * LANE_WIDTH_M
@@ -142,9 +189,9 @@ class RoadScene:
             if lane != ego_lane:
                 zones += [(-1.5, 1.5)]
             for lo, hi in zones:
-                if rng.random() >= 0.5:
+                if rng.random() >= density:
                     continue
-                bus = abs(lo) > 5 and rng.random() < 0.2
+                bus = abs(lo) > 5 and rng.random() < _BUS_SHARE
                 sway = 1.0 * math.sin(2 * math.pi * within / 36.0 + rng.uniform(0, 2 * math.pi))
                 vehicles.append(
                     Vehicle(
@@ -211,10 +258,14 @@ class RoadScene:
             for start in np.arange(-60.0, 60.0, 6.0) - dash_phase:
                 dash = np.array([start, start + 3.0])
                 self._fill_ground(image, view, dash, y + 0.08, y - 0.08, (230, 230, 230))
-        depth_of = {id(v): self._project(view, np.array([[v.x, v.y, 0.0]]))[1][0] for v in vehicles}
-        for vehicle in sorted(vehicles, key=lambda v: -depth_of[id(v)]):
+        for vehicle in self._far_to_near(view, vehicles):
             self._draw_vehicle(image, view, vehicle)
         return image
+
+    def _far_to_near(self, view: str, vehicles: list[Vehicle]) -> list[Vehicle]:
+        """The painter's order: farthest from ``view``'s camera first."""
+        depth = {id(v): self._project(view, np.array([[v.x, v.y, 0.0]]))[1][0] for v in vehicles}
+        return sorted(vehicles, key=lambda v: -depth[id(v)])
 
     def _fill_ground(
         self,
@@ -234,8 +285,11 @@ class RoadScene:
             polygon = np.clip(pixels[keep], -1e5, 1e5).round().astype(np.int32)
             cv2.fillPoly(image, [polygon], color, lineType=cv2.LINE_AA)
 
-    def _draw_vehicle(self, image: np.ndarray, view: str, vehicle: Vehicle) -> None:
-        """Body, glass band and wheels, each the hull of a projected box (skip if clipped)."""
+    def _draw_vehicle(
+        self, image: np.ndarray, view: str, vehicle: Vehicle, *, label: int | None = None
+    ) -> None:
+        """Body, glass band and wheels, each the hull of a projected box (skip if clipped); with
+        ``label``, every part in that one value (a label mask) instead of its colour."""
         half_l, half_w = vehicle.length / 2, vehicle.width / 2
         body = _box(vehicle.x, vehicle.y, half_l, half_w, 0.3, vehicle.height)
         glass = _box(
@@ -258,7 +312,22 @@ class RoadScene:
             if depth.min() <= 0.5:
                 return
             hull = cv2.convexHull(np.clip(pixels, -1e5, 1e5).round().astype(np.int32))
-            cv2.fillConvexPoly(image, hull, color, lineType=cv2.LINE_AA)
+            if label is None:
+                cv2.fillConvexPoly(image, hull, color, lineType=cv2.LINE_AA)
+            else:
+                cv2.fillConvexPoly(image, hull, label)
+
+
+#: The values of :meth:`RoadScene.masks`.
+MASK_LABELS: Mapping[str, int] = {"car": 1, "bus": 2}
+
+
+def _direction(x: float, y: float) -> str:
+    """``front``, ``back``, ``left`` or ``right``: the quadrant (split at 45 degrees) of a point
+    ``x`` ahead and ``y`` to the left of the ego car."""
+    if abs(x) >= abs(y):
+        return "front" if x > 0 else "back"
+    return "left" if y > 0 else "right"
 
 
 def _box(x: float, y: float, half_l: float, half_w: float, z0: float, z1: float) -> np.ndarray:
@@ -284,22 +353,92 @@ _CAR_COLORS: tuple[tuple[int, int, int], ...] = (
 _BUS_COLORS: tuple[tuple[int, int, int], ...] = ((240, 190, 20), (200, 40, 40), (235, 235, 240))
 
 
-def scene_questions(facts: SceneFacts, frame: int) -> list[QuestionTemplate]:
-    """Three questions about a frame, rotating over the views, with their reference answers.
+#: The question kinds, in the order :func:`all_scene_questions` asks them.
+QUESTION_KINDS: tuple[str, ...] = ("cars", "buses", "bus_present", "lane", "nearest", "cars_around")
+#: Different questions :func:`all_scene_questions` asks about one frame.
+QUESTIONS_PER_FRAME = 3 * len(VIEWS) + 3
 
-    The answers are short canonical strings (a count, yes/no, a lane) so that accuracy can be
-    scored by exact match as well as by language metrics.
+
+def _where(view: str) -> str:
+    """How a question names a camera: "ahead" and "behind" for the two on the axis."""
+    if view == "CAM_FRONT":
+        return "ahead"
+    if view == "CAM_BACK":
+        return "behind"
+    return f"in the {VIEW_LABELS[view]} camera"
+
+
+def all_scene_questions(facts: SceneFacts) -> list[QuestionTemplate]:
+    """Every question about a frame, with its reference answer: per view the cars, the buses
+    and whether there is a bus; then the ego lane, the nearest vehicle and the cars around.
+
+    Answers are short canonical strings (a count, yes/no, a lane, a direction) so accuracy is
+    an exact match; kinds are :data:`QUESTION_KINDS`.
     """
-    car_view = VIEWS[frame % len(VIEWS)]
-    bus_view = VIEWS[(frame + 3) % len(VIEWS)]
-    bus_where = "behind" if bus_view == "CAM_BACK" else f"in the {VIEW_LABELS[bus_view]} camera"
+    questions = []
+    for view in VIEWS:
+        seen = facts.views[view]
+        label = VIEW_LABELS[view]
+        questions += [
+            QuestionTemplate(
+                f"How many cars are in the {label} camera?", str(seen.cars), "cars", view
+            ),
+            QuestionTemplate(
+                f"How many buses are in the {label} camera?", str(seen.buses), "buses", view
+            ),
+            QuestionTemplate(
+                f"Is there a bus {_where(view)}?",
+                "yes" if seen.buses else "no",
+                "bus_present",
+                view,
+            ),
+        ]
     return [
+        *questions,
         QuestionTemplate(
-            f"How many cars are in the {VIEW_LABELS[car_view]} camera?",
-            str(facts.views[car_view].cars),
+            "Which lane is the ego car in?", f"the {facts.ego_lane_name} lane", "lane"
         ),
         QuestionTemplate(
-            f"Is there a bus {bus_where}?", "yes" if facts.views[bus_view].buses else "no"
+            "Where is the nearest vehicle: front, back, left or right?", facts.nearest, "nearest"
         ),
-        QuestionTemplate("Which lane is the ego car in?", f"the {facts.ego_lane_name} lane"),
+        QuestionTemplate("How many cars are around us?", str(facts.cars_around), "cars_around"),
     ]
+
+
+#: Question mixes: a mix weighs each question of :func:`all_scene_questions` by kind and view.
+#: ``default`` asks every kind equally often and every view equally often within a kind;
+#: ``front`` asks mostly about CAM_FRONT (three in four questions), as a planner that looks
+#: ahead would, to check that tuned per-view rates follow the questions.
+QUESTION_MIXES: tuple[str, ...] = ("default", "front")
+_FRONT_SHARE = 0.75
+
+
+def question_weights(questions: list[QuestionTemplate], mix: str) -> np.ndarray:
+    """The probability of asking each of ``questions`` (one frame's, all kinds) under ``mix``."""
+    if mix not in QUESTION_MIXES:
+        raise ValueError(
+            f"unknown question mix {mix!r}; expected one of {', '.join(QUESTION_MIXES)}"
+        )
+    per_kind = {kind: sum(q.kind == kind for q in questions) for kind in QUESTION_KINDS}
+    weights = np.array([1.0 / (len(QUESTION_KINDS) * per_kind[q.kind]) for q in questions])
+    if mix == "front":
+        front = np.array([q.view == "CAM_FRONT" for q in questions])
+        weights = np.where(
+            front,
+            _FRONT_SHARE * weights / weights[front].sum(),
+            (1 - _FRONT_SHARE) * weights / weights[~front].sum(),
+        )
+    return weights / weights.sum()
+
+
+def scene_questions(
+    facts: SceneFacts, frame: int, *, count: int = 3, mix: str = "default", seed: int = 0
+) -> list[QuestionTemplate]:
+    """``count`` different questions about ``frame``, drawn under ``mix`` (deterministic from
+    ``seed`` and ``frame``), with their reference answers."""
+    if not 1 <= count <= QUESTIONS_PER_FRAME:
+        raise ValueError(f"count must be 1 to {QUESTIONS_PER_FRAME} questions a frame, got {count}")
+    questions = all_scene_questions(facts)
+    rng = np.random.default_rng([seed, frame, 5])
+    picks = rng.choice(len(questions), count, replace=False, p=question_weights(questions, mix))
+    return [questions[i] for i in sorted(picks)]

@@ -121,12 +121,17 @@ def write_synthetic_bag(
     questions_path: str | os.PathLike[str] | None = None,
     quality: int = 90,
     progress: bool = True,
+    scene_frames: int = 48,
+    questions_per_frame: int = 3,
+    mix: str = "default",
 ) -> SyntheticBag:
     """Write a nuScenes-like six-camera bag to the new folder ``out`` and its questions file.
 
-    Deterministic from ``seed``. ``questions_path`` defaults to :func:`default_questions_path`
-    (its folder is created when missing). The bag folder is removed again if writing the bag or
-    the questions fails.
+    Deterministic from ``seed``. A new scene is drawn every ``scene_frames`` frames (1: every
+    frame a new one, for evaluating a model on many scenes); each frame gets
+    ``questions_per_frame`` questions drawn under question ``mix`` (:mod:`.scene`).
+    ``questions_path`` defaults to :func:`default_questions_path` (its folder is created when
+    missing). The bag folder is removed again if writing the bag or the questions fails.
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
@@ -138,7 +143,9 @@ def write_synthetic_bag(
         raise BagError(f"{out} exists already; choose a new path or remove it first")
     questions_out = Path(questions_path) if questions_path else default_questions_path(out)
     stamps = frame_stamps(frames, seed=seed, rate_hz=rate_hz, jitter_ms=jitter_ms)
-    scene = RoadScene(seed, width, height)
+    if scene_frames < 1:
+        raise ValueError(f"scene_frames must be >= 1, got {scene_frames}")
+    scene = RoadScene(seed, width, height, segment_frames=scene_frames)
     items: list[QAItem] = []
     try:
         questions_out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,8 +159,10 @@ def write_synthetic_bag(
             ):
                 bag.write_frame(scene.render(k), stamps[k])
                 items += [
-                    QAItem(max(stamps[k].values()), t.question, t.answer)
-                    for t in scene_questions(scene.facts(k), k)
+                    QAItem(max(stamps[k].values()), t.question, t.answer, t.kind)
+                    for t in scene_questions(
+                        scene.facts(k), k, count=questions_per_frame, mix=mix, seed=seed
+                    )
                 ]
         count = write_questions(questions_out, items)
     except BaseException:
