@@ -209,6 +209,39 @@ def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_pa
     assert only["encoder_calls"] == 0  # the first run cached every frame
 
 
+def test_eval_rows_per_rate_with_exact_match_per_kind(small_bag, tmp_path, capsys):
+    args = [
+        "eval",
+        *_data_args(small_bag),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--timing-frames",
+        "1",
+        "--repeats",
+        "1",
+        "--reward",
+        "exact",
+        "--uniform",
+        "0.1",
+        "0.5",
+        "--json",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "exact = share of answers equal to their reference answer" in printed
+    rows = _last_json(printed)["rows"]
+    assert [(r["method"], r["rate"]) for r in rows][-1] == ("none", "-")
+    rated = [r for r in rows if r["method"] == "tfps"]
+    assert [r["rate"] for r in rated] == ["10 %", "50 %"]
+    assert rated[0]["tokens_per_view"] < rated[1]["tokens_per_view"]
+    # the synthetic questions name their kinds: exact match overall and per kind
+    kinds = {s["kind"] for s in map(json.loads, small_bag.questions_path.read_text().splitlines())}
+    for row in rows:
+        assert row["parts"] == {} and "all" in row["exact"]
+        assert set(row["exact"]) - {"all"} <= kinds
+        assert row["score"] == row["exact"]["all"]
+
+
 @pytest.mark.parametrize(
     ("rates", "message"),
     [

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "replay": "prune2drive_ros.commands.replay",
     "viz": "prune2drive_ros.commands.viz",
     "demo": "prune2drive_ros.commands.demo",
+    "train": "prune2drive_ros.commands.train",
     "tune": "prune2drive_ros.commands.tune",
     "eval": "prune2drive_ros.commands.evaluate",
     "convert": "prune2drive_ros.commands.convert",

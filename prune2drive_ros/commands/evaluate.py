@@ -1,8 +1,11 @@
 """Score retention rates with every pruner and without pruning on validation questions.
 
-The rates (``--rates`` file, default the package's; ``--uniform R``; or ``--no-pruning``) are
-applied with each pruner of :data:`~prune2drive_ros.pruning.PRUNERS` at the same per-view token
-budgets, and the unpruned model is the reference row ("none"). Per method the table gives the
+The rates (``--rates`` file, default the package's; ``--uniform R [R ...]``, e.g. ``0.05 0.1
+0.25 0.5`` for the paper's table; or ``--no-pruning``) are applied with each pruner of
+:data:`~prune2drive_ros.pruning.PRUNERS` at the same per-view token budgets, and the unpruned
+model is the reference row ("none"). Where the questions have reference answers the table also
+gives exact-match accuracy (the answer string equals the reference) over all questions and, when
+the questions file names their kinds (synthetic bags do), per kind. Per method the table gives the
 visual tokens per image (mean over the six views), the score (the local DriveLM score with its
 accuracy, language and match parts, or fidelity to the unpruned answers; see
 :mod:`prune2drive_ros.tuning.objective`), the language-model prefill time and its speedup over
@@ -46,7 +49,7 @@ from ..engine import Engine
 from ..errors import ConfigError, QuestionError
 from ..placement import ATTENTION_PRUNERS
 from ..pruning import PRUNERS, Selection
-from ..pruning.budget import validate_rates
+from ..pruning.budget import Rates, validate_rates
 from ..sensors.rates_file import load_rates
 from ..tuning.drivelm import (
     Prediction,
@@ -63,7 +66,7 @@ from ..tuning.objective import (
 )
 from ..tuning.ptb import language_tokenizer, tokenizer_name
 from ..tuning.scoring import ScoringRules
-from ..tuning.sources import ValidationSet
+from ..tuning.sources import Sample, ValidationSet
 from ..vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
 from ..vlm.flops import DecoderShape, flops_ratio
 from .argtypes import at_least
@@ -87,9 +90,10 @@ DEFAULT_REPEATS = 3
 
 @dataclass(frozen=True)
 class Row:
-    """One method's line of the table."""
+    """One method's line of the table, at one retention (``rate``: "10 %", "rates" or "-")."""
 
     method: str
+    rate: str
     tokens_per_view: float
     score: float
     parts: dict[str, float | None]
@@ -99,6 +103,7 @@ class Row:
     answered: int
     skipped: int
     filtered: int
+    exact: dict[str, float]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +113,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_evaluation_arguments(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--uniform", type=float, default=None, help="score this rate for every view, not --rates"
+        "--uniform",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="R",
+        help="score these rates for every view (one row per pruner and rate), not --rates",
     )
     mode.add_argument("--no-pruning", action="store_true", help="score only the unpruned model")
     parser.add_argument(
@@ -147,11 +157,11 @@ def run(args: argparse.Namespace) -> int:
         return score_predictions_file(args)
     config = engine_config(args)
     # Rates, data, reward and output are checked before the model loads: a mistake costs a second.
-    rates = None
+    scored: dict[str, Rates] = {}  # label -> rates; empty: --no-pruning
     if args.uniform is not None:
-        rates = validate_rates(args.uniform)
+        scored = {f"{100 * r:g} %": validate_rates(r) for r in dict.fromkeys(args.uniform)}
     elif not args.no_pruning:
-        rates = load_rates(resolve_rates_file(config)).rates
+        scored = {"rates": load_rates(resolve_rates_file(config)).rates}
     save = None
     if args.save_predictions:
         if not args.drivelm:
@@ -169,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
         methods = (
             []
-            if rates is None
+            if not scored
             else [
                 engine.pruner,
                 *(
@@ -189,28 +199,36 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.no_progress,
         )
-        scored = 1.0 if rates is None else rates  # --no-pruning: full budgets alone
-        evaluations = {m: setup.evaluator.evaluate(scored, pruner=m) for m in methods}
-        evaluations[UNPRUNED] = setup.evaluator.evaluate(1.0)
-        timings = prefill_timings(
-            vlm,
-            setup,
-            vlm.budgets(scored),
-            methods,
-            frames=args.timing_frames,
-            repeats=args.repeats,
-        )
-    rows = [
-        _row(m, evaluations[m], *timings[m], baseline=timings[UNPRUNED][0]) for m in evaluations
-    ]
+        unpruned = setup.evaluator.evaluate(1.0)
+        shown = methods[0] if methods else UNPRUNED
+        shown_evaluation = unpruned  # the first row's, whose answers --save-predictions writes
+        rows: list[Row] = []
+        baseline = float("nan")
+        for label, rates in (scored or {"-": 1.0}).items():
+            evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
+            if methods and not rows:
+                shown_evaluation = evaluations[shown]
+            timings = prefill_timings(
+                vlm,
+                setup,
+                vlm.budgets(rates),
+                methods,
+                frames=args.timing_frames,
+                repeats=args.repeats,
+            )
+            baseline = timings[UNPRUNED][0]
+            rows += [
+                _row(m, label, evaluations[m], data, *timings[m], baseline=baseline)
+                for m in methods
+            ]
+        rows.append(_row(UNPRUNED, "-", unpruned, data, baseline, 1.0, baseline=baseline))
     drivelm_rules = rules if setup.reward == "drivelm" else None
     print(table_text(rows, setup.reward, drivelm_rules))
     print(f"FLOPs share: analytic LM prefill FLOPs; device: {device_name(vlm.device)}")
-    shown = methods[0] if methods else UNPRUNED
     print(f"\nscore of {shown}, and how each row's score is made up:")
-    print(evaluations[shown].describe())
+    print(shown_evaluation.describe())
     if save is not None:
-        _save_predictions(save, data, evaluations[shown], shown, drivelm=args.drivelm)
+        _save_predictions(save, data, shown_evaluation, shown, drivelm=args.drivelm)
     if args.json:
         emit_json(
             {
@@ -221,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
                 if drivelm_rules is None
                 else drivelm_rules.challenge_filter,
                 "predictions_file": None if save is None else str(save),
-                "rates": rates,
+                "rates": scored,
                 "samples": len(data.samples),
                 "frames": len(data.frames),
                 "encoder_calls": setup.features.encoder_calls,
@@ -369,13 +387,42 @@ def prefill_timings(
     return {name: (median(times[name]), statistics.fmean(shares[name])) for name in names}
 
 
+def exact_match(samples: Sequence[Sample], answers: Mapping[str, str]) -> dict[str, float]:
+    """Exact-match accuracy of ``answers`` (by sample id) over the answered samples with a
+    reference: ``"all"``, and per kind where samples name theirs. Empty without references."""
+    hits: dict[str, list[bool]] = {}
+    for sample in samples:
+        if sample.answer is None or sample.id not in answers:
+            continue
+        right = answers[sample.id].strip() == sample.answer.strip()
+        hits.setdefault("all", []).append(right)
+        if sample.kind is not None:
+            hits.setdefault(sample.kind, []).append(right)
+    return {kind: sum(values) / len(values) for kind, values in hits.items()}
+
+
 def _row(
-    method: str, evaluation: Evaluation, prefill_ms: float, share: float, *, baseline: float
+    method: str,
+    rate: str,
+    evaluation: Evaluation,
+    data: ValidationSet,
+    prefill_ms: float,
+    share: float,
+    *,
+    baseline: float,
 ) -> Row:
     parts: Mapping[str, Any] = evaluation.parts
-    keys = ("fidelity",) if "fidelity" in parts else ("accuracy", "language", "match")
+    # the exact reward's one part is the table's exact-match column already
+    keys: tuple[str, ...] = (
+        ("fidelity",)
+        if "fidelity" in parts
+        else ()
+        if "exact" in parts
+        else ("accuracy", "language", "match")
+    )
     return Row(
         method=method,
+        rate=rate,
         tokens_per_view=sum(evaluation.budgets) / len(evaluation.budgets),
         score=evaluation.reward,
         parts={key: parts.get(key) for key in keys},
@@ -385,6 +432,7 @@ def _row(
         answered=evaluation.answered,
         skipped=evaluation.skipped,
         filtered=int(parts.get("n_filtered", 0)),
+        exact=exact_match(data.samples, evaluation.answers),
     )
 
 
@@ -397,14 +445,17 @@ def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = No
         f"accuracy ({rules.accuracy})" if rules is not None and name == "accuracy" else name
         for name in part_names
     ]
-    header = ["method", "tokens/view", f"score ({reward})", *labels]
+    kinds = list(rows[0].exact)
+    header = ["method", "rate", "tokens/view", f"score ({reward})", *labels]
+    header += ["exact" if kind == "all" else kind for kind in kinds]
     header += ["prefill ms", "speedup", "FLOPs share", "skipped"]
     if rules is not None:
         header.append("filtered")
     lines = [header]
     for row in rows:
-        cells = [row.method, f"{row.tokens_per_view:.1f}", f"{row.score:.4f}"]
+        cells = [row.method, row.rate, f"{row.tokens_per_view:.1f}", f"{row.score:.4f}"]
         cells += ["-" if row.parts[p] is None else f"{row.parts[p]:.4f}" for p in part_names]
+        cells += [f"{100 * row.exact.get(kind, float('nan')):.1f} %" for kind in kinds]
         cells += [
             f"{row.prefill_ms:.2f}",
             f"{row.speedup:.2f}x",

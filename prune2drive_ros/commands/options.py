@@ -202,8 +202,10 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         "--reward",
         choices=REWARDS,
         default=None,
-        help="drivelm (local DriveLM score against reference answers) or fidelity (agreement "
-        "with the unpruned model); default drivelm when every question has a reference answer",
+        help="drivelm (local DriveLM score against reference answers), exact (share of answers "
+        "equal to the reference: short canonical answers, e.g. the synthetic scenes') or "
+        "fidelity (agreement with the unpruned model); default drivelm when every question has "
+        "a reference answer",
     )
     parser.add_argument(
         "--tokenizer",

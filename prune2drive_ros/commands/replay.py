@@ -45,6 +45,8 @@ class ReplayReport:
 
     answers: list[Answer] = field(default_factory=list)
     baseline: list[Answer] = field(default_factory=list)
+    #: the question of each answer, with its reference answer if the file has one
+    asked: list[QAItem] = field(default_factory=list)
     skipped: list[tuple[QAItem, str]] = field(default_factory=list)
     #: why the replay stopped early (the bag broke off), or "" when it read every question.
     broken: str = ""
@@ -65,6 +67,15 @@ class ReplayReport:
         if self.answers and self.baseline:
             lines.append(f"prefill speedup (p50, unpruned / pruned): {self.prefill_speedup():.2f}x")
         return "\n".join(lines)
+
+    def exact_match(self, answers: Sequence[Answer]) -> tuple[int, int]:
+        """(right, scored): answers equal to their reference, of those that have one."""
+        pairs = [
+            (a.text.strip(), item.answer.strip())
+            for a, item in zip(answers, self.asked, strict=True)
+            if item.answer is not None
+        ]
+        return sum(text == reference for text, reference in pairs), len(pairs)
 
     def prefill_speedup(self) -> float:
         """Median unpruned prefill time over median pruned prefill time."""
@@ -104,6 +115,7 @@ def replay(
             report.broken = str(exc)
             break
         report.answers.append(answer)
+        report.asked.append(item)
         record = {**answer.as_dict(), "question_stamp_ns": item.stamp_ns, "reference": item.answer}
         if unpruned is not None:
             report.baseline.append(unpruned)
@@ -174,9 +186,17 @@ def report_answers(report: ReplayReport, random_weights: bool, out_path: Path | 
     """
     if random_weights:
         print(f"NOTE: {RANDOM_WEIGHTS_NOTE}")
-    for answer in report.answers:
-        print(f"Q: {answer.question}\nA: {answer.text!r}")
+    for answer, item in zip(report.answers, report.asked, strict=True):
+        verdict = ""
+        if item.answer is not None:
+            right = answer.text.strip() == item.answer.strip()
+            verdict = f"   ({'right' if right else 'wrong'}; reference {item.answer!r})"
+        print(f"Q: {answer.question}\nA: {answer.text!r}{verdict}")
     print(f"\n{len(report.answers)} answered, {len(report.skipped)} skipped")
+    for name, answers in (("pruned", report.answers), ("unpruned", report.baseline)):
+        hits, scored = report.exact_match(answers) if answers else (0, 0)
+        if scored:
+            print(f"exact match {name}: {hits} of {scored} ({hits / scored:.0%})")
     for item, why in report.skipped:
         print(f"  skipped {item.question!r}: {why}")
     if report.answers:

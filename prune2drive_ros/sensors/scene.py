@@ -174,6 +174,20 @@ class RoadScene:
             masks[view] = mask
         return masks
 
+    def centres(self, frame: int) -> dict[str, list[tuple[str, float, float]]]:
+        """Per view, ``(kind, u, v)`` of each vehicle the view's facts count: where its centre
+        projects, as fractions of the image width and height."""
+        _, vehicles = self._world(frame)
+        found: dict[str, list[tuple[str, float, float]]] = {}
+        for view in VIEWS:
+            found[view] = []
+            for vehicle in vehicles:
+                if self._centre_visible(view, vehicle):
+                    centre = np.array([[vehicle.x, vehicle.y, vehicle.height / 2]])
+                    u, v = self._project(view, centre)[0][0]
+                    found[view].append((vehicle.kind, u / self.width, v / self.height))
+        return found
+
     # --- world -------------------------------------------------------------------------------
 
     def _world(self, frame: int) -> tuple[int, list[Vehicle]]:

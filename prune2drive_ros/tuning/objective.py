@@ -12,6 +12,9 @@
     challenge scores each submission).
   - ``fidelity``: agreement of the pruned model's answers with the unpruned model's answers to
     the same questions (:func:`~.scoring.fidelity`); needs no labels, 1.0 when nothing changes.
+  - ``exact``: the share of answers equal to their reference answer (stripped strings), for
+    questions with short canonical answers such as the synthetic scenes' ("2", "the left lane"),
+    which DriveLM's language metrics would score by n-gram overlap instead.
 
   The default is ``drivelm`` when every question has a reference answer, else ``fidelity``
   (an empty answer is no reference: nothing is scored against one).
@@ -64,12 +67,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REWARDS: tuple[str, ...] = ("drivelm", "fidelity")
+REWARDS: tuple[str, ...] = ("drivelm", "fidelity", "exact")
+#: The rewards scored against reference answers (every question needs one).
+_REFERENCE_REWARDS = ("drivelm", "exact")
 #: The reference's weight per unit of the SUM of the six rates.
 REFERENCE_SUM_LAMBDA = 0.03
 #: The same weight per unit of the MEAN rate (what ``--lambda`` takes): 0.03 * 6 = 0.18.
 DEFAULT_LAMBDA = REFERENCE_SUM_LAMBDA * len(VIEWS)
 
+EXACT_DESCRIPTION = "exact = share of answers equal to their reference answer"
 FIDELITY_DESCRIPTION = (
     "fidelity = mean over questions of (exact agreement + ROUGE-L) / 2 between the pruned and "
     "the unpruned model's answers (1.0 = pruning changed no answer)"
@@ -116,9 +122,9 @@ def choose_reward(requested: str | None, data: ValidationSet) -> tuple[str, str]
         return "drivelm", "every question has a reference answer"
     if requested not in REWARDS:
         raise ConfigError(f"unknown reward {requested!r}; expected one of {', '.join(REWARDS)}")
-    if requested == "drivelm" and missing:
+    if requested in _REFERENCE_REWARDS and missing:
         raise ConfigError(
-            f"--reward drivelm needs a reference answer for every question; {len(missing)} "
+            f"--reward {requested} needs a reference answer for every question; {len(missing)} "
             f"have none (first: {missing[0]}). Use --reward fidelity or add the answers"
         )
     return requested, "asked for with --reward"
@@ -179,10 +185,11 @@ class Evaluation:
         return dict(zip(VIEWS, self.budgets, strict=True))
 
     def describe(self) -> str:
-        """How the reward is made up (the DriveLM weighting, or fidelity)."""
+        """How the reward is made up (the DriveLM weighting, exact match or fidelity)."""
         if self.score is not None:
             return self.score.describe()
-        return FIDELITY_DESCRIPTION + f" = {self.reward:.4f}"
+        described = EXACT_DESCRIPTION if "exact" in self.parts else FIDELITY_DESCRIPTION
+        return described + f" = {self.reward:.4f}"
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> Evaluation:
@@ -201,7 +208,7 @@ class Evaluation:
             parts=parts,
             answered=int(attrs["answered"]),
             skipped=int(attrs["skipped"]),
-            score=None if "fidelity" in parts else score_from_parts(parts),
+            score=None if "fidelity" in parts or "exact" in parts else score_from_parts(parts),
         )
 
     @staticmethod
@@ -273,13 +280,13 @@ class Evaluator:
         self.tokenizer = tokenizer
         self.rules = rules
         self._unpruned: dict[str, list[str]] | None = None
+        missing = unanswered(data.samples) if reward in _REFERENCE_REWARDS else []
+        if missing:
+            raise ConfigError(
+                f"the {reward} reward needs a reference answer for every question; "
+                f"{len(missing)} have none (first: {missing[0]}); use the fidelity reward"
+            )
         if reward == "drivelm":
-            missing = unanswered(data.samples)
-            if missing:
-                raise ConfigError(
-                    f"the drivelm reward needs a reference answer for every question; "
-                    f"{len(missing)} have none (first: {missing[0]}); use the fidelity reward"
-                )
             references = [s.answer or "" for _, group in self.groups for s in group]
             routed = route(references, [s.tags for _, group in self.groups for s in group])
             if not any(routed[tag] for tag in (TAG_ACCURACY, TAG_LANGUAGE, TAG_MATCH)):
@@ -391,6 +398,10 @@ class Evaluator:
         if self.reward == "fidelity":
             value = fidelity(predictions, references)
             return value, {"fidelity": value}, None
+        if self.reward == "exact":
+            hits = [p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)]
+            value = sum(hits) / len(hits)
+            return value, {"exact": value}, None
         score = score_questions(
             [s.frame.key for s, _, _ in scored],
             [s.question for s, _, _ in scored],

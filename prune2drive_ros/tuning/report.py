@@ -45,7 +45,7 @@ class ReportContext:
     Attributes:
         study: the study (all workers' trials).
         choice: the chosen trial and how it was chosen.
-        reward: ``drivelm`` or ``fidelity``, and why (``reward_reason``).
+        reward: ``drivelm``, ``exact`` or ``fidelity``, and why (``reward_reason``).
         lam: ``lambda`` of the objective ``R - lambda * P``; None for a study of two
             objectives (score, tokens), which has none (:attr:`multi_objective`).
         storage: the storage URL, password removed.

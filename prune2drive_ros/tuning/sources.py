@@ -80,13 +80,15 @@ class Frame:
 
 @dataclass(frozen=True)
 class Sample:
-    """One validation question about one frame."""
+    """One validation question about one frame (``kind``: its type, where the questions file
+    names one, for accuracy per kind)."""
 
     id: str
     frame: Frame
     question: str
     answer: str | None
     tags: tuple[int, ...] = ()
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,7 @@ def bag_validation_set(
             if frame is None:
                 frame = _bag_frame(bag, bag_stamp, frame_set, item.stamp_ns, max_gap_ns)
                 frames[stamps] = frame
-            sample = Sample(sample_id, frame, item.question, item.answer)
+            sample = Sample(sample_id, frame, item.question, item.answer, kind=item.kind)
             chosen[index] = (sample, stamps)
         _report_skips(skipped, f"bag {bag_path}", have=len(chosen))
         drawn = sorted(chosen)

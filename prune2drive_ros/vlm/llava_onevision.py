@@ -5,6 +5,9 @@ and the projector; no anyres tiles. That is what transformers itself does for a 
 several images (``batch_num_images`` > 1), and the layout the Prune2Drive reference prunes in.
 The stock model appends its learned ``image_newline`` embedding after each image's 729 tokens;
 it is not a patch, so it is kept as the view separator and never pruned.
+
+Smaller square towers load too: the scene model
+this package trains (:mod:`prune2drive_ros.training`) sees 112 px views as 8 x 8 = 64 tokens.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from .base import DrivingVLM
 from .loading import register_family
 from .results import ViewGeometry
 
-#: The per-view layout Prune2Drive (and this adapter) is defined on.
+#: The per-view layout of LLaVA-OneVision and DriveMM, which Prune2Drive is defined on.
 IMAGE_SIZE = 384
 PATCH_SIZE = 14
 #: SigLIP's normalisation (mean = std = 0.5 per channel), as LLaVA-OneVision checkpoints ship it.
@@ -36,12 +39,12 @@ class LlavaOnevisionVLM(DrivingVLM):
     def _geometry(cls, config: PreTrainedConfig) -> ViewGeometry:
         vision = config.vision_config
         size, patch = int(vision.image_size), int(vision.patch_size)
-        if (size, patch) != (IMAGE_SIZE, PATCH_SIZE):
+        if patch < 1 or size < patch:
             raise ModelLoadError(
                 f"this LLaVA-OneVision checkpoint's vision tower takes {size} px images with "
-                f"{patch} px patches; the per-view layout needs {IMAGE_SIZE} px with "
-                f"{PATCH_SIZE} px patches (27 x 27 = 729 tokens per view, as in "
-                "LLaVA-OneVision/DriveMM with SigLIP-so400m-patch14-384)"
+                f"{patch} px patches, not even one patch per view; the per-view layout is a grid "
+                f"of patches ({IMAGE_SIZE} px with {PATCH_SIZE} px patches: 27 x 27 = 729 tokens "
+                "per view, as in LLaVA-OneVision/DriveMM with SigLIP-so400m-patch14-384)"
             )
         strategy = config.vision_feature_select_strategy
         if strategy != "full":

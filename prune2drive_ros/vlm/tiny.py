@@ -202,12 +202,25 @@ _LLAVA_ONEVISION_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 
 def _llava_onevision_config(shape: str, tokenizer: Any) -> PreTrainedConfig:
     vision, text = pick_shape(_LLAVA_ONEVISION_SHAPES, shape)
+    return llava_onevision_config(tokenizer, vision, text)
+
+
+def llava_onevision_config(
+    tokenizer: Any,
+    vision: Mapping[str, Any],
+    text: Mapping[str, Any],
+    *,
+    image_size: int = llava_onevision.IMAGE_SIZE,
+    patch_size: int = llava_onevision.PATCH_SIZE,
+) -> PreTrainedConfig:
+    """A LLaVA-OneVision config: a SigLIP tower of ``vision`` sizes at ``image_size`` px, a
+    Qwen2 of ``text`` sizes wired to ``tokenizer`` (also what the scene model is built from)."""
     ids = tokenizer.convert_tokens_to_ids
     return LlavaOnevisionConfig(
         vision_config={
             "model_type": "siglip_vision_model",
-            "image_size": llava_onevision.IMAGE_SIZE,
-            "patch_size": llava_onevision.PATCH_SIZE,
+            "image_size": image_size,
+            "patch_size": patch_size,
             "vision_use_head": False,
             **vision,
         },
@@ -219,8 +232,8 @@ def _llava_onevision_config(shape: str, tokenizer: Any) -> PreTrainedConfig:
     )
 
 
-def _llava_onevision_processor() -> ImageProcessingMixin:
-    size = llava_onevision.IMAGE_SIZE
+def llava_onevision_processor(size: int = llava_onevision.IMAGE_SIZE) -> ImageProcessingMixin:
+    """The image processor LLaVA-OneVision checkpoints ship (SigLIP normalisation), at ``size``."""
     return LlavaOnevisionImageProcessorPil(
         image_mean=llava_onevision.SIGLIP_MEAN_STD,
         image_std=llava_onevision.SIGLIP_MEAN_STD,
@@ -350,7 +363,7 @@ RECIPES: dict[str, Recipe] = {
     "llava_onevision": Recipe(
         special_tokens=(*CHATML_SPECIAL_TOKENS, "<image>", "<video>"),
         config=_llava_onevision_config,
-        image_processor=_llava_onevision_processor,
+        image_processor=llava_onevision_processor,
     ),
     "internvl": Recipe(
         special_tokens=(*CHATML_SPECIAL_TOKENS, "<img>", "</img>", "<IMG_CONTEXT>", "<video>"),
@@ -390,10 +403,11 @@ def recipe(family: str) -> Recipe:
 # -------------------------------------------------------------------------------- building
 
 
-def train_bpe(special_tokens: Sequence[str]) -> Tokenizer:
+def train_bpe(special_tokens: Sequence[str], extra_corpus: Sequence[str] = ()) -> Tokenizer:
     """A byte-level BPE of :data:`TOKENIZER_VOCAB` tokens, ``special_tokens`` first, trained on
-    the built-in driving corpus: the raw ``tokenizers`` object, for callers that wrap or save it
-    their own way (the original-format test checkpoints save it as their authors' tokenizers are).
+    the built-in driving corpus (and ``extra_corpus``, e.g. the scene model's questions): the raw
+    ``tokenizers`` object, for callers that wrap or save it their own way (the original-format
+    test checkpoints save it as their authors' tokenizers are).
 
     Byte-level, so any question (any UTF-8) tokenises; deterministic (fixed corpus, no
     randomness in the BPE trainer).
@@ -407,14 +421,14 @@ def train_bpe(special_tokens: Sequence[str]) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS, trainer)
+    tokenizer.train_from_iterator([*_CORPUS, *extra_corpus], trainer)
     return tokenizer
 
 
-def train_tokenizer(family: str) -> PreTrainedTokenizerFast:
+def train_tokenizer(family: str, extra_corpus: Sequence[str] = ()) -> PreTrainedTokenizerFast:
     """:func:`train_bpe` with ``family``'s special tokens, as a transformers tokenizer."""
     family_recipe = recipe(family)
-    tokenizer = train_bpe(family_recipe.special_tokens)
+    tokenizer = train_bpe(family_recipe.special_tokens, extra_corpus)
     # Named special tokens (InternVL's start_image_token, ...) only where the family has them,
     # so the other families' saved tokenizer files stay byte-identical.
     attributes = family_recipe.tokenizer_attributes

@@ -1,0 +1,57 @@
+"""Train a scene model: a small LLaVA-OneVision that answers questions about the synthetic scenes.
+
+The model is the real ``LlavaOnevisionForConditionalGeneration`` (SigLIP tower, projector,
+Qwen2), trained end to end on scenes drawn from a seed, and saved with ``save_pretrained``
+into the cache (or ``--out``), so ``--model`` of replay, eval, tune and the node take its
+folder like any checkpoint. It is a proxy for a driving VLM, not one: it measures what pruning
+costs a model that needs the pixels, on scenes whose answers are known. An interrupted run
+resumes when run again. See :mod:`prune2drive_ros.training`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ..training import REPORT_FILE, VARIANTS, cached_scene_model, train_scene_model, variant
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prune2drive train``."""
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="default",
+        help="default (~10 min on two CPU cores), quick (~1 min, for tests) or paper (729 "
+        "tokens per view, for a GPU)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="checkpoint folder to create (default: the cache, where demo and tests look)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or find the cached) model and print where it is and what it reached."""
+    if args.out is None:
+        path = cached_scene_model(args.variant)
+    else:
+        path = args.out
+        train_scene_model(variant(args.variant), path)
+    report = json.loads((path / REPORT_FILE).read_text())
+    held, prior = report["held_out"], report["majority"]
+    print(f"scene model {args.variant}: {path}")
+    print(
+        f"trained {report['steps']} steps in {report['seconds']:.0f} s; held-out exact match "
+        f"{held['overall']:.1%} (answering every question with its commonest answer: "
+        f"{prior['overall']:.1%})"
+    )
+    for kind, value in held["per_kind"].items():
+        print(f"  {kind:12s} {value:6.1%}   (commonest answer {prior['per_kind'][kind]:.1%})")
+    return 0
