@@ -21,8 +21,9 @@ from ..cache import build_once, cache_dir
 from ..config import DriveVLMConfig
 from ..engine import Engine
 from ..pruning.budget import validate_rates
-from ..sensors.bag import DEFAULT_MAX_GAP_MS, open_camera_bag
+from ..sensors.bag import open_camera_bag
 from ..sensors.questions import read_questions
+from ..sensors.scene import RoadScene
 from ..sensors.synthetic import default_questions_path, write_synthetic_bag
 from ..training import VARIANTS, cached_scene_model
 from .argtypes import at_least
@@ -53,6 +54,16 @@ def demo_bag(frames: int, seed: int) -> Path:
         )
 
     return build_once(cache_dir() / f"demo-bag-{frames}f-seed{seed}-v2", build) / BAG_NAME
+
+
+def _busiest_frame(seed: int, frames: int) -> int:
+    """The demo bag's frame with the most vehicles in view: what the picture shows."""
+    scene = RoadScene(seed, 64, 36, segment_frames=1)  # facts do not depend on the image size
+
+    def vehicles(frame: int) -> int:
+        return sum(view.cars + view.buses for view in scene.facts(frame).views.values())
+
+    return max(range(frames), key=vehicles)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         with answers_path.open("w", encoding="utf-8") as answers:
             report = replay(recording, items, engine, answers, baseline=baseline)
         status = report_answers(report, engine.vlm.random_weights, answers_path)
-        frames = recording.nearest_frame_set(items[0].stamp_ns, round(DEFAULT_MAX_GAP_MS * 1e6))
+        busiest = _busiest_frame(args.seed, args.frames)
+        frames = list(recording.frame_sets())[busiest]
     kept_tokens_picture(engine, frames, out / "kept_tokens.png")
-    print(f"wrote {out / 'kept_tokens.png'} (kept patches lit)")
+    print(f"wrote {out / 'kept_tokens.png'} (kept patches lit, frame {busiest}: the busiest)")
     return status

@@ -398,7 +398,8 @@ def exact_match(samples: Sequence[Sample], answers: Mapping[str, str]) -> dict[s
         hits.setdefault("all", []).append(right)
         if sample.kind is not None:
             hits.setdefault(sample.kind, []).append(right)
-    return {kind: sum(values) / len(values) for kind, values in hits.items()}
+    order = ["all", *sorted(kind for kind in hits if kind != "all")]
+    return {kind: sum(hits[kind]) / len(hits[kind]) for kind in order if kind in hits}
 
 
 def _row(

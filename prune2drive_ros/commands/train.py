@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     held, prior = report["held_out"], report["majority"]
     print(f"scene model {args.variant}: {path}")
     print(
-        f"trained {report['steps']} steps in {report['seconds']:.0f} s; held-out exact match "
+        f"drew the scenes in {report['draw_seconds']:.0f} s, trained {report['steps']} steps in "
+        f"{report['seconds']:.0f} s; held-out exact match "
         f"{held['overall']:.1%} (answering every question with its commonest answer: "
         f"{prior['overall']:.1%})"
     )

@@ -69,6 +69,7 @@ class TrainReport:
     spec: SceneModelSpec
     steps: int
     seconds: float
+    draw_seconds: float
     held_out: Accuracy
     majority: Accuracy
 
@@ -285,8 +286,10 @@ def train_scene_model(spec: SceneModelSpec, out: Path, *, progress: bool = True)
     params = [*vlm.model.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.01)
     step, elapsed = _resume(work / _STATE_FILE, spec, vlm, head, optimizer)
+    drawing = time.monotonic()
     train_pool = draw_pool(spec, held_out=False, progress=progress)
     held_pool = draw_pool(spec, held_out=True, progress=progress)
+    drawing = time.monotonic() - drawing
     train, held = _Batches(vlm, train_pool), _Batches(vlm, held_pool)
     vlm.model.train()
     started, saved = time.monotonic() - elapsed, time.monotonic()
@@ -337,6 +340,7 @@ def train_scene_model(spec: SceneModelSpec, out: Path, *, progress: bool = True)
         spec=spec,
         steps=step,
         seconds=time.monotonic() - started,
+        draw_seconds=drawing,
         held_out=evaluate_pool(held, head, 2 * spec.batch),
         majority=majority_accuracy(train_pool, held_pool),
     )
