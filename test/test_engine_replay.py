@@ -261,12 +261,29 @@ def test_build_once_builds_once_and_leaves_nothing_on_failure(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artefact"]
 
 
-def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    argv = ["demo", "--frames", "3", "--questions", "2", "--device", "cpu"]
-    assert cli.main([*argv, "--max-new-tokens", "2", "--out", str(tmp_path / "out")]) == 0
-    assert len((tmp_path / "out" / "answers.jsonl").read_text().splitlines()) == 2
+def test_demo_runs_end_to_end_on_the_scene_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the quick scene model and the demo bag live in the user cache, shared with the other tests
+    argv = ["demo", "--variant", "quick", "--frames", "3", "--questions", "6", "--device", "cpu"]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "NOTE" not in printed  # a trained model: no random-weight warning
+    assert printed.count("reference") == 6 and "exact match pruned:" in printed
+    assert "exact match unpruned:" in printed and "the busiest" in printed
+    records = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").open()]
+    assert len(records) == 6 and all(r["reference"] is not None for r in records)
     assert (tmp_path / "out" / "kept_tokens.png").is_file()
+
+
+def test_demo_with_the_tiny_model_says_it_answers_noise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    argv = ["demo", "--model", "tiny", "--frames", "2", "--questions", "2", "--device", "cpu"]
+    assert cli.main([*argv, "--max-new-tokens", "2", "--out", str(tmp_path / "out")]) == 0
+    assert "NOTE" in capsys.readouterr().out
+    assert not list((tmp_path / "cache" / "prune2drive_ros").glob("scene-*"))
 
 
 def _engine_args(*argv: str) -> DriveVLMConfig:
@@ -340,6 +357,6 @@ def test_demo_fails_when_the_bag_breaks(
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     _break_the_bag_after(monkeypatch, 1)
-    argv = ["demo", "--frames", "3", "--questions", "2", "--device", "cpu"]
+    argv = ["demo", "--model", "tiny", "--frames", "3", "--questions", "2", "--device", "cpu"]
     assert cli.main([*argv, "--max-new-tokens", "2", "--out", str(tmp_path / "out")]) == 2
     assert "truncated; the 1 answers before it are in" in capsys.readouterr().err
