@@ -242,6 +242,37 @@ def test_eval_rows_per_rate_with_exact_match_per_kind(small_bag, tmp_path, capsy
         assert row["score"] == row["exact"]["all"]
 
 
+def test_eval_scores_placements_side_by_side_with_fastv_inside_the_decoder(
+    small_bag, tmp_path, capsys
+):
+    args = [
+        "eval",
+        *_data_args(small_bag),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--timing-frames",
+        "1",
+        "--repeats",
+        "1",
+        "--reward",
+        "fidelity",
+        "--uniform",
+        "0.3",
+        "--placements",
+        "projector",
+        "layer:1",
+        "--json",
+    ]
+    assert main(args) == 0
+    table = _last_json(capsys.readouterr().out)
+    placed = [(r["method"], r["placement"]) for r in table["rows"]]
+    assert ("fastv", "layer:1") in placed and ("fastv", "projector") not in placed
+    assert {p for m, p in placed if m == "tfps"} == {"projector", "layer:1"}
+    assert placed[-1] == ("none", "-") and [m for m, _ in placed].count("none") == 1
+    assert main([*args[:-4], "--placements", "layer:x"]) == 2
+    assert "neither 'projector'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("rates", "message"),
     [

@@ -47,7 +47,7 @@ from typing import Any
 from ..config import resolve_rates_file
 from ..engine import Engine
 from ..errors import ConfigError, QuestionError
-from ..placement import ATTENTION_PRUNERS
+from ..placement import ATTENTION_PRUNERS, prune_layer
 from ..pruning import PRUNERS, Selection
 from ..pruning.budget import Rates, validate_rates
 from ..sensors.rates_file import load_rates
@@ -90,9 +90,11 @@ DEFAULT_REPEATS = 3
 
 @dataclass(frozen=True)
 class Row:
-    """One method's line of the table, at one retention (``rate``: "10 %", "rates" or "-")."""
+    """One method's line of the table, at one placement and retention (``rate``: "10 %",
+    "rates", or "-" for the unpruned reference)."""
 
     method: str
+    placement: str
     rate: str
     tokens_per_view: float
     score: float
@@ -133,6 +135,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_REPEATS,
         help="timed prefills per method and frame, after one warm-up (%(default)s)",
     )
+    parser.add_argument(
+        "--placements",
+        nargs="+",
+        metavar="P",
+        help="score these placements side by side (e.g. projector layer:2; FastV joins at "
+        "layer:K), each with every pruner; default the --placement of the config",
+    )
     parser.add_argument("--json", action="store_true", help="print the table as JSON last")
     files = parser.add_argument_group("DriveLM challenge prediction files (output.json)")
     given = files.add_mutually_exclusive_group()
@@ -157,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
         return score_predictions_file(args)
     config = engine_config(args)
     # Rates, data, reward and output are checked before the model loads: a mistake costs a second.
+    placements = list(dict.fromkeys(args.placements or [config.placement]))
+    for placement in placements:
+        prune_layer(placement)  # a typo fails here, before the model loads
     scored: dict[str, Rates] = {}  # label -> rates; empty: --no-pruning
     if args.uniform is not None:
         scored = {f"{100 * r:g} %": validate_rates(r) for r in dict.fromkeys(args.uniform)}
@@ -177,51 +189,49 @@ def run(args: argparse.Namespace) -> int:
         vlm = engine.vlm
         if vlm.random_weights:
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
-        methods = (
-            []
-            if not scored
-            else [
-                engine.pruner,
-                *(
-                    p
-                    for p in PRUNERS
-                    if p != engine.pruner and (p not in ATTENTION_PRUNERS or vlm.prune_layer)
-                ),
-            ]
-        )
-        setup = prepare_evaluation(
-            engine,
-            data,
-            reward,
-            tokenizer=tokenizer,
-            rules=rules,
-            cache_dir=args.cache_dir,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
-        unpruned = setup.evaluator.evaluate(1.0)
-        shown = methods[0] if methods else UNPRUNED
-        shown_evaluation = unpruned  # the first row's, whose answers --save-predictions writes
+        shown_evaluation: Evaluation | None = None  # the first row's (--save-predictions)
         rows: list[Row] = []
-        baseline = float("nan")
-        for label, rates in (scored or {"-": 1.0}).items():
-            evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
-            if methods and not rows:
-                shown_evaluation = evaluations[shown]
-            timings = prefill_timings(
-                vlm,
-                setup,
-                vlm.budgets(rates),
-                methods,
-                frames=args.timing_frames,
-                repeats=args.repeats,
+        encoder_calls = 0
+        for placement in placements:
+            placed = vlm if placement == config.placement else vlm.placed(placement)
+            engine = Engine(
+                placed, None, pruner=config.pruner, max_new_tokens=config.max_new_tokens
             )
-            baseline = timings[UNPRUNED][0]
-            rows += [
-                _row(m, label, evaluations[m], data, *timings[m], baseline=baseline)
-                for m in methods
-            ]
-        rows.append(_row(UNPRUNED, "-", unpruned, data, baseline, 1.0, baseline=baseline))
+            setup = prepare_evaluation(
+                engine,
+                data,
+                reward,
+                tokenizer=tokenizer,
+                rules=rules,
+                cache_dir=args.cache_dir,
+                seed=args.seed,
+                progress=not args.no_progress,
+            )
+            encoder_calls += setup.features.encoder_calls
+            methods = _methods(config.pruner, placed) if scored else []
+            shown = methods[0] if methods else UNPRUNED
+            unpruned = setup.evaluator.evaluate(1.0)
+            baseline = float("nan")
+            for label, rates in (scored or {"-": 1.0}).items():
+                evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
+                shown_evaluation = shown_evaluation or evaluations.get(shown)
+                timings = prefill_timings(
+                    placed,
+                    setup,
+                    placed.budgets(rates),
+                    methods,
+                    frames=args.timing_frames,
+                    repeats=args.repeats,
+                )
+                baseline = timings[UNPRUNED][0]
+                rows += [
+                    _row(m, placement, label, evaluations[m], data, *timings[m], baseline=baseline)
+                    for m in methods
+                ]
+        # the unpruned model is the same at every placement: one reference row
+        rows.append(_row(UNPRUNED, "-", "-", unpruned, data, baseline, 1.0, baseline=baseline))
+        shown_evaluation = shown_evaluation or unpruned
+        shown = rows[0].method
     drivelm_rules = rules if setup.reward == "drivelm" else None
     print(table_text(rows, setup.reward, drivelm_rules))
     print(f"FLOPs share: analytic LM prefill FLOPs; device: {device_name(vlm.device)}")
@@ -242,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
                 "rates": scored,
                 "samples": len(data.samples),
                 "frames": len(data.frames),
-                "encoder_calls": setup.features.encoder_calls,
+                "encoder_calls": encoder_calls,
                 "device": device_name(vlm.device),
                 "model": vlm.name,
                 "random_weights": vlm.random_weights,
@@ -387,6 +397,13 @@ def prefill_timings(
     return {name: (median(times[name]), statistics.fmean(shares[name])) for name in names}
 
 
+def _methods(pruner: str, vlm: DrivingVLM) -> list[str]:
+    """The configured pruner first, then every other one that can run where ``vlm`` prunes
+    (FastV's attention ranking only inside the decoder)."""
+    ordered = [pruner, *(p for p in PRUNERS if p != pruner)]
+    return [p for p in ordered if p not in ATTENTION_PRUNERS or vlm.prune_layer]
+
+
 def exact_match(samples: Sequence[Sample], answers: Mapping[str, str]) -> dict[str, float]:
     """Exact-match accuracy of ``answers`` (by sample id) over the answered samples with a
     reference: ``"all"``, and per kind where samples name theirs. Empty without references."""
@@ -404,6 +421,7 @@ def exact_match(samples: Sequence[Sample], answers: Mapping[str, str]) -> dict[s
 
 def _row(
     method: str,
+    placement: str,
     rate: str,
     evaluation: Evaluation,
     data: ValidationSet,
@@ -423,6 +441,7 @@ def _row(
     )
     return Row(
         method=method,
+        placement=placement,
         rate=rate,
         tokens_per_view=sum(evaluation.budgets) / len(evaluation.budgets),
         score=evaluation.reward,
@@ -447,14 +466,15 @@ def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = No
         for name in part_names
     ]
     kinds = list(rows[0].exact)
-    header = ["method", "rate", "tokens/view", f"score ({reward})", *labels]
+    header = ["method", "placement", "rate", "tokens/view", f"score ({reward})", *labels]
     header += ["exact" if kind == "all" else kind for kind in kinds]
     header += ["prefill ms", "speedup", "FLOPs share", "skipped"]
     if rules is not None:
         header.append("filtered")
     lines = [header]
     for row in rows:
-        cells = [row.method, row.rate, f"{row.tokens_per_view:.1f}", f"{row.score:.4f}"]
+        cells = [row.method, row.placement, row.rate, f"{row.tokens_per_view:.1f}"]
+        cells.append(f"{row.score:.4f}")
         cells += ["-" if row.parts[p] is None else f"{row.parts[p]:.4f}" for p in part_names]
         cells += [f"{100 * row.exact.get(kind, float('nan')):.1f} %" for kind in kinds]
         cells += [
