@@ -32,6 +32,20 @@ POSTGRES_ENV = "PRUNE2DRIVE_TEST_POSTGRES_URL"
 POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
 
 
+def _eval_args(bag, tmp_path) -> list[str]:
+    """``eval`` on ``bag`` with a private feature cache, timing one frame once."""
+    return [
+        "eval",
+        *_data_args(bag),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--timing-frames",
+        "1",
+        "--repeats",
+        "1",
+    ]
+
+
 def _data_args(bag) -> list[str]:
     return [
         "--bag",
@@ -173,17 +187,7 @@ def test_grid_sampler_runs(small_bag, tmp_path):
 
 
 def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_path, capsys):
-    common = [
-        "eval",
-        *_data_args(small_bag),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--timing-frames",
-        "1",
-        "--repeats",
-        "1",
-        "--json",
-    ]
+    common = [*_eval_args(small_bag, tmp_path), "--json"]
     assert main([*common, "--uniform", "0.3", "--tokenizer", "regex"]) == 0
     printed = capsys.readouterr().out
     table = _last_json(printed)
@@ -211,14 +215,7 @@ def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_pa
 
 def test_eval_rows_per_rate_with_exact_match_per_kind(small_bag, tmp_path, capsys):
     args = [
-        "eval",
-        *_data_args(small_bag),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--timing-frames",
-        "1",
-        "--repeats",
-        "1",
+        *_eval_args(small_bag, tmp_path),
         "--reward",
         "exact",
         "--uniform",
@@ -246,14 +243,7 @@ def test_eval_scores_placements_side_by_side_with_fastv_inside_the_decoder(
     small_bag, tmp_path, capsys
 ):
     args = [
-        "eval",
-        *_data_args(small_bag),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--timing-frames",
-        "1",
-        "--repeats",
-        "1",
+        *_eval_args(small_bag, tmp_path),
         "--reward",
         "fidelity",
         "--uniform",
