@@ -174,13 +174,12 @@ class Engine:
         generations, timings = self.answer_images(images, texts, max_new_tokens)
         timings.decode = decode_ms
         timings.total = (time.perf_counter() - begin) * 1e3
-        kept = self.kept_tokens()
         return [
             Answer(
                 question=generation.question,
                 text=generation.text,
                 frames_stamp_ns=frames.stamp_ns,
-                kept_tokens=kept,
+                kept_tokens=dict(zip(VIEWS, generation.kept_per_view, strict=True)),
                 timings_ms=timings.rounded(3),
                 model=self.vlm.name,
                 random_weights=self.vlm.random_weights,
@@ -267,7 +266,8 @@ class Engine:
         return self.budgets == self.full_budgets
 
     def kept_tokens(self) -> dict[str, int]:
-        """Visual tokens the language model sees per view (all of them when unpruned)."""
+        """Visual tokens per view the budgets give (all of them when unpruned); a pruner
+        with shared budgets moves some between views per frame set (see ``Answer``)."""
         return dict(zip(VIEWS, self.budgets, strict=True))
 
     def gpu_memory_bytes(self) -> int | None:

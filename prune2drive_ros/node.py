@@ -391,7 +391,7 @@ class DriveVLMNode(Node):
         if not outcome.success or outcome.value is None:
             return
         answer = outcome.value
-        self._stats.record_timings(answer.timings_ms)
+        self._stats.record_answer(answer.timings_ms, answer.kept_tokens)
         msg = DrivingAnswer(**answer_fields(answer))
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.question = answer.question

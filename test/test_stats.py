@@ -65,7 +65,7 @@ def test_percentile_interpolates() -> None:
 def test_latency_is_a_rolling_window(stats: NodeStats) -> None:
     assert stats.latency_ms("prefill") is None
     for ms in range(100):
-        stats.record_timings(Timings(prefill=float(ms), generate=1.0))
+        stats.record_answer(Timings(prefill=float(ms), generate=1.0), {"CAM_FRONT": 7})
     assert stats.latency_ms("prefill") == (pytest.approx(94.5), pytest.approx(98.55)), (
         "only the last 10 count"
     )
@@ -148,7 +148,8 @@ def test_recent_failure_warns_then_clears(stats: NodeStats, clock: FakeClock) ->
 
 def test_values_list(stats: NodeStats) -> None:
     stats.record_frameset(50 * SECOND)
-    stats.record_timings(Timings(**dict.fromkeys(STAGES, 12.0)))
+    stats.record_answer(Timings(**dict.fromkeys(STAGES, 12.0)), {"CAM_FRONT": 9, "CAM_BACK": 3})
+    stats.record_answer(Timings(**dict.fromkeys(STAGES, 12.0)), {"CAM_FRONT": 5, "CAM_BACK": 4})
     counters = WorkerCounters(
         served=7,
         rejected={"queue_full": 2, "no_frames": 1},
@@ -168,6 +169,8 @@ def test_values_list(stats: NodeStats) -> None:
     assert status.values[:2] == [("model", "tiny"), ("pruner", "tfps")], "facts first"
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in status.values)
     assert values["questions served"] == "7"
+    assert values["kept tokens"] == "CAM_FRONT=5 CAM_BACK=4", "the last answer's"
+    assert values["kept tokens range"] == "CAM_FRONT=5-9 CAM_BACK=3-4", "over the window"
     assert values["questions rejected"] == "3"
     assert values["rejected queue_full"] == "2" and values["rejected no_frames"] == "1"
     assert values["questions failed"] == "1" and values["failed DecodeError"] == "1"

@@ -24,6 +24,7 @@ from prune2drive_ros.pruning import (
     reference_tfps,
     tfps,
 )
+from prune2drive_ros.pruning.sharing import share_bounds
 from prune2drive_ros.pruning.tfps import (
     METRICS,
     STARTS,
@@ -47,6 +48,17 @@ def attention_scores(name: str, tokens: torch.Tensor) -> dict[str, torch.Tensor]
         return {}
     generator = torch.Generator().manual_seed(tokens.numel())
     return {"scores": torch.rand(tokens.shape[:2], generator=generator)}
+
+
+def chosen_budgets(name: str, selection: Selection, budgets: list[int]) -> list[int]:
+    """The budgets ``name`` had to keep: ``budgets``, or for views sharing their total (within
+    each view's bounds) the ones it chose."""
+    if name != "tfps_shared":
+        return budgets
+    floors, ceilings = share_bounds(budgets, [selection.mask.shape[1]] * len(budgets), 0.5)
+    assert selection.total == sum(budgets), "the views share the total, they do not change it"
+    assert all(lo <= k <= hi for lo, k, hi in zip(floors, selection.budgets, ceilings, strict=True))
+    return list(selection.budgets)
 
 
 def assert_valid(selection: Selection, budgets: list[int], count: int) -> None:
@@ -187,9 +199,15 @@ def test_no_pruner_keeps_padding(name: str, start: str) -> None:
     for v, count in enumerate(counts):
         tokens[v, count:] = 50.0  # far outliers, the most isolated by far
     options = {"start": start} if name == "tfps" else attention_scores(name, tokens)
+    if name == "tfps_cover":  # padded views are stitched ones, which have no patch grid
+        with pytest.raises(PruningInputError, match="stitched views"):
+            get_pruner(name)(tokens, budgets, counts=counts)
+        return
     for seed in range(3):
         selection = get_pruner(name)(tokens, budgets, seed=seed, counts=counts, **options)
-        assert selection.budgets == tuple(budgets)
+        if name != "tfps_shared":
+            assert selection.budgets == tuple(budgets)
+        assert selection.total == sum(budgets)
         for v, count in enumerate(counts):
             assert not selection.mask[v, count:].any()
 
@@ -230,7 +248,8 @@ def test_every_pruner_returns_a_valid_selection(
     budgets = data.draw(st.lists(st.integers(1, count), min_size=views, max_size=views))
     tokens = _tokens(views, count, dim, seed, coarse)
     options = attention_scores(name, tokens)
-    assert_valid(get_pruner(name)(tokens, budgets, seed=seed, **options), budgets, count)
+    selection = get_pruner(name)(tokens, budgets, seed=seed, **options)
+    assert_valid(selection, chosen_budgets(name, selection, budgets), count)
 
 
 @settings(max_examples=30, deadline=None)
@@ -407,7 +426,7 @@ def test_half_precision_feature_sums_past_their_range_are_no_false_alarm(
     assert callable(pruner)
     tokens = (1000 + _tokens(2, 8, 100, seed=1)).to(dtype)
     options = attention_scores("fastv" if pruner is PRUNERS["fastv"] else "", tokens)
-    assert pruner(tokens, [3, 3], **options).budgets == (3, 3)
+    assert pruner(tokens, [3, 3], **options).total == 6
 
 
 def test_not_a_tensor_is_rejected() -> None:
@@ -428,7 +447,8 @@ def test_unknown_metric_and_start_name_the_options() -> None:
 
 
 def test_unknown_pruner_names_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="tfps, random, grid, dart, fastv"):
+    known = "tfps, tfps_shared, tfps_cover, random, grid, dart, fastv"
+    with pytest.raises(ConfigError, match=known):
         get_pruner("v2drop")
     assert get_pruner("tfps") is tfps
 

@@ -16,11 +16,13 @@ from .baselines import dart_select, fastv_select, grid_select, random_select
 from .budget import budgets_from_rates, check_budgets, validate_rates
 from .reference import reference_tfps
 from .selection import Selection, gather_kept
-from .tfps import tfps
+from .tfps import tfps, tfps_cover, tfps_shared
 
 #: Pruner name -> pruner, all with the one signature of the module docstring.
 PRUNERS: dict[str, Callable[..., Selection]] = {
     "tfps": tfps,
+    "tfps_shared": tfps_shared,
+    "tfps_cover": tfps_cover,
     "random": random_select,
     "grid": grid_select,
     "dart": dart_select,
@@ -55,5 +57,7 @@ __all__ = [
     "random_select",
     "reference_tfps",
     "tfps",
+    "tfps_cover",
+    "tfps_shared",
     "validate_rates",
 ]

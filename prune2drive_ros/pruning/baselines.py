@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PruningInputError
-from .selection import Selection, real_tokens
+from .selection import Selection, patch_grid, real_tokens
 from .tfps import all_finite, check_tokens, require_finite, upcast
 
 
@@ -45,24 +45,6 @@ def _grid_indices(budget: int, rows: int, cols: int) -> list[int]:
     r = max(r, -(-budget // c))  # only grows when c was capped at cols, and stays <= rows
     lattice = [y * cols + x for y in _spread(r, rows) for x in _spread(c, cols)]
     return sorted(lattice[i] for i in _spread(budget, len(lattice)))
-
-
-def _patch_grid(count: int, grid: tuple[int, int] | None) -> tuple[int, int]:
-    """``grid`` checked against ``count`` tokens; without one, a square if ``count`` is one.
-
-    Raises:
-        PruningInputError: ``grid`` does not hold exactly ``count`` tokens.
-    """
-    if grid is None:
-        side = math.isqrt(count)
-        return (side, side) if side * side == count else (1, count)
-    rows, cols = grid
-    if rows < 1 or cols < 1 or rows * cols != count:
-        raise PruningInputError(
-            f"patch grid {rows} x {cols} does not hold the {count} tokens of a view; pass the "
-            "(rows, cols) the vision tower lays its tokens out in (DrivingVLM.patch_grid)"
-        )
-    return rows, cols
 
 
 def _without_padding(scores: torch.Tensor, counts: Sequence[int] | None) -> torch.Tensor:
@@ -118,7 +100,7 @@ def grid_select(
     views, count, _ = tokens.shape
     mask = torch.zeros(views, count, dtype=torch.bool)
     for view, budget in enumerate(budgets):
-        rows, cols = _patch_grid(count, grid) if counts is None else (1, int(counts[view]))
+        rows, cols = patch_grid(count, grid) if counts is None else (1, int(counts[view]))
         mask[view, _grid_indices(budget, rows, cols)] = True
     return Selection.from_mask(mask.to(tokens.device))
 

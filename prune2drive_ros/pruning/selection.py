@@ -6,10 +6,13 @@ benchmarks can swap pruners without caring which one ran.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from ..errors import PruningInputError
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,22 @@ def gather_kept(tokens: torch.Tensor, selection: Selection) -> torch.Tensor:
             f"{tuple(selection.mask.shape)} (views, tokens)"
         )
     return tokens[selection.mask.to(tokens.device)]
+
+
+def patch_grid(count: int, grid: tuple[int, int] | None) -> tuple[int, int]:
+    """``grid`` checked against ``count`` tokens; without one, a square if ``count`` is one,
+    else one row (the pruners that look at positions take the grid this way).
+
+    Raises:
+        PruningInputError: ``grid`` does not hold exactly ``count`` tokens.
+    """
+    if grid is None:
+        side = math.isqrt(count)
+        return (side, side) if side * side == count else (1, count)
+    rows, cols = grid
+    if rows < 1 or cols < 1 or rows * cols != count:
+        raise PruningInputError(
+            f"patch grid {rows} x {cols} does not hold the {count} tokens of a view; pass the "
+            "(rows, cols) the vision tower lays its tokens out in (DrivingVLM.patch_grid)"
+        )
+    return rows, cols

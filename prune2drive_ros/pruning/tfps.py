@@ -32,12 +32,14 @@ Why this implementation is shaped the way it is:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from ..errors import PruningInputError
-from .budget import check_budgets
-from .selection import Selection, real_tokens
+from .budget import check_budgets, check_counts
+from .selection import Selection, patch_grid, real_tokens
+from .sharing import check_share, share_bounds, share_total
 
 METRICS: tuple[str, ...] = ("cosine", "l2", "l1")
 STARTS: tuple[str, ...] = ("isolated", "first", "random")
@@ -165,6 +167,24 @@ def pairwise_distances(tokens: torch.Tensor, metric: str = "cosine") -> torch.Te
     raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
 
 
+def image_distances(grid: tuple[int, int] | None, count: int, device: torch.device) -> torch.Tensor:
+    """``[N, N]`` distances between the centres of a view's ``grid`` patches (see
+    :func:`patch_grid`), in units of the image diagonal (0 to 1), for the coverage term of
+    :func:`tfps`.
+
+    Raises:
+        PruningInputError: a grid that does not hold the ``count`` tokens.
+    """
+    rows, cols = patch_grid(count, grid)
+    r, c = torch.meshgrid(
+        (torch.arange(rows, device=device) + 0.5) / rows,
+        (torch.arange(cols, device=device) + 0.5) / cols,
+        indexing="ij",
+    )
+    centres = torch.stack([r.flatten(), c.flatten()], dim=1)
+    return torch.cdist(centres, centres).div_(2**0.5)
+
+
 def _rows(dist: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
     """Row ``picked[v]`` of ``dist[v]`` for every view: ``[views, N]``."""
     views, count, _ = dist.shape
@@ -205,6 +225,8 @@ def tfps(
     counts: Sequence[int] | None = None,
     metric: str = "cosine",
     start: str = "isolated",
+    share: float = 0.0,
+    cover: float = 0.0,
 ) -> Selection:
     """Keep ``budgets[v]`` tokens of view ``v`` by greedy farthest point selection.
 
@@ -212,30 +234,48 @@ def tfps(
         tokens: ``[views, tokens, dim]``, any floating dtype, CPU or CUDA.
         budgets: tokens to keep per view, each in ``[1, tokens]``.
         seed: seeds the ``"random"`` start; ignored by the deterministic starts.
-        grid: the views' patch grid; unused (T-FPS looks at token content, not position), taken
-            so that every pruner has one signature.
+        grid: the views' patch grid; only the coverage term looks at it (plain T-FPS looks at
+            token content, not position).
         counts: real tokens per view, the rest padding (views of different sizes); each view
             gets the picks it would get alone. None: every token is real.
         metric: ``"cosine"`` (the paper's), ``"l2"`` or ``"l1"``.
         start: ``"isolated"`` (the paper's: largest nearest-neighbour distance), ``"first"``
             (token 0) or ``"random"``.
+        share: 0 (the paper's) keeps ``budgets`` as given; in (0, 1) the views share their
+            total by content, each keeping between ``1 - share`` and ``1 + share`` times its
+            budget (:mod:`~prune2drive_ros.pruning.sharing`).
+        cover: 0 (the paper's) measures distances between features alone; above 0 each
+            distance also counts how far apart the two patches lie on the image, ``cover``
+            times the view's mean feature distance per image diagonal. Farthest point
+            sampling then covers the image as well as the features, so a large uniform object
+            (a bus side, all patches alike, one pick for plain T-FPS) keeps tokens across its
+            extent, while distinct details still win by their feature distance.
 
     Returns:
-        The kept tokens of each view in original order.
+        The kept tokens of each view in original order (with ``share``, the budgets it chose).
 
     Raises:
         PruningInputError: malformed, empty or non-finite tokens.
-        BudgetError: budgets that do not fit the tokens.
-        ValueError: unknown metric or start.
+        BudgetError: budgets that do not fit the tokens, or a share outside [0, 1).
+        PruningInputError: also a coverage term without the views' patch grid.
+        ValueError: unknown metric or start, or a negative cover.
     """
     budgets = check_tokens(tokens, budgets, counts)
+    share = check_share(share)
+    if not cover >= 0.0:
+        raise ValueError(f"cover must be >= 0 (0: plain T-FPS), got {cover}")
+    if cover > 0 and counts is not None:
+        raise PruningInputError(
+            "the coverage term needs each view's patch grid; stitched views (the drivelmm_o1 "
+            "prompt) have none: use tfps or tfps_shared there"
+        )
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     if start not in STARTS:
         raise ValueError(f"unknown start {start!r}; expected one of {', '.join(STARTS)}")
     views, count, _ = tokens.shape
     device = tokens.device
-    limit = _to_device(torch.tensor(budgets), device).unsqueeze(1)
+    floors, ceilings = share_bounds(budgets, check_counts(counts, views, count), share)
     real = real_tokens(counts, views, count, device)
     picked = _fixed_start(start, views, count, seed, device, counts or (count,) * views)
     x = upcast(tokens)
@@ -244,6 +284,9 @@ def tfps(
 
     dist = pairwise_distances(x, metric)
     diagonal = dist.diagonal(dim1=1, dim2=2)
+    if cover > 0:
+        scale = dist.mean(dim=(1, 2), keepdim=True).mul_(cover)
+        dist.add_(image_distances(grid, count, device).mul(scale))
     if real is not None:
         # Padding is nobody's neighbour (its columns +inf), and never picked (below).
         dist.masked_fill_(~real.unsqueeze(1), float("inf"))
@@ -262,18 +305,45 @@ def tfps(
     if real is not None:
         nearest.masked_fill_(~real, float("-inf"))  # a running minimum of -inf: never picked
     order = [picked]
-    for _ in range(max(budgets) - 1):
+    # With a share, each pick's score (the first pick's is +inf) decides how far a view gets.
+    walked = [torch.full((views, 1), float("inf"), dtype=dist.dtype, device=device)] * bool(share)
+    for _ in range(max(ceilings) - 1):
         torch.minimum(nearest, _rows(dist, picked), out=nearest)
         picked = nearest.argmax(dim=1)
         order.append(picked)
+        if share:
+            walked.append(nearest.gather(1, picked.unsqueeze(1)))
 
+    if share:
+        kept = share_total(torch.cat(walked, dim=1), budgets, floors, ceilings)
+        limit = kept.unsqueeze(1)
+        budgets = tuple(int(k) for k in kept.tolist())
+    else:
+        limit = _to_device(torch.tensor(budgets), device).unsqueeze(1)
     # Picks past a view's budget are sent to a spare column that is cut off afterwards.
     walk = torch.stack(order, dim=1)
     step = torch.arange(walk.shape[1], device=device)
     slots = torch.where(step < limit, walk, count)
     mask = torch.zeros(views, count + 1, dtype=torch.bool, device=device)
     mask = mask.scatter_(1, slots, True)[:, :count].contiguous()
-    ordered = slots.sort(dim=1).values
+    ordered = slots.sort(dim=1).values[:, : max(budgets)]  # a shared walk went further
     indices = torch.where(ordered == count, -1, ordered)
     require_finite(finite)
     return Selection(indices=indices, mask=mask, budgets=budgets)
+
+
+#: The budget share of :func:`tfps_shared` and the coverage weight of :func:`tfps_cover`.
+SHARED_SHARE = 0.5
+COVER_WEIGHT = 0.5
+
+
+def tfps_shared(tokens: torch.Tensor, budgets: Sequence[int], **options: Any) -> Selection:
+    """T-FPS whose views share their total budget by content (``share`` 0.5): each view keeps
+    between half and 1.5 times its budget, the frame set's total unchanged."""
+    return tfps(tokens, budgets, share=SHARED_SHARE, **options)
+
+
+def tfps_cover(tokens: torch.Tensor, budgets: Sequence[int], **options: Any) -> Selection:
+    """T-FPS with the coverage term (``cover`` 0.5), so a large uniform object keeps tokens
+    across its extent."""
+    return tfps(tokens, budgets, cover=COVER_WEIGHT, **options)

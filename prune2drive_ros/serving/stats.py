@@ -76,6 +76,7 @@ class NodeStats:
         self._clock = clock
         self._lock = threading.Lock()
         self._latency: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
+        self._kept: deque[Mapping[str, int]] = deque(maxlen=window)
         self._arrivals: deque[float] = deque()
         self._latest_stamp_ns: int | None = None
 
@@ -87,11 +88,27 @@ class NodeStats:
             self._forget_arrivals(now)
             self._latest_stamp_ns = stamp_ns
 
-    def record_timings(self, timings_ms: Timings) -> None:
-        """Add one answer's per-stage timings."""
+    def record_answer(self, timings_ms: Timings, kept_tokens: Mapping[str, int]) -> None:
+        """Add one answer's per-stage timings and the visual tokens it kept per view."""
         with self._lock:
             for stage, ms in timings_ms.as_dict().items():
                 self._latency[stage].append(ms)
+            self._kept.append(dict(kept_tokens))
+
+    def kept_tokens(self) -> list[tuple[str, str]]:
+        """Diagnostic lines of the tokens kept per view: the last answer's, and the range over
+        the window (it moves when the views share their budget by content); none before the
+        first answer."""
+        with self._lock:
+            kept = list(self._kept)
+        if not kept:
+            return []
+        views = list(kept[-1])
+        spans = {v: (min(k[v] for k in kept), max(k[v] for k in kept)) for v in views}
+        return [
+            ("kept tokens", " ".join(f"{v}={n}" for v, n in kept[-1].items())),
+            ("kept tokens range", " ".join(f"{v}={lo}-{hi}" for v, (lo, hi) in spans.items())),
+        ]
 
     @property
     def latest_stamp_ns(self) -> int | None:
@@ -180,6 +197,7 @@ class NodeStats:
             if ago_s <= self.failure_window_s:
                 problems.append(("WARN", f"a question failed {ago_s:.0f} s ago"))
 
+        values += self.kept_tokens()
         for stage in STAGES:
             latency = self.latency_ms(stage)
             p50, p95 = ("-", "-") if latency is None else (f"{latency[0]:.1f}", f"{latency[1]:.1f}")

@@ -567,7 +567,7 @@ class DrivingVLM(ABC):
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         timings = Timings()
         with stopwatch(timings, "prefill", self.device):
-            prefix, cache, _ = self.prefill_prefix(
+            prefix, cache, kept = self.prefill_prefix(
                 visual, selection, positions=positions, timings=timings
             )
         timings.prefill -= timings.prune  # the selector ran inside the prefix prefill
@@ -593,6 +593,7 @@ class DrivingVLM(ABC):
                     new_tokens=len(tokens),
                     prompt_tokens=prefix.length + turn.length,
                     visual_tokens=prefix.visual_tokens,
+                    kept_per_view=kept.budgets,
                 )
             )
         return answers, timings

@@ -40,6 +40,8 @@ class Generation:
         prompt_tokens: tokens the language model prefilled for it (shared prefix with the kept
             visual tokens and view separators, plus the question turn).
         visual_tokens: kept visual tokens over all views (separators not counted).
+        kept_per_view: kept visual tokens of each view, in :data:`~..views.VIEWS` order (a
+            pruner with shared budgets chooses them per frame set).
     """
 
     question: str
@@ -47,6 +49,7 @@ class Generation:
     new_tokens: int
     prompt_tokens: int
     visual_tokens: int
+    kept_per_view: tuple[int, ...]
 
 
 @dataclass(frozen=True)
