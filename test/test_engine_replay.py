@@ -56,6 +56,14 @@ def test_answer_reports_kept_tokens_timings_and_random_weights(
     assert "meaningless" in str(record["note"])
 
 
+def test_answers_report_the_tokens_shared_budgets_kept(engine: Engine, frames: FrameSet) -> None:
+    shared = Engine(engine.vlm, 0.1, pruner="tfps_shared", topics=engine.topics, max_new_tokens=2)
+    answer = shared.answer(frames, "How many cars are in the front camera?")
+    assert sum(answer.kept_tokens.values()) == 6 * 73, "the views share the total"
+    assert answer.kept_tokens == dict(zip(VIEWS, shared.select(frames).budgets, strict=True))
+    assert all(37 <= k <= 109 for k in answer.kept_tokens.values())
+
+
 def test_unpruned_engine_keeps_every_token(engine: Engine, frames: FrameSet) -> None:
     unpruned = Engine(engine.vlm, None, topics=engine.topics)
     assert unpruned.kept_tokens() == dict.fromkeys(VIEWS, 729)

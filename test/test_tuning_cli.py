@@ -263,6 +263,22 @@ def test_eval_scores_placements_side_by_side_with_fastv_inside_the_decoder(
     assert "neither 'projector'" in capsys.readouterr().err
 
 
+def test_eval_scores_chosen_pruners_and_the_spread_of_shared_budgets(small_bag, tmp_path, capsys):
+    args = [*_eval_args(small_bag, tmp_path), "--reward", "fidelity", "--uniform", "0.1"]
+    assert main([*args, "--pruners", "tfps_shared", "tfps", "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert "view min-max" in printed and "view sd" in printed
+    rows = {row["method"]: row for row in _last_json(printed)["rows"]}
+    assert list(rows) == ["tfps_shared", "tfps", "none"], "the order given, then unpruned"
+    fixed, shared = rows["tfps"], rows["tfps_shared"]
+    assert (fixed["kept_min"], fixed["kept_max"], fixed["kept_sd"]) == (73, 73, 0.0)
+    assert shared["tokens_per_view"] == fixed["tokens_per_view"], "the same total, shared"
+    assert 37 <= shared["kept_min"] <= shared["kept_max"] <= 109, "within half to 1.5 x"
+    with pytest.raises(SystemExit):
+        main([*args, "--pruners", "v2drop"])
+    assert "invalid choice: 'v2drop'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("rates", "message"),
     [

@@ -97,6 +97,11 @@ class Row:
     placement: str
     rate: str
     tokens_per_view: float
+    #: fewest and most tokens a view kept on a frame, and the mean per-view deviation across
+    #: frames (they move only when the views share their budget, ``tfps_shared``).
+    kept_min: int
+    kept_max: int
+    kept_sd: float
     score: float
     parts: dict[str, float | None]
     prefill_ms: float
@@ -141,6 +146,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="score these placements side by side (e.g. projector layer:2; FastV joins at "
         "layer:K), each with every pruner; default the --placement of the config",
+    )
+    parser.add_argument(
+        "--pruners",
+        nargs="+",
+        choices=list(PRUNERS),
+        metavar="NAME",
+        help="score only these pruners (default: every one that can run where the model "
+        "prunes, the config's first): " + ", ".join(PRUNERS),
     )
     parser.add_argument("--json", action="store_true", help="print the table as JSON last")
     files = parser.add_argument_group("DriveLM challenge prediction files (output.json)")
@@ -208,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
             )
             encoder_calls += setup.features.encoder_calls
-            methods = _methods(config.pruner, placed) if scored else []
+            methods = _methods(config.pruner, placed, args.pruners) if scored else []
             shown = methods[0] if methods else UNPRUNED
             unpruned = setup.evaluator.evaluate(1.0)
             baseline = float("nan")
@@ -397,11 +410,13 @@ def prefill_timings(
     return {name: (median(times[name]), statistics.fmean(shares[name])) for name in names}
 
 
-def _methods(pruner: str, vlm: DrivingVLM) -> list[str]:
-    """The configured pruner first, then every other one that can run where ``vlm`` prunes
-    (FastV's attention ranking only inside the decoder)."""
-    ordered = [pruner, *(p for p in PRUNERS if p != pruner)]
-    return [p for p in ordered if p not in ATTENTION_PRUNERS or vlm.prune_layer]
+def _methods(pruner: str, vlm: DrivingVLM, chosen: Sequence[str] | None = None) -> list[str]:
+    """The configured pruner first, then every other one (of ``chosen``, when given) that can
+    run where ``vlm`` prunes (FastV's attention ranking only inside the decoder)."""
+    names = (
+        list(dict.fromkeys(chosen)) if chosen else [pruner, *(p for p in PRUNERS if p != pruner)]
+    )
+    return [p for p in names if p not in ATTENTION_PRUNERS or vlm.prune_layer]
 
 
 def exact_match(samples: Sequence[Sample], answers: Mapping[str, str]) -> dict[str, float]:
@@ -439,11 +454,15 @@ def _row(
         if "exact" in parts
         else ("accuracy", "language", "match")
     )
+    kept_min, kept_max, kept_sd = evaluation.kept_spread()
     return Row(
         method=method,
         placement=placement,
         rate=rate,
         tokens_per_view=sum(evaluation.budgets) / len(evaluation.budgets),
+        kept_min=kept_min,
+        kept_max=kept_max,
+        kept_sd=kept_sd,
         score=evaluation.reward,
         parts={key: parts.get(key) for key in keys},
         prefill_ms=prefill_ms,
@@ -466,7 +485,8 @@ def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = No
         for name in part_names
     ]
     kinds = list(rows[0].exact)
-    header = ["method", "placement", "rate", "tokens/view", f"score ({reward})", *labels]
+    header = ["method", "placement", "rate", "tokens/view", "view min-max", "view sd"]
+    header += [f"score ({reward})", *labels]
     header += ["exact" if kind == "all" else kind for kind in kinds]
     header += ["prefill ms", "speedup", "FLOPs share", "skipped"]
     if rules is not None:
@@ -474,7 +494,7 @@ def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = No
     lines = [header]
     for row in rows:
         cells = [row.method, row.placement, row.rate, f"{row.tokens_per_view:.1f}"]
-        cells.append(f"{row.score:.4f}")
+        cells += [f"{row.kept_min}-{row.kept_max}", f"{row.kept_sd:.1f}", f"{row.score:.4f}"]
         cells += ["-" if row.parts[p] is None else f"{row.parts[p]:.4f}" for p in part_names]
         cells += [f"{100 * row.exact.get(kind, float('nan')):.1f} %" for kind in kinds]
         cells += [

@@ -33,6 +33,7 @@ with a warning and counted; the trial fails only when no sample is left.
 from __future__ import annotations
 
 import logging
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,8 @@ class Evaluation:
         answered, skipped: samples answered, and samples skipped after an error.
         score: the DriveLM parts (``drivelm`` reward only).
         answers: the answer to each answered sample, by sample id (not stored with a trial).
+        kept: per answered frame, the tokens each view kept (a pruner with shared budgets
+            moves them between views frame by frame; not stored with a trial).
     """
 
     rates: dict[str, float]
@@ -178,11 +181,21 @@ class Evaluation:
     skipped: int
     score: Score | None = field(default=None, compare=False)
     answers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    kept: tuple[tuple[int, ...], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def tokens_per_view(self) -> dict[str, int]:
         """Tokens kept per view."""
         return dict(zip(VIEWS, self.budgets, strict=True))
+
+    def kept_spread(self) -> tuple[int, int, float]:
+        """Fewest and most tokens any view kept on any frame, and the mean over views of the
+        standard deviation across frames of a view's tokens (0 for fixed budgets)."""
+        frames = self.kept or (self.budgets,)
+        per_view = list(zip(*frames, strict=True))
+        low = min(min(view) for view in per_view)
+        high = max(max(view) for view in per_view)
+        return low, high, statistics.fmean(statistics.pstdev(view) for view in per_view)
 
     def describe(self) -> str:
         """How the reward is made up (the DriveLM weighting, exact match or fidelity)."""
@@ -331,6 +344,7 @@ class Evaluator:
         need_unpruned = keep_all or self.reward == "fidelity"
         unpruned = self.unpruned_answers() if need_unpruned else {}
         scored: list[tuple[Sample, str, str]] = []
+        kept: list[tuple[int, ...]] = []
         skipped = 0
         first_error = ""
         bar = tqdm(
@@ -344,8 +358,8 @@ class Evaluator:
                     first_error = first_error or f"{frame.label}: no unpruned answers"
                     continue
                 try:
-                    texts = (
-                        unpruned[frame.key]
+                    texts, frame_kept = (
+                        (unpruned[frame.key], tuple(budgets))
                         if keep_all
                         else self._pruned_answers(frame, group, budgets, pruner)
                     )
@@ -361,6 +375,7 @@ class Evaluator:
                     else [s.answer or "" for s in group]
                 )
                 scored += zip(group, texts, references, strict=True)
+                kept.append(frame_kept)
         if not scored:
             raise TrialFailed(f"every sample failed; first error: {first_error}")
         reward, parts, score = self._reward(scored)
@@ -376,11 +391,13 @@ class Evaluator:
             skipped=skipped,
             score=score,
             answers={sample.id: text for sample, text, _ in scored},
+            kept=tuple(kept),
         )
 
     def _pruned_answers(
         self, frame: Frame, group: Sequence[Sample], budgets: Sequence[int], pruner: str | None
-    ) -> list[str]:
+    ) -> tuple[list[str], tuple[int, ...]]:
+        """The answers to ``group`` on ``frame``, and the tokens each view kept."""
         generations, _ = self.engine.answer_encoded(
             self.features.visual(frame),
             [s.question for s in group],
@@ -388,7 +405,7 @@ class Evaluator:
             pruner=pruner,
             seed=self.seed,
         )
-        return [g.text for g in generations]
+        return [g.text for g in generations], generations[0].kept_per_view
 
     def _reward(
         self, scored: Sequence[tuple[Sample, str, str]]
