@@ -470,6 +470,7 @@ def test_bench_tfps_prints_one_json_object_per_retention_last(
         assert result["views"] == 2 and result["tokens"] == 25 and result["dim"] == 8
         for key in ("ours_ms", "reference_ms", "speedup", "floor_ms", "device", "dtype"):
             assert key in result
+        assert result["shared_over_ours"] > 0 and result["cover_over_ours"] > 0
 
 
 def test_bench_tfps_table_and_bad_device(capsys: pytest.CaptureFixture[str]) -> None:

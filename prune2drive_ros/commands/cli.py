@@ -36,6 +36,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "decode": "prune2drive_ros.commands.bench.decode",
         "prefill": "prune2drive_ros.commands.bench.prefill",
         "gpu": "prune2drive_ros.commands.bench.gpu",
+        "objects": "prune2drive_ros.commands.bench.objects",
     },
 }
 

@@ -8,6 +8,9 @@ product (``distance_gflop``, ``2 * V * N * N * D``) and of the symmetric product
 time of that product alone. Every cosine or l2 selection that needs all pairwise distances (the
 "isolated" start does) pays at least this product, so ``ours_over_floor`` says how close to that
 limit T-FPS runs on this device (l1 has no matmul form; its floor is only indicative).
+``shared_ms`` and ``cover_ms`` time the two options on the same tokens and budgets: the views
+sharing their total (``tfps_shared``: its walk goes to 1.5 times the budget) and the coverage
+term (``tfps_cover``: one more ``N x N`` add), with their ratios to plain T-FPS.
 
 With ``--json`` every retention prints one JSON object on its own line, in the order given; the
 last line is therefore always a JSON object (the last retention's). Without ``--json`` a short
@@ -22,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ...pruning import budgets_from_rates, reference_tfps, tfps
+from ...pruning import budgets_from_rates, reference_tfps, tfps, tfps_cover, tfps_shared
 from ...pruning.tfps import METRICS, SYMMETRIC_FROM, gram
 from ..argtypes import at_least, retention_rate
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
@@ -75,6 +78,12 @@ def _measure(
     def reference() -> Any:
         return reference_tfps(tokens, budgets, metric=args.metric)
 
+    def shared() -> Any:
+        return tfps_shared(tokens, budgets, metric=args.metric)
+
+    def cover() -> Any:
+        return tfps_cover(tokens, budgets, metric=args.metric)
+
     upcast = tokens.float()
 
     def floor() -> Any:
@@ -83,12 +92,14 @@ def _measure(
     same = torch.equal(ours().indices, reference().indices)
     logger.info("timing retention %s (budgets %s)", retention, budgets)
     times = time_interleaved(
-        {"ours": ours, "reference": reference, "floor": floor},
+        {"ours": ours, "reference": reference, "floor": floor, "shared": shared, "cover": cover},
         warmup=args.warmup,
         repeats=args.repeats,
         device=device,
     )
-    ours_ms, reference_ms, floor_ms = (median(times[k]) for k in ("ours", "reference", "floor"))
+    ours_ms, reference_ms, floor_ms, shared_ms, cover_ms = (
+        median(times[k]) for k in ("ours", "reference", "floor", "shared", "cover")
+    )
     # Tokens read once; distance matrix written once and read once (start); one row per step.
     bytes_moved = tokens.numel() * tokens.element_size() + 4 * views * count * (
         2 * count + max(budgets)
@@ -114,6 +125,10 @@ def _measure(
         "speedup": round(reference_ms / ours_ms, 2),
         "floor_ms": round(floor_ms, 3),
         "ours_over_floor": round(ours_ms / floor_ms, 2),
+        "shared_ms": round(shared_ms, 3),
+        "shared_over_ours": round(shared_ms / ours_ms, 2),
+        "cover_ms": round(cover_ms, 3),
+        "cover_over_ours": round(cover_ms / ours_ms, 2),
         "distance_gflop": round(2 * views * count * count * dim / 1e9, 3),
         "gram_gflop": round(2 * views * _gram_products(count) * dim / 1e9, 3),
         "bytes_moved": bytes_moved,
@@ -130,12 +145,13 @@ def _print_table(results: list[dict[str, Any]]) -> None:
     )
     print(
         f"{'retention':>9} {'ours ms':>9} {'reference ms':>12} {'speedup':>7} "
-        f"{'floor ms':>9} {'same':>5}"
+        f"{'floor ms':>9} {'same':>5} {'shared ms':>9} {'cover ms':>9}"
     )
     for r in results:
         print(
             f"{r['retention']:>9.2f} {r['ours_ms']:>9.2f} {r['reference_ms']:>12.2f} "
-            f"{r['speedup']:>6.2f}x {r['floor_ms']:>9.2f} {r['same_selection']!s:>5}"
+            f"{r['speedup']:>6.2f}x {r['floor_ms']:>9.2f} {r['same_selection']!s:>5} "
+            f"{r['shared_ms']:>9.2f} {r['cover_ms']:>9.2f}"
         )
 
 
