@@ -220,7 +220,9 @@ class DriveVLMConfig:
     )
     pruner: str = _param(
         "tfps",
-        "visual-token pruner: tfps is Prune2Drive's per-view farthest point sampling",
+        "visual-token pruner: tfps is Prune2Drive's per-view farthest point sampling; "
+        "tfps_shared lets the views share their total by content (the rates as priors); "
+        "tfps_cover adds a coverage term that keeps large uniform objects",
         choices=pruner_names,
     )
     rates_file: str = _param(

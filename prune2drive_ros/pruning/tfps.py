@@ -185,6 +185,21 @@ def image_distances(grid: tuple[int, int] | None, count: int, device: torch.devi
     return torch.cdist(centres, centres).div_(2**0.5)
 
 
+def _walk_scores(dist: torch.Tensor, walk: torch.Tensor) -> torch.Tensor:
+    """``[views, steps]``: each pick's distance to the picks before it (+inf for the first),
+    the running minimum the walk read when it chose that pick.
+
+    Recomputed after the loop from the ``steps x steps`` distances among the picks, in the
+    loop's own orientation (row of the earlier pick), so the values are the loop's exactly and
+    the loop itself stays as lean as plain T-FPS's.
+    """
+    views, steps = walk.shape
+    rows = dist.gather(1, walk.unsqueeze(2).expand(views, steps, dist.shape[2]))
+    among = rows.gather(2, walk.unsqueeze(1).expand(views, steps, steps))  # [v, earlier, later]
+    later = torch.ones(steps, steps, dtype=torch.bool, device=walk.device).triu_(1)
+    return among.masked_fill_(~later, float("inf")).amin(dim=1)
+
+
 def _rows(dist: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
     """Row ``picked[v]`` of ``dist[v]`` for every view: ``[views, N]``."""
     views, count, _ = dist.shape
@@ -305,23 +320,19 @@ def tfps(
     if real is not None:
         nearest.masked_fill_(~real, float("-inf"))  # a running minimum of -inf: never picked
     order = [picked]
-    # With a share, each pick's score (the first pick's is +inf) decides how far a view gets.
-    walked = [torch.full((views, 1), float("inf"), dtype=dist.dtype, device=device)] * bool(share)
     for _ in range(max(ceilings) - 1):
         torch.minimum(nearest, _rows(dist, picked), out=nearest)
         picked = nearest.argmax(dim=1)
         order.append(picked)
-        if share:
-            walked.append(nearest.gather(1, picked.unsqueeze(1)))
+    walk = torch.stack(order, dim=1)
 
     if share:
-        kept = share_total(torch.cat(walked, dim=1), budgets, floors, ceilings)
+        kept = share_total(_walk_scores(dist, walk), budgets, floors, ceilings)
         limit = kept.unsqueeze(1)
         budgets = tuple(int(k) for k in kept.tolist())
     else:
         limit = _to_device(torch.tensor(budgets), device).unsqueeze(1)
     # Picks past a view's budget are sent to a spare column that is cut off afterwards.
-    walk = torch.stack(order, dim=1)
     step = torch.arange(walk.shape[1], device=device)
     slots = torch.where(step < limit, walk, count)
     mask = torch.zeros(views, count + 1, dtype=torch.bool, device=device)
