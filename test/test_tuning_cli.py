@@ -186,6 +186,15 @@ def test_grid_sampler_runs(small_bag, tmp_path):
     assert set(rates.values()) <= {0.05, 1.0}
 
 
+def test_tune_searches_the_priors_of_shared_budgets(small_bag, tmp_path, capsys):
+    args = _tune_args(small_bag, tmp_path, "--trials", "2", "--reward", "fidelity", "--json")
+    assert main([*args, "--pruner", "tfps_shared", "--sampler", "random"]) == 0
+    written = load_rates(tmp_path / "out" / "retention_rates.yaml")
+    assert "priors of tfps_shared" in written.meta["note"]
+    study = optuna.load_study(study_name=written.meta["study"], storage=written.meta["storage"])
+    assert "tfps_shared" in json.dumps(study.user_attrs), "a study of its own, for its pruner"
+
+
 def test_eval_prints_the_table_for_every_pruner_and_no_pruning(small_bag, tmp_path, capsys):
     common = [*_eval_args(small_bag, tmp_path), "--json"]
     assert main([*common, "--uniform", "0.3", "--tokenizer", "regex"]) == 0

@@ -327,6 +327,8 @@ def _write_outputs(
     note = f"{setup.reward} reward on {setup.data.summary()}; chosen as the {choice.how}"
     if setup.reward == "drivelm":
         note += f"; {setup.evaluator.rules.describe()}"
+    if engine.pruner == "tfps_shared":
+        note += "; searched as the priors of tfps_shared: serve them with pruner tfps_shared"
     if vlm.random_weights:
         note += f"; {RANDOM_WEIGHTS_NOTE}"
     rates_path = out / RATES_FILE
