@@ -61,6 +61,22 @@ def test_densities_vary_between_scenes(scenes):
     assert min(around) <= 1 and max(around) >= 5
 
 
+def _view_spread(scene: RoadScene, frames: int) -> float:
+    """Mean over frames of (most - fewest) vehicles seen by one view."""
+    spreads = []
+    for frame in range(frames):
+        counts = [v.cars + v.buses for v in scene.facts(frame).views.values()]
+        spreads.append(max(counts) - min(counts))
+    return float(np.mean(spreads))
+
+
+def test_zone_densities_make_the_views_of_one_frame_differ_more(scenes):
+    zoned = RoadScene(4, 160, 90, segment_frames=1, density="zone")
+    assert _view_spread(zoned, 150) > _view_spread(scenes, 150) + 0.2
+    with pytest.raises(ValueError, match="density must be one of scene, zone"):
+        RoadScene(4, density="lane")
+
+
 def test_mixes_weigh_kinds_and_views():
     questions = all_scene_questions(RoadScene(1, 64, 36).facts(0))
     default = question_weights(questions, "default")

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import BagError
-from ..sensors.scene import QUESTION_MIXES, QUESTIONS_PER_FRAME
+from ..sensors.scene import DENSITY_MODES, QUESTION_MIXES, QUESTIONS_PER_FRAME
 from ..sensors.synthetic import (
     DEFAULT_JITTER_MS,
     default_questions_path,
@@ -69,6 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="question mix: default (every kind equally) or front (mostly CAM_FRONT)",
     )
     parser.add_argument(
+        "--density",
+        choices=DENSITY_MODES,
+        default="scene",
+        help="traffic density drawn per scene (scene: what the scene models train on) or per "
+        "zone (zone: ahead, behind and beside each their own, so views differ: empty, sparse "
+        "and busy in one frame set)",
+    )
+    parser.add_argument(
         "--questions", type=Path, default=None, help="questions file (default OUT.questions.jsonl)"
     )
     parser.add_argument(
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         scene_frames=args.scene_frames,
         questions_per_frame=args.questions_per_frame,
         mix=args.mix,
+        density=args.density,
     )
     seconds = (info.end_ns - info.start_ns) / 1e9
     print(

@@ -37,6 +37,10 @@ CAMERA_HEIGHT_M = 1.5
 _LANE_NAMES = ("left", "middle", "right")
 #: Chance that a vehicle slot is taken, drawn per segment: near-empty, sparse and busy roads.
 _DENSITIES = (0.15, 0.5, 0.85)
+#: How densities are drawn: one per segment (``scene``, what the scene models train on), or
+#: one per zone (``zone``: ahead, behind, beside), so that in one frame set the front cameras
+#: may see an empty road and the back ones a queue: views whose content differs.
+DENSITY_MODES: tuple[str, ...] = ("scene", "zone")
 #: Chance that a vehicle ahead or behind is a bus (beside the ego car there are cars only).
 _BUS_SHARE = 0.3
 #: ego speed along the road; only the lane dashes show it
@@ -128,12 +132,20 @@ class RoadScene:
     """Deterministic six-view road scenes: ``render(frame)`` and ``facts(frame)``."""
 
     def __init__(
-        self, seed: int, width: int = 1600, height: int = 900, segment_frames: int = 48
+        self,
+        seed: int,
+        width: int = 1600,
+        height: int = 900,
+        segment_frames: int = 48,
+        density: str = "scene",
     ) -> None:
         if width < 16 or height < 16:
             raise ValueError(f"image size must be at least 16 x 16, got {width} x {height}")
+        if density not in DENSITY_MODES:
+            raise ValueError(f"density must be one of {', '.join(DENSITY_MODES)}, got {density!r}")
         self.seed, self.width, self.height = seed, width, height
         self.segment_frames = segment_frames
+        self.density = density
         self._backgrounds = {v: self._background(i, v) for i, v in enumerate(VIEWS)}
 
     def render(self, frame: int) -> dict[str, np.ndarray]:
@@ -196,14 +208,21 @@ class RoadScene:
         rng = np.random.default_rng([self.seed, segment])
         ego_lane = int(rng.integers(LANES))
         density = _DENSITIES[rng.integers(len(_DENSITIES))]
+        # zone mode: ahead, behind and beside each their own (drawn after the scene's one, so
+        # the scene mode's worlds stay what the scene models were trained on)
+        zone_density = (
+            [_DENSITIES[i] for i in rng.integers(len(_DENSITIES), size=3)]
+            if self.density == "zone"
+            else [density] * 3
+        )
         vehicles = []
         for lane in range(LANES):
             y = (ego_lane - lane) * LANE_WIDTH_M
-            zones = [(12.0, 40.0), (-40.0, -12.0)]
+            zones = [(12.0, 40.0, zone_density[0]), (-40.0, -12.0, zone_density[1])]
             if lane != ego_lane:
-                zones += [(-1.5, 1.5)]
-            for lo, hi in zones:
-                if rng.random() >= density:
+                zones += [(-1.5, 1.5, zone_density[2])]
+            for lo, hi, chance in zones:
+                if rng.random() >= chance:
                     continue
                 bus = abs(lo) > 5 and rng.random() < _BUS_SHARE
                 sway = 1.0 * math.sin(2 * math.pi * within / 36.0 + rng.uniform(0, 2 * math.pi))

@@ -124,12 +124,14 @@ def write_synthetic_bag(
     scene_frames: int = 48,
     questions_per_frame: int = 3,
     mix: str = "default",
+    density: str = "scene",
 ) -> SyntheticBag:
     """Write a nuScenes-like six-camera bag to the new folder ``out`` and its questions file.
 
     Deterministic from ``seed``. A new scene is drawn every ``scene_frames`` frames (1: every
     frame a new one, for evaluating a model on many scenes); each frame gets
-    ``questions_per_frame`` questions drawn under question ``mix`` (:mod:`.scene`).
+    ``questions_per_frame`` questions drawn under question ``mix`` (:mod:`.scene`), and its
+    traffic ``density`` is drawn per scene or per zone (:data:`.scene.DENSITY_MODES`).
     ``questions_path`` defaults to :func:`default_questions_path` (its folder is created when
     missing). The bag folder is removed again if writing the bag or the questions fails.
     """
@@ -145,7 +147,7 @@ def write_synthetic_bag(
     stamps = frame_stamps(frames, seed=seed, rate_hz=rate_hz, jitter_ms=jitter_ms)
     if scene_frames < 1:
         raise ValueError(f"scene_frames must be >= 1, got {scene_frames}")
-    scene = RoadScene(seed, width, height, segment_frames=scene_frames)
+    scene = RoadScene(seed, width, height, segment_frames=scene_frames, density=density)
     items: list[QAItem] = []
     try:
         questions_out.parent.mkdir(parents=True, exist_ok=True)
