@@ -27,10 +27,11 @@ from .pruning.selection import Selection
 from .sensors.imaging import decode_views
 from .sensors.rates_file import load_rates
 from .sensors.sync import FrameSet
+from .stopping import StopSignal
 from .timings import Timings
 from .views import VIEWS, image_topic
 from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, Generation, PrefillInputs, family_class, load_vlm
-from .vlm.base import Selector
+from .vlm.base import OnText, Selector
 from .vlm.decoding import stopwatch
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class Answer:
     timings_ms: Timings
     model: str
     random_weights: bool
+    #: "stop" or "length" (it ended by itself), else why it was stopped early ("cancelled",
+    #: "timeout", "shutdown"): the text is then what was generated until then.
+    finish: str = "stop"
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (one line of ``replay --out``); notes a random-weight model."""
@@ -156,22 +160,40 @@ class Engine:
         )
         return [images[view] for view in VIEWS]
 
-    def answer(self, frames: FrameSet, question: str, max_new_tokens: int | None = None) -> Answer:
-        """Answer one question about ``frames``."""
-        return self.answer_many(frames, [question], max_new_tokens)[0]
+    def answer(
+        self,
+        frames: FrameSet,
+        question: str,
+        max_new_tokens: int | None = None,
+        *,
+        stop: StopSignal | None = None,
+        on_text: OnText | None = None,
+    ) -> Answer:
+        """Answer one question about ``frames``; ``stop`` ends it early (after the current
+        token), ``on_text(text, tokens)`` streams it."""
+        return self.answer_many(frames, [question], max_new_tokens, stop=stop, on_text=on_text)[0]
 
     def answer_many(
-        self, frames: FrameSet, questions: Sequence[str], max_new_tokens: int | None = None
+        self,
+        frames: FrameSet,
+        questions: Sequence[str],
+        max_new_tokens: int | None = None,
+        *,
+        stop: StopSignal | None = None,
+        on_text: OnText | None = None,
     ) -> list[Answer]:
         """Answer several questions about one frame set, decoding and encoding it once.
 
-        Each answer carries the timings of the whole call (the shared stages ran once).
+        Each answer carries the timings of the whole call (the shared stages ran once). Once
+        ``stop`` is set, the answer being generated ends and later questions get none.
         """
         texts = [check_question(q, self.max_question_chars) for q in questions]
         begin = time.perf_counter()
         images = self.decode(frames)
         decode_ms = (time.perf_counter() - begin) * 1e3
-        generations, timings = self.answer_images(images, texts, max_new_tokens)
+        generations, timings = self.answer_images(
+            images, texts, max_new_tokens, stop=stop, on_text=on_text
+        )
         timings.decode = decode_ms
         timings.total = (time.perf_counter() - begin) * 1e3
         return [
@@ -183,6 +205,7 @@ class Engine:
                 timings_ms=timings.rounded(3),
                 model=self.vlm.name,
                 random_weights=self.vlm.random_weights,
+                finish=generation.finish,
             )
             for generation in generations
         ]
@@ -212,13 +235,18 @@ class Engine:
         images: Sequence[np.ndarray],
         questions: Sequence[str],
         max_new_tokens: int | None = None,
+        *,
+        stop: StopSignal | None = None,
+        on_text: OnText | None = None,
     ) -> tuple[list[Generation], Timings]:
         """Answer ``questions`` about six decoded images (``decode``'s output) with the engine's
         budgets and pruner: encode, then :meth:`answer_encoded`, each stage timed."""
         encoding = Timings()
         with stopwatch(encoding, "encode", self.vlm.device):
             visual = self.vlm.encode_views(self.vlm.preprocess(images))
-        generations, timings = self.answer_encoded(visual, questions, max_new_tokens=max_new_tokens)
+        generations, timings = self.answer_encoded(
+            visual, questions, max_new_tokens=max_new_tokens, stop=stop, on_text=on_text
+        )
         timings.encode = encoding.encode
         return generations, timings
 
@@ -231,9 +259,11 @@ class Engine:
         pruner: str | None = None,
         seed: int = 0,
         max_new_tokens: int | None = None,
+        stop: StopSignal | None = None,
+        on_text: OnText | None = None,
     ) -> tuple[list[Generation], Timings]:
         """Answer ``questions`` from visual tokens already encoded (``vlm.encode_views``):
-        prune, prefill, generate.
+        prune, prefill, generate (``stop`` and ``on_text``: see :meth:`answer`).
 
         ``budgets``, ``pruner`` and ``max_new_tokens`` default to the engine's; full budgets
         answer unpruned. The timings hold the stages that ran here (prune, prefill, generate).
@@ -244,6 +274,8 @@ class Engine:
             None if unpruned else self._selector(budgets, pruner, seed),  # None: every token
             questions,
             max_new_tokens=max_new_tokens or self.max_new_tokens,
+            stop=stop,
+            on_text=on_text,
         )
 
     def prefill_inputs(

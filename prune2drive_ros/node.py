@@ -67,7 +67,15 @@ from .engine import Answer, Engine
 from .errors import ConfigError, Prune2DriveError, QuestionError
 from .sensors.sync import ApproximateSync
 from .serving.stats import NodeStats
-from .serving.worker import InferenceWorker, JobResult, Rejection, check_frames, check_ready
+from .serving.worker import (
+    InferenceWorker,
+    JobResult,
+    Rejection,
+    check_frames,
+    check_ready,
+    stopped,
+)
+from .stopping import FINISHED
 from .views import VIEWS
 
 #: stats.py levels -> DiagnosticStatus constants (``level`` is a byte on Jazzy: never an int).
@@ -365,7 +373,7 @@ class DriveVLMNode(Node):
         )
         tokens = max_new_tokens or config.max_new_tokens
         future = self._worker.submit(
-            lambda: engine.answer(frames, question, tokens), rejection=rejection
+            lambda stop: engine.answer(frames, question, tokens, stop=stop), rejection=rejection
         )
         future.add_done_callback(self._publish)
         return future
@@ -391,6 +399,8 @@ class DriveVLMNode(Node):
         if not outcome.success or outcome.value is None:
             return
         answer = outcome.value
+        if answer.finish not in FINISHED:  # stopped early (timeout, shutdown): not an answer
+            return
         self._stats.record_answer(answer.timings_ms, answer.kept_tokens)
         msg = DrivingAnswer(**answer_fields(answer))
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -401,6 +411,8 @@ class DriveVLMNode(Node):
         """Service ``~/ask``: wait for this question's own future (reentrant group)."""
         future = self._submit(request.question, request.max_new_tokens)
         outcome = self._worker.wait(future, self.config.answer_timeout_s)
+        if outcome.success and outcome.value is not None:  # stopped early: not an answer
+            outcome = stopped(outcome, outcome.value.finish)
         response.success = outcome.success
         response.message = outcome.message
         if outcome.success and outcome.value is not None:

@@ -26,6 +26,7 @@ from prune2drive_ros.sensors.questions import QAItem, read_questions
 from prune2drive_ros.sensors.sync import FrameSet
 from prune2drive_ros.sensors.synthetic import SyntheticBag
 from prune2drive_ros.serving.stats import STAGES
+from prune2drive_ros.stopping import StopSignal
 from prune2drive_ros.views import VIEWS
 
 
@@ -368,3 +369,22 @@ def test_demo_fails_when_the_bag_breaks(
     argv = ["demo", "--model", "tiny", "--frames", "3", "--questions", "2", "--device", "cpu"]
     assert cli.main([*argv, "--max-new-tokens", "2", "--out", str(tmp_path / "out")]) == 2
     assert "truncated; the 1 answers before it are in" in capsys.readouterr().err
+
+
+def test_a_stop_signal_ends_the_answer_within_one_token(engine: Engine, frames: FrameSet) -> None:
+    full = engine.answer(frames, "Describe the scene.", max_new_tokens=12)
+    assert full.finish in ("stop", "length")
+    streamed: list[tuple[str, int]] = []
+    stop = StopSignal()
+
+    def on_text(text: str, tokens: int) -> None:
+        streamed.append((text, tokens))
+        if tokens == 3:
+            stop.set("cancelled")
+
+    cut = engine.answer(frames, "Describe the scene.", 12, stop=stop, on_text=on_text)
+    assert cut.finish == "cancelled" and [n for _, n in streamed] == [1, 2, 3]
+    assert full.text.startswith(cut.text) and cut.text == streamed[-1][0], "the text so far"
+    stop_first = StopSignal()
+    stop_first.set("shutdown")
+    assert engine.answer(frames, "Describe the scene.", 12, stop=stop_first).finish == "shutdown"

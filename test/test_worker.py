@@ -4,7 +4,6 @@ contained, counters add up, close() leaves nobody waiting."""
 from __future__ import annotations
 
 import functools
-import operator
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -23,7 +22,9 @@ from prune2drive_ros.serving.worker import (
     check_queue,
     check_ready,
     cuda_failure,
+    stopped,
 )
+from prune2drive_ros.stopping import StopSignal
 
 TOPICS = ("/CAM_FRONT/image_rect_compressed", "/CAM_BACK/image_rect_compressed")
 SECOND = 1_000_000_000
@@ -37,8 +38,10 @@ class Gate:
         self.started = threading.Event()
         self.release = threading.Event()
         self.value = value
+        self.stop: StopSignal | None = None
 
-    def __call__(self) -> str:
+    def __call__(self, stop: StopSignal) -> str:
+        self.stop = stop
         self.started.set()
         assert self.release.wait(TIMEOUT), "test forgot to release the gate"
         return self.value
@@ -60,15 +63,15 @@ def result(future: Future[JobResult[Any]]) -> JobResult[Any]:
     return future.result(timeout=TIMEOUT)
 
 
-def raising(exc: BaseException) -> Callable[[], object]:
-    def job() -> object:
+def raising(exc: BaseException) -> Callable[[StopSignal], object]:
+    def job(stop: StopSignal) -> object:
         raise exc
 
     return job
 
 
 def test_serves_jobs_in_order(worker: InferenceWorker) -> None:
-    futures = [worker.submit(functools.partial(operator.mul, i, 10)) for i in range(2)]
+    futures = [worker.submit(functools.partial(lambda i, stop: i * 10, i)) for i in range(2)]
     assert [result(f).value for f in futures] == [0, 10]
     assert all(result(f).success for f in futures)
     assert worker.counters().served == 2
@@ -78,8 +81,8 @@ def test_queue_full_is_rejected_at_once(worker: InferenceWorker) -> None:
     gate = Gate()
     running = worker.submit(gate)
     assert gate.started.wait(TIMEOUT)
-    queued = [worker.submit(lambda: "queued") for _ in range(2)]
-    rejected = worker.submit(lambda: "never runs")
+    queued = [worker.submit(lambda _: "queued") for _ in range(2)]
+    rejected = worker.submit(lambda _: "never runs")
     assert rejected.done(), "submit must not block or queue beyond max_queue"
     outcome = result(rejected)
     assert not outcome.success and outcome.reason == "queue_full"
@@ -96,7 +99,7 @@ def test_queue_full_is_rejected_at_once(worker: InferenceWorker) -> None:
 
 def test_callers_rejection_resolves_without_running(worker: InferenceWorker) -> None:
     ran = threading.Event()
-    future = worker.submit(ran.set, rejection=Rejection("no_frames", "no frames"))
+    future = worker.submit(lambda _: ran.set(), rejection=Rejection("no_frames", "no frames"))
     assert future.done()
     assert result(future) == JobResult(False, message="no frames", reason="no_frames")
     worker.close(timeout=TIMEOUT)
@@ -111,7 +114,7 @@ def test_cuda_oom_is_contained(worker: InferenceWorker, errors: list[str]) -> No
     assert outcome.message.startswith("CUDA out of memory")
     assert "max_new_tokens" in outcome.message and "retention" in outcome.message
     assert errors, "an OOM is worth a log line"
-    assert result(worker.submit(lambda: "still serving")).value == "still serving"
+    assert result(worker.submit(lambda _: "still serving")).value == "still serving"
     counters = worker.counters()
     assert (counters.served, counters.failed) == (1, {"cuda_oom": 1})
     assert counters.last_failure == outcome.message
@@ -142,13 +145,13 @@ def test_other_cuda_errors_stop_the_worker(exc: RuntimeError, errors: list[str])
     w = InferenceWorker(max_queue=2, log_error=errors.append)
     gate = Gate()
 
-    def fail_after_gate() -> None:
-        gate()
+    def fail_after_gate(stop: StopSignal) -> None:
+        gate(stop)
         raise exc
 
     failing = w.submit(fail_after_gate)
     assert gate.started.wait(TIMEOUT)
-    queued = w.submit(lambda: "never runs")
+    queued = w.submit(lambda _: "never runs")
     assert w.fatal is None
     gate.release.set()
     outcome = result(failing)
@@ -158,7 +161,7 @@ def test_other_cuda_errors_stop_the_worker(exc: RuntimeError, errors: list[str])
     assert "status 1" in outcome.message and "respawn" in outcome.message
     assert w.fatal == outcome.message
     assert result(queued) == JobResult(False, message=outcome.message, reason="cuda_error")
-    late = result(w.submit(lambda: "never runs"))
+    late = result(w.submit(lambda _: "never runs"))
     assert (late.reason, late.message) == ("cuda_error", outcome.message)
     assert len(errors) == 1 and "Traceback" in errors[0]
     assert w.close(timeout=TIMEOUT) is True
@@ -197,7 +200,7 @@ def test_unexpected_error_is_logged_with_traceback(
     assert not outcome.success and outcome.reason == "internal"
     assert "KeyError" in outcome.message and "node log" in outcome.message
     assert len(errors) == 1 and "Traceback" in errors[0]
-    assert result(worker.submit(lambda: 1)).value == 1
+    assert result(worker.submit(lambda _: 1)).value == 1
 
 
 def test_failure_time_comes_from_the_clock() -> None:
@@ -213,7 +216,7 @@ def test_close_drains_queue_and_rejects_later_jobs(errors: list[str]) -> None:
     gate = Gate()
     running = w.submit(gate)
     assert gate.started.wait(TIMEOUT)
-    queued = [w.submit(lambda: "queued") for _ in range(3)]
+    queued = [w.submit(lambda _: "queued") for _ in range(3)]
     closer = threading.Thread(target=w.close, kwargs={"timeout": TIMEOUT})
     closer.start()
     for future in queued:
@@ -223,7 +226,7 @@ def test_close_drains_queue_and_rejects_later_jobs(errors: list[str]) -> None:
     closer.join(TIMEOUT)
     assert not closer.is_alive()
     assert result(running).value == "gated", "the running job finishes"
-    late = result(w.submit(lambda: "late"))
+    late = result(w.submit(lambda _: "late"))
     assert (late.success, late.reason) == (False, "shutdown")
     assert w.counters().rejected == {"shutdown": 4}
 
@@ -258,20 +261,56 @@ def test_wait_withdraws_a_queued_job_after_the_timeout(worker: InferenceWorker) 
     running = worker.submit(gate)
     assert gate.started.wait(TIMEOUT)
     ran = threading.Event()
-    queued = worker.submit(ran.set)
+    queued = worker.submit(lambda _: ran.set())
     late = worker.wait(queued, timeout_s=0.0)
     assert (late.success, late.reason) == (False, "timeout")
     assert late.message.startswith("no answer within answer_timeout_s=0 s: the question was")
     assert "withdrawn" in late.message
     assert queued.cancelled()
     busy = worker.wait(running, timeout_s=0.0)
-    assert "still being answered" in busy.message and "~/answers" in busy.message
+    assert "was being answered and is stopped" in busy.message
+    assert gate.stop is not None and gate.stop.reason == "timeout", "its decoding is told to stop"
     gate.release.set()
-    assert worker.wait(worker.submit(lambda: "next"), TIMEOUT).value == "next"
+    assert worker.wait(worker.submit(lambda _: "next"), TIMEOUT).value == "next"
     assert not ran.is_set(), "a withdrawn question never runs"
     counters = worker.counters()
     assert (counters.served, counters.failed) == (2, {"timeout": 2})
     assert counters.last_failure == busy.message
+
+
+class UntilStopped:
+    """A job that runs until its stop signal is set, like a long decoding honouring it."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+
+    def __call__(self, stop: StopSignal) -> str:
+        self.started.set()
+        while not stop.wait_for(0.01):
+            pass
+        return f"stopped: {stop.reason}"
+
+
+def test_stop_withdraws_a_queued_job_and_signals_a_running_one(worker: InferenceWorker) -> None:
+    job = UntilStopped()
+    running = worker.submit(job)
+    assert job.started.wait(TIMEOUT)
+    queued = worker.submit(lambda _: "never runs")
+    assert worker.stop(queued, "cancelled") is True and queued.cancelled()
+    assert worker.stop(running, "cancelled") is False, "running: signalled, not withdrawn"
+    assert result(running).value == "stopped: cancelled"
+    assert result(worker.submit(lambda _: "next")).value == "next"
+
+
+def test_close_stops_the_running_job_instead_of_abandoning_it() -> None:
+    w = InferenceWorker(max_queue=2)
+    job = UntilStopped()
+    running = w.submit(job)
+    assert job.started.wait(TIMEOUT)
+    queued = w.submit(lambda _: "never runs")
+    assert w.close(timeout=TIMEOUT) is True, "the worker thread ends: no os._exit needed"
+    assert result(running).value == "stopped: shutdown"
+    assert result(queued).reason == "shutdown"
 
 
 def test_cancelled_future_is_skipped(worker: InferenceWorker) -> None:
@@ -279,11 +318,19 @@ def test_cancelled_future_is_skipped(worker: InferenceWorker) -> None:
     worker.submit(gate)
     assert gate.started.wait(TIMEOUT)
     ran = threading.Event()
-    cancelled = worker.submit(ran.set)
+    cancelled = worker.submit(lambda _: ran.set())
     assert cancelled.cancel()
     gate.release.set()
-    assert result(worker.submit(lambda: "next")).value == "next"
+    assert result(worker.submit(lambda _: "next")).value == "next"
     assert not ran.is_set()
+
+
+def test_a_stopped_answer_is_a_failure_that_says_why() -> None:
+    done: JobResult[str] = JobResult(True, value="partial")
+    assert stopped(done, "length") is done and stopped(done, "stop") is done
+    for finish, words in (("shutdown", "shutting down"), ("timeout", "answer_timeout_s")):
+        outcome = stopped(done, finish)
+        assert (outcome.success, outcome.reason) == (False, finish) and words in outcome.message
 
 
 def test_max_queue_must_be_positive() -> None:

@@ -6,6 +6,10 @@ service callback must never wait for a queue slot (that would stall the executor
 a rejection that says why and what to do. The admission checks are plain functions that the
 node and the tests share; the worker runs opaque callables, so it knows nothing of the engine.
 
+Each job gets its own :class:`~prune2drive_ros.stopping.StopSignal`: :meth:`InferenceWorker.stop`
+(an action goal cancelled), :meth:`InferenceWorker.wait` running past its timeout and
+:meth:`InferenceWorker.close` set it, and the engine's decoding ends within one step.
+
 A job that raises never kills the worker: package errors become their message, a CUDA
 out-of-memory frees the cache and says how to use less memory, anything else is logged with its
 traceback, and the next question is served. Except other CUDA errors (an illegal memory access,
@@ -17,6 +21,7 @@ the node exits with status 1 so that launch's ``respawn`` can start a fresh proc
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import sys
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ..errors import Prune2DriveError
+from ..stopping import FINISHED, StopSignal
 
 T = TypeVar("T")
 
@@ -146,6 +152,21 @@ def check_frames(
     )
 
 
+def stopped(outcome: JobResult[T], finish: str) -> JobResult[T]:
+    """``outcome`` of a job whose answer ended with ``finish``: as it is when the answer
+    finished by itself (:data:`~..stopping.FINISHED`), else a failure saying why it was stopped
+    (a partial answer is not an answer)."""
+    if finish in FINISHED:
+        return outcome
+    messages = {
+        "shutdown": SHUTDOWN,
+        "timeout": "stopped: answer_timeout_s ran out while answering; ask again later, or "
+        "raise answer_timeout_s for a slow model",
+        "cancelled": "cancelled by the caller",
+    }
+    return JobResult(False, message=messages.get(finish, f"stopped: {finish}"), reason=finish)
+
+
 def check_queue(waiting: int, max_queue: int) -> Rejection | None:
     """Reject when ``max_queue`` jobs already wait behind the running one."""
     if waiting < max_queue:
@@ -198,7 +219,8 @@ class InferenceWorker:
         self._log_error = log_error
         self._clock = clock
         self._cond = threading.Condition()
-        self._queue: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._queue: deque[tuple[Callable[[StopSignal], Any], Future[Any]]] = deque()
+        self._signals: dict[Future[Any], StopSignal] = {}  # queued and running jobs'
         self._refusal: Rejection | None = None  # set once the worker takes no more jobs
         self._running: Future[Any] | None = None
         self._served = 0
@@ -210,12 +232,13 @@ class InferenceWorker:
         self._thread.start()
 
     def submit(
-        self, job: Callable[[], T], *, rejection: Rejection | None = None
+        self, job: Callable[[StopSignal], T], *, rejection: Rejection | None = None
     ) -> Future[JobResult[T]]:
         """Queue ``job``; never blocks.
 
         Args:
-            job: the work, e.g. ``lambda: engine.answer(frames, question, n)``.
+            job: the work, called with its own stop signal, e.g.
+                ``lambda stop: engine.answer(frames, question, n, stop=stop)``.
             rejection: the caller's own admission check failed (``check_*``): resolve the
                 future with it at once and count it, without queueing.
 
@@ -231,6 +254,7 @@ class InferenceWorker:
                 rejection = check_queue(len(self._queue), self.max_queue)
             if rejection is None:
                 self._queue.append((job, future))
+                self._signals[future] = StopSignal()
                 self._cond.notify()
                 return future
             self._rejected[rejection.reason] += 1
@@ -250,23 +274,39 @@ class InferenceWorker:
                 last_failure=self._last_failure,
             )
 
+    def stop(self, future: Future[Any], reason: str) -> bool:
+        """Withdraw ``future``'s job if it still waits, or ask it to stop (``reason``) if it
+        runs: decoding ends after its current token and the job returns what it has.
+
+        Returns:
+            True when the job was withdrawn (its future cancelled), False when it runs (or ran).
+        """
+        if future.cancel():
+            with self._cond:
+                self._signals.pop(future, None)
+            return True
+        with self._cond:
+            signal = self._signals.get(future)
+        if signal is not None:
+            signal.set(reason)
+        return False
+
     def wait(self, future: Future[JobResult[T]], timeout_s: float) -> JobResult[T]:
         """The job's result, or a "timeout" failure after ``timeout_s`` seconds.
 
         A job still queued then is withdrawn (nobody waits for it any more); one already running
-        cannot be stopped and finishes (the node still publishes its answer on ``~/answers``).
+        is stopped (:meth:`stop`: it ends after its current token, its partial answer unpublished).
         """
         try:
             return future.result(timeout=timeout_s)
         except FutureTimeoutError:
-            withdrawn = future.cancel()
+            withdrawn = self.stop(future, "timeout")
         message = (
             f"no answer within answer_timeout_s={timeout_s:g} s: "
             + (
                 "the question was still queued and is withdrawn"
                 if withdrawn
-                else "the question is still being answered (the answer will be published on "
-                "~/answers)"
+                else "the question was being answered and is stopped"
             )
             + "; ask again later, or raise answer_timeout_s for a slow model"
         )
@@ -275,16 +315,22 @@ class InferenceWorker:
         return JobResult(False, message=message, reason="timeout")
 
     def close(self, timeout: float | None = None) -> bool:
-        """Stop: queued jobs and later submissions resolve as "shutting down"; join the thread.
+        """Stop: queued jobs and later submissions resolve as "shutting down", the running job
+        is asked to stop (it ends after its current token); join the thread.
 
-        The running job gets ``timeout`` seconds to finish. If it outlasts them its future is
-        resolved as "shutting down" too (so nobody waits on it, and an executor thread blocked
-        on it is released), and the thread, a daemon, is left to finish or die with the process.
+        The running job gets ``timeout`` seconds to end. If it outlasts them (a prefill or a
+        model call that is not a decoding step) its future is resolved as "shutting down" too
+        (so nobody waits on it, and an executor thread blocked on it is released), and the
+        thread, a daemon, is left to finish or die with the process.
 
         Returns:
             True when the worker thread ended within ``timeout``.
         """
         self._refuse(Rejection("shutdown", SHUTDOWN))
+        with self._cond:
+            running = self._running
+        if running is not None:
+            self.stop(running, "shutdown")
         self._thread.join(timeout)
         if not self._thread.is_alive():
             return True
@@ -310,6 +356,8 @@ class InferenceWorker:
             rejection = self._refusal
             pending = [future for _, future in self._queue]
             self._queue.clear()
+            for future in pending:
+                self._signals.pop(future, None)
             if pending:
                 self._rejected[rejection.reason] += len(pending)
             self._cond.notify_all()
@@ -327,12 +375,15 @@ class InferenceWorker:
                 if not self._queue:
                     return
                 job, future = self._queue.popleft()
+                signal = self._signals.get(future, StopSignal())
                 if not future.set_running_or_notify_cancel():
+                    self._signals.pop(future, None)
                     continue  # the asker gave up before its turn
                 self._running = future
-            result = self._execute(job)
+            result = self._execute(functools.partial(job, signal))
             with self._cond:
                 self._running = None
+                self._signals.pop(future, None)
                 if result.success:
                     self._served += 1
                 else:

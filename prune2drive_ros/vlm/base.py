@@ -94,6 +94,7 @@ from ..placement import PROJECTOR, prune_layer
 from ..prompts import PROMPTS
 from ..pruning.budget import Rates, budgets_from_rates, check_budgets
 from ..pruning.selection import Selection
+from ..stopping import FINISHED, StopSignal
 from ..timings import Timings
 from ..views import VIEWS
 from .decoding import cache_keyword, crop, greedy, stop_ids, stopwatch
@@ -128,6 +129,8 @@ class Prefix(NamedTuple):
 #: hidden states entering the pruning layer) and, at a decoder layer, the attention the last
 #: prefix token pays each of them (``[V, N]``, for FastV; None after the projector).
 Selector = Callable[[torch.Tensor, torch.Tensor | None], Selection]
+#: Called with an answer's text so far and its tokens generated, after every token.
+OnText = Callable[[str, int], None]
 
 
 class DrivingVLM(ABC):
@@ -553,15 +556,19 @@ class DrivingVLM(ABC):
         *,
         max_new_tokens: int = 64,
         positions: Positions = "original",
+        stop: StopSignal | None = None,
+        on_text: OnText | None = None,
     ) -> tuple[list[Generation], Timings]:
         """Greedy answers to several questions over one frame set, without re-encoding.
 
         The shared prefix is prefilled once; each question is prefilled on its KV cache,
-        decoded one token per step until a stop token or ``max_new_tokens``, and the cache is
-        cropped back to the prefix for the next question (see the module docstring).
+        decoded one token per step until a stop token, ``max_new_tokens`` or ``stop``, and the
+        cache is cropped back to the prefix for the next question (see the module docstring).
         ``selection`` is the kept tokens, or a :data:`Selector` that chooses them where the
         model prunes (:meth:`prefill_prefix`). ``timings.prune``, ``prefill`` and ``generate``
-        are filled; the engine times the rest.
+        are filled; the engine times the rest. Once ``stop`` is set the answer being generated
+        ends (its ``finish`` is the signal's reason) and later questions are not asked.
+        ``on_text(text, tokens)`` gets each answer's text so far after every token.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -578,25 +585,37 @@ class DrivingVLM(ABC):
                 turn = self._question_inputs(question, prefix.next_position)
                 logits = self.prefill(turn, cache).logits
             with stopwatch(timings, "generate", self.device):
-                tokens = greedy(
+                decoded = greedy(
                     logits,
                     partial(self._next_logits, cache),
                     turn.next_position,
                     max_new_tokens=max_new_tokens,
                     stop_ids=self._stop_ids,
+                    stop=stop,
+                    on_token=None
+                    if on_text is None
+                    else lambda ids: on_text(self._text(ids), len(ids)),
                 )
             crop(cache, base)
             answers.append(
                 Generation(
                     question=question,
-                    text=self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
-                    new_tokens=len(tokens),
+                    text=self._text(decoded.tokens),
+                    new_tokens=len(decoded.tokens),
                     prompt_tokens=prefix.length + turn.length,
                     visual_tokens=prefix.visual_tokens,
                     kept_per_view=kept.budgets,
+                    finish=decoded.finish,
                 )
             )
+            if decoded.finish not in FINISHED:
+                break
         return answers, timings
+
+    def _text(self, tokens: list[int]) -> str:
+        """Generated ``tokens`` as the answer's text (special tokens dropped, trimmed)."""
+        text: str = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return text.strip()
 
     # ------------------------------------------------------------------ internals
 

@@ -1,9 +1,11 @@
 """Greedy decoding on a transformers cache, and the timing of the stages around it.
 
 What :meth:`~prune2drive_ros.vlm.base.DrivingVLM.generate` runs after the prefill: one token
-per step on a stock :class:`~transformers.DynamicCache` until a stop token, then the cache cut
-back to the shared prefix for the next question. Family-free: the adapter passes the step that
-embeds a token at its position and runs the decoder.
+per step on a stock :class:`~transformers.DynamicCache` until a stop token, the length limit or
+a :class:`~prune2drive_ros.stopping.StopSignal` (checked after every token, so a cancel, a
+timeout or a shutdown ends it within one step), then the cache cut back to the shared prefix
+for the next question. Family-free: the adapter passes the step that embeds a token at its
+position and runs the decoder.
 """
 
 from __future__ import annotations
@@ -12,16 +14,29 @@ import inspect
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
+from ..stopping import StopSignal
 from ..timings import Timings
 
 #: One decoding step: ``(token id [1], its position) -> logits [vocab]`` of the next token.
 Step = Callable[[torch.Tensor, int], torch.Tensor]
+#: Called with the tokens generated so far, after each new one (e.g. to stream them).
+OnToken = Callable[[list[int]], None]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What :func:`greedy` generated, and why it ended: ``"stop"`` (a stop token, included),
+    ``"length"`` (``max_new_tokens``), or the :class:`StopSignal`'s reason."""
+
+    tokens: list[int]
+    finish: str
 
 
 def greedy(
@@ -31,15 +46,23 @@ def greedy(
     *,
     max_new_tokens: int,
     stop_ids: frozenset[int],
-) -> list[int]:
-    """Greedy decoding from ``logits``, the first token at ``position``: the tokens generated,
-    the stop token included."""
+    stop: StopSignal | None = None,
+    on_token: OnToken | None = None,
+) -> Decoded:
+    """Greedy decoding from ``logits``, the first token at ``position``, until a stop token,
+    ``max_new_tokens`` or ``stop`` (checked after every token, before the next step)."""
     tokens: list[int] = []
     while True:
         ids = logits.argmax().view(1)  # stays on the device; int() below is the one sync
         tokens.append(int(ids))
-        if tokens[-1] in stop_ids or len(tokens) == max_new_tokens:
-            return tokens
+        if on_token is not None:
+            on_token(tokens)
+        if tokens[-1] in stop_ids:
+            return Decoded(tokens, "stop")
+        if len(tokens) == max_new_tokens:
+            return Decoded(tokens, "length")
+        if stop is not None and stop.is_set():
+            return Decoded(tokens, stop.reason)
         logits = step(ids, position)
         position += 1
 

@@ -42,6 +42,8 @@ class Generation:
         visual_tokens: kept visual tokens over all views (separators not counted).
         kept_per_view: kept visual tokens of each view, in :data:`~..views.VIEWS` order (a
             pruner with shared budgets chooses them per frame set).
+        finish: ``"stop"`` (a stop token), ``"length"`` (``max_new_tokens``), or why it was
+            stopped (``"cancelled"``, ``"timeout"``, ``"shutdown"``: a StopSignal's reason).
     """
 
     question: str
@@ -50,6 +52,7 @@ class Generation:
     prompt_tokens: int
     visual_tokens: int
     kept_per_view: tuple[int, ...]
+    finish: str = "stop"
 
 
 @dataclass(frozen=True)
