@@ -334,11 +334,8 @@ class DriveVLMConfig:
         Raises:
             ConfigError: an unknown name (all of them are listed) or an invalid value.
         """
+        check_parameter_names(values)
         specs = {spec.name: spec for spec in cls.specs()}
-        unknown = sorted(name for name in values if name not in specs)
-        if unknown:
-            named = ", ".join(f"{name}{_suggestion(name, specs)}" for name in unknown)
-            raise ConfigError(f"unknown parameter(s) {named}; known: {', '.join(specs)}")
         kwargs: dict[str, Any] = {}
         for name, value in values.items():
             if ros_types and specs[name].kind is float and type(value) is int:
@@ -457,8 +454,26 @@ def _suggestion(unknown: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _is_foreign(name: str) -> bool:
+def is_ros_parameter(name: str) -> bool:
+    """Whether ROS itself owns parameter ``name`` (``use_sim_time``, ``qos_overrides.*``)."""
     return name in FOREIGN_PARAMETERS or name.startswith(FOREIGN_PREFIXES)
+
+
+def check_parameter_names(names: Iterable[str]) -> None:
+    """Refuse names the schema does not know, each with a "did you mean" where one is close.
+
+    ROS ignores a parameter override that no node declares, so a misspelt name in a params file
+    or a ``-p`` would leave the node quietly on its default; the node checks its overrides with
+    this (leaving out :func:`is_ros_parameter` names), and so does every params-file reader.
+
+    Raises:
+        ConfigError: listing every unknown name.
+    """
+    known = [spec.name for spec in DriveVLMConfig.specs()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        named = ", ".join(f"{name}{_suggestion(name, known)}" for name in unknown)
+        raise ConfigError(f"unknown parameter(s) {named}; known: {', '.join(known)}")
 
 
 def _node_sections(document: Mapping[str, Any], node_name: str) -> Iterable[str]:
@@ -502,7 +517,7 @@ def load_params_yaml(path: str | Path, node_name: str = NODE_NAME) -> DriveVLMCo
         if not isinstance(params, Mapping):
             raise ConfigError(f"params file {path}: section {key!r} needs a ros__parameters map")
         values.update(_flatten(params))
-    own = {name: value for name, value in values.items() if not _is_foreign(name)}
+    own = {name: value for name, value in values.items() if not is_ros_parameter(name)}
     try:
         return DriveVLMConfig.from_mapping(own, ros_types=True)
     except ConfigError as exc:
@@ -547,7 +562,7 @@ def launch_overrides(
         is_bool = name == "use_sim_time" or DriveVLMConfig.spec(name).kind is bool
         overrides[name] = parse_bool(name, text) if is_bool else text
     try:
-        config.with_changes(**{k: v for k, v in overrides.items() if not _is_foreign(k)})
+        config.with_changes(**{k: v for k, v in overrides.items() if not is_ros_parameter(k)})
     except ConfigError as exc:
         raise ConfigError(f"launch arguments: {exc}") from exc
     return overrides

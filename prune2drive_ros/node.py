@@ -61,7 +61,9 @@ from .config import (
     UPDATER_PERIOD,
     DriveVLMConfig,
     ParamSpec,
+    check_parameter_names,
     check_question,
+    is_ros_parameter,
 )
 from .engine import Answer, Engine
 from .errors import ConfigError, Prune2DriveError, QuestionError
@@ -192,6 +194,10 @@ class DriveVLMNode(Node):
         package_log.setLevel(logging.INFO)
         package_log.addHandler(RosLogHandler(self.get_logger()))
         self.config = self._declare_parameters()
+        # ROS ignores an override nobody declares: a misspelt -p or params-file name would
+        # leave its parameter on the default. rclpy keeps the overrides in a private dict.
+        overrides = getattr(self, "_parameter_overrides", {})
+        check_parameter_names(name for name in overrides if not is_ros_parameter(name))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._load_failure: str | None = None  # set by the loader thread
         self._engine: Engine | None = None
@@ -230,13 +236,9 @@ class DriveVLMNode(Node):
         self._standing_future: Future[JobResult[Answer]] | None = None
         self._reset_standing_timer()
 
-        try:  # Updater declares diagnostic_updater.period: _on_set_parameters checks it
-            self._updater = Updater(self, period=self.config.diagnostics_period_s)
-        except ParameterException as exc:
-            raise ConfigError(
-                f"parameter {UPDATER_PERIOD}: this node does not use it, set "
-                f"{SUPERSEDED[UPDATER_PERIOD]} instead ({exc})"
-            ) from exc
+        # Updater declares diagnostic_updater.period (an override of it was refused above, and
+        # _on_set_parameters refuses setting it later).
+        self._updater = Updater(self, period=self.config.diagnostics_period_s)
         # Updater's timer runs on the node clock, which stands still under use_sim_time until
         # /clock arrives (a bag played without --clock, or not yet): re-create it on the steady
         # clock so /diagnostics keeps reporting, which is when it is needed most.

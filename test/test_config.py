@@ -11,8 +11,10 @@ from prune2drive_ros.config import (
     DEFAULT_PARAMS_FILE,
     LAUNCH_OVERRIDES,
     DriveVLMConfig,
+    check_parameter_names,
     check_question,
     default_image_topics,
+    is_ros_parameter,
     launch_overrides,
     load_params_yaml,
     package_file,
@@ -207,6 +209,16 @@ def test_load_unknown_keys_are_all_named(tmp_path: Path) -> None:
         "unknown parameter(s) devcie (did you mean device?), max_qeue (did you mean max_queue?), "
         "zzz; known: model, family,"
     ) in str(raised.value)
+
+
+def test_the_nodes_overrides_are_checked_by_name() -> None:
+    # what the node runs on rclpy's overrides (a misspelt -p or params-file name)
+    overrides = ["max_queue", "use_sim_time", "qos_overrides./x.depth", "answer_timout_s"]
+    with pytest.raises(ConfigError, match=r"answer_timout_s \(did you mean answer_timeout_s\?\)"):
+        check_parameter_names(n for n in overrides if not is_ros_parameter(n))
+    with pytest.raises(ConfigError, match="set diagnostics_period_s instead"):
+        check_parameter_names(["diagnostic_updater.period"])
+    check_parameter_names(["max_queue", "model"])
 
 
 def test_load_refuses_diagnostic_updaters_period(tmp_path: Path) -> None:
