@@ -340,8 +340,10 @@ class DriveVLMNode(Node):
         self._newest: dict[str, int | None] = dict.fromkeys(self._topics.values())
 
     def _on_clock_jumped_back(self, jump: TimeJump) -> None:
-        """Pair the cameras afresh once the node clock went back (a bag looped or restarted)."""
+        """Pair the cameras afresh once the node clock went back (a bag looped or restarted),
+        and stop diagnostics judging frames by the old timeline's stamp."""
         self._start_pairing()
+        self._stats.forget_frames()
         self.get_logger().info(
             f"the clock went back {-jump.delta.nanoseconds / 1e9:.1f} s (a bag looped or was "
             "played again): pairing the cameras afresh; if this repeats, more than one node "
@@ -371,6 +373,7 @@ class DriveVLMNode(Node):
                 self.get_clock().now().nanoseconds,
                 config.max_frame_age_s,
                 dict(self._newest),
+                self._stats.arrival_age_s(),
             )
         )
         tokens = max_new_tokens or config.max_new_tokens

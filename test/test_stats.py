@@ -133,6 +133,34 @@ def test_sim_time_before_clock_says_check_clock(stats: NodeStats) -> None:
     )
 
 
+def test_a_frozen_sim_clock_still_warns_when_nothing_new_arrives(
+    stats: NodeStats, clock: FakeClock
+) -> None:
+    """The bag ended: under use_sim_time the node clock stops with it, so the last set never
+    ages on it; the steady clock since the last arrival still tells."""
+    stats.record_frameset(50 * SECOND)
+    assert report(stats).level == "OK"
+    clock.now += 0.9
+    assert report(stats).level == "OK", "within max_frame_age_s of steady time"
+    clock.now += 0.2
+    frozen = report(stats)
+    assert frozen.level == "WARN"
+    assert frozen.message.startswith("no new synchronized camera set for 1.1 s of steady time")
+    assert "the bag ended or paused" in frozen.message
+    assert report(stats, max_frame_age_s=0.0).level == "OK", "0 disables it too"
+
+
+def test_a_clock_jump_back_forgets_the_old_timelines_stamp(stats: NodeStats) -> None:
+    """A looped bag: the stamp of the set before the jump is 'ahead' of the new clock; after
+    forget_frames diagnostics wait for the next set instead of blaming /clock."""
+    stats.record_frameset(55 * SECOND)
+    assert "ahead of the node clock" in report(stats).message
+    stats.forget_frames()
+    assert report(stats).message == NO_FRAMES
+    stats.record_frameset(50 * SECOND)
+    assert report(stats).level == "OK"
+
+
 def test_recent_failure_warns_then_clears(stats: NodeStats, clock: FakeClock) -> None:
     stats.record_frameset(50 * SECOND)
     failed = WorkerCounters(
@@ -143,6 +171,7 @@ def test_recent_failure_warns_then_clears(stats: NodeStats, clock: FakeClock) ->
     assert status.level == "WARN" and "failed 5 s ago" in status.message
     assert ("last failure", "5 s ago: CUDA oom") in status.values
     clock.now += 100.0
+    stats.record_frameset(50 * SECOND)  # frames still arrive
     assert report(stats, worker=failed).level == "OK", "old failures no longer warn"
 
 

@@ -376,6 +376,10 @@ def test_check_frames_age() -> None:
     ahead = check_frames(now + 5 * SECOND, now, 1.0, fresh)
     assert ahead is not None and "ahead of the node clock" in ahead.message
     assert check_frames(0, now, 0.0, fresh) is None, "0 disables the age check"
+    frozen = check_frames(now, now, 1.0, fresh, arrived_s_ago=4.0)
+    assert frozen is not None and frozen.reason == "stale_frames"
+    assert "no new synchronized camera set for 4.0 s of steady time" in frozen.message
+    assert check_frames(now, now, 1.0, fresh, arrived_s_ago=0.5) is None
 
 
 def test_check_frames_names_the_cameras_that_stopped() -> None:

@@ -79,6 +79,7 @@ class NodeStats:
         self._kept: deque[Mapping[str, int]] = deque(maxlen=window)
         self._arrivals: deque[float] = deque()
         self._latest_stamp_ns: int | None = None
+        self._last_arrival: float | None = None
 
     def record_frameset(self, stamp_ns: int) -> None:
         """A synchronized camera set with header stamp ``stamp_ns`` arrived now."""
@@ -87,6 +88,20 @@ class NodeStats:
             self._arrivals.append(now)
             self._forget_arrivals(now)
             self._latest_stamp_ns = stamp_ns
+            self._last_arrival = now
+
+    def forget_frames(self) -> None:
+        """The node clock went back (a bag looped or was played again): the newest stamp
+        belongs to the old timeline, so diagnostics stop judging by it until the next set."""
+        with self._lock:
+            self._latest_stamp_ns = None
+
+    def arrival_age_s(self) -> float | None:
+        """Seconds (on this object's monotonic clock) since the newest set arrived; None
+        before the first."""
+        with self._lock:
+            last = self._last_arrival
+        return None if last is None else self._clock() - last
 
     def record_answer(self, timings_ms: Timings, kept_tokens: Mapping[str, int]) -> None:
         """Add one answer's per-stage timings and the visual tokens it kept per view."""
@@ -172,7 +187,7 @@ class NodeStats:
         values.append(("synchronized sets/s", f"{self.sync_rate_hz():.2f}"))
         age = "no frames" if stamp_ns is None else f"{(now_ns - stamp_ns) / 1e9:.3f}"
         values.append(("frame age s", age))
-        frames = check_frames(stamp_ns, now_ns, max_frame_age_s, newest)
+        frames = check_frames(stamp_ns, now_ns, max_frame_age_s, newest, self.arrival_age_s())
         if frames is not None:
             problems.append(("WARN", frames.message))
         if sync is not None:

@@ -105,15 +105,20 @@ def check_frames(
     now_ns: int,
     max_age_s: float,
     newest: Mapping[str, int | None],
+    arrived_s_ago: float | None = None,
 ) -> Rejection | None:
     """Reject when no camera set arrived yet, or the newest one is too old; say which camera.
 
     Args:
         stamp_ns: header stamp of the newest synchronized set, None before the first.
         now_ns: the node clock (sim time with ``use_sim_time``), same epoch as the stamps.
-        max_age_s: largest accepted ``|now - stamp|``; 0 disables the age check.
+        max_age_s: largest accepted ``|now - stamp|``, and largest steady-clock time since the
+            newest set arrived; 0 disables both checks.
         newest: camera topic -> header stamp of its newest message, None before its first
             (pinpoints a camera that never sent, or stopped sending).
+        arrived_s_ago: steady-clock seconds since the newest set arrived. Under sim time the
+            node clock stops when the bag ends, so the stamps never age: this is what still
+            notices that nothing new comes.
     """
     topics = ", ".join(newest)
     if stamp_ns is None:
@@ -126,8 +131,18 @@ def check_frames(
             detail = "every topic sends, but their stamps never fall within sync_slop_s"
         return Rejection("no_frames", f"no synchronized frames received yet on {topics}: {detail}")
     age_s = (now_ns - stamp_ns) / 1e9
-    if max_age_s <= 0 or abs(age_s) <= max_age_s:
+    if max_age_s <= 0:
         return None
+    if abs(age_s) <= max_age_s:
+        if arrived_s_ago is None or arrived_s_ago <= max_age_s:
+            return None
+        return Rejection(
+            "stale_frames",
+            f"no new synchronized camera set for {arrived_s_ago:.1f} s of steady time "
+            f"(max_frame_age_s={max_age_s:g}), though the node clock says the last one is "
+            f"{age_s:.1f} s old: the bag ended or paused (with use_sim_time the clock stops "
+            "with it) or the cameras stopped",
+        )
     if age_s < 0:
         return Rejection(
             "stale_frames",
