@@ -49,7 +49,13 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from transformers.utils.logging import disable_progress_bar
@@ -91,6 +97,15 @@ LEVELS = {
 #: the cameras, the standing-question timer, and the node's default group (the diagnostics
 #: timer, the parameter services).
 _OTHER_GROUPS = 3
+
+#: ``~/ask`` requests wait in the middleware until the executor takes them, however many come
+#: at once: with the services' default KEEP_LAST(10), a burst past ten dropped requests that
+#: were then never answered nor counted. Every request taken is queued or refused at once.
+SERVICE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_ALL,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
 
 #: Seconds the running question gets to finish at shutdown. launch escalates Ctrl-C (SIGINT) to
 #: SIGTERM after 5 s, and that to SIGKILL: the node must be gone well before, and exiting takes
@@ -229,7 +244,11 @@ class DriveVLMNode(Node):
             )
         self._answers = self.create_publisher(DrivingAnswer, "~/answers", 10)
         self._service = self.create_service(
-            Ask, "~/ask", self._on_ask, callback_group=ReentrantCallbackGroup()
+            Ask,
+            "~/ask",
+            self._on_ask,
+            qos_profile=SERVICE_QOS,
+            callback_group=ReentrantCallbackGroup(),
         )
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._standing_timer: Any = None

@@ -31,7 +31,7 @@ from launch_testing_ros import WaitForTopics  # noqa: E402
 from prune2drive_interfaces.msg import DrivingAnswer  # noqa: E402
 from prune2drive_interfaces.srv import Ask  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 import launch  # noqa: E402
@@ -47,6 +47,8 @@ DISCOVERY = {
     "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
     **({"ROS_LOCALHOST_ONLY": "1"} if os.environ.get("ROS_DISTRO") == "humble" else {}),
 }
+#: A service client that keeps every response (a burst's would otherwise overflow its reader).
+KEEP_ALL = QoSProfile(history=HistoryPolicy.KEEP_ALL)
 #: Loading (and on first use building) the tiny checkpoint on a busy CI runner.
 READY_TIMEOUT_S = 300.0
 TIMEOUT_S = 60.0
@@ -158,12 +160,23 @@ class TestDriveVLMNode(unittest.TestCase):
         self.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
     def ask(self, question: str) -> Ask.Response:
-        client = self.node.create_client(Ask, "/prune2drive/ask")
+        return self.ask_many([question])[0]
+
+    def ask_many(self, questions: list[str]) -> list[Ask.Response]:
+        """All ``questions`` at once from one client (KEEP_ALL: its own side loses no
+        response either), each response awaited."""
+        client = self.node.create_client(Ask, "/prune2drive/ask", qos_profile=KEEP_ALL)
         try:
             self.assertTrue(client.wait_for_service(timeout_sec=TIMEOUT_S), "no ~/ask service")
-            future = client.call_async(Ask.Request(question=question, max_new_tokens=4))
-            self.wait_until(future.done, TIMEOUT_S, "the ~/ask response")
-            return future.result()
+            futures = [
+                client.call_async(Ask.Request(question=q, max_new_tokens=4)) for q in questions
+            ]
+            self.wait_until(
+                lambda: all(f.done() for f in futures),
+                TIMEOUT_S,
+                f"{len(futures)} ~/ask response(s), {sum(f.done() for f in futures)} came",
+            )
+            return [f.result() for f in futures]
         finally:
             self.node.destroy_client(client)
 
@@ -223,6 +236,16 @@ class TestDriveVLMNode(unittest.TestCase):
         self.assertGreater(float(values["synchronized sets/s"]), 1.0)
         self.assertGreaterEqual(int(values["questions served"]), 1)
         self.assertIn("prefill ms p50", values)
+
+    def test_7_a_burst_of_calls_gets_one_response_each(self) -> None:
+        """50 calls at once: each answered or refused at once ("queue full"), none lost (the
+        services' default KEEP_LAST(10) used to drop all past ten, never answered)."""
+        responses = self.ask_many([f"Burst question {i}?" for i in range(50)])
+        answered = [r for r in responses if r.success]
+        refused = [r for r in responses if not r.success]
+        self.assertEqual(len(answered) + len(refused), 50)
+        self.assertGreaterEqual(len(answered), 1)
+        self.assertTrue(all("queue" in r.message for r in refused), {r.message for r in refused})
 
 
 @launch_testing.post_shutdown_test()
