@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 
 from .config import DriveVLMConfig, check_question, resolve_rates_file
 from .errors import DecodeError
+from .picture import kept_tokens_jpeg
 from .pruning.budget import validate_rates
 from .pruning.selection import Selection
 from .sensors.imaging import decode_views
@@ -55,10 +56,13 @@ class Answer:
     #: "stop" or "length" (it ended by itself), else why it was stopped early ("cancelled",
     #: "timeout", "shutdown"): the text is then what was generated until then.
     finish: str = "stop"
+    #: the kept-token picture as JPEG, when asked for (``picture=True``); not in as_dict.
+    picture: bytes | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (one line of ``replay --out``); notes a random-weight model."""
         record = asdict(self)
+        del record["picture"]
         if self.random_weights:
             record["note"] = RANDOM_WEIGHTS_NOTE
         return record
@@ -168,10 +172,13 @@ class Engine:
         *,
         stop: StopSignal | None = None,
         on_text: OnText | None = None,
+        picture: bool = False,
     ) -> Answer:
         """Answer one question about ``frames``; ``stop`` ends it early (after the current
-        token), ``on_text(text, tokens)`` streams it."""
-        return self.answer_many(frames, [question], max_new_tokens, stop=stop, on_text=on_text)[0]
+        token), ``on_text(text, tokens)`` streams it, ``picture`` adds the kept-token JPEG."""
+        return self.answer_many(
+            frames, [question], max_new_tokens, stop=stop, on_text=on_text, picture=picture
+        )[0]
 
     def answer_many(
         self,
@@ -181,11 +188,13 @@ class Engine:
         *,
         stop: StopSignal | None = None,
         on_text: OnText | None = None,
+        picture: bool = False,
     ) -> list[Answer]:
         """Answer several questions about one frame set, decoding and encoding it once.
 
         Each answer carries the timings of the whole call (the shared stages ran once). Once
-        ``stop`` is set, the answer being generated ends and later questions get none.
+        ``stop`` is set, the answer being generated ends and later questions get none. With
+        ``picture`` each carries the kept-token JPEG (drawn once, after the timings).
         """
         texts = [check_question(q, self.max_question_chars) for q in questions]
         begin = time.perf_counter()
@@ -196,6 +205,11 @@ class Engine:
         )
         timings.decode = decode_ms
         timings.total = (time.perf_counter() - begin) * 1e3
+        jpeg = None
+        if picture and generations and generations[0].selection is not None:
+            jpeg = kept_tokens_jpeg(
+                frames, generations[0].selection, self.vlm.token_boxes(), self.topics
+            )
         return [
             Answer(
                 question=generation.question,
@@ -206,6 +220,7 @@ class Engine:
                 model=self.vlm.name,
                 random_weights=self.vlm.random_weights,
                 finish=generation.finish,
+                picture=jpeg,
             )
             for generation in generations
         ]

@@ -17,10 +17,11 @@ from prune2drive_ros.cache import build_once
 from prune2drive_ros.commands import cli
 from prune2drive_ros.commands.options import add_engine_arguments, engine_config
 from prune2drive_ros.commands.replay import replay
-from prune2drive_ros.commands.viz import DIM, TILE_SIZE, kept_tokens_picture, overlay_kept
+from prune2drive_ros.commands.viz import kept_tokens_picture
 from prune2drive_ros.config import DriveVLMConfig
 from prune2drive_ros.engine import Engine
 from prune2drive_ros.errors import BagError, ConfigError, DecodeError, ModelLoadError, QuestionError
+from prune2drive_ros.picture import DIM, TILE_SIZE, overlay_kept
 from prune2drive_ros.sensors.bag import CameraBag, open_camera_bag
 from prune2drive_ros.sensors.questions import QAItem, read_questions
 from prune2drive_ros.sensors.sync import FrameSet
@@ -388,3 +389,14 @@ def test_a_stop_signal_ends_the_answer_within_one_token(engine: Engine, frames: 
     stop_first = StopSignal()
     stop_first.set("shutdown")
     assert engine.answer(frames, "Describe the scene.", 12, stop=stop_first).finish == "shutdown"
+
+
+def test_an_answer_brings_the_kept_token_picture_when_asked(
+    engine: Engine, frames: FrameSet
+) -> None:
+    plain = engine.answer(frames, "Is the road clear?", 2)
+    assert plain.picture is None, "drawn only when asked (nobody subscribes: no cost)"
+    drawn = engine.answer(frames, "Is the road clear?", 2, picture=True)
+    assert drawn.picture is not None and "picture" not in drawn.as_dict()
+    image = cv2.imdecode(np.frombuffer(drawn.picture, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (2 * TILE_SIZE[1], 3 * TILE_SIZE[0], 3)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from prune2drive_ros.commands.viz import DIM, render_grid
 from prune2drive_ros.engine import Engine
 from prune2drive_ros.errors import ModelLoadError
+from prune2drive_ros.picture import DIM, render_grid
 from prune2drive_ros.pruning import Selection, random_select
 from prune2drive_ros.views import VIEWS
 from prune2drive_ros.vlm import DrivingVLM

@@ -606,6 +606,7 @@ class DrivingVLM(ABC):
                     visual_tokens=prefix.visual_tokens,
                     kept_per_view=kept.budgets,
                     finish=decoded.finish,
+                    selection=kept,
                 )
             )
             if decoded.finish not in FINISHED:

@@ -9,13 +9,14 @@ without importing a family. The stage timings are :class:`~prune2drive_ros.timin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from transformers import DynamicCache
 
 from ..errors import ModelLoadError
+from ..pruning.selection import Selection
 from ..views import VIEWS
 from .stitching import StitchedLayout
 
@@ -44,6 +45,7 @@ class Generation:
             pruner with shared budgets chooses them per frame set).
         finish: ``"stop"`` (a stop token), ``"length"`` (``max_new_tokens``), or why it was
             stopped (``"cancelled"``, ``"timeout"``, ``"shutdown"``: a StopSignal's reason).
+        selection: the kept tokens (e.g. for the kept-token picture).
     """
 
     question: str
@@ -53,6 +55,7 @@ class Generation:
     visual_tokens: int
     kept_per_view: tuple[int, ...]
     finish: str = "stop"
+    selection: Selection | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
