@@ -17,6 +17,7 @@ call is answered within :data:`CLOSE_TIMEOUT_S`, before launch escalates to SIGT
 
 from __future__ import annotations
 
+import array
 import functools
 import logging
 import os
@@ -33,6 +34,7 @@ from ament_index_python.packages import PackageNotFoundError, get_package_share_
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import DiagnosticStatusWrapper, FunctionDiagnosticTask, Updater
+from prune2drive_interfaces.action import Ask as AskAction
 from prune2drive_interfaces.msg import DrivingAnswer
 from prune2drive_interfaces.srv import Ask
 from rcl_interfaces.msg import (
@@ -41,6 +43,8 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
@@ -80,10 +84,11 @@ from .serving.worker import (
     JobResult,
     Rejection,
     check_frames,
+    check_queue,
     check_ready,
     stopped,
 )
-from .stopping import FINISHED
+from .stopping import FINISHED, StopSignal
 from .views import VIEWS
 
 #: stats.py levels -> DiagnosticStatus constants (``level`` is a byte on Jazzy: never an int).
@@ -94,9 +99,12 @@ LEVELS = {
 }
 
 #: Callback groups besides the service's, each holding at most one executor thread at a time:
-#: the cameras, the standing-question timer, and the node's default group (the diagnostics
-#: timer, the parameter services).
-_OTHER_GROUPS = 3
+#: the cameras, the standing-question timer, the node's default group (the diagnostics timer,
+#: the parameter services), and the action server's own requests (goals, cancels, results).
+_OTHER_GROUPS = 4
+
+#: ``~/ask_stream`` feedback every this many generated tokens (and after the first).
+FEEDBACK_EVERY = 4
 
 #: ``~/ask`` requests wait in the middleware until the executor takes them, however many come
 #: at once: with the services' default KEEP_LAST(10), a burst past ten dropped requests that
@@ -116,9 +124,9 @@ CLOSE_TIMEOUT_S = 2.0
 def executor_threads(max_queue: int) -> int:
     """Executor threads so that no callback waits for a thread.
 
-    Up to ``max_queue + 1`` service calls wait for an answer at once (the queued questions and
-    the one being answered), each holding its thread; one more serves a call that is refused at
-    once, and each other callback group needs one.
+    Up to ``max_queue + 1`` service calls and action goals wait for an answer at once (the
+    queued questions and the one being answered), each holding its thread; one more serves a
+    call that is refused at once, and each other callback group needs one.
     """
     return (max_queue + 1) + 1 + _OTHER_GROUPS
 
@@ -250,6 +258,20 @@ class DriveVLMNode(Node):
             qos_profile=SERVICE_QOS,
             callback_group=ReentrantCallbackGroup(),
         )
+        #: goal id -> the future of its job, for cancel (goals run on executor threads)
+        self._goals: dict[bytes, Future[JobResult[Answer]]] = {}
+        self._goals_lock = threading.Lock()
+        self._stream = ActionServer(
+            self,
+            AskAction,
+            f"{self.get_fully_qualified_name()}/ask_stream",
+            execute_callback=self._execute_goal,
+            goal_callback=self._on_goal,
+            cancel_callback=self._on_cancel,
+            callback_group=ReentrantCallbackGroup(),
+        )
+        # Drawn only while someone subscribes (rqt_image_view, Foxglove): no cost otherwise.
+        self._picture = self.create_publisher(CompressedImage, "~/kept_tokens/compressed", 1)
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._standing_timer: Any = None
         self._standing_future: Future[JobResult[Answer]] | None = None
@@ -381,11 +403,11 @@ class DriveVLMNode(Node):
 
     # ------------------------------------------------------------------ questions
 
-    def _submit(self, question: str, max_new_tokens: int) -> Future[JobResult[Answer]]:
-        """Check the question against the current state and queue it; never blocks."""
-        config, engine, frames = self.config, self._engine, self._sync.latest
-        rejection = (
-            check_ready(engine is not None, config.model)
+    def _admission(self, question: str, max_new_tokens: int) -> Rejection | None:
+        """Why the question cannot be taken now (model, request, frames), or None."""
+        config, frames = self.config, self._sync.latest
+        return (
+            check_ready(self._engine is not None, config.model)
             or self._check_request(question, max_new_tokens)
             or check_frames(
                 None if frames is None else frames.stamp_ns,
@@ -395,10 +417,23 @@ class DriveVLMNode(Node):
                 self._stats.arrival_age_s(),
             )
         )
-        tokens = max_new_tokens or config.max_new_tokens
-        future = self._worker.submit(
-            lambda stop: engine.answer(frames, question, tokens, stop=stop), rejection=rejection
-        )
+
+    def _submit(
+        self, question: str, max_new_tokens: int, on_text: Callable[[str, int], None] | None = None
+    ) -> Future[JobResult[Answer]]:
+        """Check the question against the current state and queue it; never blocks."""
+        engine, frames = self._engine, self._sync.latest
+        rejection = self._admission(question, max_new_tokens)
+        tokens = max_new_tokens or self.config.max_new_tokens
+        picture = self._picture.get_subscription_count() > 0
+
+        def job(stop: StopSignal) -> Answer:
+            assert engine is not None and frames is not None  # admitted
+            return engine.answer(
+                frames, question, tokens, stop=stop, on_text=on_text, picture=picture
+            )
+
+        future = self._worker.submit(job, rejection=rejection)
         future.add_done_callback(self._publish)
         return future
 
@@ -430,6 +465,11 @@ class DriveVLMNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.question = answer.question
         self._answers.publish(msg)
+        if answer.picture is not None:
+            picture = CompressedImage(format="jpeg", data=array.array("B", answer.picture))
+            picture.header.stamp = time_msg(answer.frames_stamp_ns)
+            picture.header.frame_id = "prune2drive_kept_tokens"
+            self._picture.publish(picture)
 
     def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
         """Service ``~/ask``: wait for this question's own future (reentrant group)."""
@@ -445,6 +485,63 @@ class DriveVLMNode(Node):
         else:
             self.get_logger().info(f"question not answered: {outcome.message}")
         return response
+
+    def _on_goal(self, goal: AskAction.Goal) -> GoalResponse:
+        """``~/ask_stream`` goals: refused at once when the question cannot be taken now or
+        the queue is full (the reason is logged and counted; the protocol carries none)."""
+        rejection = self._admission(goal.question, goal.max_new_tokens) or check_queue(
+            self._worker.counters().waiting, self.config.max_queue
+        )
+        if rejection is None:
+            return GoalResponse.ACCEPT
+        self._worker.count_rejection(rejection)
+        self.get_logger().info(f"ask_stream goal rejected: {rejection.message}")
+        return GoalResponse.REJECT
+
+    def _on_cancel(self, goal_handle: ServerGoalHandle) -> CancelResponse:
+        """Cancel: a queued goal is withdrawn, a running one stops after its current token."""
+        with self._goals_lock:
+            future = self._goals.get(bytes(goal_handle.goal_id.uuid))
+        if future is not None:
+            self._worker.stop(future, "cancelled")
+        return CancelResponse.ACCEPT
+
+    def _execute_goal(self, goal_handle: ServerGoalHandle) -> AskAction.Result:
+        """Answer a goal with feedback every :data:`FEEDBACK_EVERY` tokens; the result has the
+        service response's fields, and what was generated when it was cancelled."""
+        goal = goal_handle.request
+
+        def feedback(text: str, tokens: int) -> None:
+            if tokens == 1 or tokens % FEEDBACK_EVERY == 0:
+                goal_handle.publish_feedback(AskAction.Feedback(answer_so_far=text, tokens=tokens))
+
+        key = bytes(goal_handle.goal_id.uuid)
+        future = self._submit(goal.question, goal.max_new_tokens, on_text=feedback)
+        with self._goals_lock:
+            self._goals[key] = future
+        if goal_handle.is_cancel_requested:  # cancelled before its future was known
+            self._worker.stop(future, "cancelled")
+        try:
+            outcome = self._worker.wait(future, self.config.answer_timeout_s)
+        finally:
+            with self._goals_lock:
+                self._goals.pop(key, None)
+        result = AskAction.Result()
+        answer = outcome.value if outcome.success else None
+        if answer is not None:
+            for name, value in answer_fields(answer).items():
+                setattr(result, name, value)
+            result.finish = answer.finish
+            outcome = stopped(outcome, answer.finish)
+        result.success = outcome.success
+        result.message = outcome.message
+        if outcome.reason == "cancelled" and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif outcome.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
 
     def _reset_standing_timer(self) -> None:
         """(Re)create the standing-question timer from the current parameters."""

@@ -33,6 +33,7 @@ INTERFACES = REPO / "interfaces" / "prune2drive_interfaces"
 #: Python module -> the ROS package that provides it. Extend it when the node imports more.
 ROS_PACKAGE_OF: dict[str, str] = {
     "rclpy": "rclpy",
+    "action_msgs": "action_msgs",
     "rcl_interfaces": "rcl_interfaces",
     "builtin_interfaces": "builtin_interfaces",
     "std_msgs": "std_msgs",
@@ -218,13 +219,17 @@ def test_launch_file_declares_documented_arguments() -> None:
 def test_interfaces_package_builds_every_interface_file() -> None:
     files = sorted(
         p.relative_to(INTERFACES).as_posix()
-        for p in [*INTERFACES.glob("msg/*.msg"), *INTERFACES.glob("srv/*.srv")]
+        for p in [
+            *INTERFACES.glob("msg/*.msg"),
+            *INTERFACES.glob("srv/*.srv"),
+            *INTERFACES.glob("action/*.action"),
+        ]
     )
-    assert files == ["msg/DrivingAnswer.msg", "srv/Ask.srv"]
+    assert files == ["action/Ask.action", "msg/DrivingAnswer.msg", "srv/Ask.srv"]
     cmake = (INTERFACES / "CMakeLists.txt").read_text(encoding="utf-8")
     generate = re.search(r"rosidl_generate_interfaces\((.*?)\)", cmake, re.S)
     assert generate is not None, "CMakeLists.txt must call rosidl_generate_interfaces"
-    assert sorted(re.findall(r'"([^"]+\.(?:msg|srv))"', generate.group(1))) == files
+    assert sorted(re.findall(r'"([^"]+\.(?:msg|srv|action))"', generate.group(1))) == files
     root = manifest(INTERFACES / "package.xml")
     assert root.findtext("name") == "prune2drive_interfaces"
     assert root.findtext("export/build_type") == "ament_cmake"
@@ -237,6 +242,7 @@ def test_interfaces_package_builds_every_interface_file() -> None:
         for type_, _ in interface_fields((INTERFACES / path).read_text(encoding="utf-8"))
         if "/" in type_
     }
+    used.add("action_msgs")  # what every action's generated types build on
     assert used <= tags(root, "depend", "build_depend"), "depend on every message package used"
     dependencies = re.search(r"DEPENDENCIES([^)]*)", generate.group(1))
     assert dependencies is not None and used <= set(dependencies.group(1).split())
@@ -248,6 +254,11 @@ def test_interface_fields_are_documented() -> None:
     assert interface_fields(response) == ASK_RESPONSE
     answer = (INTERFACES / "msg" / "DrivingAnswer.msg").read_text(encoding="utf-8")
     assert interface_fields(answer) == DRIVING_ANSWER
+    action = (INTERFACES / "action" / "Ask.action").read_text(encoding="utf-8").split("---")
+    goal, result, feedback = (interface_fields(part) for part in action)
+    assert goal == ASK_REQUEST
+    assert result == [*ASK_RESPONSE[:3], ("string", "finish"), *ASK_RESPONSE[3:]]
+    assert feedback == [("string", "answer_so_far"), ("uint32", "tokens")]
 
 
 def test_node_sets_only_existing_fields() -> None:
@@ -260,7 +271,7 @@ def test_node_sets_only_existing_fields() -> None:
     assert isinstance(returned, ast.Dict)
     shared = {ast.literal_eval(key) for key in returned.keys if key is not None}
     assert shared == {name for _, name in ANSWER_FIELDS}
-    assigned: dict[str, set[str]] = {"response": set(), "msg": set()}
+    assigned: dict[str, set[str]] = {"response": set(), "msg": set(), "result": set()}
     for node in ast.walk(tree):
         for target in getattr(node, "targets", []):
             while isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute):
@@ -268,5 +279,6 @@ def test_node_sets_only_existing_fields() -> None:
             if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name):
                 assigned.get(target.value.id, set()).add(target.attr)
     assert assigned["response"] <= {name for _, name in ASK_RESPONSE}
+    assert assigned["result"] <= {name for _, name in ASK_RESPONSE} | {"finish"}
     assert assigned["msg"] <= {name for _, name in DRIVING_ANSWER}
     assert assigned["response"] and assigned["msg"], "the scan found the assignments"

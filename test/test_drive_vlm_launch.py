@@ -3,8 +3,10 @@
 Six synthetic CompressedImage JPEG cameras at ~12 Hz with per-camera offsets and jitter feed the
 node; a service call to ~/ask must succeed, ~/answers and /diagnostics must carry messages
 (``launch_testing_ros.WaitForTopics``), among them the standing question's answer and the
-node's status. Runs under ``colcon test`` on a ROS 2 machine (launch_testing
-collects it); plain pytest without rclpy skips it.
+node's status; a burst of 50 calls gets one response each; the ~/ask_stream action streams
+feedback and stops on cancel; the kept-token picture is published while subscribed. Runs
+under ``colcon test`` on a ROS 2 machine (launch_testing collects it); plain pytest without
+rclpy skips it.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ import launch_ros.actions  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
+from action_msgs.msg import GoalStatus  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from launch_testing_ros import WaitForTopics  # noqa: E402
+from prune2drive_interfaces.action import Ask as AskAction  # noqa: E402
 from prune2drive_interfaces.msg import DrivingAnswer  # noqa: E402
 from prune2drive_interfaces.srv import Ask  # noqa: E402
+from rclpy.action import ActionClient  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
@@ -121,8 +126,12 @@ class TestDriveVLMNode(unittest.TestCase):
         cls.lock = threading.Lock()
         cls.answers: list[DrivingAnswer] = []
         cls.statuses: list[DiagnosticStatus] = []
+        cls.pictures: list[CompressedImage] = []
         cls.node.create_subscription(DrivingAnswer, "/prune2drive/answers", cls._on_answer, 10)
         cls.node.create_subscription(DiagnosticArray, "/diagnostics", cls._on_diagnostics, 10)
+        cls.node.create_subscription(
+            CompressedImage, "/prune2drive/kept_tokens/compressed", cls._on_picture, 1
+        )
         cls.executor = SingleThreadedExecutor()
         cls.executor.add_node(cls.node)
         cls.spinner = threading.Thread(target=cls.executor.spin, daemon=True)
@@ -143,6 +152,11 @@ class TestDriveVLMNode(unittest.TestCase):
     def _on_answer(cls, msg: DrivingAnswer) -> None:
         with cls.lock:
             cls.answers.append(msg)
+
+    @classmethod
+    def _on_picture(cls, msg: CompressedImage) -> None:
+        with cls.lock:
+            cls.pictures.append(msg)
 
     @classmethod
     def _on_diagnostics(cls, msg: DiagnosticArray) -> None:
@@ -246,6 +260,62 @@ class TestDriveVLMNode(unittest.TestCase):
         self.assertEqual(len(answered) + len(refused), 50)
         self.assertGreaterEqual(len(answered), 1)
         self.assertTrue(all("queue" in r.message for r in refused), {r.message for r in refused})
+
+    def test_8_streamed_answer_with_feedback_then_a_cancel(self) -> None:
+        client = ActionClient(self.node, AskAction, "/prune2drive/ask_stream")
+        try:
+            self.assertTrue(client.wait_for_server(timeout_sec=TIMEOUT_S), "no ~/ask_stream")
+            feedback: list[AskAction.Feedback] = []
+
+            def on_feedback(msg: Any) -> None:
+                with self.lock:
+                    feedback.append(msg.feedback)
+
+            # a whole answer: feedback every few tokens, the service response's fields
+            sent = client.send_goal_async(
+                AskAction.Goal(question="Is the road clear?", max_new_tokens=8),
+                feedback_callback=on_feedback,
+            )
+            goal = self.wait_until(sent.done, TIMEOUT_S, "the goal accepted").result()
+            self.assertTrue(goal.accepted)
+            done = goal.get_result_async()
+            self.wait_until(done.done, TIMEOUT_S, "the result")
+            outcome = done.result()
+            self.assertEqual(outcome.status, GoalStatus.STATUS_SUCCEEDED)
+            self.assertTrue(outcome.result.success, outcome.result.message)
+            self.assertEqual(outcome.result.finish, "length")
+            self.assertEqual(len(outcome.result.kept_tokens), len(VIEWS))
+            self.assertEqual([f.tokens for f in feedback][:2], [1, 4])
+            self.assertTrue(outcome.result.answer.startswith(feedback[-1].answer_so_far.strip()))
+
+            # a long answer (the tiny model never stops by itself), cancelled mid-generation
+            feedback.clear()
+            sent = client.send_goal_async(
+                AskAction.Goal(question="Describe the scene.", max_new_tokens=512),
+                feedback_callback=on_feedback,
+            )
+            goal = self.wait_until(sent.done, TIMEOUT_S, "the long goal accepted").result()
+            self.wait_until(lambda: feedback, TIMEOUT_S, "the first feedback")
+            cancelled_at = time.monotonic()
+            cancel = goal.cancel_goal_async()
+            self.wait_until(cancel.done, TIMEOUT_S, "the cancel response")
+            done = goal.get_result_async()
+            self.wait_until(done.done, TIMEOUT_S, "the cancelled result")
+            outcome = done.result()
+            self.assertLess(time.monotonic() - cancelled_at, 5.0, "stopped within a step or so")
+            self.assertEqual(outcome.status, GoalStatus.STATUS_CANCELED)
+            self.assertFalse(outcome.result.success)
+            self.assertEqual(outcome.result.finish, "cancelled")
+            self.assertTrue(outcome.result.answer, "what was generated until the cancel")
+        finally:
+            client.destroy()
+
+    def test_9_kept_token_picture_while_subscribed(self) -> None:
+        self.assertTrue(self.ask("What is ahead?").success)
+        picture = self.wait_until(lambda: self.pictures, TIMEOUT_S, "a kept-token picture")[-1]
+        self.assertEqual(picture.format, "jpeg")
+        self.assertEqual(bytes(picture.data[:2]), b"\xff\xd8", "a JPEG")
+        self.assertGreater(picture.header.stamp.sec, 0, "stamped with its frame set")
 
 
 @launch_testing.post_shutdown_test()

@@ -297,6 +297,8 @@ def test_stop_withdraws_a_queued_job_and_signals_a_running_one(worker: Inference
     assert job.started.wait(TIMEOUT)
     queued = worker.submit(lambda _: "never runs")
     assert worker.stop(queued, "cancelled") is True and queued.cancelled()
+    withdrawn = worker.wait(queued, TIMEOUT)
+    assert (withdrawn.success, withdrawn.reason) == (False, "cancelled")
     assert worker.stop(running, "cancelled") is False, "running: signalled, not withdrawn"
     assert result(running).value == "stopped: cancelled"
     assert result(worker.submit(lambda _: "next")).value == "next"
@@ -323,6 +325,11 @@ def test_cancelled_future_is_skipped(worker: InferenceWorker) -> None:
     gate.release.set()
     assert result(worker.submit(lambda _: "next")).value == "next"
     assert not ran.is_set()
+
+
+def test_a_refusal_before_submitting_is_counted(worker: InferenceWorker) -> None:
+    worker.count_rejection(Rejection("queue_full", "the queue is full"))
+    assert worker.counters().rejected == {"queue_full": 1}
 
 
 def test_a_stopped_answer_is_a_failure_that_says_why() -> None:

@@ -30,7 +30,7 @@ import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeoutError  # builtin only from 3.11
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -276,6 +276,11 @@ class InferenceWorker:
         future.set_result(JobResult(False, message=rejection.message, reason=rejection.reason))
         return future
 
+    def count_rejection(self, rejection: Rejection) -> None:
+        """Count a request refused before it became a job (an action goal rejected at once)."""
+        with self._cond:
+            self._rejected[rejection.reason] += 1
+
     def counters(self) -> WorkerCounters:
         """A consistent snapshot of the counters."""
         with self._cond:
@@ -314,6 +319,8 @@ class InferenceWorker:
         """
         try:
             return future.result(timeout=timeout_s)
+        except CancelledError:  # withdrawn by stop() while it waited (an action's cancel)
+            return JobResult(False, message="cancelled by the caller", reason="cancelled")
         except FutureTimeoutError:
             withdrawn = self.stop(future, "timeout")
         message = (
