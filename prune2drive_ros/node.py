@@ -12,7 +12,9 @@ call waits on its own future, so waiting never blocks the executor), and the tim
 runs on the worker's single thread; the model loads on a thread of its own so the node is
 visible, and its diagnostics say "model not loaded", while a large checkpoint loads. No call
 waits without bound: each waits at most ``answer_timeout_s``, and at shutdown every waiting
-call is answered within :data:`CLOSE_TIMEOUT_S`, before launch escalates to SIGTERM.
+call is answered within :data:`CLOSE_TIMEOUT_S`, before launch escalates to SIGTERM: a running
+generation is stopped after its current token (the worker's stop hook). ``~/ask_stream`` goals
+run like service calls, with feedback from the worker thread and cancel through the same hook.
 """
 
 from __future__ import annotations
@@ -605,8 +607,10 @@ class DriveVLMNode(Node):
         return stat
 
     def close(self) -> bool:
-        """Stop taking questions: the queued ones and, after :data:`CLOSE_TIMEOUT_S`, the one
-        still running are answered "shutting down", so no executor thread is left waiting.
+        """Stop taking questions: the queued ones are answered "shutting down" and the one
+        running is stopped after its current token (or, still in a prefill after
+        :data:`CLOSE_TIMEOUT_S`, answered "shutting down" anyway), so no executor thread is
+        left waiting.
 
         Returns:
             False while a thread is still inside torch: answering, or loading the model.
@@ -665,7 +669,8 @@ def main(args: Sequence[str] | None = None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     if not idle:
-        # A thread is still inside torch (a generation or a model load cannot be interrupted).
+        # A thread is still inside torch: a model load, or a prefill (a generation stops
+        # after its current token when the worker closes, so it does not get here).
         # The interpreter's normal exit would tear torch's thread pools down under it and abort
         # the process (SIGABRT, "terminate called without an active exception"): end it here.
         sys.stdout.flush()
