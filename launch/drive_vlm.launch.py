@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -40,6 +41,7 @@ def _node(context: LaunchContext) -> list[Node]:
 
     params_file = arg("params_file")
     overrides = launch_overrides(params_file, {name: arg(name) for name in LAUNCH_OVERRIDES})
+    respawn = parse_bool("respawn", arg("respawn"))
     return [
         Node(
             package=PACKAGE,
@@ -47,12 +49,25 @@ def _node(context: LaunchContext) -> list[Node]:
             name=NODE_NAME,
             namespace=arg("namespace"),
             parameters=[params_file, overrides],
-            respawn=parse_bool("respawn", arg("respawn")),
+            respawn=respawn,
             respawn_delay=RESPAWN_DELAY_S,
             output="screen",
             emulate_tty=True,
+            on_exit=None if respawn else _node_exited,
         )
     ]
+
+
+def _node_exited(event: ProcessExited, context: LaunchContext) -> list[Shutdown]:
+    """End the launch with the node, and make a failure visible to scripts: launch ignores a
+    process's exit status (``ros2 launch`` would exit 0 after the node exits 1 on a bad model
+    path), but it exits 1 when an action raises, so a failed node raises here."""
+    if event.returncode != 0:
+        raise RuntimeError(
+            f"{NODE_NAME} exited with status {event.returncode} (1: the model did not load or "
+            "CUDA failed, 2: invalid parameters); its log above says why"
+        )
+    return [Shutdown(reason=f"{NODE_NAME} exited")]
 
 
 def generate_launch_description() -> LaunchDescription:

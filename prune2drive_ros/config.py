@@ -274,9 +274,9 @@ class DriveVLMConfig:
     )
     answer_timeout_s: float = _param(
         60.0,
-        "seconds an ~/ask call waits for its answer, queueing included; then it gets success "
-        "false (a question still queued is withdrawn, one being answered still publishes its "
-        "answer on ~/answers)",
+        "seconds an ~/ask call or ~/ask_stream goal waits for its answer, queueing included; "
+        "then it gets success false (a question still queued is withdrawn, one being answered "
+        "is stopped after its current token)",
         low=1.0,
         high=3600.0,
         read_only=False,
