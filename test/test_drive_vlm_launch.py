@@ -276,7 +276,8 @@ class TestDriveVLMNode(unittest.TestCase):
                 AskAction.Goal(question="Is the road clear?", max_new_tokens=8),
                 feedback_callback=on_feedback,
             )
-            goal = self.wait_until(sent.done, TIMEOUT_S, "the goal accepted").result()
+            self.wait_until(sent.done, TIMEOUT_S, "the goal accepted")
+            goal = sent.result()
             self.assertTrue(goal.accepted)
             done = goal.get_result_async()
             self.wait_until(done.done, TIMEOUT_S, "the result")
@@ -294,7 +295,8 @@ class TestDriveVLMNode(unittest.TestCase):
                 AskAction.Goal(question="Describe the scene.", max_new_tokens=512),
                 feedback_callback=on_feedback,
             )
-            goal = self.wait_until(sent.done, TIMEOUT_S, "the long goal accepted").result()
+            self.wait_until(sent.done, TIMEOUT_S, "the long goal accepted")
+            goal = sent.result()
             self.wait_until(lambda: feedback, TIMEOUT_S, "the first feedback")
             cancelled_at = time.monotonic()
             cancel = goal.cancel_goal_async()
