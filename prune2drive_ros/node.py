@@ -506,6 +506,7 @@ class DriveVLMNode(Node):
             future = self._goals.get(bytes(goal_handle.goal_id.uuid))
         if future is not None:
             self._worker.stop(future, "cancelled")
+        self.get_logger().info("ask_stream goal cancelled")
         return CancelResponse.ACCEPT
 
     def _execute_goal(self, goal_handle: ServerGoalHandle) -> AskAction.Result:

@@ -139,9 +139,9 @@ def check_frames(
         return Rejection(
             "stale_frames",
             f"no new synchronized camera set for {arrived_s_ago:.1f} s of steady time "
-            f"(max_frame_age_s={max_age_s:g}), though the node clock says the last one is "
-            f"{age_s:.1f} s old: the bag ended or paused (with use_sim_time the clock stops "
-            "with it) or the cameras stopped",
+            f"(max_frame_age_s={max_age_s:g}), though on the node clock the last one is only "
+            f"{max(age_s, 0.0):.1f} s old: the bag ended or paused (with use_sim_time the "
+            "clock stops with it) or the cameras stopped",
         )
     if age_s < 0:
         return Rejection(
