@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -104,6 +105,9 @@ LEVELS = {
 #: the cameras, the standing-question timer, the node's default group (the diagnostics timer,
 #: the parameter services), and the action server's own requests (goals, cancels, results).
 _OTHER_GROUPS = 4
+
+#: Seconds the executor keeps spinning after close(), so its answers reach their callers.
+FLUSH_S = 0.5
 
 #: ``~/ask_stream`` feedback every this many generated tokens (and after the first).
 FEEDBACK_EVERY = 4
@@ -665,6 +669,11 @@ def main(args: Sequence[str] | None = None) -> int:
             signal.signal(signum, signal.SIG_IGN)
         idle = node is None or node.close()
         if executor is not None:
+            # The answers close() gave ("shutting down", a stopped goal's result) still have to
+            # go out: spin a moment so the service responses and action results are sent.
+            deadline = time.monotonic() + FLUSH_S
+            while rclpy.ok() and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
             executor.shutdown()
         if node is not None:
             node.destroy_node()
