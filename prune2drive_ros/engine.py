@@ -206,7 +206,7 @@ class Engine:
         timings.decode = decode_ms
         timings.total = (time.perf_counter() - begin) * 1e3
         jpeg = None
-        if picture and generations and generations[0].selection is not None:
+        if picture and generations:
             jpeg = kept_tokens_jpeg(
                 frames, generations[0].selection, self.vlm.token_boxes(), self.topics
             )

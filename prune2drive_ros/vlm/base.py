@@ -604,9 +604,8 @@ class DrivingVLM(ABC):
                     new_tokens=len(decoded.tokens),
                     prompt_tokens=prefix.length + turn.length,
                     visual_tokens=prefix.visual_tokens,
-                    kept_per_view=kept.budgets,
-                    finish=decoded.finish,
                     selection=kept,
+                    finish=decoded.finish,
                 )
             )
             if decoded.finish not in FINISHED:

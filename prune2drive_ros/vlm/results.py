@@ -41,11 +41,10 @@ class Generation:
         prompt_tokens: tokens the language model prefilled for it (shared prefix with the kept
             visual tokens and view separators, plus the question turn).
         visual_tokens: kept visual tokens over all views (separators not counted).
-        kept_per_view: kept visual tokens of each view, in :data:`~..views.VIEWS` order (a
-            pruner with shared budgets chooses them per frame set).
+        selection: the kept tokens of each view (a pruner with shared budgets chooses how
+            many per frame set; the kept-token picture draws them).
         finish: ``"stop"`` (a stop token), ``"length"`` (``max_new_tokens``), or why it was
             stopped (``"cancelled"``, ``"timeout"``, ``"shutdown"``: a StopSignal's reason).
-        selection: the kept tokens (e.g. for the kept-token picture).
     """
 
     question: str
@@ -53,9 +52,13 @@ class Generation:
     new_tokens: int
     prompt_tokens: int
     visual_tokens: int
-    kept_per_view: tuple[int, ...]
+    selection: Selection = field(compare=False, repr=False)
     finish: str = "stop"
-    selection: Selection | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def kept_per_view(self) -> tuple[int, ...]:
+        """Kept visual tokens of each view, in :data:`~..views.VIEWS` order."""
+        return self.selection.budgets
 
 
 @dataclass(frozen=True)
