@@ -270,9 +270,9 @@ def tfps(
         The kept tokens of each view in original order (with ``share``, the budgets it chose).
 
     Raises:
-        PruningInputError: malformed, empty or non-finite tokens.
+        PruningInputError: malformed, empty or non-finite tokens, or a coverage term without
+            the views' patch grid.
         BudgetError: budgets that do not fit the tokens, or a share outside [0, 1).
-        PruningInputError: also a coverage term without the views' patch grid.
         ValueError: unknown metric or start, or a negative cover.
     """
     budgets = check_tokens(tokens, budgets, counts)

@@ -36,9 +36,16 @@ def add_timing_arguments(
     parser.add_argument(
         "--warmup", type=at_least(0), default=warmup, help="untimed runs first (%(default)s)"
     )
+    if torch_device:
+        add_torch_arguments(parser)
+    else:
+        parser.add_argument("--json", action="store_true", help="print only the JSON output")
+
+
+def add_torch_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--json``, ``--device`` and ``--threads`` (read back by :func:`setup_torch`): what a
+    benchmark that runs torch takes, timed or not."""
     parser.add_argument("--json", action="store_true", help="print only the JSON output")
-    if not torch_device:
-        return
     parser.add_argument("--device", choices=DEVICES, default="auto", help="device (auto)")
     parser.add_argument(
         "--threads",

@@ -31,8 +31,7 @@ from ...pruning import PRUNERS
 from ...training import VARIANTS, cached_scene_model, variant
 from ...training.data import draw_pool
 from ...vlm import DrivingVLM, load_vlm
-from ..argtypes import at_least
-from . import device_name, emit_json, setup_torch
+from . import add_torch_arguments, device_name, emit_json, setup_torch
 
 #: A bus spanning at least this many tokens of a view is a large one.
 LARGE_BUS_TOKENS = 4
@@ -58,9 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="model",
         help="prune the model's visual tokens (model) or the raw RGB patches (pixels)",
     )
-    parser.add_argument("--json", action="store_true", help="print only the JSON output")
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    parser.add_argument("--threads", type=at_least(1), default=None, help="CPU threads for torch")
+    add_torch_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
