@@ -278,6 +278,34 @@ def test_wait_withdraws_a_queued_job_after_the_timeout(worker: InferenceWorker) 
     assert counters.last_failure == busy.message
 
 
+def test_a_withdrawn_question_frees_its_queue_slot(worker: InferenceWorker) -> None:
+    gate = Gate()
+    running = worker.submit(gate)
+    assert gate.started.wait(TIMEOUT)
+    queued = [worker.submit(lambda _: "never runs") for _ in range(worker.max_queue)]
+    for future in queued:
+        assert worker.wait(future, timeout_s=0.0).reason == "timeout"
+    assert worker.counters().waiting == 0, "nobody waits for the withdrawn questions"
+    later = worker.submit(lambda _: "later")
+    assert not later.done(), "queued behind the running answer, not refused 'queue full'"
+    gate.release.set()
+    assert result(running).value == "gated" and result(later).value == "later"
+    assert worker.counters().rejected == {}
+
+
+def test_withdraw_queued_answers_them_and_keeps_serving(worker: InferenceWorker) -> None:
+    gate = Gate()
+    running = worker.submit(gate)
+    assert gate.started.wait(TIMEOUT)
+    queued = worker.submit(lambda _: "never runs")
+    worker.withdraw_queued(Rejection("inactive", "the node is inactive"))
+    assert (result(queued).reason, result(queued).message) == ("inactive", "the node is inactive")
+    gate.release.set()
+    assert result(running).value == "gated", "the running answer is not affected"
+    assert result(worker.submit(lambda _: "next")).value == "next", "later ones are served"
+    assert worker.counters().rejected == {"inactive": 1}
+
+
 class UntilStopped:
     """A job that runs until its stop signal is set, like a long decoding honouring it."""
 

@@ -301,10 +301,11 @@ class InferenceWorker:
         Returns:
             True when the job was withdrawn (its future cancelled), False when it runs (or ran).
         """
-        if future.cancel():
-            with self._cond:
+        with self._cond:
+            if future.cancel():  # still queued: its slot is free for the next question
                 self._signals.pop(future, None)
-            return True
+                self._queue = deque(entry for entry in self._queue if entry[1] is not future)
+                return True
         with self._cond:
             signal = self._signals.get(future)
         if signal is not None:
@@ -369,6 +370,13 @@ class InferenceWorker:
             refusal = self._refusal
         return refusal.message if refusal is not None and refusal.reason == "cuda_error" else None
 
+    def withdraw_queued(self, rejection: Rejection) -> None:
+        """Answer every queued job with ``rejection`` (counted), leaving the running one and
+        later submissions alone: e.g. the node deactivated, and will serve again."""
+        with self._cond:
+            pending = self._take_queued(rejection)
+        _refuse_all(pending, rejection)
+
     def _refuse(self, rejection: Rejection) -> None:
         """Take no more jobs: the queued ones and later submissions get ``rejection`` (the
         first reason stays: a closing worker that failed still says why)."""
@@ -376,18 +384,20 @@ class InferenceWorker:
             if self._refusal is None:
                 self._refusal = rejection
             rejection = self._refusal
-            pending = [future for _, future in self._queue]
-            self._queue.clear()
-            for future in pending:
-                self._signals.pop(future, None)
-            if pending:
-                self._rejected[rejection.reason] += len(pending)
+            pending = self._take_queued(rejection)
             self._cond.notify_all()
-        refused: JobResult[Any] = JobResult(
-            False, message=rejection.message, reason=rejection.reason
-        )
+        _refuse_all(pending, rejection)
+
+    def _take_queued(self, rejection: Rejection) -> list[Future[Any]]:
+        """Empty the queue, counting its jobs as refused for ``rejection`` (the caller holds
+        the lock, and resolves the returned futures once it let go of it)."""
+        pending = [future for _, future in self._queue]
+        self._queue.clear()
         for future in pending:
-            _resolve(future, refused)
+            self._signals.pop(future, None)
+        if pending:
+            self._rejected[rejection.reason] += len(pending)
+        return pending
 
     def _run(self) -> None:
         while True:
@@ -458,6 +468,13 @@ class InferenceWorker:
             message=f"internal error: {type(exc).__name__}: {exc} (traceback in the node log)",
             reason="internal",
         )
+
+
+def _refuse_all(futures: list[Future[Any]], rejection: Rejection) -> None:
+    """Resolve each of ``futures`` with ``rejection``."""
+    refused: JobResult[Any] = JobResult(False, message=rejection.message, reason=rejection.reason)
+    for future in futures:
+        _resolve(future, refused)
 
 
 def _resolve(future: Future[T], result: T) -> None:
