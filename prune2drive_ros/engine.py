@@ -42,6 +42,15 @@ DEFAULT_FAMILY = "llava_onevision"
 
 
 @dataclass(frozen=True)
+class Pruning:
+    """What the engine keeps: swapped as a whole, so an answer never mixes two settings."""
+
+    rates: dict[str, float]
+    budgets: tuple[int, ...]
+    pruner: str
+
+
+@dataclass(frozen=True)
 class Answer:
     """One answered question, with what the model saw and how long each stage took."""
 
@@ -92,13 +101,40 @@ class Engine:
         max_question_chars: int = 1000,
     ) -> None:
         self.vlm = vlm
-        self.rates = validate_rates(1.0 if rates is None else rates)
         self.full_budgets = vlm.view_tokens
-        self.budgets = vlm.budgets(self.rates)
-        self.pruner = pruner
+        self._pruning = self._pruning_for(rates, pruner)
         self.topics = dict(topics) if topics else {v: image_topic(v) for v in VIEWS}
         self.max_new_tokens = max_new_tokens
         self.max_question_chars = max_question_chars
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """Retention rate per view."""
+        return self._pruning.rates
+
+    @property
+    def budgets(self) -> tuple[int, ...]:
+        """Tokens kept per view, in :data:`VIEWS` order."""
+        return self._pruning.budgets
+
+    @property
+    def pruner(self) -> str:
+        """Name of the pruner in :data:`~prune2drive_ros.pruning.PRUNERS`."""
+        return self._pruning.pruner
+
+    def set_pruning(self, rates: Mapping[str, float] | float | None, pruner: str) -> None:
+        """Replace the rates and the pruner (checked first: a bad value raises and changes
+        nothing). An answer already under way keeps the ones it started with; the next one
+        uses these (the node reloads a rates file this way, without a restart).
+
+        Raises:
+            BudgetError: invalid rates.
+        """
+        self._pruning = self._pruning_for(rates, pruner)
+
+    def _pruning_for(self, rates: Mapping[str, float] | float | None, pruner: str) -> Pruning:
+        checked = validate_rates(1.0 if rates is None else rates)
+        return Pruning(checked, self.vlm.budgets(checked), pruner)
 
     @classmethod
     def from_config(cls, config: DriveVLMConfig, share_dir: str | Path | None = None) -> Engine:
@@ -197,11 +233,18 @@ class Engine:
         ``picture`` each carries the kept-token JPEG (drawn once, after the timings).
         """
         texts = [check_question(q, self.max_question_chars) for q in questions]
+        pruning = self._pruning  # this frame set's, whatever set_pruning does meanwhile
         begin = time.perf_counter()
         images = self.decode(frames)
         decode_ms = (time.perf_counter() - begin) * 1e3
         generations, timings = self.answer_images(
-            images, texts, max_new_tokens, stop=stop, on_text=on_text
+            images,
+            texts,
+            max_new_tokens,
+            budgets=pruning.budgets,
+            pruner=pruning.pruner,
+            stop=stop,
+            on_text=on_text,
         )
         timings.decode = decode_ms
         timings.total = (time.perf_counter() - begin) * 1e3
@@ -251,16 +294,25 @@ class Engine:
         questions: Sequence[str],
         max_new_tokens: int | None = None,
         *,
+        budgets: Sequence[int] | None = None,
+        pruner: str | None = None,
         stop: StopSignal | None = None,
         on_text: OnText | None = None,
     ) -> tuple[list[Generation], Timings]:
-        """Answer ``questions`` about six decoded images (``decode``'s output) with the engine's
-        budgets and pruner: encode, then :meth:`answer_encoded`, each stage timed."""
+        """Answer ``questions`` about six decoded images (``decode``'s output) with ``budgets``
+        and ``pruner`` (default the engine's): encode, then :meth:`answer_encoded`, each stage
+        timed."""
         encoding = Timings()
         with stopwatch(encoding, "encode", self.vlm.device):
             visual = self.vlm.encode_views(self.vlm.preprocess(images))
         generations, timings = self.answer_encoded(
-            visual, questions, max_new_tokens=max_new_tokens, stop=stop, on_text=on_text
+            visual,
+            questions,
+            budgets=budgets,
+            pruner=pruner,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            on_text=on_text,
         )
         timings.encode = encoding.encode
         return generations, timings

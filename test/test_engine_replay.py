@@ -20,8 +20,15 @@ from prune2drive_ros.commands.replay import replay
 from prune2drive_ros.commands.viz import kept_tokens_picture
 from prune2drive_ros.config import DriveVLMConfig
 from prune2drive_ros.engine import Engine
-from prune2drive_ros.errors import BagError, ConfigError, DecodeError, ModelLoadError, QuestionError
 from prune2drive_ros.picture import DIM, TILE_SIZE, overlay_kept
+from prune2drive_ros.errors import (
+    BagError,
+    BudgetError,
+    ConfigError,
+    DecodeError,
+    ModelLoadError,
+    QuestionError,
+)
 from prune2drive_ros.sensors.bag import CameraBag, open_camera_bag
 from prune2drive_ros.sensors.questions import QAItem, read_questions
 from prune2drive_ros.sensors.sync import FrameSet
@@ -40,6 +47,16 @@ def engine() -> Engine:
 def frames(small_bag: SyntheticBag) -> FrameSet:
     with open_camera_bag(small_bag.path) as bag:
         return next(iter(bag.frame_sets()))
+
+
+def test_set_pruning_applies_to_the_next_answer_and_refuses_bad_rates(frames: FrameSet) -> None:
+    engine = Engine.from_config(DriveVLMConfig().with_changes(device="cpu", max_new_tokens=2))
+    engine.set_pruning(dict.fromkeys(VIEWS, 0.2), "random")
+    assert (engine.pruner, engine.budgets) == ("random", (146,) * len(VIEWS))
+    assert engine.answer(frames, "Is the left lane free?").kept_tokens == dict.fromkeys(VIEWS, 146)
+    with pytest.raises(BudgetError, match="CAM_BACK"):
+        engine.set_pruning({**dict.fromkeys(VIEWS, 0.2), "CAM_BACK": 1.5}, "tfps")
+    assert (engine.pruner, engine.budgets) == ("random", (146,) * len(VIEWS)), "nothing changed"
 
 
 def test_answer_reports_kept_tokens_timings_and_random_weights(
