@@ -20,7 +20,6 @@ from prune2drive_ros.commands.replay import replay
 from prune2drive_ros.commands.viz import kept_tokens_picture
 from prune2drive_ros.config import DriveVLMConfig
 from prune2drive_ros.engine import Engine
-from prune2drive_ros.picture import DIM, TILE_SIZE, overlay_kept
 from prune2drive_ros.errors import (
     BagError,
     BudgetError,
@@ -29,6 +28,7 @@ from prune2drive_ros.errors import (
     ModelLoadError,
     QuestionError,
 )
+from prune2drive_ros.picture import DIM, TILE_SIZE, overlay_kept
 from prune2drive_ros.sensors.bag import CameraBag, open_camera_bag
 from prune2drive_ros.sensors.questions import QAItem, read_questions
 from prune2drive_ros.sensors.sync import FrameSet
