@@ -147,3 +147,16 @@ def test_never_mixes_frames_and_emits_every_complete_frame(drops, seed):
     superseded = {k for k in partial if complete and k < complete[-1]}
     incomplete = sync.stats.incomplete
     assert (1 if superseded else 0) <= incomplete <= len(partial)
+
+
+def test_a_looped_bag_pairs_again_with_its_first_frame():
+    stamps = frame_stamps(30, seed=2)  # ~2.5 s at 12 Hz
+    sync = ApproximateSync(VIEWS)
+    first = feed(sync, arrivals(stamps))
+    assert len(first) == 30
+    again = feed(sync, arrivals(stamps[:3]))
+    assert [frames_of(s) for s in again] == [{0}, {1}, {2}], "the loop's first frame pairs"
+    assert sync.stats.rewinds == 1
+    # a late message under a second old is still just late, not a new timeline
+    assert sync.add("CAM_FRONT", stamps[1]["CAM_FRONT"], "late") is None
+    assert sync.stats.rewinds == 1

@@ -42,6 +42,12 @@ DEFAULT_SLOP_S = 0.06
 #: Messages kept per view while waiting for the other views.
 DEFAULT_QUEUE_SIZE = 5
 
+#: A view's stamp this far before its message in the last set means the timeline restarted (a
+#: bag looped or was played again): pairing starts afresh at once, instead of dropping every
+#: message until the new timeline catches up with the old one.
+REWIND_S = 1.0
+REWIND_NS = round(REWIND_S * 1e9)
+
 
 @dataclass(frozen=True)
 class FrameSet:
@@ -84,6 +90,8 @@ class SyncStats:
     #: of their queues or superseded by a newer set. A lower bound: the dropped messages are
     #: grouped into as few slop-wide windows as cover them (no set spans more than the slop).
     incomplete: int
+    #: times the stamps went back by more than :data:`REWIND_S` and pairing started afresh
+    rewinds: int = 0
     queue_depths: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -116,6 +124,7 @@ class ApproximateSync:
         self._dropped = 0
         self._incomplete = 0
         self._incomplete_until = -1  # end of the last frame window counted as incomplete
+        self._rewinds = 0
 
     @property
     def latest(self) -> FrameSet | None:
@@ -131,6 +140,7 @@ class ApproximateSync:
                 emitted=self._emitted,
                 dropped=self._dropped,
                 incomplete=self._incomplete,
+                rewinds=self._rewinds,
                 queue_depths={v: len(s) for v, s in self._stamps.items()},
             )
 
@@ -139,6 +149,8 @@ class ApproximateSync:
         if view not in self._stamps:
             raise ValueError(f"view {view!r} is not synchronized here; views: {self.views}")
         with self._lock:
+            if stamp_ns < self._floor.get(view, stamp_ns) - REWIND_NS:
+                self._rewind()
             stamps, messages = self._stamps[view], self._messages[view]
             pos = bisect.bisect_left(stamps, stamp_ns)
             if stamp_ns <= self._floor.get(view, -1) or (
@@ -155,6 +167,17 @@ class ApproximateSync:
             if frame_set is not None:
                 self._consume(frame_set)
             return frame_set
+
+    def _rewind(self) -> None:
+        """Start pairing afresh: the stamps went back (a looped bag). The newest set stays
+        :attr:`latest` until the new timeline completes one. Caller holds the lock."""
+        for view in self.views:
+            self._dropped += len(self._stamps[view])
+            self._stamps[view].clear()
+            self._messages[view].clear()
+        self._floor.clear()
+        self._incomplete_until = -1
+        self._rewinds += 1
 
     def _find_set(self) -> FrameSet | None:
         """The complete set with the newest pivot, or None. Caller holds the lock."""
