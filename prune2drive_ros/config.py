@@ -37,11 +37,19 @@ NODE_NAME = "prune2drive"
 FOREIGN_PARAMETERS: tuple[str, ...] = ("use_sim_time", "start_type_description_service")
 FOREIGN_PREFIXES: tuple[str, ...] = ("qos_overrides.",)
 
-#: Parameters a library declares on the node that the node does not use -> the one to set.
-#: diagnostic_updater's timer runs on the node clock, which stands still under use_sim_time
-#: until /clock arrives, so the node publishes /diagnostics on a steady timer of its own.
-UPDATER_PERIOD = "diagnostic_updater.period"
-SUPERSEDED: dict[str, str] = {UPDATER_PERIOD: "diagnostics_period_s"}
+#: Parameters of other nodes' conventions this node does not use -> the one to set. The node
+#: publishes /diagnostics itself, on the steady clock (diagnostic_updater's timer runs on the
+#: node clock, which stands still under use_sim_time until /clock arrives).
+SUPERSEDED: dict[str, str] = {"diagnostic_updater.period": "diagnostics_period_s"}
+
+#: QoS policies a user may override per topic (``qos_overrides.<topic>.<entity>.<policy>``),
+#: rclpy's ``QoSOverridingOptions.with_default_policies()``.
+QOS_POLICIES: tuple[str, ...] = ("history", "depth", "reliability")
+
+#: ``model`` value that always means the tiny random-weight test model (of ``family``, default
+#: LLaVA-OneVision); an empty ``model`` means the trained scene model when it is cached (see
+#: :func:`~prune2drive_ros.engine.resolve_model`). A local folder named so is ``./tiny``.
+TINY_MODEL = "tiny"
 
 DEFAULT_RATES_FILE = "config/retention_rates.yaml"
 DEFAULT_PARAMS_FILE = "config/drive_vlm.yaml"
@@ -54,6 +62,7 @@ LAUNCH_OVERRIDES: tuple[str, ...] = (
     "device",
     "use_compressed",
     "use_sim_time",
+    "autostart",
 )
 
 
@@ -174,8 +183,10 @@ class DriveVLMConfig:
     model: str = _param(
         "",
         "Hugging Face hub id or local path of the VLM checkpoint (e.g. a LLaVA-OneVision "
-        "checkpoint); empty = the cached tiny random-weight LLaVA-OneVision test model, "
-        "which answers nonsense",
+        "checkpoint); empty = the scene model that `prune2drive train` (or `make demo`) "
+        "trained into the cache, when it is there, else the tiny random-weight test model, "
+        "which answers nonsense (a warning says so; with a family other than llava_onevision, "
+        f"that family's tiny model); {TINY_MODEL} = always the tiny random-weight test model",
     )
     family: str = _param(
         "", "VLM family adapter (e.g. llava_onevision); empty = read from the model's config.json"
@@ -222,14 +233,18 @@ class DriveVLMConfig:
         "tfps",
         "visual-token pruner: tfps is Prune2Drive's per-view farthest point sampling; "
         "tfps_shared lets the views share their total by content (the rates as priors); "
-        "tfps_cover adds a coverage term that keeps large uniform objects",
+        "tfps_cover adds a coverage term that keeps large uniform objects; a change applies "
+        "from the next question",
         choices=pruner_names,
+        read_only=False,
     )
     rates_file: str = _param(
         "",
         "per-view retention rates YAML from the tuner; empty = the package's "
         f"{DEFAULT_RATES_FILE}; a relative path is looked up in the working directory, then "
-        "in the package",
+        "in the package; a change is checked first (a bad file is refused, the old rates "
+        "kept) and applies from the next question",
+        read_only=False,
     )
     use_compressed: bool = _param(
         True,
@@ -298,11 +313,18 @@ class DriveVLMConfig:
     )
     diagnostics_period_s: float = _param(
         1.0,
-        "period of the /diagnostics status in seconds (on the steady clock; diagnostic_updater's "
-        "own diagnostic_updater.period is not used)",
+        "period of the /diagnostics status in seconds (on the steady clock, so it reports "
+        "while a bag's /clock stands still)",
         low=0.1,
         high=60.0,
         read_only=False,
+    )
+
+    autostart: bool = _param(
+        True,
+        "configure (load the model) and activate the lifecycle node at start, and exit with "
+        "status 1 when that fails; false: stay unconfigured for a lifecycle manager or "
+        "ros2 lifecycle set",
     )
 
     @classmethod
@@ -474,6 +496,37 @@ def check_parameter_names(names: Iterable[str]) -> None:
     if unknown:
         named = ", ".join(f"{name}{_suggestion(name, known)}" for name in unknown)
         raise ConfigError(f"unknown parameter(s) {named}; known: {', '.join(known)}")
+
+
+def qos_override_names(publishers: Iterable[str], subscriptions: Iterable[str]) -> set[str]:
+    """The ``qos_overrides.*`` parameters the node declares for these fully qualified topics."""
+    entities = [(topic, "publisher") for topic in publishers]
+    entities += [(topic, "subscription") for topic in subscriptions]
+    return {
+        f"qos_overrides.{topic}.{entity}.{policy}"
+        for topic, entity in entities
+        for policy in QOS_POLICIES
+    }
+
+
+def check_qos_overrides(names: Iterable[str], allowed: Iterable[str]) -> None:
+    """Refuse ``qos_overrides.*`` overrides that no topic of the node takes.
+
+    rclpy applies an override only when a publisher or subscription declares it, and ignores
+    the rest without a word: a misspelt topic would leave its QoS on the default.
+
+    Raises:
+        ConfigError: listing each unknown override with the closest known one.
+    """
+    known = sorted(allowed)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        named = ", ".join(f"{name}{_suggestion(name, known)}" for name in unknown)
+        raise ConfigError(
+            f"unknown QoS override(s) {named}; this node takes qos_overrides.<topic>."
+            f"<publisher|subscription>.<{'|'.join(QOS_POLICIES)}> for its topics: "
+            + ", ".join(known)
+        )
 
 
 def _node_sections(document: Mapping[str, Any], node_name: str) -> Iterable[str]:

@@ -6,6 +6,8 @@ A device is configuration (the ``device`` parameter, ``--device``), so a bad one
 
 from __future__ import annotations
 
+import gc
+
 import torch
 
 from .errors import ConfigError
@@ -31,3 +33,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
             "use device cpu (or auto), or install a CUDA build of torch"
         )
     return resolved
+
+
+def allocated_bytes(device: str | torch.device) -> int | None:
+    """Bytes torch's allocator holds on ``device`` when it is a CUDA device; None otherwise."""
+    resolved = torch.device(device)
+    if resolved.type != "cuda":
+        return None
+    return int(torch.cuda.memory_allocated(resolved))
+
+
+def release_memory() -> None:
+    """Give the memory of dropped models back: collect their reference cycles, then hand
+    torch's cached CUDA blocks back to the driver (a no-op without CUDA)."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

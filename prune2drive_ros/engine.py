@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DriveVLMConfig, check_question, resolve_rates_file
+from .config import TINY_MODEL, DriveVLMConfig, check_question, resolve_rates_file
 from .errors import DecodeError
 from .picture import kept_tokens_jpeg
 from .pruning.budget import validate_rates
@@ -37,8 +37,58 @@ from .vlm.decoding import stopwatch
 
 logger = logging.getLogger(__name__)
 
-#: Family of the default model (the cached tiny random-weight checkpoint).
+#: Family of the default models: the trained scene model, and the tiny random-weight one.
 DEFAULT_FAMILY = "llava_onevision"
+#: The scene-model variant an empty ``model`` answers with when it is in the cache.
+DEFAULT_SCENE_MODEL = "default"
+
+
+def resolve_model(model: str, family: str | None = None) -> tuple[str, str | None]:
+    """The checkpoint the ``model`` parameter names and the family to load it with.
+
+    - a hub id or path: itself;
+    - :data:`~prune2drive_ros.config.TINY_MODEL` (``"tiny"``): the cached tiny random-weight
+      test model of ``family`` (default LLaVA-OneVision), built on first use;
+    - empty, with no family or the scene model's (LLaVA-OneVision): the ``default`` scene model
+      when a finished one is in the cache (it is never trained here), else the tiny model with
+      a warning that says how to get one that answers right;
+    - empty with another family: that family's tiny model.
+
+    Logs the choice and why (INFO). Nothing is downloaded.
+    """
+    if model and model != TINY_MODEL:
+        logger.info("model: %s (the model parameter)", model)
+        return model, family
+    if model == TINY_MODEL:
+        why = f"model is {TINY_MODEL!r}"
+    elif family not in (None, DEFAULT_FAMILY):
+        why = f"model is empty and family is {family}; the scene model is {DEFAULT_FAMILY}"
+    else:
+        from .training.cached import trained_scene_model, why_not_trained
+
+        scene = trained_scene_model(DEFAULT_SCENE_MODEL)
+        if scene is not None:
+            logger.info(
+                "model: the trained %r scene model %s (model is empty and it is in the cache)",
+                DEFAULT_SCENE_MODEL,
+                scene,
+            )
+            return str(scene), family
+        logger.warning(
+            "model is empty and no trained scene model is cached (%s), so the answers come from "
+            "the tiny random-weight test model and are noise: run `prune2drive train` (or "
+            "`make demo`) once for a model that answers right, or set model to a checkpoint "
+            "(model %r silences this)",
+            why_not_trained(DEFAULT_SCENE_MODEL),
+            TINY_MODEL,
+        )
+        why = "model is empty and no trained scene model is cached"
+    from .vlm.tiny import cached_tiny
+
+    family = family or DEFAULT_FAMILY
+    path = cached_tiny(family)
+    logger.info("model: the tiny random-weight %s test model %s (%s)", family, path, why)
+    return str(path), family
 
 
 @dataclass(frozen=True)
@@ -141,8 +191,8 @@ class Engine:
         """Load the rates file and the model that ``config`` names (the rates first: a bad
         file fails in a second, not after a model load).
 
-        An empty ``config.model`` means the cached tiny random-weight test model of
-        ``config.family`` (default LLaVA-OneVision), built on first use, no download.
+        An empty ``config.model`` means the cached scene model when it was trained, else the
+        tiny random-weight test model; ``tiny`` always the latter (see :func:`resolve_model`).
         ``share_dir`` is the installed package share folder (the node passes the one
         ament_index knows), where the default rates file lives.
 
@@ -154,12 +204,7 @@ class Engine:
             family_class(family)  # an unknown family fails here, naming the known ones
         rates_path = resolve_rates_file(config, share_dir)
         rates = load_rates(rates_path).rates
-        model = config.model
-        if not model:
-            from .vlm.tiny import cached_tiny
-
-            family = family or DEFAULT_FAMILY
-            model = str(cached_tiny(family))
+        model, family = resolve_model(config.model, family)
         vlm = load_vlm(
             model,
             family=family,
@@ -368,12 +413,6 @@ class Engine:
         """Visual tokens per view the budgets give (all of them when unpruned); a pruner
         with shared budgets moves some between views per frame set (see ``Answer``)."""
         return dict(zip(VIEWS, self.budgets, strict=True))
-
-    def gpu_memory_bytes(self) -> int | None:
-        """Bytes torch's allocator holds on the model's CUDA device; None off CUDA."""
-        if self.vlm.device.type != "cuda":
-            return None
-        return int(torch.cuda.memory_allocated(self.vlm.device))
 
     def warmup(self) -> None:
         """One full pass on blank images, so the first real request does not pay for lazy

@@ -19,6 +19,7 @@ from prune2drive_ros.commands.options import add_engine_arguments, engine_config
 from prune2drive_ros.commands.replay import replay
 from prune2drive_ros.commands.viz import kept_tokens_picture
 from prune2drive_ros.config import DriveVLMConfig
+from prune2drive_ros.devices import allocated_bytes
 from prune2drive_ros.engine import Engine
 from prune2drive_ros.errors import (
     BagError,
@@ -40,7 +41,7 @@ from prune2drive_ros.views import VIEWS
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine.from_config(DriveVLMConfig().with_changes(device="cpu", max_new_tokens=3))
+    return Engine.from_config(DriveVLMConfig(model="tiny", device="cpu", max_new_tokens=3))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def frames(small_bag: SyntheticBag) -> FrameSet:
 
 
 def test_set_pruning_applies_to_the_next_answer_and_refuses_bad_rates(frames: FrameSet) -> None:
-    engine = Engine.from_config(DriveVLMConfig().with_changes(device="cpu", max_new_tokens=2))
+    engine = Engine.from_config(DriveVLMConfig(model="tiny", device="cpu", max_new_tokens=2))
     engine.set_pruning(dict.fromkeys(VIEWS, 0.2), "random")
     assert (engine.pruner, engine.budgets) == ("random", (146,) * len(VIEWS))
     assert engine.answer(frames, "Is the left lane free?").kept_tokens == dict.fromkeys(VIEWS, 146)
@@ -91,7 +92,7 @@ def test_unpruned_engine_keeps_every_token(engine: Engine, frames: FrameSet) -> 
 
 
 def test_no_gpu_memory_reading_on_the_cpu(engine: Engine) -> None:
-    assert engine.gpu_memory_bytes() is None
+    assert allocated_bytes(engine.vlm.device) is None
 
 
 def test_several_questions_share_one_encoding(
@@ -192,7 +193,8 @@ def test_replay_command_summarises_then_fails_when_the_bag_breaks(
     _break_the_bag_after(monkeypatch, 1)
     out = tmp_path / "answers.jsonl"
     argv = ["replay", str(small_bag.path), "--questions", str(small_bag.questions_path)]
-    assert cli.main([*argv, "--device", "cpu", "--max-new-tokens", "2", "--out", str(out)]) == 2
+    argv += ["--model", "tiny", "--device", "cpu", "--max-new-tokens", "2", "--out", str(out)]
+    assert cli.main(argv) == 2
     printed = capsys.readouterr()
     assert "1 answered" in printed.out and "latency (ms)" in printed.out
     assert f"truncated; the 1 answers before it are in {out}" in printed.err
@@ -238,7 +240,8 @@ def test_replay_checks_everything_before_loading_the_model(
 def test_replay_command_end_to_end(small_bag: SyntheticBag, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
     argv = ["replay", str(small_bag.path), "--questions", str(small_bag.questions_path)]
-    argv += ["--limit", "1", "--device", "cpu", "--max-new-tokens", "2", "--out", str(out)]
+    argv += ["--limit", "1", "--model", "tiny", "--device", "cpu", "--max-new-tokens", "2"]
+    argv += ["--out", str(out)]
     assert cli.main(argv) == 0
     assert len(out.read_text().splitlines()) == 1
 
@@ -374,7 +377,7 @@ def test_viz_command_shows_the_set_nearest_the_stamp(
     stamp = read_questions(small_bag.questions_path)[6].stamp_ns
     out = tmp_path / "grid.png"
     argv = ["viz", str(small_bag.path), "--stamp", str(stamp + 20_000_000), "--out", str(out)]
-    assert cli.main([*argv, "--device", "cpu"]) == 0
+    assert cli.main([*argv, "--model", "tiny", "--device", "cpu"]) == 0
     assert f"frames at {stamp} ns" in capsys.readouterr().out
     assert cv2.imread(str(out)).shape == (2 * TILE_SIZE[1], 3 * TILE_SIZE[0], 3)
 

@@ -146,6 +146,8 @@ def _eval(drivelm: Path, nuscenes: Path, tmp_path: Path, *extra: str) -> list[st
         str(nuscenes),
         "--samples",
         str(QUESTIONS),
+        "--model",
+        "tiny",
         "--max-new-tokens",
         "2",
         "--device",

@@ -54,6 +54,8 @@ def _data_args(bag) -> list[str]:
         str(bag.questions_path),
         "--samples",
         "3",
+        "--model",
+        "tiny",
         "--max-new-tokens",
         "2",
         "--device",

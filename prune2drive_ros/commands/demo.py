@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from ..cache import build_once, cache_dir
-from ..config import DriveVLMConfig
+from ..config import TINY_MODEL, DriveVLMConfig
 from ..engine import Engine
 from ..pruning.budget import validate_rates
 from ..sensors.bag import open_camera_bag
@@ -35,8 +35,6 @@ logger = logging.getLogger(__name__)
 BAG_NAME = "bag"
 #: The demo bag's seed: none of the scene model's training or held-out seeds.
 DEMO_SEED = 2026
-#: ``--model`` value for the random-weight test model.
-TINY = "tiny"
 
 
 def demo_bag(frames: int, seed: int) -> Path:
@@ -81,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         help="checkpoint to answer with (default: the scene model, trained on first use; "
-        f"'{TINY}': the random-weight test model)",
+        f"'{TINY_MODEL}': the random-weight test model)",
     )
     parser.add_argument(
         "--variant",
@@ -105,10 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``prune2drive demo``."""
     rate = validate_rates(args.rate)
-    if args.model is None:
-        model = str(cached_scene_model(args.variant))
-    else:
-        model = "" if args.model == TINY else args.model  # "": the config's tiny test model
+    # The demo trains the scene model when it is missing; the engine's default would not.
+    model = str(cached_scene_model(args.variant)) if args.model is None else args.model
     bag = demo_bag(args.frames, args.seed)
     items = read_questions(default_questions_path(bag))[: args.questions]
     print(f"bag: {bag} ({args.frames} frames x 6 cameras, 1600x900 JPEG, 12 Hz)")

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import DriveVLMConfig, load_params_yaml
+from ..config import TINY_MODEL, DriveVLMConfig, load_params_yaml
 from ..errors import ConfigError
 from ..prompts import PROMPT_CHOICES
 from ..sensors.bag import DEFAULT_MAX_GAP_MS
@@ -54,7 +54,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--params", help="the node's ROS 2 params file (drive_vlm.yaml): start from its settings"
     )
-    group.add_argument("--model", help="hub id or local checkpoint (default: the tiny test model)")
+    group.add_argument(
+        "--model",
+        help="hub id or local checkpoint (default: the scene model `prune2drive train` trained "
+        f"into the cache, else the tiny random-weight test model; '{TINY_MODEL}': always the "
+        "tiny test model)",
+    )
     group.add_argument("--family", help="model family (default: from the model's config.json)")
     group.add_argument("--rates", help="retention_rates.yaml (default: the package's)")
     group.add_argument("--pruner", help="tfps (default), random, grid or dart")
