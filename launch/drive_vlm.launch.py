@@ -1,11 +1,14 @@
-"""Launch the prune2drive driving-QA node.
+"""Launch the prune2drive driving-QA lifecycle node.
 
     ros2 launch prune2drive_ros drive_vlm.launch.py model:=<hub id or path> device:=cuda
     ros2 launch prune2drive_ros drive_vlm.launch.py use_sim_time:=true  # bag play --clock
+    ros2 launch prune2drive_ros drive_vlm.launch.py autostart:=false  # a lifecycle manager
 
-Every parameter comes from ``params_file`` (default: the installed config/drive_vlm.yaml); the
-arguments model, rates_file, device, use_compressed and use_sim_time override it only when
-given, so an empty argument never clobbers the file's value. The params file and the arguments
+The node configures (loads the model) and activates itself unless ``autostart:=false``, which
+leaves it unconfigured for a lifecycle manager or ``ros2 lifecycle set``. Every parameter comes
+from ``params_file`` (default: the installed config/drive_vlm.yaml); the arguments model,
+rates_file, device, use_compressed, use_sim_time and autostart override it only when given, so
+an empty argument never clobbers the file's value. The params file and the arguments
 are checked before the node starts (ROS itself ignores a misspelt parameter name): a bad one
 stops the launch with a message naming it.
 """
@@ -18,7 +21,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 
 from launch import LaunchContext, LaunchDescription
 from prune2drive_ros.config import (
@@ -33,7 +36,7 @@ from prune2drive_ros.config import (
 RESPAWN_DELAY_S = 2.0
 
 
-def _node(context: LaunchContext) -> list[Node]:
+def _node(context: LaunchContext) -> list[LifecycleNode]:
     """The node, with only the arguments the user gave layered over the params file."""
 
     def arg(name: str) -> str:
@@ -43,7 +46,7 @@ def _node(context: LaunchContext) -> list[Node]:
     overrides = launch_overrides(params_file, {name: arg(name) for name in LAUNCH_OVERRIDES})
     respawn = parse_bool("respawn", arg("respawn"))
     return [
-        Node(
+        LifecycleNode(
             package=PACKAGE,
             executable="drive_vlm_node",
             name=NODE_NAME,
@@ -109,6 +112,12 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="",
                 description="true when replaying a bag with `ros2 bag play --clock`; empty = the "
                 "params file's (false when it has none)",
+            ),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="",
+                description="true: the node configures and activates itself; false: it waits "
+                "unconfigured for a lifecycle manager; empty = the params file's (true)",
             ),
             DeclareLaunchArgument(
                 "respawn",

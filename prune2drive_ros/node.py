@@ -1,25 +1,28 @@
-"""The ROS 2 node ``prune2drive``: six camera topics in; answers, latency and diagnostics out.
+"""The ROS 2 lifecycle node ``prune2drive``: six camera topics in; answers, latency and
+diagnostics out.
 
 The only module of the package that imports ROS. Everything it decides is delegated to ROS-free
 modules that are tested without ROS: parameters to :mod:`.config`, frame pairing to
 :mod:`.sync` (the same policy bag replay uses, so live and replayed questions see the same
-frame sets), admission and queueing to :mod:`.worker`, diagnostics to :mod:`.stats`, and the
-answering itself to :class:`~prune2drive_ros.engine.Engine`.
+frame sets), lifecycle states to :mod:`.serving.lifecycle`, admission and queueing to
+:mod:`.worker`, diagnostics to :mod:`.stats`, and the answering itself to
+:class:`~prune2drive_ros.engine.Engine`.
 
 Threads: a MultiThreadedExecutor runs the camera subscriptions (one mutually exclusive group;
 they only queue message objects, no decoding), the ``~/ask`` service (a reentrant group: each
-call waits on its own future, so waiting never blocks the executor), and the timers. Inference
-runs on the worker's single thread; the model loads on a thread of its own so the node is
-visible, and its diagnostics say "model not loaded", while a large checkpoint loads. No call
-waits without bound: each waits at most ``answer_timeout_s``, and at shutdown every waiting
-call is answered within :data:`CLOSE_TIMEOUT_S`, before launch escalates to SIGTERM: a running
-generation is stopped after its current token (the worker's stop hook). ``~/ask_stream`` goals
-run like service calls, with feedback from the worker thread and cancel through the same hook.
+call waits on its own future, so waiting never blocks the executor), the lifecycle transitions
+(a group of their own: configure loads the model while the rest keeps answering, "still
+loading"), and the timers. Inference runs on the worker's single thread. No call waits without
+bound: each waits at most ``answer_timeout_s``, and at shutdown every waiting call is answered
+within :data:`CLOSE_TIMEOUT_S`, before launch escalates to SIGTERM: a running generation is
+stopped after its current token (the worker's stop hook). ``~/ask_stream`` goals run like
+service calls, with feedback from the worker thread and cancel through the same hook.
 """
 
 from __future__ import annotations
 
 import array
+import copy
 import functools
 import logging
 import os
@@ -28,15 +31,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import rclpy
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from builtin_interfaces.msg import Time as TimeMsg
-from diagnostic_msgs.msg import DiagnosticStatus
-from diagnostic_updater import DiagnosticStatusWrapper, FunctionDiagnosticTask, Updater
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from prune2drive_interfaces.action import Ask as AskAction
 from prune2drive_interfaces.msg import DrivingAnswer
 from prune2drive_interfaces.srv import Ask
@@ -53,6 +55,7 @@ from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -63,6 +66,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from transformers.utils.logging import disable_progress_bar
@@ -70,17 +74,21 @@ from transformers.utils.logging import disable_progress_bar
 from .config import (
     NODE_NAME,
     PACKAGE,
-    SUPERSEDED,
-    UPDATER_PERIOD,
     DriveVLMConfig,
     ParamSpec,
     check_parameter_names,
+    check_qos_overrides,
     check_question,
     is_ros_parameter,
+    qos_override_names,
+    resolve_rates_file,
 )
+from .devices import allocated_bytes, release_memory
 from .engine import Answer, Engine
 from .errors import ConfigError, Prune2DriveError, QuestionError
+from .sensors.rates_file import load_rates
 from .sensors.sync import ApproximateSync
+from .serving.lifecycle import ACTIVE, FINALIZED, check_state, deactivated
 from .serving.stats import NodeStats
 from .serving.worker import (
     InferenceWorker,
@@ -88,7 +96,6 @@ from .serving.worker import (
     Rejection,
     check_frames,
     check_queue,
-    check_ready,
     stopped,
 )
 from .stopping import FINISHED, StopSignal
@@ -103,8 +110,21 @@ LEVELS = {
 
 #: Callback groups besides the service's, each holding at most one executor thread at a time:
 #: the cameras, the standing-question timer, the node's default group (the diagnostics timer,
-#: the parameter services), and the action server's own requests (goals, cancels, results).
-_OTHER_GROUPS = 4
+#: the parameter services), the action server's own requests (goals, cancels, results), and
+#: the lifecycle transitions.
+_OTHER_GROUPS = 5
+
+#: Seconds a cancelled goal's execution waits for rclpy to mark it CANCELING (it does so only
+#: after the cancel callback returned), so that it ends CANCELED, not ABORTED.
+CANCEL_STATE_S = 1.0
+
+#: Seconds a question waits for the first camera set after activation or a clock jump, when
+#: max_frame_age_s is 0 (else it waits that long).
+FIRST_SET_WAIT_S = 1.0
+
+#: Camera topics, ``~/answers`` and the picture take ``qos_overrides.<topic>.<entity>.<policy>``
+#: parameters (history, depth, reliability), e.g. a reliable camera subscription.
+QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
 
 #: Seconds the executor keeps spinning after close(), so its answers reach their callers.
 FLUSH_S = 0.5
@@ -203,42 +223,60 @@ class RosLogHandler(logging.Handler):
 
 
 def _share_dir() -> str | None:
-    """The installed share folder (default rates file); None when not installed by colcon."""
+    """The installed share folder (default rates file); None when not installed by colcon
+    (a pip install, where no AMENT_PREFIX_PATH may be set at all)."""
     try:
         return get_package_share_directory(PACKAGE)
-    except PackageNotFoundError:
+    except (PackageNotFoundError, OSError):
         return None
 
 
-class DriveVLMNode(Node):
+class DriveVLMNode(LifecycleNodeMixin, Node):
     """Answers driving questions about the latest synchronized set of the six cameras.
 
+    A lifecycle (managed) node: configure loads and warms up the model, activate subscribes to
+    the cameras and serves, deactivate stops taking frames, cleanup frees the model, shutdown
+    ends the process (:mod:`.serving.lifecycle` says what each state answers). With the
+    ``autostart`` parameter (the default) it configures and activates itself once spinning.
+
     Raises:
-        ConfigError: a parameter is invalid (the message names it and what it allows).
+        ConfigError: a parameter or QoS override is invalid (the message names it and what it
+            allows).
     """
 
-    def __init__(self) -> None:
-        super().__init__(NODE_NAME)
+    def __init__(self, **node_options: Any) -> None:
+        """``node_options`` go to rclpy's ``Node`` (``context``, ``parameter_overrides``:
+        tests run the node in-process this way)."""
+        Node.__init__(self, NODE_NAME, **node_options)
+        # Transitions get a group of their own: configure loads the model for minutes, and the
+        # parameter services (default group) must keep answering meanwhile.
+        self._lifecycle_group = MutuallyExclusiveCallbackGroup()
+        LifecycleNodeMixin.__init__(self, callback_group=self._lifecycle_group)
         package_log = logging.getLogger(PACKAGE)
         package_log.setLevel(logging.INFO)
-        package_log.addHandler(RosLogHandler(self.get_logger()))
+        self._log_handler = RosLogHandler(self.get_logger())
+        package_log.addHandler(self._log_handler)
         self.config = self._declare_parameters()
         # ROS ignores an override nobody declares: a misspelt -p or params-file name would
         # leave its parameter on the default. rclpy keeps the overrides in a private dict.
-        overrides = getattr(self, "_parameter_overrides", {})
+        overrides = list(getattr(self, "_parameter_overrides", {}))
         check_parameter_names(name for name in overrides if not is_ros_parameter(name))
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._load_failure: str | None = None  # set by the loader thread
+        self._share_dir = _share_dir()
         self._engine: Engine | None = None
-        self._gpu_memory: Callable[[], int | None] | None = None
+        self._configure_failure: str | None = None  # why the last configure failed
+        self._start_failure: str | None = None  # autostart failed: main() exits 1
+        self._configuring = False
+        self._device: str | None = None  # the model's device, kept after cleanup
 
         self._stats = NodeStats()
         self._worker = InferenceWorker(self.config.max_queue, log_error=self.get_logger().error)
         self._topics = self.config.resolved_image_topics()
+        #: set by every new synchronized set; questions before the first one wait on it
+        self._fresh_set = threading.Event()
         self._start_pairing()
         # A bag played with --clock --loop, or played again, sends the node clock back: the
-        # cameras' stamps then fall before the last synchronized set, and sync.py (which never
-        # goes back in time) would drop every frame until bag time caught up with it again.
+        # newest set then lies in the future of the node clock; pair afresh on the new timeline.
         self._time_jumps = self.get_clock().create_jump_callback(
             JumpThreshold(
                 min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False
@@ -246,17 +284,21 @@ class DriveVLMNode(Node):
             post_callback=self._on_clock_jumped_back,
         )
 
-        image_group = MutuallyExclusiveCallbackGroup()
-        msg_type = CompressedImage if self.config.use_compressed else Image
-        for view, topic in self._topics.items():
-            self.create_subscription(
-                msg_type,
-                topic,
-                functools.partial(self._on_image, view),
-                qos_profile_sensor_data,
-                callback_group=image_group,
-            )
-        self._answers = self.create_publisher(DrivingAnswer, "~/answers", 10)
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        self._image_subscriptions: list[Any] = []  # while active
+        self._answers = self.create_publisher(
+            DrivingAnswer, "~/answers", 10, qos_overriding_options=QOS_OVERRIDES
+        )
+        # Drawn only while someone subscribes (rqt_image_view, Foxglove): no cost otherwise.
+        self._picture = self.create_publisher(
+            CompressedImage, "~/kept_tokens/compressed", 1, qos_overriding_options=QOS_OVERRIDES
+        )
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        subscribed = [self.resolve_topic_name(topic) for topic in self._topics.values()]
+        check_qos_overrides(
+            (name for name in overrides if name.startswith("qos_overrides.")),
+            qos_override_names([self._answers.topic_name, self._picture.topic_name], subscribed),
+        )
         self._service = self.create_service(
             Ask,
             "~/ask",
@@ -276,27 +318,27 @@ class DriveVLMNode(Node):
             cancel_callback=self._on_cancel,
             callback_group=ReentrantCallbackGroup(),
         )
-        # Drawn only while someone subscribes (rqt_image_view, Foxglove): no cost otherwise.
-        self._picture = self.create_publisher(CompressedImage, "~/kept_tokens/compressed", 1)
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._standing_timer: Any = None
         self._standing_future: Future[JobResult[Answer]] | None = None
-        self._reset_standing_timer()
-
-        # Updater declares diagnostic_updater.period (an override of it was refused above, and
-        # _on_set_parameters refuses setting it later).
-        self._updater = Updater(self, period=self.config.diagnostics_period_s)
-        # Updater's timer runs on the node clock, which stands still under use_sim_time until
-        # /clock arrives (a bag played without --clock, or not yet): re-create it on the steady
-        # clock so /diagnostics keeps reporting, which is when it is needed most.
+        # On the steady clock: under use_sim_time the node clock stands still until /clock
+        # arrives, which is when /diagnostics is needed most.
+        self._diagnostics_timer: Any = None
         self._reset_diagnostics_timer()
-        self._updater.setHardwareID("loading")
-        self._updater.add(FunctionDiagnosticTask("driving QA", self._diagnose))
-
-        self._loader = threading.Thread(target=self._load, name="prune2drive-load", daemon=True)
+        self._autostart: Any = None
+        if self.config.autostart:
+            self._autostart = self.create_timer(
+                0.0, self._start, callback_group=self._lifecycle_group
+            )
         self.get_logger().info(
-            f"subscribing to {msg_type.__name__} on {', '.join(self._topics.values())}; "
-            f"loading model {self.config.model or '(tiny random-weight test model)'}"
+            f"{msg_type_name(self.config)} on {', '.join(self._topics.values())}; model "
+            f"{self.config.model or '(default)'}; "
+            + (
+                "configuring and activating (autostart)"
+                if self.config.autostart
+                else f"unconfigured: ros2 lifecycle set {self.get_fully_qualified_name()} "
+                "configure, then activate"
+            )
         )
 
     # ------------------------------------------------------------------ parameters
@@ -316,26 +358,29 @@ class DriveVLMNode(Node):
         return DriveVLMConfig.from_mapping(values)
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Apply run-time changes (read-only ones never get here) after validating them."""
-        for parameter in parameters:
-            # Only Updater's own declaration, with the node's period, gets through.
-            if parameter.name == UPDATER_PERIOD and parameter.value != (
-                self.config.diagnostics_period_s
-            ):
-                return SetParametersResult(
-                    successful=False,
-                    reason=f"this node does not use {UPDATER_PERIOD}: set "
-                    f"{SUPERSEDED[UPDATER_PERIOD]} instead",
-                )
+        """Apply run-time changes (read-only ones never get here) after validating them; a
+        new ``rates_file`` or ``pruner`` is loaded and checked before it replaces the old."""
         names = {spec.name for spec in DriveVLMConfig.specs()}
         changes = {p.name: p.value for p in parameters if p.name in names}
         if not changes:
             return SetParametersResult(successful=True)
         try:
             candidate = self.config.with_changes(**changes)
-        except ConfigError as exc:
+            pruning = (candidate.rates_file, candidate.pruner)
+            rates = None
+            if pruning != (self.config.rates_file, self.config.pruner):
+                path = resolve_rates_file(candidate, self._share_dir)
+                rates = load_rates(path).rates
+                if self._engine is not None:
+                    self._engine.set_pruning(rates, candidate.pruner)
+        except Prune2DriveError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         previous, self.config = self.config, candidate
+        if rates is not None:
+            self.get_logger().info(
+                f"pruner {candidate.pruner}, rates from {path} apply from the next question: "
+                + ", ".join(f"{view}={rate:g}" for view, rate in rates.items())
+            )
         standing = (candidate.standing_question, candidate.standing_period_s)
         if standing != (previous.standing_question, previous.standing_period_s):
             self._reset_standing_timer()
@@ -345,38 +390,118 @@ class DriveVLMNode(Node):
 
     @property
     def fatal(self) -> str | None:
-        """Why the node must exit with status 1: the model did not load, or a CUDA error broke
-        the process's CUDA context (a fresh process, e.g. launch's respawn, recovers); None
-        while it serves."""
-        return self._load_failure or self._worker.fatal
+        """Why the node must exit with status 1: autostart could not configure or activate it,
+        or a CUDA error broke the process's CUDA context (a fresh process, e.g. launch's
+        respawn, recovers); None while it serves."""
+        return self._start_failure or self._worker.fatal
 
-    # ------------------------------------------------------------------ model
+    @property
+    def state(self) -> str:
+        """The lifecycle state label (``unconfigured``, ``configuring``, ``active``, ...)."""
+        return str(self._state_machine.current_state[1])
 
-    def start(self) -> None:
-        """Start loading the model (in the background: the executor keeps spinning)."""
-        self._loader.start()
+    @property
+    def finalized(self) -> bool:
+        """True once shut down through the lifecycle: main() then ends the process."""
+        return self.state == FINALIZED
 
-    def _load(self) -> None:
-        """Load and warm up the engine; on failure set :attr:`fatal` so main() exits."""
+    # ------------------------------------------------------------------ lifecycle
+
+    def _start(self) -> None:
+        """Autostart: configure, then activate (the executor spins, so the node answers
+        "still loading" meanwhile)."""
+        self.destroy_timer(self._autostart)
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            self._start_failure = f"configure failed: {self._configure_failure}"
+        elif self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            self._start_failure = "activate failed (see the log above)"
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load and warm up the model; on failure stay unconfigured and say why."""
+        self._configure_failure = None
+        self._configuring = True
         try:
-            engine = Engine.from_config(self.config, share_dir=_share_dir())
+            engine = Engine.from_config(self.config, share_dir=self._share_dir)
             engine.warmup()
-        except Exception as exc:  # reported to the main thread, which exits non-zero
+        except Exception as exc:  # a bad model must not end the node: configure may be retried
             detail = "" if isinstance(exc, Prune2DriveError) else f"\n{traceback.format_exc()}"
-            self.get_logger().fatal(
-                f"cannot load model {self.config.model or '(tiny test model)'}: {exc}{detail}"
+            self.get_logger().error(
+                f"configure failed: cannot load model {self.config.model or '(default)'}: "
+                f"{exc}{detail}"
             )
-            self._load_failure = str(exc)
-            return
-        facts = engine.describe()
-        self._gpu_memory = engine.gpu_memory_bytes
-        self._updater.setHardwareID(facts["device"])
+            self._configure_failure = str(exc)
+            return TransitionCallbackReturn.FAILURE
+        finally:
+            self._configuring = False
         self._engine = engine
+        self._device = str(engine.vlm.device)
+        facts = engine.describe()
         self.get_logger().info(
-            "ready: "
-            + ", ".join(f"{key} {value}" for key, value in facts.items())
-            + f"; ask on {self.resolve_service_name(self._service.srv_name)}"
+            "configured: " + ", ".join(f"{key} {value}" for key, value in facts.items())
         )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the cameras, serve questions, start the standing question."""
+        msg_type = CompressedImage if self.config.use_compressed else Image
+        self._image_subscriptions = [
+            self.create_subscription(
+                msg_type,
+                topic,
+                functools.partial(self._on_image, view),
+                # a copy each: rclpy writes a topic's QoS overrides into the profile it is given
+                copy.copy(qos_profile_sensor_data),
+                callback_group=self._image_group,
+                qos_overriding_options=QOS_OVERRIDES,
+            )
+            for view, topic in self._topics.items()
+        ]
+        self._reset_standing_timer()
+        self.get_logger().info(
+            f"active: ask on {self.resolve_service_name(self._service.srv_name)}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop taking frames and questions; queued questions are told so (the one being
+        answered finishes)."""
+        self._stop_serving()
+        self.get_logger().info("inactive: no frames or questions taken until activated")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model and the memory it held (shown in /diagnostics)."""
+        self._release_model()
+        self.get_logger().info("unconfigured: the model is freed")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: stop serving and free the model; main() then ends the process."""
+        self._stop_serving()
+        self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: back to unconfigured, without the model."""
+        self._stop_serving()
+        self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_serving(self) -> None:
+        """Unsubscribe, stop the standing question, tell the queued questions."""
+        for subscription in self._image_subscriptions:
+            self.destroy_subscription(subscription)
+        self._image_subscriptions = []
+        if self._standing_timer is not None:
+            self.destroy_timer(self._standing_timer)
+            self._standing_timer = None
+        self._worker.withdraw_queued(deactivated(self.get_fully_qualified_name()))
+        self._start_pairing()  # frames from before are stale once activated again
+
+    def _release_model(self) -> None:
+        """Drop the engine (a question still being answered keeps it until it ends)."""
+        self._engine = None
+        release_memory()
 
     # ------------------------------------------------------------------ cameras
 
@@ -385,6 +510,7 @@ class DriveVLMNode(Node):
         self._sync = ApproximateSync(VIEWS, self.config.sync_slop_s, self.config.sync_queue_size)
         #: camera topic -> header stamp of its newest message, None before its first
         self._newest: dict[str, int | None] = dict.fromkeys(self._topics.values())
+        self._fresh_set.clear()
 
     def _on_clock_jumped_back(self, jump: TimeJump) -> None:
         """Pair the cameras afresh once the node clock went back (a bag looped or restarted),
@@ -406,14 +532,24 @@ class DriveVLMNode(Node):
         frame_set = self._sync.add(view, stamp_ns, msg)
         if frame_set is not None:
             self._stats.record_frameset(frame_set.stamp_ns)
+            self._fresh_set.set()
+
+    def _await_pairing(self) -> None:
+        """Just after activation or a clock jump back (a looped bag) no set is paired yet: wait
+        for the first one (up to ``max_frame_age_s``, or :data:`FIRST_SET_WAIT_S` when that is
+        0) instead of refusing a question that comes a camera period too early."""
+        if self.state == ACTIVE and self._sync.latest is None:
+            self._fresh_set.wait(self.config.max_frame_age_s or FIRST_SET_WAIT_S)
 
     # ------------------------------------------------------------------ questions
 
     def _admission(self, question: str, max_new_tokens: int) -> Rejection | None:
-        """Why the question cannot be taken now (model, request, frames), or None."""
+        """Why the question cannot be taken now (state, request, frames), or None."""
         config, frames = self.config, self._sync.latest
         return (
-            check_ready(self._engine is not None, config.model)
+            check_state(
+                self.state, self.get_fully_qualified_name(), config.model, self._configure_failure
+            )
             or self._check_request(question, max_new_tokens)
             or check_frames(
                 None if frames is None else frames.stamp_ns,
@@ -479,6 +615,7 @@ class DriveVLMNode(Node):
 
     def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
         """Service ``~/ask``: wait for this question's own future (reentrant group)."""
+        self._await_pairing()
         future = self._submit(request.question, request.max_new_tokens)
         outcome = self._worker.wait(future, self.config.answer_timeout_s)
         if outcome.success and outcome.value is not None:  # stopped early: not an answer
@@ -495,6 +632,7 @@ class DriveVLMNode(Node):
     def _on_goal(self, goal: AskAction.Goal) -> GoalResponse:
         """``~/ask_stream`` goals: refused at once when the question cannot be taken now or
         the queue is full (the reason is logged and counted; the protocol carries none)."""
+        self._await_pairing()
         rejection = self._admission(goal.question, goal.max_new_tokens) or check_queue(
             self._worker.counters().waiting, self.config.max_queue
         )
@@ -535,14 +673,14 @@ class DriveVLMNode(Node):
                 self._goals.pop(key, None)
         result = AskAction.Result()
         answer = outcome.value if outcome.success else None
+        result.finish = outcome.reason if answer is None else answer.finish
         if answer is not None:
             for name, value in answer_fields(answer).items():
                 setattr(result, name, value)
-            result.finish = answer.finish
             outcome = stopped(outcome, answer.finish)
         result.success = outcome.success
         result.message = outcome.message
-        if outcome.reason == "cancelled" and goal_handle.is_cancel_requested:
+        if outcome.reason == "cancelled" and _cancel_accepted(goal_handle):
             goal_handle.canceled()
         elif outcome.success:
             goal_handle.succeed()
@@ -551,11 +689,11 @@ class DriveVLMNode(Node):
         return result
 
     def _reset_standing_timer(self) -> None:
-        """(Re)create the standing-question timer from the current parameters."""
+        """(Re)create the standing-question timer from the current parameters (when active)."""
         if self._standing_timer is not None:
             self.destroy_timer(self._standing_timer)
             self._standing_timer = None
-        if self.config.standing_question:
+        if self.config.standing_question and self._image_subscriptions:
             self._standing_timer = self.create_timer(
                 self.config.standing_period_s,
                 self._ask_standing,
@@ -563,9 +701,9 @@ class DriveVLMNode(Node):
             )
 
     def _ask_standing(self) -> None:
-        """Ask the standing question, unless the model loads or the last one still runs."""
+        """Ask the standing question, unless the last one still runs."""
         pending = self._standing_future
-        if self._engine is None or (pending is not None and not pending.done()):
+        if pending is not None and not pending.done():
             return
         self._standing_future = future = self._submit(self.config.standing_question, 0)
         future.add_done_callback(self._log_standing_failure)
@@ -581,35 +719,40 @@ class DriveVLMNode(Node):
 
     def _reset_diagnostics_timer(self) -> None:
         """(Re)create the /diagnostics timer, on the steady clock, from diagnostics_period_s."""
-        self.destroy_timer(self._updater.timer)
-        self._updater.timer = self.create_timer(
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+        self._diagnostics_timer = self.create_timer(
             self.config.diagnostics_period_s,
-            self._updater.update,
+            self._publish_diagnostics,
             clock=Clock(clock_type=ClockType.STEADY_TIME),
         )
 
-    def _diagnose(self, stat: DiagnosticStatusWrapper) -> DiagnosticStatusWrapper:
-        """The diagnostic_updater task: the stats.py report as a DiagnosticStatus."""
+    def _publish_diagnostics(self) -> None:
+        """One ``DiagnosticStatus`` on /diagnostics: the :mod:`.serving.stats` report."""
         engine = self._engine
-        info = (
-            engine.describe()
-            if engine is not None
-            else {"model": self.config.model or "(tiny test model)", "state": "loading"}
-        )
+        info = engine.describe() if engine is not None else {"model": self.config.model}
+        device = self._device
         report = self._stats.report(
             now_ns=self.get_clock().now().nanoseconds,
             max_frame_age_s=self.config.max_frame_age_s,
-            model_loaded=engine is not None,
+            state=self.state,
+            failure=self._configure_failure,
             worker=self._worker.counters(),
             newest=dict(self._newest),
             sync=self._sync.stats,
-            gpu_memory_bytes=self._gpu_memory,
+            gpu_memory_bytes=None if device is None else functools.partial(allocated_bytes, device),
             info=info,
         )
-        stat.summary(LEVELS[report.level], report.message)
-        for key, value in report.values:
-            stat.add(key, value)
-        return stat
+        status = DiagnosticStatus(
+            level=LEVELS[report.level],
+            name=f"{self.get_name()}: driving QA",
+            message=report.message,
+            hardware_id=device or "none",
+            values=[KeyValue(key=key, value=value) for key, value in report.values],
+        )
+        diagnostics = DiagnosticArray(status=[status])
+        diagnostics.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(diagnostics)
 
     def close(self) -> bool:
         """Stop taking questions: the queued ones are answered "shutting down" and the one
@@ -626,7 +769,26 @@ class DriveVLMNode(Node):
                 f"the question being answered did not finish within {CLOSE_TIMEOUT_S:g} s; "
                 "its asker is told the node is shutting down, and the process ends without it"
             )
-        return answered and not self._loader.is_alive()
+        return answered and not self._configuring
+
+    def destroy_node(self) -> None:
+        """Also stop forwarding the package's logging to this node's logger."""
+        logging.getLogger(PACKAGE).removeHandler(self._log_handler)
+        super().destroy_node()
+
+
+def msg_type_name(config: DriveVLMConfig) -> str:
+    """The camera message type the node subscribes to, for its log."""
+    return "sensor_msgs/CompressedImage" if config.use_compressed else "sensor_msgs/Image"
+
+
+def _cancel_accepted(goal_handle: ServerGoalHandle) -> bool:
+    """Whether the goal is in CANCELING: rclpy moves it there only after the cancel callback
+    returned, and the withdrawn job ends at once, so wait a moment for that state change."""
+    deadline = time.monotonic() + CANCEL_STATE_S
+    while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return bool(goal_handle.is_cancel_requested)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -634,9 +796,9 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    """Entry point ``drive_vlm_node``: exit 0 on Ctrl-C, 1 if the model does not load or CUDA
-    fails, 2 on bad params."""
+def main(args: list[str] | None = None) -> int:
+    """Entry point ``drive_vlm_node``: exit 0 on Ctrl-C or a lifecycle shutdown, 1 if autostart
+    could not load the model or CUDA fails, 2 on bad params."""
     # A progress bar is noise in a node's log (launch shows it as blank lines): the rclpy logger
     # says when the model is loaded.
     disable_progress_bar()
@@ -656,10 +818,11 @@ def main(args: Sequence[str] | None = None) -> int:
             return 2
         executor = MultiThreadedExecutor(num_threads=executor_threads(node.config.max_queue))
         executor.add_node(node)
-        node.start()
-        while rclpy.ok() and node.fatal is None:
+        while rclpy.ok() and node.fatal is None and not node.finalized:
             executor.spin_once(timeout_sec=0.25)
-        status = 0 if node.fatal is None else 1
+        if node.fatal is not None:
+            get_logger(NODE_NAME).fatal(node.fatal)
+            status = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         status = 0
     finally:
@@ -674,7 +837,7 @@ def main(args: Sequence[str] | None = None) -> int:
             deadline = time.monotonic() + FLUSH_S
             while rclpy.ok() and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.05)
-            executor.shutdown()
+            executor.shutdown(timeout_sec=0.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -27,13 +27,20 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "prune2drive_ros"
 NODE = REPO / PACKAGE / "node.py"
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
-LAUNCH_TESTS = sorted((REPO / "test").glob("test_*_launch.py"))
+#: Tests that import ROS: the launch tests (colcon test), and the in-process node tests.
+LAUNCH_TESTS = [
+    *sorted((REPO / "test").glob("test_*_launch.py")),
+    REPO / "test" / "test_node.py",
+    REPO / "test" / "ros_harness.py",
+]
 INTERFACES = REPO / "interfaces" / "prune2drive_interfaces"
 
 #: Python module -> the ROS package that provides it. Extend it when the node imports more.
 ROS_PACKAGE_OF: dict[str, str] = {
     "rclpy": "rclpy",
     "action_msgs": "action_msgs",
+    "lifecycle_msgs": "lifecycle_msgs",
+    "rosgraph_msgs": "rosgraph_msgs",
     "rcl_interfaces": "rcl_interfaces",
     "builtin_interfaces": "builtin_interfaces",
     "std_msgs": "std_msgs",
@@ -60,6 +67,7 @@ LAUNCH_ARGUMENTS = {
     "device",
     "use_sim_time",
     "respawn",
+    "autostart",
 }
 
 FLOATS = ["decode_ms", "encode_ms", "prune_ms", "prefill_ms", "generate_ms", "total_ms"]
@@ -206,7 +214,7 @@ def test_launch_file_declares_documented_arguments() -> None:
         if call.args and isinstance(call.args[0], ast.Constant)
     }
     assert declared == LAUNCH_ARGUMENTS
-    (node_call,) = calls(tree, "Node")
+    (node_call,) = calls(tree, "LifecycleNode")
     keywords = {k.arg: k.value for k in node_call.keywords}
     assert ast.literal_eval(keywords["executable"]) == "drive_vlm_node"
     assert getattr(keywords["name"], "id", None) == "NODE_NAME"

@@ -12,6 +12,7 @@ from prune2drive_ros.config import (
     LAUNCH_OVERRIDES,
     DriveVLMConfig,
     check_parameter_names,
+    check_qos_overrides,
     check_question,
     default_image_topics,
     is_ros_parameter,
@@ -19,6 +20,7 @@ from prune2drive_ros.config import (
     load_params_yaml,
     package_file,
     parse_bool,
+    qos_override_names,
     resolve_rates_file,
 )
 from prune2drive_ros.errors import ConfigError, QuestionError
@@ -41,6 +43,7 @@ INVALID: dict[str, object] = {
     "pruner": "fastv_typo",
     "rates_file": 1.5,
     "use_compressed": "yes",
+    "autostart": "yes",
     "image_topics": ("/a", "/b"),
     "sync_slop_s": 1.5,
     "sync_queue_size": 0,
@@ -343,3 +346,17 @@ def test_parse_bool() -> None:
     assert parse_bool("respawn", "false") is False
     with pytest.raises(ConfigError, match="launch argument respawn must be true or false"):
         parse_bool("respawn", "")
+
+
+def test_qos_overrides_are_checked_against_the_topics() -> None:
+    allowed = qos_override_names(["/prune2drive/answers"], ["/CAM_FRONT/image_rect_compressed"])
+    assert "qos_overrides./CAM_FRONT/image_rect_compressed.subscription.reliability" in allowed
+    assert "qos_overrides./prune2drive/answers.publisher.depth" in allowed
+    assert len(allowed) == 6
+    check_qos_overrides(sorted(allowed)[:2], allowed)
+    with pytest.raises(ConfigError, match=r"did you mean qos_overrides\./CAM_FRONT/image_rect_"):
+        check_qos_overrides(
+            ["qos_overrides./CAM_FRONT/image_rect_compresed.subscription.reliability"], allowed
+        )
+    with pytest.raises(ConfigError, match=r"history\|depth\|reliability"):
+        check_qos_overrides(["qos_overrides./prune2drive/answers.publisher.lifespan"], allowed)

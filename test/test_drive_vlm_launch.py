@@ -1,47 +1,51 @@
-"""Launch test: drive_vlm_node with the tiny model on CPU answers over real ROS 2.
+"""Launch test: the drive_vlm_node lifecycle node with the tiny model on CPU answers over ROS 2.
 
 Six synthetic CompressedImage JPEG cameras at ~12 Hz with per-camera offsets and jitter feed the
 node; a service call to ~/ask must succeed, ~/answers and /diagnostics must carry messages
 (``launch_testing_ros.WaitForTopics``), among them the standing question's answer and the
 node's status; a burst of 50 calls gets one response each; the ~/ask_stream action streams
-feedback and stops on cancel; the kept-token picture is published while subscribed. Runs
-under ``colcon test`` on a ROS 2 machine (launch_testing collects it); plain pytest without
-rclpy skips it.
+feedback and stops on cancel; the kept-token picture is published while subscribed; the
+lifecycle services deactivate and activate it. Runs under ``colcon test`` on a ROS 2 machine
+(launch_testing collects it); plain pytest without launch_testing skips it (``test_node.py``
+runs the same node in-process with rclpy alone).
 """
 
 from __future__ import annotations
 
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy); runs under colcon test")
+pytest.importorskip("launch_testing", reason="needs ROS 2's launch_testing; runs under colcon test")
 
-import array  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import unittest  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+import array
+import os
+import random
+import threading
+import time
+import unittest
+from collections.abc import Callable
+from typing import Any
 
-import launch_ros.actions  # noqa: E402
-import launch_testing.actions  # noqa: E402
-import launch_testing.asserts  # noqa: E402
-import numpy as np  # noqa: E402
-from action_msgs.msg import GoalStatus  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from launch_testing_ros import WaitForTopics  # noqa: E402
-from prune2drive_interfaces.action import Ask as AskAction  # noqa: E402
-from prune2drive_interfaces.msg import DrivingAnswer  # noqa: E402
-from prune2drive_interfaces.srv import Ask  # noqa: E402
-from rclpy.action import ActionClient  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CompressedImage  # noqa: E402
+import launch_ros.actions
+import launch_testing.actions
+import launch_testing.asserts
+import numpy as np
+import rclpy
+from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from launch_testing_ros import WaitForTopics
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from prune2drive_interfaces.action import Ask as AskAction
+from prune2drive_interfaces.msg import DrivingAnswer
+from prune2drive_interfaces.srv import Ask
+from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage
 
-import launch  # noqa: E402
-from prune2drive_ros.sensors.imaging import encode_jpeg  # noqa: E402
-from prune2drive_ros.views import VIEWS, image_topic  # noqa: E402
+import launch
+from prune2drive_ros.sensors.imaging import encode_jpeg
+from prune2drive_ros.views import VIEWS, image_topic
 
 STANDING_QUESTION = "What is in front of the ego vehicle?"
 #: Keep the test's DDS traffic to itself: a domain of this run's own (other tests and nodes on
@@ -61,12 +65,14 @@ TIMEOUT_S = 60.0
 
 @pytest.mark.launch_test
 def generate_test_description() -> tuple[launch.LaunchDescription, dict[str, Any]]:
-    vlm_node = launch_ros.actions.Node(
+    vlm_node = launch_ros.actions.LifecycleNode(
         package="prune2drive_ros",
         executable="drive_vlm_node",
         name="prune2drive",
+        namespace="",
         parameters=[
             {
+                "model": "tiny",
                 "device": "cpu",
                 "max_new_tokens": 4,
                 "max_frame_age_s": 10.0,
@@ -197,7 +203,7 @@ class TestDriveVLMNode(unittest.TestCase):
     def test_1_ready(self, proc_output: Any, vlm_node: Any) -> None:
         # rclpy logs to stderr; assertWaitFor reads stderr unless told stream="stdout".
         proc_output.assertWaitFor(
-            "ready:", process=vlm_node, timeout=READY_TIMEOUT_S, stream="stderr"
+            "active: ask on", process=vlm_node, timeout=READY_TIMEOUT_S, stream="stderr"
         )
 
     def test_2_ask(self) -> None:
@@ -239,7 +245,6 @@ class TestDriveVLMNode(unittest.TestCase):
 
     def test_6_diagnostics(self) -> None:
         status = self.wait_until(
-            # diagnostic_updater itself publishes an OK "Node starting up" first: skip it.
             lambda: [
                 s for s in self.statuses if s.level == DiagnosticStatus.OK and s.message == "ready"
             ],
@@ -250,6 +255,7 @@ class TestDriveVLMNode(unittest.TestCase):
         self.assertGreater(float(values["synchronized sets/s"]), 1.0)
         self.assertGreaterEqual(int(values["questions served"]), 1)
         self.assertIn("prefill ms p50", values)
+        self.assertEqual(values["lifecycle state"], "active")
 
     def test_7_a_burst_of_calls_gets_one_response_each(self) -> None:
         """50 calls at once: each answered or refused at once ("queue full"), none lost (the
@@ -312,6 +318,35 @@ class TestDriveVLMNode(unittest.TestCase):
             self.assertTrue(outcome.result.answer, "what was generated until the cancel")
         finally:
             client.destroy()
+
+    def lifecycle(self, service: type, name: str, request: Any) -> Any:
+        client = self.node.create_client(service, f"/prune2drive/{name}")
+        try:
+            self.assertTrue(client.wait_for_service(timeout_sec=TIMEOUT_S), f"no {name}")
+            future = client.call_async(request)
+            self.wait_until(future.done, TIMEOUT_S, f"the {name} response")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def rig_until_set(self) -> None:
+        """Wait for the cameras (still publishing) to give the reactivated node a set."""
+        deadline = time.monotonic() + TIMEOUT_S
+        while "no synchronized frames" in self.ask("Ready?").message:
+            self.assertLess(time.monotonic(), deadline, "no camera set after activation")
+            time.sleep(0.2)
+
+    def test_90_lifecycle_deactivate_and_activate_again(self) -> None:
+        state = self.lifecycle(GetState, "get_state", GetState.Request()).current_state
+        self.assertEqual(state.label, "active", "autostart configured and activated it")
+        for label in ("deactivate", "activate"):
+            request = ChangeState.Request(transition=Transition(label=label))
+            self.assertTrue(self.lifecycle(ChangeState, "change_state", request).success, label)
+            if label == "deactivate":
+                refused = self.ask("Is the road clear?")
+                self.assertIn("inactive", refused.message)
+        self.rig_until_set()
+        self.assertTrue(self.ask("Is the road clear?").success, "served again once activated")
 
     def test_9_kept_token_picture_while_subscribed(self) -> None:
         self.assertTrue(self.ask("What is ahead?").success)

@@ -41,7 +41,7 @@ def report(stats: NodeStats, **overrides: Any) -> DiagnosticReport:
     kwargs: dict[str, Any] = {
         "now_ns": 50 * SECOND,
         "max_frame_age_s": 1.0,
-        "model_loaded": True,
+        "state": "active",
         "worker": WorkerCounters(),
         # each camera's newest message is the one of the newest set unless a test says otherwise
         "newest": dict.fromkeys(TOPICS, stats.latest_stamp_ns),
@@ -85,10 +85,26 @@ def test_sync_rate_over_window_and_decay(stats: NodeStats, clock: FakeClock) -> 
     assert stats.sync_rate_hz() == 0.0
 
 
-def test_model_not_loaded_is_error(stats: NodeStats) -> None:
-    status = report(stats, model_loaded=False)
-    assert status.level == "ERROR"
-    assert status.message == f"model not loaded; {NO_FRAMES}"
+@pytest.mark.parametrize(
+    ("state", "failure", "level", "message"),
+    [
+        ("configuring", None, "WARN", "configuring: the model is loading"),
+        ("unconfigured", None, "WARN", "unconfigured: no model loaded"),
+        (
+            "unconfigured",
+            "no such model",
+            "ERROR",
+            "unconfigured: the last configure failed: no such model",
+        ),
+        ("inactive", None, "OK", "inactive: not taking frames or questions"),
+    ],
+)
+def test_lifecycle_states_are_reported_without_frame_warnings(
+    stats: NodeStats, state: str, failure: str | None, level: str, message: str
+) -> None:
+    status = report(stats, state=state, failure=failure)
+    assert (status.level, status.message) == (level, message), "frames matter only when active"
+    assert status.values[0] == ("lifecycle state", state)
 
 
 def test_no_frames_is_warn(stats: NodeStats) -> None:
@@ -186,7 +202,7 @@ def test_values_list(stats: NodeStats) -> None:
         waiting=1,
         busy=True,
     )
-    sync = SyncStats(emitted=9, dropped=4, incomplete=1, queue_depths={"CAM_FRONT": 2})
+    sync = SyncStats(emitted=9, dropped=4, incomplete=1, rewinds=2, queue_depths={"CAM_FRONT": 2})
     status = report(
         stats,
         worker=counters,
@@ -195,7 +211,11 @@ def test_values_list(stats: NodeStats) -> None:
         info={"model": "tiny", "pruner": "tfps"},
     )
     values = dict(status.values)
-    assert status.values[:2] == [("model", "tiny"), ("pruner", "tfps")], "facts first"
+    assert status.values[:3] == [
+        ("lifecycle state", "active"),
+        ("model", "tiny"),
+        ("pruner", "tfps"),
+    ], "the state, then the facts"
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in status.values)
     assert values["questions served"] == "7"
     assert values["kept tokens"] == "CAM_FRONT=5 CAM_BACK=4", "the last answer's"
@@ -206,6 +226,7 @@ def test_values_list(stats: NodeStats) -> None:
     assert (values["queue depth"], values["busy"]) == ("1", "true")
     assert values["sync messages dropped"] == "4" and values["sync incomplete frames"] == "1"
     assert values["sync queue depths"] == "CAM_FRONT=2"
+    assert values["sync restarts (stamps went back)"] == "2"
     assert values["GPU memory MiB"] == "3072"
     for stage in STAGES:
         assert (values[f"{stage} ms p50"], values[f"{stage} ms p95"]) == ("12.0", "12.0")

@@ -20,7 +20,6 @@ from prune2drive_ros.serving.worker import (
     Rejection,
     check_frames,
     check_queue,
-    check_ready,
     cuda_failure,
     stopped,
 )
@@ -371,13 +370,6 @@ def test_a_stopped_answer_is_a_failure_that_says_why() -> None:
 def test_max_queue_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_queue"):
         InferenceWorker(max_queue=0)
-
-
-def test_check_ready() -> None:
-    assert check_ready(True, "m") is None
-    rejection = check_ready(False, "")
-    assert rejection is not None and rejection.reason == "not_ready"
-    assert "still loading" in rejection.message
 
 
 def test_check_queue() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..sensors.sync import SyncStats
 from ..timings import Timings
+from .lifecycle import ACTIVE, CONFIGURING, INACTIVE, UNCONFIGURED
 from .worker import WorkerCounters, check_frames
 
 #: Stages of ``Answer.timings_ms``, in pipeline order.
@@ -157,8 +158,9 @@ class NodeStats:
         *,
         now_ns: int,
         max_frame_age_s: float,
-        model_loaded: bool,
+        state: str,
         worker: WorkerCounters,
+        failure: str | None = None,
         newest: Mapping[str, int | None],
         sync: SyncStats | None = None,
         gpu_memory_bytes: Callable[[], int | None] | None = None,
@@ -166,34 +168,45 @@ class NodeStats:
     ) -> DiagnosticReport:
         """The node's diagnostics status.
 
-        Levels: model not loaded -> ERROR; no camera set yet, the newest set older than
-        ``max_frame_age_s`` (0 disables), or a failure within ``failure_window_s`` -> WARN. The
-        frame problems are worded as a question about them is refused (``check_frames``).
+        Levels by lifecycle ``state``: unconfigured after a failed configure -> ERROR;
+        unconfigured, configuring (the model loads) -> WARN; inactive -> OK (on purpose, and
+        said so). Active: no camera set yet, the newest set older than ``max_frame_age_s`` (0
+        disables), or a failure within ``failure_window_s`` -> WARN; the frame problems are
+        worded as a question about them is refused (``check_frames``).
 
         Args:
             now_ns: the node clock, same epoch as the header stamps (sim time aware).
+            state: the node's lifecycle state label (``serving.lifecycle``).
             worker: the worker's counters.
+            failure: why the last configure failed, when it did.
             newest: camera topic -> header stamp of its newest message, None before its first.
             sync: the synchronizer's counters, when the caller has them.
             gpu_memory_bytes: e.g. ``Engine.gpu_memory_bytes`` (None: no GPU, no line).
             info: fixed facts first in the list (model, device, pruner, ...).
         """
         problems: list[tuple[str, str]] = []
-        values: list[tuple[str, str]] = list((info or {}).items())
-        if not model_loaded:
-            problems.append(("ERROR", "model not loaded"))
+        values: list[tuple[str, str]] = [("lifecycle state", state), *(info or {}).items()]
+        if state == UNCONFIGURED and failure:
+            problems.append(("ERROR", f"unconfigured: the last configure failed: {failure}"))
+        elif state == UNCONFIGURED:
+            problems.append(("WARN", "unconfigured: no model loaded"))
+        elif state == CONFIGURING:
+            problems.append(("WARN", "configuring: the model is loading"))
+        elif state != ACTIVE and state != INACTIVE:
+            problems.append(("WARN", state))
 
         stamp_ns = self.latest_stamp_ns
         values.append(("synchronized sets/s", f"{self.sync_rate_hz():.2f}"))
         age = "no frames" if stamp_ns is None else f"{(now_ns - stamp_ns) / 1e9:.3f}"
         values.append(("frame age s", age))
         frames = check_frames(stamp_ns, now_ns, max_frame_age_s, newest, self.arrival_age_s())
-        if frames is not None:
+        if frames is not None and state == ACTIVE:
             problems.append(("WARN", frames.message))
         if sync is not None:
             values += [
                 ("sync messages dropped", str(sync.dropped)),
                 ("sync incomplete frames", str(sync.incomplete)),
+                ("sync restarts (stamps went back)", str(sync.rewinds)),
                 ("sync queue depths", " ".join(f"{v}={n}" for v, n in sync.queue_depths.items())),
             ]
 
@@ -223,6 +236,7 @@ class NodeStats:
             values.append(("GPU memory MiB", f"{memory / 2**20:.0f}"))
 
         if not problems:
-            return DiagnosticReport("OK", "ready", values)
+            summary = "ready" if state == ACTIVE else "inactive: not taking frames or questions"
+            return DiagnosticReport("OK", summary, values)
         level = max((lvl for lvl, _ in problems), key=LEVELS.index)
         return DiagnosticReport(level, "; ".join(msg for _, msg in problems), values)

@@ -91,15 +91,6 @@ class WorkerCounters:
     last_failure: str = ""
 
 
-def check_ready(loaded: bool, model: str) -> Rejection | None:
-    """Reject while the model is still loading (questions then would wait for minutes)."""
-    if loaded:
-        return None
-    return Rejection(
-        "not_ready", f"model {model or '(tiny test model)'} is still loading; try again shortly"
-    )
-
-
 def check_frames(
     stamp_ns: int | None,
     now_ns: int,
