@@ -297,7 +297,7 @@ def test_the_process_exits_with_the_documented_status(
     assert says in output
 
 
-def test_sigint_while_generating_answers_the_goal_and_exits_0() -> None:
+def test_sigint_while_generating_answers_everyone_and_exits_0() -> None:
     domain = next_domain()
     process = node_process(domain)
     try:
@@ -312,12 +312,21 @@ def test_sigint_while_generating_answers_the_goal_and_exits_0() -> None:
                     time.sleep(1 / 12)
                 handle = ros.send_goal("Describe the scene.", 4096, feedback)
             wait_for(lambda: bool(feedback), what="generation under way")
+            burst = [ros.ask_async(f"Burst {i}?") for i in range(8)]  # 4 queued, 4 refused
+            time.sleep(0.5)
             begin = time.monotonic()
             process.send_signal(signal.SIGINT)
             status, outcome = goal_result(handle)
             assert (status, outcome.finish) == (ABORTED, "shutdown"), outcome.message
+            messages = {result(future, "a burst answer").message for future in burst}
+            assert messages <= {"the node is shutting down"} | {
+                m for m in messages if m.startswith("queue full")
+            }, messages
             assert process.wait(timeout=WAIT_S) == 0
-            print(f"SIGINT to exit with a generation under way: {time.monotonic() - begin:.2f} s")
+            print(
+                "SIGINT to exit with a generation under way and a burst of 8 asks: "
+                f"{time.monotonic() - begin:.2f} s"
+            )
     finally:
         if process.poll() is None:
             process.kill()
