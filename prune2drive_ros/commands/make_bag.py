@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import BagError
 from ..sensors.scene import DENSITY_MODES, QUESTION_MIXES, QUESTIONS_PER_FRAME
+from ..sensors.sources import STORAGES
 from ..sensors.synthetic import (
     DEFAULT_JITTER_MS,
     default_questions_path,
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="bag folder to create (must not exist)")
     parser.add_argument("--frames", type=at_least(1), default=24, help="frames at 12 Hz (24 = 2 s)")
     parser.add_argument(
-        "--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage plugin (mcap)"
+        "--storage", choices=tuple(STORAGES), default="mcap", help="storage plugin (mcap)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of scenes and jitter (0)")
     parser.add_argument("--width", type=at_least(16), default=1600, help="image width (1600)")

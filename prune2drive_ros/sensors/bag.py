@@ -1,65 +1,61 @@
-"""rosbag2 recordings (sqlite3 and mcap) of the six cameras, read with ``rosbags``, no ROS needed.
+"""Recordings of the six cameras in any of the formats nuScenes reaches users in, no ROS needed.
 
-:func:`open_camera_bag` validates a bag up front (missing path, no metadata.yaml,
+:func:`open_camera_bag` opens a rosbag2 bag (a folder or one .mcap/.db3 file, CDR), a Foxglove
+protobuf MCAP file (foxglove's nuscenes2mcap) or a ROS 1 bag (nuscenes2bag), telling them apart
+by content (:func:`open_source`), and validates it up front (missing path, no metadata.yaml,
 corrupt or truncated storage, missing camera topics each give a :class:`BagError` saying what to
-do) and yields the *raw deserialised* messages in recording order; it decodes no pixels, so the
-one decoder in :mod:`.imaging` serves replay exactly as it serves the live node.
-Frame sets come from the same :class:`~.sync.ApproximateSync` policy the node uses.
+do). It yields the *raw* messages as ``rosbags`` ROS 2 messages in recording order whatever the
+format (:mod:`.sources`); it decodes no pixels, so the one decoder in :mod:`.imaging` serves
+replay exactly as it serves the live node. Frame sets come from the same
+:class:`~.sync.ApproximateSync` policy the node uses, on the images' own stamps.
 Synthetic bags are written by :mod:`.synthetic`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rosbags.rosbag2 import Reader, ReaderError
-from rosbags.typesys import Stores, get_typestore
-from rosbags.typesys.store import Typestore
-
 from ..errors import BagError, QuestionError
 from ..views import VIEWS, check_view, image_topic
+from .foxglove import ROS2_PROFILE, FoxgloveSource, mcap_profile
+from .sources import (
+    CAMERA_INFO_TYPE,
+    IMAGE_TYPES,
+    Record,
+    Rosbag1Source,
+    Rosbag2Source,
+    Source,
+    TopicInfo,
+    typestore,
+)
 from .sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, ApproximateSync, FrameSet
 
 if TYPE_CHECKING:
     from ..config import DriveVLMConfig
 
+__all__ = [
+    "DEFAULT_MAX_GAP_MS",
+    "IMAGE_TYPES",
+    "BagMessage",
+    "CameraBag",
+    "open_camera_bag",
+    "open_config_bag",
+    "open_source",
+    "typestore",
+]
+
 logger = logging.getLogger(__name__)
 
-IMAGE_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image")
 #: Default largest distance between a question's stamp and the frame set answering it, ms.
 DEFAULT_MAX_GAP_MS = 100.0
-
-# Storage files that are not rosbag2 (Reader raises these on corrupt files besides ReaderError).
-_CORRUPT_ERRORS: tuple[type[BaseException], ...] = (
-    ReaderError,
-    OSError,
-    ValueError,
-    KeyError,
-    IndexError,
-    OverflowError,  # an mcap record length field of garbage: seek() past any file size
-    struct.error,
-)
-try:  # sqlite3 storage is read through apsw; its errors do not derive from the ones above
-    import apsw
-
-    _CORRUPT_ERRORS += (apsw.Error,)
-except ImportError:  # pragma: no cover - apsw is a dependency of rosbags
-    pass
-
-
-@functools.cache
-def typestore() -> Typestore:
-    """The message types bags are read and written with (Jazzy's; image types are unchanged
-    since Humble)."""
-    return get_typestore(Stores.ROS2_JAZZY)
+#: How every ROS 1 bag file starts (rosbags reads version 2.0 and names others it meets).
+_ROS1_MAGIC = b"#ROSBAG V"
 
 
 @dataclass(frozen=True)
@@ -68,16 +64,20 @@ class BagMessage:
 
     view: str
     topic: str
-    stamp_ns: int  # header stamp
-    log_time_ns: int  # when the recorder received it
+    stamp_ns: int  # header stamp: the image's own time
+    log_time_ns: int  # when the recorder received (or a converter logged) it
     msg: Any
 
 
 class CameraBag:
-    """A validated rosbag2 recording of the six cameras; use as a context manager.
+    """A validated recording of the six cameras (any format :func:`open_source` reads); use as
+    a context manager.
 
     ``topics`` maps views to topics and may name only some views (the others keep their
-    defaults, :func:`~prune2drive_ros.views.image_topic` with ``compressed``). ``slop_s`` and
+    defaults, :func:`~prune2drive_ros.views.image_topic` with ``compressed``). A default topic
+    the bag lacks is read in lower case when the bag has that (``/cam_front/image_rect_compressed``,
+    as foxglove's nuScenes converters now write), so common conversions need no remapping; any
+    other topic given is taken as given. ``slop_s`` and
     ``queue_size`` are the synchronizer's (the node's ``sync_slop_s`` and ``sync_queue_size``),
     so a bag's frames pair exactly as the live node would pair them.
     """
@@ -96,11 +96,13 @@ class CameraBag:
         for view, topic in (topics or {}).items():
             self.topics[check_view(view)] = topic
         self.slop_s, self.queue_size = slop_s, queue_size
-        self._reader = _open_reader(self.path)
+        #: The format's reader; :meth:`read` reads any of its readable topics.
+        self.source = open_source(self.path)
         try:
-            self._connections = self._camera_connections()
+            self._read_lower_case_topics(compressed)
+            self._check_camera_topics()
         except BagError:
-            self._reader.close()
+            self.source.close()
             raise
         self._view_of = {topic: view for view, topic in self.topics.items()}
 
@@ -109,22 +111,34 @@ class CameraBag:
     @property
     def start_ns(self) -> int:
         """Recording time of the first message, ns."""
-        return self._reader.start_time
+        return self.source.start_ns
 
     @property
     def end_ns(self) -> int:
         """Recording time of the last message, ns."""
-        return max(self._reader.start_time, self._reader.end_time - 1)
+        return self.source.end_ns
 
     @property
     def message_counts(self) -> dict[str, int]:
         """Messages per topic, all topics of the bag."""
-        return {name: info.msgcount for name, info in self._reader.topics.items()}
+        return {name: info.count for name, info in self.source.topics.items()}
 
     @property
     def msgtypes(self) -> dict[str, str | None]:
-        """Message type per topic, all topics of the bag."""
-        return {name: info.msgtype for name, info in self._reader.topics.items()}
+        """Message type per topic (the ROS 2 type it is read as; None: not readable), all
+        topics of the bag."""
+        return {name: info.msgtype for name, info in self.source.topics.items()}
+
+    def calibration_topics(self) -> dict[str, str]:
+        """The ``CameraInfo`` topic of each view that has one: ``camera_info`` beside the
+        view's image topic, as ROS camera drivers and the nuScenes converters publish it."""
+        present = self.source.topics
+        found = {}
+        for view, topic in self.topics.items():
+            info_topic = f"{topic.rsplit('/', 1)[0]}/camera_info"
+            if (info := present.get(info_topic)) is not None and info.msgtype == CAMERA_INFO_TYPE:
+                found[view] = info_topic
+        return found
 
     def time_range(self) -> str:
         """The recording's time range, for messages to people."""
@@ -135,28 +149,36 @@ class CameraBag:
     def messages(
         self, start_ns: int | None = None, stop_ns: int | None = None
     ) -> Iterator[BagMessage]:
-        """Camera messages in recording order, optionally with log time in [start_ns, stop_ns)."""
-        store = typestore()
-        raw_messages = self._reader.messages(self._connections, start=start_ns, stop=stop_ns)
+        """Camera messages in recording order, optionally with log time in [start_ns, stop_ns);
+        each stamped with its header stamp (the image's own time, whatever the log time)."""
+        for topic, log_time, msg in self.read(self._view_of, start_ns, stop_ns):
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            yield BagMessage(self._view_of[topic], topic, stamp, log_time, msg)
+
+    def read(
+        self, topics: Collection[str], start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[Record]:
+        """(topic, log time, ROS 2 message) of readable ``topics`` (cameras, calibrations) in
+        recording order, optionally with log time in [start_ns, stop_ns).
+
+        Raises:
+            BagError: the recording breaks off or is corrupt (saying after which log time).
+        """
+        records = self.source.read(topics, start_ns, stop_ns)
         last_good = start_ns or self.start_ns
         while True:
             try:
-                item = next(raw_messages, None)
-                if item is None:
-                    return
-                connection, log_time, raw = item
-                msg: Any = store.deserialize_cdr(raw, connection.msgtype)
-            except _CORRUPT_ERRORS as exc:
+                record = next(records, None)
+            except self.source.corrupt_errors as exc:
                 raise BagError(
                     f"bag {self.path} is truncated or corrupt after {last_good} ns: "
-                    f"{str(exc).rstrip('.')}; "
-                    "re-record or copy it again (`ros2 bag reindex` rebuilds metadata only)"
+                    f"{str(exc).rstrip('.')}; re-record or copy it again (`ros2 bag reindex` "
+                    "and `rosbag reindex` rebuild indexes only)"
                 ) from exc
-            last_good = log_time
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            yield BagMessage(
-                self._view_of[connection.topic], connection.topic, stamp, log_time, msg
-            )
+            if record is None:
+                return
+            last_good = record[1]
+            yield record
 
     def frame_sets(self, sync: ApproximateSync | None = None) -> Iterator[FrameSet]:
         """Synchronized sets over the whole recording, in order (of ``sync``'s views; all six
@@ -215,8 +237,7 @@ class CameraBag:
 
     def close(self) -> None:
         """Close the storage files (idempotent)."""
-        if self._reader.is_open:
-            self._reader.close()
+        self.source.close()
 
     def __enter__(self) -> CameraBag:
         return self
@@ -229,28 +250,55 @@ class CameraBag:
     ) -> None:
         self.close()
 
-    def _camera_connections(self) -> list[Any]:
-        """The connections of the camera topics; BagError naming what is missing and the fix."""
-        present = self._reader.topics
-        images = [
-            f"{n} ({i.msgtype})" for n, i in sorted(present.items()) if i.msgtype in IMAGE_TYPES
-        ]
+    def _read_lower_case_topics(self, compressed: bool) -> None:
+        """Read default topics the bag lacks in lower case where the bag has them so."""
+        present = self.source.topics
+        lower = {
+            view: topic.lower()
+            for view, topic in self.topics.items()
+            if topic == image_topic(view, compressed)
+            and topic not in present
+            and topic.lower() in present
+        }
+        if lower:
+            logger.info(
+                "bag %s names its camera topics in lower case (as foxglove's nuScenes converters "
+                "do); reading %s",
+                self.path,
+                ", ".join(lower.values()),
+            )
+            self.topics.update(lower)
+
+    def _check_camera_topics(self) -> None:
+        """BagError unless every view's topic is in the bag and readable as images, naming what
+        is missing or wrong and the fix."""
+        present = self.source.topics
+        images = _listing({n: i for n, i in present.items() if i.msgtype in IMAGE_TYPES})
         for view, topic in self.topics.items():
             info = present.get(topic)
-            if info is None:
+            if info is None and images:
                 raise BagError(
                     f"bag {self.path} has no topic {topic} for {view}; image topics in the bag: "
-                    f"{', '.join(images) or 'none'}. Remap the view to one of them (topics="
+                    f"{images}. Remap the view to one of them (topics="
                     f"{{'{view}': '/your/topic'}}, or `--topic {view}:=/your/topic` on the CLI)"
+                )
+            if info is None:
+                raise BagError(
+                    f"{self.source.FORMAT} {self.path} has no topic {topic} for {view}, and no "
+                    f"image topics at all; its topics: {_listing(present) or 'none'}. A camera "
+                    f"topic carries {' or '.join(self.source.IMAGE_TYPE_NAMES)}"
                 )
             if info.msgtype not in IMAGE_TYPES:
                 raise BagError(
-                    f"bag {self.path}: topic {topic} for {view} carries {info.msgtype}, not "
-                    f"{' or '.join(IMAGE_TYPES)}; image topics in the bag: "
-                    f"{', '.join(images) or 'none'}"
+                    f"bag {self.path}: topic {topic} for {view} carries {info.recorded_as}, not "
+                    f"{' or '.join(self.source.IMAGE_TYPE_NAMES)}; image topics in the bag: "
+                    f"{images or 'none'}"
                 )
-        wanted = set(self.topics.values())
-        return [c for c in self._reader.connections if c.topic in wanted]
+
+
+def _listing(topics: Mapping[str, TopicInfo]) -> str:
+    """``/topic (type), ...`` in name order, for messages to people."""
+    return ", ".join(f"{name} ({info.recorded_as})" for name, info in sorted(topics.items()))
 
 
 def open_camera_bag(
@@ -261,7 +309,8 @@ def open_camera_bag(
     slop_s: float = DEFAULT_SLOP_S,
     queue_size: int = DEFAULT_QUEUE_SIZE,
 ) -> CameraBag:
-    """Open and validate a camera bag (a rosbag2 folder, or a single .mcap/.db3 file)."""
+    """Open and validate a camera bag: a rosbag2 folder or one of its .mcap/.db3 files, a
+    Foxglove protobuf .mcap file or a ROS 1 .bag file."""
     return CameraBag(path, topics, compressed, slop_s=slop_s, queue_size=queue_size)
 
 
@@ -277,28 +326,21 @@ def open_config_bag(path: str | os.PathLike[str], config: DriveVLMConfig) -> Cam
     )
 
 
-def _open_reader(path: Path) -> Reader:
+def open_source(path: str | os.PathLike[str]) -> Source:
+    """The reader of the recording at ``path``, chosen by content, not name: a folder is a
+    rosbag2 bag; a file a ROS 1 bag when it starts like one, a Foxglove MCAP when it is an MCAP
+    file of another profile than rosbag2's (``ros2``); anything else goes to the rosbag2
+    reader, which says what it lacks."""
+    path = Path(path)
     if not path.exists():
         raise BagError(
             f"bag {path} does not exist; record one with `ros2 bag record` or write a synthetic "
             f"one with `prune2drive make-bag {path}`"
         )
-    try:
-        reader = Reader(path)
-    except FileNotFoundError:
-        raise BagError(
-            f"{path} is not a rosbag2 folder: metadata.yaml is missing. If only that file was "
-            "lost, `ros2 bag reindex` rebuilds it; or pass the .mcap/.db3 file itself"
-        ) from None
-    except ReaderError as exc:
-        raise BagError(
-            f"{path} is not a rosbag2 bag ({exc}); pass a bag folder or a .mcap/.db3 file"
-        ) from None
-    try:
-        reader.open()
-    except _CORRUPT_ERRORS as exc:
-        raise BagError(
-            f"bag {path} cannot be read, it is truncated or corrupt: {str(exc).rstrip('.')}. "
-            "Re-record or copy it again; `ros2 bag reindex` helps only when metadata.yaml is stale"
-        ) from exc
-    return reader
+    if path.is_file():
+        with path.open("rb") as stream:
+            if stream.read(len(_ROS1_MAGIC)) == _ROS1_MAGIC:
+                return Rosbag1Source(path)
+        if mcap_profile(path) not in (None, ROS2_PROFILE):
+            return FoxgloveSource(path)
+    return Rosbag2Source(path)

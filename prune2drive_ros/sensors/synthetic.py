@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import Writer
 from tqdm import tqdm
 
 from ..errors import BagError
 from ..views import VIEWS, camera_info_topic, image_topic
-from .bag import IMAGE_TYPES, typestore
 from .imaging import encode_jpeg
 from .questions import QAItem, write_questions
 from .scene import CAMERAS, RoadScene, scene_questions
+from .sources import IMAGE_TYPES, STORAGES, typestore
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +137,8 @@ def write_synthetic_bag(
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
-    plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-    if storage not in plugins:
-        raise ValueError(f"storage must be one of {', '.join(plugins)}, got {storage!r}")
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
     out = Path(out)
     if out.exists():
         raise BagError(f"{out} exists already; choose a new path or remove it first")
@@ -151,7 +150,7 @@ def write_synthetic_bag(
     items: list[QAItem] = []
     try:
         questions_out.parent.mkdir(parents=True, exist_ok=True)
-        with Writer(out, version=Writer.VERSION_LATEST, storage_plugin=plugins[storage]) as writer:
+        with Writer(out, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage]) as writer:
             bag = _SyntheticWriter(writer, seed, width, height, quality)
             for k in tqdm(
                 range(frames),
