@@ -19,7 +19,9 @@ install: $(STAMP)
 $(STAMP): setup.py setup.cfg $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e ".[test,postgres]"
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e ".[test,postgres,nuscenes]"
+	# the devkit pins numpy<2 but reads its JSON tables fine with numpy 2 (setup.py says why)
+	$(BIN)/python -m pip install --quiet --no-deps "nuscenes-devkit>=1.1"
 	touch $@
 
 # The node's tests: ROS 2 Jazzy's rclpy from PyPI wheels and our interfaces built into the venv

@@ -54,6 +54,9 @@ setup(
         "opencv-python-headless>=4.8",
         "pillow>=10",
         "rosbags>=0.10",
+        # Foxglove protobuf MCAP (foxglove/nuscenes2mcap), read through its own schemas
+        "mcap>=1.6,<2",
+        "mcap-protobuf-support>=0.6,<1",
         # Bounded above: tuning/study.HeartbeatRDBStorage overrides RDBStorage's private
         # _get_prepared_new_trial (4.0 to 5.x; test_tuning_study checks it is still called).
         "optuna>=4.0,<6",
@@ -66,17 +69,31 @@ setup(
     extras_require={
         # prune2drive convert: reading a SentencePiece tokenizer.model (InternLM2, Llama-2)
         # needs protobuf; the tests train and read one with sentencepiece.
-        "convert": ["protobuf>=3.20", "sentencepiece>=0.2"],
+        "convert": ["protobuf>=4.25", "sentencepiece>=0.2"],
         "test": [
             "pytest>=8",
             "hypothesis>=6.100",
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",
-            "protobuf>=3.20",
+            "protobuf>=4.25",
             "sentencepiece>=0.2",
+            "foxglove-schemas-protobuf>=0.4",  # writes the Foxglove MCAP fixtures
         ],
         "postgres": ["psycopg2-binary>=2.9"],
+        # prune2drive nuscenes2bag reads the dataset folder with the official nuscenes-devkit.
+        # The devkit itself pins numpy<2 (it runs on numpy 2: its tables are JSON): install it
+        # with `pip install --no-deps nuscenes-devkit` after this extra, which brings the rest.
+        "nuscenes": [
+            "pyquaternion>=0.9.5",
+            "scikit-learn",
+            "scipy",
+            "shapely>=2.0",
+            "descartes",
+            "fire",
+            "cachetools",
+            "parameterized",
+        ],
         # The node's own tests without a ROS install: ROS 2 Jazzy's rclpy and messages as PyPI
         # wheels (ros-python-wheels; CPython 3.11 on x86_64 Linux only), and what rosidl needs
         # to build prune2drive_interfaces into the venv (tools/build_interfaces.sh). Pinned: the

@@ -31,6 +31,8 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "tune": "prune2drive_ros.commands.tune",
     "eval": "prune2drive_ros.commands.evaluate",
     "convert": "prune2drive_ros.commands.convert",
+    "bag-convert": "prune2drive_ros.commands.bag_convert",
+    "nuscenes2bag": "prune2drive_ros.commands.nuscenes2bag",
     "bench": {
         "tfps": "prune2drive_ros.commands.bench.tfps",
         "decode": "prune2drive_ros.commands.bench.decode",
