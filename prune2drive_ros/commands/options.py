@@ -42,6 +42,13 @@ _CONFIG_FLAGS = {
 }
 
 
+#: What a bag argument takes (sensors/bag.py tells the formats apart by content).
+BAG_HELP = (
+    "the six cameras' recording: a rosbag2 folder or .mcap/.db3 file, a Foxglove protobuf "
+    ".mcap (nuscenes2mcap) or a ROS 1 .bag (nuscenes2bag)"
+)
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """The model, pruning and camera options every answering command shares.
 
@@ -140,7 +147,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "validation data", "either --bag with --questions, or --drivelm with --nuscenes-root"
     )
-    group.add_argument("--bag", help="rosbag2 folder or file of the six cameras")
+    group.add_argument("--bag", help=BAG_HELP)
     group.add_argument(
         "--questions", help="JSON Lines questions with stamps (reference answers optional)"
     )

@@ -34,7 +34,7 @@ from ..sensors.questions import QAItem, read_questions
 from ..serving.stats import STAGES, percentile
 from ..vlm import RANDOM_WEIGHTS_NOTE
 from .argtypes import at_least, positive_float
-from .options import add_engine_arguments, check_output_file, engine_config
+from .options import BAG_HELP, add_engine_arguments, check_output_file, engine_config
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def replay(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``prune2drive replay``."""
-    parser.add_argument("bag", help="rosbag2 folder or file (sqlite3 or mcap)")
+    parser.add_argument("bag", help=BAG_HELP)
     parser.add_argument("--questions", required=True, help="JSON Lines: stamp, question, answer")
     add_engine_arguments(parser)
     parser.add_argument("--out", help="write one JSON line per answer here (default: no file)")

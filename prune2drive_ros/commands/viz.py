@@ -19,7 +19,7 @@ from ..pruning.selection import Selection
 from ..sensors.bag import open_config_bag
 from ..sensors.sync import FrameSet
 from ..views import VIEWS
-from .options import add_engine_arguments, check_output_file, engine_config
+from .options import BAG_HELP, add_engine_arguments, check_output_file, engine_config
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def kept_tokens_picture(engine: Engine, frames: FrameSet, out: str | Path) -> Se
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``prune2drive viz``."""
-    parser.add_argument("bag", help="rosbag2 folder or file (sqlite3 or mcap)")
+    parser.add_argument("bag", help=BAG_HELP)
     parser.add_argument(
         "--stamp",
         type=int,
