@@ -33,6 +33,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "convert": "prune2drive_ros.commands.convert",
     "bag-convert": "prune2drive_ros.commands.bag_convert",
     "nuscenes2bag": "prune2drive_ros.commands.nuscenes2bag",
+    "drivelm-questions": "prune2drive_ros.commands.drivelm_questions",
     "bench": {
         "tfps": "prune2drive_ros.commands.bench.tfps",
         "decode": "prune2drive_ros.commands.bench.decode",

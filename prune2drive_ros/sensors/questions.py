@@ -1,7 +1,12 @@
 """Questions files: JSON Lines, one ``{"stamp": ns, "question": str, "answer": str|null}`` a line.
 
 An optional ``"kind"`` (a string such as ``"cars"`` or ``"lane"``) names the question's type;
-``prune2drive eval`` reports accuracy per kind where the file has them.
+``prune2drive eval`` reports accuracy per kind where the file has them. Two more optional fields
+come from DriveLM (``prune2drive drivelm-questions`` writes them): ``"tag"``, the question's
+DriveLM metric tags (a list of integers, as the challenge's files have it; the DriveLM score
+routes a question by them, or by its answer when absent), and ``"id"``, the question's DriveLM
+id (``<scene>_<frame>_<index>``). A file whose every question has an ``id`` is drawn by whole
+frames (all questions of one stamp), as DriveLM files are, for the challenge's per-frame filter.
 
 One line per question keeps files appendable and diff-able, and a bad line can be reported by
 its number. ``stamp`` is the header stamp (ns) of the frame set the question is about; replay
@@ -29,6 +34,8 @@ class QAItem:
     question: str
     answer: str | None = None
     kind: str | None = None
+    tags: tuple[int, ...] = ()
+    id: str | None = None
 
 
 def read_questions(path: str | os.PathLike[str]) -> list[QAItem]:
@@ -63,6 +70,10 @@ def write_questions(path: str | os.PathLike[str], items: Iterable[QAItem]) -> in
             }
             if item.kind is not None:
                 record["kind"] = item.kind
+            if item.tags:
+                record["tag"] = list(item.tags)
+            if item.id is not None:
+                record["id"] = item.id
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
@@ -89,7 +100,17 @@ def _parse_line(line: str, where: str) -> QAItem:
     kind = record.get("kind")
     if kind is not None and (not isinstance(kind, str) or not kind):
         raise QuestionError(f"{where}: 'kind' must be a non-empty string or absent, got {kind!r}")
-    return QAItem(stamp_ns=stamp, question=question, answer=answer, kind=kind)
+    tags = record.get("tag", [])
+    if not isinstance(tags, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) for t in tags
+    ):
+        raise QuestionError(f"{where}: 'tag' must be a list of integers or absent, got {tags!r}")
+    item_id = record.get("id")
+    if item_id is not None and (not isinstance(item_id, str) or not item_id):
+        raise QuestionError(f"{where}: 'id' must be a non-empty string or absent, got {item_id!r}")
+    return QAItem(
+        stamp_ns=stamp, question=question, answer=answer, kind=kind, tags=tuple(tags), id=item_id
+    )
 
 
 _EXAMPLE = '{"stamp": 1532402927647951000, "question": "...", "answer": "..."}'

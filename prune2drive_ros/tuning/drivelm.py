@@ -35,10 +35,10 @@ import json
 import logging
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from ..errors import ConfigError, QuestionError
 from ..files import read_text, write_text_atomically
@@ -54,6 +54,7 @@ from .scoring import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The question categories of a key frame, in the challenge's order.
 CATEGORIES: tuple[str, ...] = ("perception", "prediction", "planning", "behavior")
@@ -193,15 +194,35 @@ def draw_frames(items: Sequence[DriveLMItem], limit: int, seed: int) -> list[Dri
     frames: dict[tuple[str, str], list[DriveLMItem]] = {}
     for item in items:
         frames.setdefault((item.scene, item.frame), []).append(item)
-    order = list(frames)
+    chosen = {item.id for item in draw_groups(list(frames.values()), limit, seed)}
+    return [item for item in items if item.id in chosen]
+
+
+def draw_groups(
+    groups: Sequence[Sequence[T]],
+    limit: int,
+    seed: int,
+    usable: Callable[[Sequence[T]], bool] | None = None,
+) -> list[T]:
+    """Up to ``limit`` members of ``groups`` (key frames, in source order): whole groups in a
+    random order fixed by ``seed`` (only its count of groups matters, not their contents), the
+    last one cut to its first members; in draw order.
+
+    ``usable`` is asked about each group before it is taken (a bag's frame set that lies outside
+    the recording is not); the draw goes on past those it refuses. The draw of
+    :func:`draw_frames` and of a bag's DriveLM questions file
+    (:func:`~.sources.bag_validation_set`): the same frames in the same order give the same draw.
+    """
+    order = list(range(len(groups)))
     random.Random(seed).shuffle(order)
-    chosen: set[str] = set()
-    for key in order:
-        for item in frames[key][: limit - len(chosen)]:
-            chosen.add(item.id)
+    chosen: list[T] = []
+    for index in order:
         if len(chosen) == limit:
             break
-    return [item for item in items if item.id in chosen]
+        if usable is not None and not usable(groups[index]):
+            continue
+        chosen += groups[index][: limit - len(chosen)]
+    return chosen
 
 
 def score_drivelm(

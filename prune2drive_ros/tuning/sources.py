@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -45,10 +44,10 @@ from ..config import DriveVLMConfig
 from ..errors import ConfigError, QuestionError
 from ..sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
 from ..sensors.imaging import Colour, decode_views
-from ..sensors.questions import read_questions
+from ..sensors.questions import QAItem, read_questions
 from ..sensors.sync import FrameSet
 from ..views import VIEWS
-from .drivelm import load_drivelm
+from .drivelm import draw_groups, load_drivelm
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +241,11 @@ def bag_validation_set(
 
     Questions are drawn in a random order fixed by ``seed`` and kept until ``samples`` of them
     lie inside the recording; those outside (or without a complete frame set within
-    ``max_gap_ms``) are skipped and reported. The kept ones are returned in file order.
+    ``max_gap_ms``) are skipped and reported. The kept ones are returned in file order. A
+    DriveLM questions file (every question has an ``id``; ``prune2drive drivelm-questions``)
+    is drawn by whole key frames (the questions of one stamp), the last cut short, as
+    :func:`~.drivelm.draw_frames` draws the DriveLM file itself: the same frames, seed and
+    ``samples`` give the same questions either way. Their DriveLM tags route their scoring.
 
     Raises:
         QuestionError: the questions file is empty or no drawn question lies in the bag.
@@ -259,29 +262,36 @@ def bag_validation_set(
     try:
         bag_stamp = file_stamp(bag_path)
         max_gap_ns = round(max_gap_ms * 1e6)
-        order = list(range(len(items)))
-        random.Random(seed).shuffle(order)
         # A frame set is named by all six stamps, not by its newest one: with another sync slop
         # or queue size the set with the same newest stamp can hold other images of the others.
-        chosen: dict[int, tuple[Sample, ViewStamps]] = {}
+        found: dict[int, tuple[FrameSet, ViewStamps]] = {}  # by stamp
         skipped: list[tuple[str, str]] = []
         frames: dict[ViewStamps, Frame] = {}
-        for index in order:
-            if len(chosen) == samples:
-                break
-            item = items[index]
-            sample_id = f"{questions_path.name}:{index + 1}"
+
+        def sample_id(index: int) -> str:
+            return f"{questions_path.name}:{index + 1}"
+
+        def usable(group: Sequence[int]) -> bool:
+            stamp_ns = items[group[0]].stamp_ns  # one stamp per group
             try:
-                frame_set = bag.nearest_frame_set(item.stamp_ns, max_gap_ns)
+                frame_set = bag.nearest_frame_set(stamp_ns, max_gap_ns)
             except QuestionError as exc:
-                skipped.append((sample_id, str(exc)))
-                continue
-            stamps = tuple(sorted(frame_set.stamps.items()))
+                skipped.extend((sample_id(index), str(exc)) for index in group)
+                return False
+            found[stamp_ns] = frame_set, tuple(sorted(frame_set.stamps.items()))
+            return True
+
+        chosen: dict[int, tuple[Sample, ViewStamps]] = {}
+        for index in draw_groups(_draw_groups(items), samples, seed, usable):
+            item = items[index]
+            frame_set, stamps = found[item.stamp_ns]
             frame = frames.get(stamps)
             if frame is None:
                 frame = _bag_frame(bag, bag_stamp, frame_set, item.stamp_ns, max_gap_ns)
                 frames[stamps] = frame
-            sample = Sample(sample_id, frame, item.question, item.answer, kind=item.kind)
+            sample = Sample(
+                sample_id(index), frame, item.question, item.answer, item.tags, item.kind
+            )
             chosen[index] = (sample, stamps)
         _report_skips(skipped, f"bag {bag_path}", have=len(chosen))
         drawn = sorted(chosen)
@@ -300,6 +310,18 @@ def bag_validation_set(
     except BaseException:
         resources.close()
         raise
+
+
+def _draw_groups(items: Sequence[QAItem]) -> list[list[int]]:
+    """The positions of ``items`` as :func:`~.drivelm.draw_groups` draws them: each question
+    alone, or, in a DriveLM questions file (every question has an ``id``), each stamp's
+    questions together (a key frame's, in file order), for the challenge's per-frame filter."""
+    if not all(item.id is not None for item in items):
+        return [[index] for index in range(len(items))]
+    by_stamp: dict[int, list[int]] = {}
+    for index, item in enumerate(items):
+        by_stamp.setdefault(item.stamp_ns, []).append(index)
+    return list(by_stamp.values())
 
 
 def _bag_frame(
