@@ -137,6 +137,13 @@ class Harness:
             self.cameras[view].publish(msg)
         return stamp_ns
 
+    def publish_image(self, view: str, stamp_ns: int, jpeg: bytes, frame_id: str = "") -> None:
+        """One camera's JPEG, as a recording holds it (``ros2 bag play`` publishes it so)."""
+        msg = CompressedImage(format="jpeg", data=array.array("B", jpeg))
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, SECOND)
+        msg.header.frame_id = frame_id or view
+        self.cameras[view].publish(msg)
+
     @property
     def node(self) -> DriveVLMNode:
         assert self._node is not None, "the node runs in another process"

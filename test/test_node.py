@@ -11,6 +11,7 @@ pytest.importorskip(
     "prune2drive_interfaces", reason="needs prune2drive_interfaces: make install-ros or colcon"
 )
 
+import json
 import os
 import signal
 import subprocess
@@ -331,3 +332,42 @@ def test_sigint_while_generating_answers_everyone_and_exits_0() -> None:
         if process.poll() is None:
             process.kill()
         process.communicate()
+
+
+def test_a_converted_nuscenes_bag_drives_the_node(tmp_path: Path) -> None:
+    """What ``ros2 bag play`` publishes from a nuscenes2bag bag, up to a key frame: the node
+    answers about exactly that key frame's six images."""
+    pytest.importorskip("nuscenes", reason="needs nuscenes-devkit: make install")
+    from nuscenes_fixture import write_nuscenes
+
+    from prune2drive_ros.sensors.bag import open_camera_bag
+    from prune2drive_ros.sensors.nuscenes import convert_nuscenes, keyframe_index_path
+
+    dataset = write_nuscenes(tmp_path / "nuscenes")
+    scene = dataset.scenes[0].name
+    convert_nuscenes(dataset.root, tmp_path / "bags", scenes=[scene], progress=False)
+    bag_path = tmp_path / "bags" / scene
+    key_frame = next(
+        iter(json.loads(keyframe_index_path(bag_path).read_text())["samples"].values())
+    )
+    with running_node(ready=False, max_frame_age_s=0.0) as ros, open_camera_bag(bag_path) as bag:
+        wait_for(lambda: ros.node.state == "active", READY_S, "active")
+        for message in bag.messages():
+            if message.stamp_ns <= key_frame["frame_stamp_ns"]:
+                ros.publish_image(message.view, message.stamp_ns, bytes(message.msg.data))
+                time.sleep(0.005)
+        wait_for(
+            lambda: (
+                ros.node._sync.latest is not None
+                and ros.node._sync.latest.stamp_ns == key_frame["frame_stamp_ns"]
+            ),
+            what="the key frame paired",
+        )
+        response = ros.ask("What is in front of the ego vehicle?")
+        assert response.success, response.message
+        stamp = response.frames_stamp.sec * SECOND + response.frames_stamp.nanosec
+        assert stamp == key_frame["frame_stamp_ns"]
+        latest = ros.node._sync.latest
+        for view in VIEWS:
+            jpeg = (dataset.root / key_frame["files"][view]).read_bytes()
+            assert bytes(latest.messages[view].data) == jpeg, view
