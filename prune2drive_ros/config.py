@@ -23,7 +23,7 @@ from typing import Any
 from .attention import ATTENTION_IMPLEMENTATIONS
 from .errors import ConfigError, QuestionError
 from .files import read_yaml
-from .placement import ATTENTION_PRUNERS, prune_layer
+from .placement import ATTENTION_PRUNERS, decoder_placement_needed, prune_layer
 from .prompts import PROMPT_CHOICES
 from .sensors.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from .views import VIEWS, image_topic
@@ -392,10 +392,7 @@ class DriveVLMConfig:
         except ConfigError as exc:
             raise ConfigError(f"parameter {exc}") from exc
         if self.pruner in ATTENTION_PRUNERS and layer == 0:
-            raise ConfigError(
-                f"pruner {self.pruner} ranks tokens by the language model's attention, so it "
-                "prunes inside it: set placement layer:K with K >= 1 (FastV's K is 2)"
-            )
+            raise decoder_placement_needed(self.pruner, "placement layer:K")
         if self.standing_question:  # it would be refused every standing_period_s
             try:
                 check_question(self.standing_question, self.max_question_chars)

@@ -18,6 +18,16 @@ PROJECTOR = "projector"
 ATTENTION_PRUNERS = frozenset({"fastv"})
 
 
+def decoder_placement_needed(pruner: str, setting: str) -> ConfigError:
+    """The error for attention-ranked ``pruner`` asked to prune before the decoder, where it
+    has no attention to rank by; ``setting`` is how the user sets a placement (a parameter, a
+    flag)."""
+    return ConfigError(
+        f"pruner {pruner} ranks tokens by the language model's attention, so it prunes inside "
+        f"it: set {setting} with K >= 1 (FastV's K is 2)"
+    )
+
+
 def prune_layer(placement: str) -> int:
     """The decoder layer whose input is pruned: 0 for ``projector``, K for ``layer:K``.
 

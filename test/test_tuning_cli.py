@@ -290,6 +290,18 @@ def test_eval_scores_chosen_pruners_and_the_spread_of_shared_budgets(small_bag, 
     assert "invalid choice: 'v2drop'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("placements", [[], ["--placements", "projector", "layer:0"]])
+def test_eval_refuses_fastv_before_the_decoder_up_front(tmp_path, capsys, placements):
+    """Not one row of FastV's could run: refused before the data (here missing) is read."""
+    missing = str(tmp_path / "missing")
+    args = ["eval", "--bag", missing, "--questions", missing, "--pruners", "fastv", *placements]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "pruner fastv ranks tokens by the language model's attention" in error
+    assert "--placements layer:K with K >= 1 (FastV's K is 2)" in error
+    assert len(error.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("rates", "message"),
     [

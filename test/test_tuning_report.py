@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from optuna.distributions import FloatDistribution
 from optuna.samplers import RandomSampler
 from optuna.storages import InMemoryStorage
 from optuna.trial import create_trial
+from safetensors.torch import save_file
 
-from prune2drive_ros.files import write_text_atomically
+from prune2drive_ros.files import write_atomically, write_text_atomically
 from prune2drive_ros.sensors.rates_file import save_rates
 from prune2drive_ros.tuning.objective import Evaluation
 from prune2drive_ros.tuning.report import (
@@ -110,16 +112,6 @@ def test_two_objectives_show_no_lambda_objective():
     assert "| trial | objective | R | P |" in report_text(completed_trials(single.study), single)
 
 
-@pytest.fixture
-def umask(request: pytest.FixtureRequest) -> Iterator[int]:
-    """Run the test under the umask it is parametrised with, then restore the old one."""
-    old = os.umask(request.param)
-    try:
-        yield request.param
-    finally:
-        os.umask(old)
-
-
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)], indirect=["umask"])
 def test_every_output_gets_the_mode_open_would_give_it(umask, mode, tmp_path):
     context = _context(multi=True, points=POINTS[:2])
@@ -133,3 +125,23 @@ def test_every_output_gets_the_mode_open_would_give_it(umask, mode, tmp_path):
     # Rewriting a file takes the new mode too (not the old file's, not mkstemp's 0600).
     write_text_atomically(tmp_path / "report.md", "again")
     assert oct((tmp_path / "report.md").stat().st_mode & 0o777) == oct(mode)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)], indirect=["umask"])
+def test_a_writer_that_replaces_the_file_leaves_the_mode_open_would_give(umask, mode, tmp_path):
+    """safetensors' save_file writes a private file and renames it over the one it is given."""
+    path = tmp_path / "entry.safetensors"
+    write_atomically(path, lambda tmp: save_file({"x": torch.zeros(2)}, str(tmp)))
+    assert oct(path.stat().st_mode & 0o777) == oct(mode)
+
+
+def test_the_command_to_run_again_shows_no_password():
+    url = "postgresql://user:s3cret@db.example:5432/studies"
+    context = dataclasses.replace(
+        _context(multi=False),
+        command=["prune2drive", "tune", "--storage", url, f"--storage={url}", "--trials", "5"],
+    )
+    text = report_text(completed_trials(context.study), context)
+    assert "s3cret" not in text
+    redacted = "postgresql://user@db.example:5432/studies"
+    assert f"--storage {redacted} --storage={redacted} --trials 5" in text

@@ -96,6 +96,29 @@ def test_missing_weights(tiny: Path, tmp_path: Path) -> None:
         load_vlm(checkpoint)
 
 
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "pytorch_model.bin.index.json"])
+def test_pickle_only_weights_are_refused_before_loading(
+    tiny: Path, tmp_path: Path, monkeypatch, name: str
+) -> None:
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny, checkpoint)
+    (checkpoint / "model.safetensors").unlink()
+    (checkpoint / name).write_bytes(b"a pickle that must never be opened")
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the checkpoint was loaded before its weights were checked")
+
+    monkeypatch.setattr("prune2drive_ros.vlm.loading.AutoTokenizer.from_pretrained", no_loading)
+    monkeypatch.setattr(LlavaOnevisionVLM.model_class, "from_pretrained", no_loading)
+    with pytest.raises(ModelLoadError) as raised:
+        load_vlm(checkpoint)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"only pickle weights ({name})" in message and "can run code" in message
+    assert "save_pretrained" in message and "safe_serialization=True" in message
+    assert "LlavaOnevisionForConditionalGeneration" in message
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

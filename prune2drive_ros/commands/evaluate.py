@@ -47,7 +47,7 @@ from typing import Any
 from ..config import resolve_rates_file
 from ..engine import Engine
 from ..errors import ConfigError, QuestionError
-from ..placement import ATTENTION_PRUNERS, prune_layer
+from ..placement import ATTENTION_PRUNERS, decoder_placement_needed, prune_layer
 from ..pruning import PRUNERS, Selection
 from ..pruning.budget import Rates, validate_rates
 from ..sensors.rates_file import load_rates
@@ -180,8 +180,11 @@ def run(args: argparse.Namespace) -> int:
     config = engine_config(args)
     # Rates, data, reward and output are checked before the model loads: a mistake costs a second.
     placements = list(dict.fromkeys(args.placements or [config.placement]))
-    for placement in placements:
-        prune_layer(placement)  # a typo fails here, before the model loads
+    layers = [prune_layer(p) for p in placements]  # a typo fails here, before the model loads
+    # A pruner asked for by name that no placement can run would leave only the unpruned row.
+    for pruner in args.pruners or ():
+        if pruner in ATTENTION_PRUNERS and max(layers) == 0:
+            raise decoder_placement_needed(pruner, "--placements layer:K")
     scored: dict[str, Rates] = {}  # label -> rates; empty: --no-pruning
     if args.uniform is not None:
         scored = {f"{100 * r:g} %": validate_rates(r) for r in dict.fromkeys(args.uniform)}

@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,17 @@ def redact_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     netloc = f"{parts.username}@{host}" if parts.username else host
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_command(argv: Sequence[str]) -> list[str]:
+    """The command line ``argv`` with :func:`redact_url` applied to each argument, and to the
+    value of each ``--flag=VALUE``: a ``--storage`` URL's password never reaches the files
+    (the tuning report) that show how a run was started."""
+    redacted = []
+    for arg in argv:
+        flag, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        redacted.append(f"{flag}{equals}{redact_url(value)}")
+    return redacted
 
 
 def _plain(value: Any) -> Any:

@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from ..files import write_atomically, write_text_atomically
+from ..sensors.rates_file import redact_command
 from ..views import VIEWS
 from ..vlm import RANDOM_WEIGHTS_NOTE
 from .objective import Evaluation
@@ -55,7 +56,8 @@ class ReportContext:
         unpruned: the unpruned model on the same data (the reference point).
         encoder_calls: frames encoded by this run (0 when all were cached).
         rates_file: where the chosen rates were written.
-        command: the command line of this run (re-run it to resume).
+        command: the command line of this run (re-run it to resume); written without the
+            storage URL's password.
     """
 
     study: optuna.Study
@@ -212,7 +214,7 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         "Run the same command again to add trials to this study (several at once share it):",
         "",
         "```bash",
-        shlex.join(context.command),
+        shlex.join(redact_command(context.command)),
         "```",
         "",
         "## Plots",

@@ -35,6 +35,9 @@ RANDOM_WEIGHTS_KEY = "prune2drive_random_weights"
 #: Config attribute: how views fit the encoder input (:data:`~.results.IMAGE_FITS`); written by
 #: ``prune2drive convert`` for checkpoints trained on padded views (DriveMM).
 IMAGE_FIT_KEY = "prune2drive_image_fit"
+#: Weight files that are Python pickles, which transformers would unpickle (running any code
+#: they hold) where a folder has no safetensors weights.
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 #: Shown next to every answer of a random-weight model.
 RANDOM_WEIGHTS_NOTE = "random-weight test model: its answers are meaningless"
 
@@ -116,9 +119,9 @@ def load_pretrained(
 
     Raises:
         ModelLoadError: with the remedy, for a missing path, a folder that is not a
-            checkpoint, a checkpoint of another family, a vision tower whose input size
-            does not give this family's per-view token grid, a dtype that cannot be
-            used, or an attention kernel that is not installed.
+            checkpoint, a folder whose weights are only pickles, a checkpoint of another
+            family, a vision tower whose input size does not give this family's per-view token
+            grid, a dtype that cannot be used, or an attention kernel that is not installed.
         ConfigError: a device that cannot be used (unknown, or CUDA without a GPU).
     """
     torch_device = resolve_device(device)
@@ -131,6 +134,7 @@ def load_pretrained(
             "use load_vlm() to pick the family from config.json"
         )
     cls._geometry(config)  # fail on a mismatched vision tower before loading weights
+    check_safetensors(cls, path_or_id)
     source = str(path_or_id)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
@@ -143,6 +147,7 @@ def load_pretrained(
             dtype=torch_dtype,
             attn_implementation=attn_implementation,
             local_files_only=local_files_only,
+            use_safetensors=True,  # never unpickle weights (a hub id is not checked beforehand)
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
@@ -173,6 +178,28 @@ def load_pretrained(
         vlm.prompt_name,
     )
     return vlm
+
+
+def check_safetensors(cls: type[DrivingVLM], path_or_id: str | Path) -> None:
+    """Refuse a checkpoint folder whose weights are only pickles (``pytorch_model.bin``), before
+    anything of it is loaded: unpickling can run any code the file holds, so this package loads
+    safetensors only, and says how to convert the weights where they can be trusted.
+
+    Raises:
+        ModelLoadError: the folder has pickle weights and no ``*.safetensors`` file.
+    """
+    path = Path(path_or_id).expanduser()
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickles = [name for name in PICKLE_WEIGHTS if (path / name).is_file()]
+    if pickles:
+        model_class = cls.model_class.__name__
+        raise ModelLoadError(
+            f"{path} has only pickle weights ({', '.join(pickles)}), which this package does not "
+            "load: unpickling can run code. Convert them to safetensors where the file is "
+            f'trusted: python -c "from transformers import {model_class} as M; '
+            f"M.from_pretrained('{path}').save_pretrained('{path}', safe_serialization=True)\""
+        )
 
 
 def load_config(path_or_id: str | Path, *, local_files_only: bool = False) -> PreTrainedConfig:
