@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .files import give_default_modes, new_folder
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,16 @@ def build_once(path: Path, build: Callable[[Path], object]) -> Path:
     """Return folder ``path``, calling ``build(tmp)`` to fill it first when it does not exist.
 
     ``build`` writes into the empty folder ``tmp``; it is renamed to ``path`` afterwards. When
-    another process won the race, its result is kept and this one's copy discarded.
+    another process won the race, its result is kept and this one's copy discarded. The
+    folder and its files get the modes ``mkdir`` and ``open`` give (:func:`give_default_modes`),
+    so that a node running as another user can read them.
     """
     if path.is_dir():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = new_folder(path, "new")
     try:
         build(tmp)
+        give_default_modes(tmp)
         try:
             tmp.rename(path)
         except OSError:

@@ -7,11 +7,15 @@ than crash.
 
 Writing (the rates file, feature-cache entries, the tuning report, its plots and Pareto front)
 goes through :func:`write_atomically`, so every file the package writes is crash-safe and gets
-the mode a plain ``open(path, "w")`` would give it.
+the mode a plain ``open(path, "w")`` would give it. Folders (cached artefacts, trained and
+converted checkpoints) are built in a :func:`new_folder` and renamed into place, their files
+given the same modes by :func:`give_default_modes`: what the package writes is readable by
+every user the umask allows, as the node may run as another user than the one who trained.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import secrets
 from collections.abc import Callable
@@ -26,7 +30,11 @@ from .errors import ConfigError, Prune2DriveError
 def read_text(
     path: str | os.PathLike[str], *, what: str, remedy: str, error: type[Prune2DriveError]
 ) -> str:
-    """The UTF-8 text of the ``what`` file at ``path``.
+    """The UTF-8 text of the ``what`` file at ``path``, with ``\n`` line ends.
+
+    A leading byte-order mark and CRLF (or CR) line ends are accepted, as editors on Windows
+    write them. A byte that is not UTF-8 is reported by its line, which an editor can show,
+    not by its offset in the file.
 
     Raises:
         error: ``"<what> <path> does not exist; <remedy>"``, or ``"cannot read <what> <path>:
@@ -34,12 +42,21 @@ def read_text(
     """
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise error(f"{what} {path} does not exist; {remedy}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise error(f"cannot read {what} {path}: {reason}") from exc
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(
+            f"cannot read {what} {path}: line {line} is not UTF-8 text (byte "
+            f"0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def read_yaml(path: str | os.PathLike[str], *, what: str, remedy: str) -> Any:
@@ -64,7 +81,8 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
     Readers (the node, other workers, the next run) see the old file or the new one, never half
     of one, even when the writer is killed or the machine loses power. The temporary file is
     created with mode ``0o666`` less the umask (0644 under the usual 022), as ``open`` would
-    create ``path`` itself, not ``mkstemp``'s owner-only 0600; it keeps ``path``'s suffix for
+    create ``path`` itself, not ``mkstemp``'s owner-only 0600, and keeps that mode whatever
+    ``write`` does to it; it keeps ``path``'s suffix for
     writers that pick a format from it (matplotlib's ``savefig``). The folder is created.
 
     Raises:
@@ -80,7 +98,9 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
         except FileExistsError:  # another writer drew the same name: draw again
             continue
     try:
+        mode = tmp.stat().st_mode & 0o777
         write(tmp)
+        os.chmod(tmp, mode)  # a writer that replaced the file (safetensors' save_file) left 0600
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -95,3 +115,37 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` as UTF-8 to ``path`` through :func:`write_atomically`."""
     write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def new_folder(target: Path, role: str) -> Path:
+    """A new empty hidden folder ``.<name>.<role>.<random>`` beside ``target``.
+
+    A folder is built there and renamed to ``target`` once complete, so that no reader sees half
+    of it. It has the mode ``mkdir`` gives (0777 less the umask, 0755 under the usual 022), not
+    ``mkdtemp``'s owner-only 0700: what is renamed into place is for everyone who may read its
+    parent, such as a ROS node running as another user. The parent folder is created.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = target.with_name(f".{target.name}.{role}.{secrets.token_hex(4)}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # drawn before: draw again
+            continue
+
+
+def give_default_modes(folder: Path) -> None:
+    """Give the files under ``folder`` the mode ``open`` gives a new file, and the folders the
+    mode ``mkdir`` gives: 0666 and 0777 less the umask (0644 and 0755 under the usual 022).
+
+    Savers that write through a private temporary file (safetensors' ``save_file``, and so
+    ``save_pretrained``) leave owner-only 0600 weights, which a ROS node running as another
+    user cannot load. The umask is read off ``folder``'s own mode, so ``folder`` must be one
+    ``mkdir`` made (:func:`new_folder`): Python reads the umask only by setting it, which would
+    race the other threads' file creation. Symbolic links are left alone.
+    """
+    mode = folder.stat().st_mode & 0o777
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, mode if path.is_dir() else mode & 0o666)

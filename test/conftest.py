@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,16 @@ def _package_logs_reach_caplog() -> Iterator[None]:
     yield
     for logger, propagate in saved:
         logger.propagate = propagate
+
+
+@pytest.fixture
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run the test under the umask it is parametrised with, then restore the old one."""
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
 
 
 @pytest.fixture

@@ -266,7 +266,10 @@ def test_load_missing_file(tmp_path: Path) -> None:
 
 def test_load_unreadable_file(tmp_path: Path) -> None:
     (tmp_path / "latin1.yaml").write_bytes(b"prune2drive: {ros__parameters: {pruner: t\xe9}}")
-    with pytest.raises(ConfigError, match=r"cannot read params file .*latin1\.yaml: 'utf-8'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot read params file .*latin1\.yaml: line 1 is not UTF-8 text \(byte 0xe9\)",
+    ):
         load_params_yaml(tmp_path / "latin1.yaml")
     with pytest.raises(ConfigError, match=r"cannot read params file .*: Is a directory"):
         load_params_yaml(tmp_path)

@@ -53,3 +53,35 @@ def test_bad_line_is_reported_with_its_number(tmp_path, line, problem):
 def test_missing_file_says_how_to_get_one(tmp_path):
     with pytest.raises(QuestionError, match=r"does not exist.*make-bag"):
         read_questions(tmp_path / "none.jsonl")
+
+
+def test_byte_order_mark_and_crlf_line_ends_are_accepted(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"stamp": 5, "question": "Why?"}\r\n{"stamp": 6, "question": "How?"}\r\n'
+    )
+    assert read_questions(path) == [QAItem(5, "Why?"), QAItem(6, "How?")]
+
+
+def test_a_byte_that_is_not_utf8_is_reported_by_its_line(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b'{"stamp": 5, "question": "Why?"}\n{"stamp": 6, "question": "caf\xe9?"}\n')
+    with pytest.raises(QuestionError, match=r"q\.jsonl: line 2 is not UTF-8 text \(byte 0xe9\)"):
+        read_questions(path)
+
+
+def test_repeated_questions_are_warned_about_once_and_kept(tmp_path, caplog):
+    lines = [
+        {"stamp": 5, "question": "Why?"},
+        {"stamp": 6, "question": "Why?"},  # another frame: not a repeat
+        {"stamp": 5, "question": "Why?", "answer": "because"},
+        {"stamp": 5, "question": "Why?"},
+    ]
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with caplog.at_level("WARNING"):
+        items = read_questions(path)
+    assert len(items) == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "repeats 2 question(s)" in warnings[0] and "line 3 repeats line 1" in warnings[0]

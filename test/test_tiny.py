@@ -90,6 +90,24 @@ def test_cached_tolerates_a_concurrent_builder(tmp_path: Path, monkeypatch) -> N
     assert [p.name for p in final.parent.iterdir()] == [final.name]
 
 
+@pytest.mark.parametrize(
+    ("umask", "folder_mode", "file_mode"),
+    [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)],
+    indirect=["umask"],
+)
+def test_cached_checkpoint_is_readable_by_the_users_the_umask_allows(
+    tmp_path: Path, monkeypatch, umask: int, folder_mode: int, file_mode: int
+) -> None:
+    """A ROS node running as another user must read the weights (not mkdtemp's 0700 folder,
+    nor safetensors' 0600 file)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = cached_tiny(FAMILY, seed=3)
+    assert oct(path.stat().st_mode & 0o777) == oct(folder_mode)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in path.iterdir()}
+    assert modes["model.safetensors"] == oct(file_mode)
+    assert set(modes.values()) == {oct(file_mode)}, modes
+
+
 def test_loaded_model_is_flagged_random(caplog) -> None:
     with caplog.at_level("WARNING"):
         vlm = load_vlm(cached_tiny(FAMILY))

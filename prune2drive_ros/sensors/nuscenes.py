@@ -61,7 +61,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -81,7 +80,7 @@ from rosbags.rosbag2 import Writer
 from tqdm import tqdm
 
 from ..errors import BagError, ConfigError
-from ..files import write_text_atomically
+from ..files import new_folder, write_text_atomically
 from ..views import VIEWS, camera_info_topic, image_topic
 from .sources import IMAGE_TYPES, STORAGES, typestore
 
@@ -460,7 +459,7 @@ def _write_scene(
 ) -> SceneBag:
     """Write ``plan``'s bag into a new folder beside ``path``, then move it to ``path``
     (replacing the bag there), so that no half-written bag is ever left at ``path``."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{plan.name}.", dir=path.parent))
+    staging = new_folder(path, "new")
     try:
         bag = staging / path.name
         with Writer(bag, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage]) as w:

@@ -12,11 +12,16 @@ One line per question keeps files appendable and diff-able, and a bad line can b
 its number. ``stamp`` is the header stamp (ns) of the frame set the question is about; replay
 answers it on the frame set nearest that stamp. ``answer`` is the reference answer for scoring
 and may be null (or absent) for questions to be answered only.
+
+A question repeated (the same stamp and question) is warned about once, and kept: replay's
+answer lines stay one per question line, and nothing the user wrote is dropped by a guess at
+which copy (answer, kind, id) was meant. Scoring counts it as often as it is written.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +29,8 @@ from pathlib import Path
 
 from ..errors import QuestionError
 from ..files import read_text
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,8 @@ class QAItem:
 def read_questions(path: str | os.PathLike[str]) -> list[QAItem]:
     """Read a questions file; raise :class:`QuestionError` naming the file and line on bad input.
 
-    Blank lines are skipped.
+    Blank lines are skipped; a UTF-8 byte-order mark and CRLF line ends are accepted. Repeated
+    questions are kept, with one warning that counts them and shows the first.
     """
     path = Path(path)
     text = read_text(
@@ -52,9 +60,24 @@ def read_questions(path: str | os.PathLike[str]) -> list[QAItem]:
         error=QuestionError,
     )
     items = []
+    first_line: dict[tuple[int, str], int] = {}  # (stamp, question) -> line it first appears on
+    repeats: list[tuple[int, int]] = []  # (line, line it repeats)
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
-            items.append(_parse_line(line, f"{path}:{number}"))
+            item = _parse_line(line, f"{path}:{number}")
+            items.append(item)
+            first = first_line.setdefault((item.stamp_ns, item.question), number)
+            if first != number:
+                repeats.append((number, first))
+    if repeats:
+        logger.warning(
+            "questions file %s repeats %d question(s) (same stamp and question), e.g. line %d "
+            "repeats line %d; each copy is answered (and scored) again: delete the copies if "
+            "they are not meant",
+            path,
+            len(repeats),
+            *repeats[0],
+        )
     return items
 
 

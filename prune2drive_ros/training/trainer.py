@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..files import give_default_modes
 from ..sensors.scene import RoadScene, all_scene_questions
 from ..views import VIEWS
 from ..vlm.llava_onevision import LlavaOnevisionVLM
@@ -354,12 +355,14 @@ def train_scene_model(spec: SceneModelSpec, out: Path, *, progress: bool = True)
 def _save_model(
     vlm: LlavaOnevisionVLM, spec: SceneModelSpec, folder: Path, report: TrainReport
 ) -> None:
-    """``save_pretrained`` the model, tokenizer and image processor, and the report."""
+    """``save_pretrained`` the model, tokenizer and image processor, and the report, readable
+    by every user the umask allows (the node may run as another user than the trainer)."""
     folder.mkdir(parents=True, exist_ok=True)
     vlm.model.save_pretrained(folder)
     vlm.tokenizer.save_pretrained(folder)
     llava_onevision_processor(spec.image_size).save_pretrained(folder)
     (folder / REPORT_FILE).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    give_default_modes(folder)
 
 
 def _save_state(

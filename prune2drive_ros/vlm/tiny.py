@@ -20,9 +20,6 @@ checkpoints ship) is its :class:`Recipe` in :data:`RECIPES`; the family adapters
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +41,7 @@ from transformers import (
 )
 from transformers.image_processing_base import ImageProcessingMixin
 
+from ..cache import build_once, cache_dir
 from ..devices import resolve_device
 from ..errors import ModelLoadError
 from ..prompts import CHATML_SPECIAL_TOKENS
@@ -459,26 +457,12 @@ def cached_tiny(family: str, seed: int = 0) -> Path:
     """The tiny checkpoint of ``family`` in the user cache, built on first use.
 
     Lives in ``$XDG_CACHE_HOME/prune2drive_ros/tiny-<family>-<seed>-<version>`` (default
-    ``~/.cache``). It is built in a temporary folder beside it and renamed into place, so
-    concurrent processes (parallel test workers) never see half a checkpoint; the loser of a
-    race discards its copy.
+    ``~/.cache``). It is built in a temporary folder beside it and renamed into place
+    (:func:`~prune2drive_ros.cache.build_once`), so concurrent processes (parallel test
+    workers) never see half a checkpoint; the loser of a race discards its copy.
     """
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prune2drive_ros"
-    final = root / f"tiny-{family}-{seed}-{TINY_VERSION}"
-    if (final / "config.json").is_file():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
-        build_tiny(family, staging, seed=seed)
-        try:
-            staging.rename(final)
-        except OSError:
-            if not (final / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+    final = cache_dir() / f"tiny-{family}-{seed}-{TINY_VERSION}"
+    return build_once(final, lambda staging: build_tiny(family, staging, seed=seed))
 
 
 def random_vlm(

@@ -9,13 +9,13 @@ asked to (``force``), and then the old folder is removed only once the new one i
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import ConversionError
+from ...files import give_default_modes, new_folder
 
 
 @contextmanager
@@ -37,25 +37,13 @@ def staged_folder(target: Path, *, source: Path, force: bool) -> Iterator[Path]:
         raise ConversionError(
             f"the target {target} exists and is not empty; pass --force (force=True) to replace it"
         )
-    staging = _new_folder(target, "new")
+    staging = new_folder(target, "new")
     try:
         yield staging
+        give_default_modes(staging)  # save_pretrained's weights are 0600, not for the node's user
         _replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _new_folder(target: Path, role: str) -> Path:
-    """A hidden folder of a fresh name beside ``target``, with the mode ``mkdir`` gives (not
-    ``mkdtemp``'s owner-only 0700: the converted checkpoint is for everyone who may read it)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        path = target.with_name(f".{target.name}.{role}.{secrets.token_hex(4)}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:  # drawn before: draw again
-            continue
 
 
 def _replace(staging: Path, target: Path) -> None:
@@ -64,7 +52,7 @@ def _replace(staging: Path, target: Path) -> None:
     if not target.exists():
         staging.rename(target)
         return
-    old = _new_folder(target, "old")
+    old = new_folder(target, "old")
     os.replace(target, old)  # onto the empty folder just made, so the name stays ours
     try:
         staging.rename(target)
