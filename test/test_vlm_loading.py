@@ -160,3 +160,14 @@ def test_tokenizer_without_the_image_token(tiny: Path) -> None:
     bare = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))
     with pytest.raises(ModelLoadError, match="has no '<image>' token"):
         type(vlm)(vlm.model, bare, name="bare", normalization=vlm.normalization)
+
+
+def test_loading_draws_no_progress_bar_of_transformers(
+    tiny: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from transformers.utils import logging as transformers_logging
+
+    assert transformers_logging.is_progress_bar_enabled()
+    load_vlm(tiny, device="cpu")
+    assert "Loading weights" not in capfd.readouterr().err, "commands draw bars, not the library"
+    assert transformers_logging.is_progress_bar_enabled(), "the caller's setting is restored"

@@ -8,7 +8,9 @@ what to fix.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +18,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
 from transformers.image_processing_base import ImageProcessingMixin
 from transformers.utils import is_flash_attn_2_available
+from transformers.utils import logging as transformers_logging
 
 from ..attention import ATTENTION_IMPLEMENTATIONS
 from ..devices import resolve_device
@@ -70,6 +73,19 @@ def family_class(family: str) -> type[DrivingVLM]:
             "families: "
             f"{', '.join(sorted(FAMILIES))}"
         ) from None
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Keep transformers' own progress bars ("Loading weights") off while it runs inside this
+    package: the library reports progress to its callers, and only commands draw bars."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def load_vlm(path_or_id: str | Path, *, family: str | None = None, **kwargs: Any) -> DrivingVLM:
@@ -136,24 +152,25 @@ def load_pretrained(
     cls._geometry(config)  # fail on a mismatched vision tower before loading weights
     check_safetensors(cls, path_or_id)
     source = str(path_or_id)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-        processor, _ = ImageProcessingMixin.get_image_processor_dict(
-            source, local_files_only=local_files_only
-        )
-        model = cls.model_class.from_pretrained(
-            source,
-            config=config,
-            dtype=torch_dtype,
-            attn_implementation=attn_implementation,
-            local_files_only=local_files_only,
-            use_safetensors=True,  # never unpickle weights (a hub id is not checked beforehand)
-        )
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"cannot load the {cls.family} checkpoint {source}: {exc}. A checkpoint needs "
-            "config.json, the weights, the tokenizer files and preprocessor_config.json"
-        ) from exc
+    with quiet_progress():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+            processor, _ = ImageProcessingMixin.get_image_processor_dict(
+                source, local_files_only=local_files_only
+            )
+            model = cls.model_class.from_pretrained(
+                source,
+                config=config,
+                dtype=torch_dtype,
+                attn_implementation=attn_implementation,
+                local_files_only=local_files_only,
+                use_safetensors=True,  # never unpickle weights (a hub id is not checked beforehand)
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"cannot load the {cls.family} checkpoint {source}: {exc}. A checkpoint needs "
+                "config.json, the weights, the tokenizer files and preprocessor_config.json"
+            ) from exc
     # Loaded on the CPU first, then moved: device_map would need `accelerate`. (The stubs
     # of PreTrainedModel.to are wrapped by a decorator that mypy misreads.)
     model.to(torch_device)  # type: ignore[arg-type]
