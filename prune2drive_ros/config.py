@@ -149,6 +149,10 @@ class ParamSpec:
             )
 
 
+#: Characters of a refused question that its error shows.
+QUESTION_PREVIEW_CHARS = 60
+
+
 def check_question(question: str, max_chars: int) -> str:
     """The question, stripped.
 
@@ -159,9 +163,10 @@ def check_question(question: str, max_chars: int) -> str:
     if not text:
         raise QuestionError("the question is empty; ask something about the six cameras")
     if len(text) > max_chars:
+        # its beginning only: a question may be megabytes, and the message is logged and shown
         raise QuestionError(
-            f"the question has {len(text)} characters, more than max_question_chars="
-            f"{max_chars}; shorten it or raise the limit"
+            f"the question {text[:QUESTION_PREVIEW_CHARS]!r}... has {len(text)} characters, more "
+            f"than max_question_chars={max_chars}; shorten it or raise the limit"
         )
     return text
 

@@ -187,9 +187,19 @@ class Engine:
         return Pruning(checked, self.vlm.budgets(checked), pruner)
 
     @classmethod
-    def from_config(cls, config: DriveVLMConfig, share_dir: str | Path | None = None) -> Engine:
+    def from_config(
+        cls,
+        config: DriveVLMConfig,
+        share_dir: str | Path | None = None,
+        *,
+        rates_file: bool = True,
+    ) -> Engine:
         """Load the rates file and the model that ``config`` names (the rates first: a bad
         file fails in a second, not after a model load).
+
+        ``rates_file=False`` leaves the rates file unread (and unlogged): the engine answers
+        unpruned until the caller sets rates of its own (``eval --uniform`` and
+        ``--no-pruning``, which say what they use).
 
         An empty ``config.model`` means the cached scene model when it was trained, else the
         tiny random-weight test model; ``tiny`` always the latter (see :func:`resolve_model`).
@@ -202,8 +212,8 @@ class Engine:
         family = config.family or None
         if family is not None:
             family_class(family)  # an unknown family fails here, naming the known ones
-        rates_path = resolve_rates_file(config, share_dir)
-        rates = load_rates(rates_path).rates
+        rates_path = resolve_rates_file(config, share_dir) if rates_file else None
+        rates = None if rates_path is None else load_rates(rates_path).rates
         model, family = resolve_model(config.model, family)
         vlm = load_vlm(
             model,
@@ -215,7 +225,8 @@ class Engine:
             max_tiles=config.max_tiles,
             placement=config.placement,
         )
-        logger.info("retention rates from %s: %s", rates_path, rates)
+        if rates_path is not None:
+            logger.info("retention rates from %s: %s", rates_path, rates)
         return cls(
             vlm,
             rates,

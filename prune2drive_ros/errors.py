@@ -39,6 +39,10 @@ class ConfigError(Prune2DriveError, ValueError):
     """A configuration or rates file does not follow the schema."""
 
 
+class OutputError(Prune2DriveError, OSError):
+    """An output cannot be written while a command runs: the disk is full, the file went away."""
+
+
 class StudyError(Prune2DriveError):
     """The study cannot give a result (no finished trial, too many failures)."""
 

@@ -5,12 +5,17 @@ make one, any other failure (a folder, no permission, not UTF-8) names the file 
 and both are the caller's domain error, so the CLI and the node report them as bad input rather
 than crash.
 
+Every output a command writes is first checked by :func:`check_output_file`, before any work
+(a model load, an evaluation) that a mistake in it would waste or lose.
+
 Writing (the rates file, feature-cache entries, the tuning report, its plots and Pareto front)
 goes through :func:`write_atomically`, so every file the package writes is crash-safe and gets
-the mode a plain ``open(path, "w")`` would give it. Folders (cached artefacts, trained and
-converted checkpoints) are built in a :func:`new_folder` and renamed into place, their files
-given the same modes by :func:`give_default_modes`: what the package writes is readable by
-every user the umask allows, as the node may run as another user than the one who trained.
+the mode a plain ``open(path, "w")`` would give it. Answer lines, which must survive a run that
+stops half-way, go through a :class:`LineWriter` instead: each line whole or not at all.
+Folders (cached artefacts, trained and converted checkpoints) are built in a :func:`new_folder`
+and renamed into place, their files given the same modes by :func:`give_default_modes`: what
+the package writes is readable by every user the umask allows, as the node may run as another
+user than the one who trained.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from __future__ import annotations
 import codecs
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -73,6 +79,86 @@ def read_yaml(path: str | os.PathLike[str], *, what: str, remedy: str) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{what} {path} is not valid YAML{where}: {err}") from err
+
+
+def check_output_file(
+    path: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """``path`` if a command may write its output file there: the one check of every output,
+    made before any work, so that a mistake costs a second and not a model load or a lost result.
+
+    Raises:
+        ConfigError: ``path`` is a folder; its folder is missing or not writable; it is one of
+            ``inputs`` (the files the command reads: writing would destroy them, ``force`` or
+            not); or it exists and ``force`` is off.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name for the output")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"folder {folder} does not exist; create it or write elsewhere")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"folder {folder} is not writable; write elsewhere or fix its permissions"
+        )
+    if path.exists():
+        for source in inputs:
+            if Path(source).exists() and path.samefile(source):
+                raise ConfigError(f"{path} is also an input ({source}); write the output elsewhere")
+        if not force:
+            raise ConfigError(f"{path} exists already; pass --force to replace it")
+    return path
+
+
+class LineWriter:
+    """Lines of text appended to a binary file, each whole or not at all.
+
+    A line goes to the operating system as soon as it is written (no buffer that a signal or a
+    crash would lose), and a line the disk takes only part of (full, over quota) or that a
+    signal interrupts is cut back off before the error goes on: a reader of JSON Lines meets
+    every line written before and never half a line. Open it with :meth:`create`, or hand it an
+    unbuffered file.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._end = file.tell()
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str]) -> LineWriter:
+        """A writer of a new (or emptied) file ``path``, closed by leaving a ``with`` block."""
+        return cls(Path(path).open("wb", buffering=0))
+
+    def write(self, line: str) -> None:
+        """Append ``line`` (ending in a newline).
+
+        Raises:
+            OSError: the file cannot take it; it ends after the previous line.
+        """
+        data = memoryview(line.encode("utf-8"))
+        try:
+            while data:
+                data = data[self._file.write(data) :]  # an unbuffered file may take part of it
+        except BaseException:
+            self._file.truncate(self._end)
+            self._file.seek(self._end)
+            raise
+        self._end = self._file.tell()
+
+    def __enter__(self) -> LineWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._file.close()
 
 
 def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +31,7 @@ from prune2drive_ros.errors import (
     ModelLoadError,
     QuestionError,
 )
+from prune2drive_ros.files import LineWriter
 from prune2drive_ros.picture import DIM, TILE_SIZE, overlay_kept
 from prune2drive_ros.sensors.bag import CameraBag, open_camera_bag
 from prune2drive_ros.sensors.questions import QAItem, read_questions
@@ -138,9 +141,9 @@ def test_replay_writes_a_line_per_answer_and_skips_questions_outside(
 ) -> None:
     items = read_questions(small_bag.questions_path)[:2]
     outside = QAItem(stamp_ns=small_bag.end_ns + 10**10, question="Any bus?")
-    out = io.StringIO()
+    out = io.BytesIO()
     with open_camera_bag(small_bag.path) as bag:
-        report = replay(bag, [items[0], outside, items[1]], engine, out, progress=False)
+        report = replay(bag, [items[0], outside, items[1]], engine, LineWriter(out), progress=False)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["question"] for line in lines] == [items[0].question, items[1].question]
     assert lines[0]["reference"] == items[0].answer
@@ -151,9 +154,9 @@ def test_replay_writes_a_line_per_answer_and_skips_questions_outside(
 def test_replay_baseline_reports_both_runs(engine: Engine, small_bag: SyntheticBag) -> None:
     items = read_questions(small_bag.questions_path)[:1]
     baseline = Engine(engine.vlm, None, topics=engine.topics)
-    out = io.StringIO()
+    out = io.BytesIO()
     with open_camera_bag(small_bag.path) as bag:
-        report = replay(bag, items, engine, out, baseline=baseline, progress=False)
+        report = replay(bag, items, engine, LineWriter(out), baseline=baseline, progress=False)
     assert json.loads(out.getvalue())["unpruned"]["timings_ms"]["prefill"] > 0
     table = report.latency_table()
     assert "pruned" in table and "unpruned" in table and "speedup" in table
@@ -177,10 +180,10 @@ def test_replay_keeps_answers_written_before_the_bag_breaks(
 ) -> None:
     items = read_questions(small_bag.questions_path)[:3]
     _break_the_bag_after(monkeypatch, 1)
-    out = io.StringIO()
+    out = io.BytesIO()
     with open_camera_bag(small_bag.path) as bag:
-        report = replay(bag, items, engine, out, progress=False)
-    assert "truncated" in report.broken
+        report = replay(bag, items, engine, LineWriter(out), progress=False)
+    assert isinstance(report.stopped, BagError) and "truncated" in str(report.stopped)
     assert len(report.answers) == len(out.getvalue().splitlines()) == 1
 
 
@@ -230,11 +233,138 @@ def test_replay_checks_everything_before_loading_the_model(
     previous.write_text('{"kept": true}\n')
     flags = {"--questions": str(small_bag.questions_path), "--out": str(previous)}
     flags.update(change)
-    argv = ["replay", change.get("bag", str(small_bag.path))]
+    argv = ["replay", change.get("bag", str(small_bag.path)), "--force"]
     argv += [part for flag, value in flags.items() if flag != "bag" for part in (flag, value)]
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
     assert previous.read_text() == '{"kept": true}\n'  # a failed start overwrites nothing
+
+
+def _no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a model fails the test: what is checked must be checked before."""
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the mistake was found")
+
+    monkeypatch.setattr("prune2drive_ros.engine.load_vlm", no_model)
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """``folder`` reads as not writable, as a read-only one does to a user who is not root
+    (the tests may run as root, whom a mode does not stop)."""
+    access = os.access
+
+    def denied(path: str, mode: int, **kwargs: bool) -> bool:
+        if mode & os.W_OK and Path(path) == folder:
+            return False
+        return access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", denied)
+
+
+@pytest.mark.parametrize("command", ["replay", "viz"])
+@pytest.mark.parametrize(
+    ("out", "force", "message"),
+    [
+        ("previous", False, "exists already; pass --force to replace it"),
+        ("questions", True, "is also an input"),
+        ("read-only/new", False, "is not writable; write elsewhere or fix its permissions"),
+    ],
+)
+def test_outputs_are_checked_before_the_model_loads(
+    small_bag: SyntheticBag,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    out: str,
+    force: bool,
+    message: str,
+) -> None:
+    """An output that exists (without --force), that is an input (even with --force: replay
+    --out equal to --questions destroyed the questions), or in a folder that cannot be written
+    is one line before the model loads, and the files are left as they were."""
+    _no_model(monkeypatch)
+    questions = tmp_path / "questions.png"  # viz reads no questions: it is its --rates here
+    questions.write_bytes(small_bag.questions_path.read_bytes())
+    previous = tmp_path / "previous.png"
+    previous.write_text("kept\n")
+    (tmp_path / "read-only").mkdir()
+    _read_only(monkeypatch, tmp_path / "read-only")
+    target = {"previous": previous, "questions": questions}.get(out, tmp_path / f"{out}.png")
+    inputs = ["--questions" if command == "replay" else "--rates", str(questions)]
+    argv = [command, str(small_bag.path), *inputs, "--out", str(target), *["--force"] * force]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+    assert questions.read_bytes() == small_bag.questions_path.read_bytes()
+    assert previous.read_text() == "kept\n"
+
+
+def test_a_too_long_question_is_refused_before_the_model_loads_and_not_echoed(
+    small_bag: SyntheticBag,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _no_model(monkeypatch)
+    stamp = read_questions(small_bag.questions_path)[0].stamp_ns
+    question = "Is the lane free? " + "x" * 1_000_000
+    questions = tmp_path / "long.jsonl"
+    lines = [{"stamp": stamp, "question": "Any bus?"}, {"stamp": stamp, "question": question}]
+    questions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    argv = ["replay", str(small_bag.path), "--questions", str(questions)]
+    assert cli.main(argv) == 2
+    printed = capsys.readouterr()
+    assert f"{questions}, question 2: the question 'Is the lane free? xxx" in printed.err
+    assert f"has {len(question.strip())} characters, more than max_question_chars=1000" in (
+        printed.err
+    )
+    assert len(printed.err) + len(printed.out) < 400
+
+
+class _DiskFullAfter(io.FileIO):
+    """A file on a disk that fills after ``lines`` writes: the next takes half of what it is
+    given, and so on down to one byte, which fails with ENOSPC (as a partial write does)."""
+
+    def __init__(self, path: Path, lines: int) -> None:
+        super().__init__(path, "w")
+        self.lines = lines
+
+    def write(self, data: object) -> int:
+        chunk = memoryview(data)  # type: ignore[arg-type]
+        if self.lines:
+            self.lines -= 1
+            return super().write(chunk)
+        if len(chunk) > 1:
+            return super().write(chunk[: len(chunk) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_keeps_every_whole_answer_line_and_the_summary(
+    small_bag: SyntheticBag,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk fills half-way through the second answer's line: the file keeps the first line
+    and no half one, the summary is printed and the error is one line saying where they are."""
+    monkeypatch.setattr(
+        LineWriter, "create", classmethod(lambda cls, path: cls(_DiskFullAfter(path, 1)))
+    )
+    out = tmp_path / "answers.jsonl"
+    argv = ["replay", str(small_bag.path), "--questions", str(small_bag.questions_path)]
+    argv += ["--limit", "3", "--model", "tiny", "--device", "cpu", "--max-new-tokens", "2"]
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert "1 answered" in printed.out and "latency (ms)" in printed.out
+    assert printed.err.splitlines()[-1] == (  # after the progress bar
+        "prune2drive: error: cannot write answer 2: No space left on device; the 1 answers "
+        f"before it are in {out}"
+    )
+    text = out.read_text()
+    assert text.endswith("\n") and len(text.splitlines()) == 1
+    json.loads(text)
 
 
 def test_replay_command_end_to_end(small_bag: SyntheticBag, tmp_path: Path) -> None:
@@ -312,7 +442,12 @@ def test_demo_with_the_tiny_model_says_it_answers_noise(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     argv = ["demo", "--model", "tiny", "--frames", "2", "--questions", "2", "--device", "cpu"]
     assert cli.main([*argv, "--max-new-tokens", "2", "--out", str(tmp_path / "out")]) == 0
-    assert "NOTE" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "NOTE" in printed
+    # two questions: whether the pruned and unpruned accuracies differ beyond their noise
+    spread = next(line for line in printed.splitlines() if " vs unpruned " in line)
+    assert spread.startswith("exact match pruned ") and " of 2 (" in spread
+    assert "noise (2 combined standard errors: " in spread
     assert not list((tmp_path / "cache" / "prune2drive_ros").glob("scene-*"))
 
 

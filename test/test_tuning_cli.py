@@ -7,6 +7,8 @@ sharing a study, killed workers), never the scores.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import shutil
 import signal
@@ -25,6 +27,7 @@ from prune2drive_ros.commands.cli import main
 from prune2drive_ros.errors import ConfigError
 from prune2drive_ros.pruning import PRUNERS
 from prune2drive_ros.sensors.rates_file import load_rates
+from prune2drive_ros.tuning.spread import Accuracy, within_noise
 from prune2drive_ros.tuning.study import make_storage
 from prune2drive_ros.views import VIEWS
 
@@ -248,6 +251,39 @@ def test_eval_rows_per_rate_with_exact_match_per_kind(small_bag, tmp_path, capsy
         assert row["parts"] == {} and "all" in row["exact"]
         assert set(row["exact"]) - {"all"} <= kinds
         assert row["score"] == row["exact"]["all"]
+
+
+def test_eval_logs_the_rates_it_scores_and_the_spread_of_its_accuracies(
+    small_bag, tmp_path, capsys, caplog
+):
+    caplog.set_level(logging.INFO, logger="prune2drive_ros")
+    args = [*_eval_args(small_bag, tmp_path), "--reward", "exact", "--pruners", "tfps", "--json"]
+    assert main([*args, "--uniform", "0.1"]) == 0
+    printed = capsys.readouterr().out
+    assert "retention rates: uniform 10 % on every view (--uniform; no rates file is read)" in (
+        caplog.text
+    )
+    assert "retention_rates.yaml" not in caplog.text, "not the file --uniform overrides"
+    rows = _last_json(printed)["rows"]
+    assert [r["method"] for r in rows] == ["tfps", "none"]
+    for row in rows:
+        n, p = row["exact_n"]["all"], row["exact"]["all"]
+        assert n == 3 and row["exact_right"]["all"] == round(p * n)
+        assert row["exact_se"]["all"] == pytest.approx(math.sqrt(p * (1 - p) / n))
+    assert "exact n=3" in printed and "+-" in printed
+    assert "~: within the noise of the unpruned row (none)" in printed
+    kinds = list(rows[0]["exact"])  # "all" and the kinds of the questions drawn
+    noise = sum(
+        within_noise(*(Accuracy(r["exact_right"][kind], r["exact_n"][kind]) for r in rows))
+        for kind in kinds
+    )
+    assert f"{noise} of {len(kinds)} exact-match differences from none are within" in printed
+
+    caplog.clear()
+    assert main(args) == 0  # the package's rates file: named, with its rates
+    logged = [r.getMessage() for r in caplog.records if "retention rates" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].startswith("retention rates: from ")
+    assert "retention_rates.yaml: CAM_FRONT=" in logged[0]
 
 
 def test_eval_scores_placements_side_by_side_with_fastv_inside_the_decoder(
@@ -483,3 +519,100 @@ def test_data_and_reward_are_checked_before_the_model_loads(
         args += [flag, value]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def _refusing_model_loads(monkeypatch) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the mistake was found")
+
+    monkeypatch.setattr("prune2drive_ros.engine.load_vlm", no_model)
+
+
+@pytest.mark.parametrize("command", ["tune", "eval"])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("exists", "exists already; pass --force to replace it"),
+        ("input", "is also an input"),
+        ("read-only", "is not writable; write elsewhere or fix its permissions"),
+    ],
+)
+def test_outputs_are_checked_before_the_model_loads(
+    small_bag, tmp_path, monkeypatch, capsys, command, case, message
+):
+    """tune's --out files and eval's --save-predictions: an existing file (without --force; a
+    tune folder of another storage), an input (even with --force) or a folder that cannot be
+    written is one line before the model loads, and nothing is overwritten."""
+    _refusing_model_loads(monkeypatch)
+    out = tmp_path / ("read-only" if case == "read-only" else "out")
+    out.mkdir()
+    read_only, access = tmp_path / "read-only", os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: Path(path) != read_only and access(path, mode, **kw)
+    )  # read-only as for a user who is not root, whom a folder's mode does not stop
+    questions = out / "questions.jsonl"
+    shutil.copy(small_bag.questions_path, questions)
+    target = out / ("report.md" if command == "tune" else "output.json")
+    if case == "input":
+        target = questions
+    elif case == "exists":
+        target.write_text("kept\n")
+    args = [command, *_data_args(small_bag), "--cache-dir", str(tmp_path / "cache")]
+    args[args.index("--questions") + 1] = str(questions)
+    if command == "tune":  # the target is one of the files tune writes into --out
+        args += ["--out", str(out), "--storage", f"journal:{tmp_path / 'journal.log'}"]
+        if case == "input":
+            args[args.index("--questions") + 1] = str(out / "report.md")
+            shutil.copy(questions, out / "report.md")
+            target = out / "report.md"
+    else:  # --save-predictions needs DriveLM ids: a questions file with ids is not enough
+        drivelm = Path(__file__).parent / "fixtures" / "drivelm_small.json"
+        args = [a for a in args if a not in ("--bag", str(small_bag.path))]
+        i = args.index("--questions")
+        args[i : i + 2] = ["--drivelm", str(drivelm), "--nuscenes-root", str(tmp_path)]
+        args += ["--save-predictions", str(target)]
+        if case == "input":
+            target = tmp_path / "drivelm.json"
+            shutil.copy(drivelm, target)
+            args[args.index("--drivelm") + 1] = str(target)
+            args[args.index("--save-predictions") + 1] = str(target)
+    before = target.read_bytes() if target.exists() else None
+    assert main([*args, *["--force"] * (case == "input")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+    assert (target.read_bytes() if target.exists() else None) == before
+
+
+def test_tune_replaces_another_storage_s_outputs_only_with_force(small_bag, tmp_path, capsys):
+    """Re-running with the same storage resumes (the first test); another storage's outputs in
+    --out are refused before anything runs, and replaced with --force."""
+    args = _tune_args(small_bag, tmp_path, "--trials", "1")
+    assert main(args) == 0
+    other = [*args, "--storage", f"journal:{tmp_path / 'other.log'}"]
+    capsys.readouterr()
+    assert main(other) == 2
+    assert "retention_rates.yaml exists already; pass --force" in capsys.readouterr().err
+    assert main([*other, "--force"]) == 0
+    assert (
+        load_rates(tmp_path / "out" / "retention_rates.yaml").meta["storage"].startswith("journal:")
+    )
+
+
+@pytest.mark.parametrize("command", ["tune", "eval"])
+def test_a_too_long_question_is_refused_before_the_model_loads(
+    small_bag, tmp_path, monkeypatch, capsys, command
+):
+    _refusing_model_loads(monkeypatch)
+    stamp = json.loads(small_bag.questions_path.read_text().splitlines()[0])["stamp"]
+    questions = tmp_path / "long.jsonl"
+    question = "Is it safe? " + "x" * 100_000
+    questions.write_text(json.dumps({"stamp": stamp, "question": question}) + "\n")
+    args = [command, *_data_args(small_bag), "--cache-dir", str(tmp_path / "cache")]
+    args[args.index("--questions") + 1] = str(questions)
+    if command == "tune":
+        args += ["--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "long.jsonl:1: the question 'Is it safe? xxx" in err
+    assert f"has {len(question)} characters, more than max_question_chars=1000" in err
+    assert len(err) < 400

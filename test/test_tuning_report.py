@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import create_trial
 from safetensors.torch import save_file
 
+import prune2drive_ros.tuning.report as report_module
 from prune2drive_ros.files import write_atomically, write_text_atomically
 from prune2drive_ros.sensors.rates_file import save_rates
 from prune2drive_ros.tuning.objective import Evaluation
@@ -145,3 +147,21 @@ def test_the_command_to_run_again_shows_no_password():
     assert "s3cret" not in text
     redacted = "postgresql://user@db.example:5432/studies"
     assert f"--storage {redacted} --storage={redacted} --trials 5" in text
+
+
+def test_the_report_is_written_first_and_a_failing_plot_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = _context(False, POINTS[:2])
+    original = report_module._save
+
+    def disk_full_for_rates(path: Path, figure: Any) -> Path:
+        if path.name == report_module.RATES_PNG:
+            raise OSError(28, "No space left on device")
+        return original(path, figure)
+
+    monkeypatch.setattr(report_module, "_save", disk_full_for_rates)
+    written = write_report(tmp_path, context)
+    assert written[0] == tmp_path / "report.md" and written[0].read_text().strip()
+    assert [p.name for p in written[1:]] == [report_module.HISTORY_PNG, report_module.TRADE_OFF_PNG]
+    assert "plot" in caplog.text and "No space left on device" in caplog.text

@@ -5,10 +5,12 @@ LLaVA-OneVision of the real transformers class, trained here on the package's sy
 the first run trains it, about ten minutes on two CPU cores, later runs reuse the cache) and a
 nuScenes-like rosbag2 recording of six 1600 x 900 JPEG cameras at 12 Hz whose questions have
 known answers; answer them with per-view T-FPS pruning at ``--rate`` and again unpruned on the
-same frames; print each answer against its reference, the exact-match accuracy of both, the
-latency table, and write the kept-token picture. The demo's scenes come from a seed the model
-was never trained on. ``--model`` answers with another checkpoint instead (``--model tiny``:
-the random-weight test model, whose answers are noise and say so).
+same frames; print each answer against its reference, the exact-match accuracy of both (with
+their binomial standard errors and whether the gap between them is within the noise,
+:mod:`~prune2drive_ros.tuning.spread`), the latency table, and write the kept-token picture.
+The demo's scenes come from a seed the model was never trained on. ``--model`` answers with
+another checkpoint instead (``--model tiny``: the random-weight test model, whose answers are
+noise and say so).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from pathlib import Path
 from ..cache import build_once, cache_dir
 from ..config import TINY_MODEL, DriveVLMConfig
 from ..engine import Engine
+from ..files import LineWriter
 from ..pruning.budget import validate_rates
 from ..sensors.bag import open_camera_bag
 from ..sensors.questions import read_questions
 from ..sensors.scene import RoadScene
 from ..sensors.synthetic import default_questions_path, write_synthetic_bag
 from ..training import VARIANTS, cached_scene_model
+from ..tuning.spread import Accuracy, compare_text
 from .argtypes import at_least
 from .replay import replay, report_answers
 from .viz import kept_tokens_picture
@@ -126,9 +130,15 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     answers_path = out / "answers.jsonl"
     with open_camera_bag(bag) as recording:
-        with answers_path.open("w", encoding="utf-8") as answers:
+        with LineWriter.create(answers_path) as answers:
             report = replay(recording, items, engine, answers, baseline=baseline)
         status = report_answers(report, engine.vlm.random_weights, answers_path)
+        if report.answers and report.baseline:  # a few dozen questions: is the gap noise?
+            pruned, unpruned = (
+                Accuracy(*report.exact_match(a)) for a in (report.answers, report.baseline)
+            )
+            if pruned.n and unpruned.n:
+                print(f"exact match {compare_text('pruned', pruned, 'unpruned', unpruned)}")
         busiest = _busiest_frame(args.seed, args.frames)
         frames = list(recording.frame_sets())[busiest]
     kept_tokens_picture(engine, frames, out / "kept_tokens.png")

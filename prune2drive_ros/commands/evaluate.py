@@ -44,7 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..config import resolve_rates_file
+from ..config import DriveVLMConfig, resolve_rates_file
 from ..engine import Engine
 from ..errors import ConfigError, QuestionError
 from ..placement import ATTENTION_PRUNERS, decoder_placement_needed, prune_layer
@@ -67,6 +67,7 @@ from ..tuning.objective import (
 from ..tuning.ptb import language_tokenizer, tokenizer_name
 from ..tuning.scoring import ScoringRules
 from ..tuning.sources import Sample, ValidationSet
+from ..tuning.spread import NOISE_RULE, Accuracy, within_noise
 from ..vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
 from ..vlm.flops import DecoderShape, flops_ratio
 from .argtypes import at_least
@@ -75,7 +76,8 @@ from .options import (
     add_data_arguments,
     add_engine_arguments,
     add_evaluation_arguments,
-    check_output_file,
+    check_output,
+    check_questions,
     choose_scoring,
     engine_config,
     open_validation_set,
@@ -110,7 +112,12 @@ class Row:
     answered: int
     skipped: int
     filtered: int
+    #: exact-match accuracy overall ("all") and per kind, with the answers right, the questions
+    #: scored and the binomial standard error sqrt(p(1-p)/n) of each
     exact: dict[str, float]
+    exact_right: dict[str, int]
+    exact_n: dict[str, int]
+    exact_se: dict[str, float]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,6 +177,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score this output.json against the --drivelm file's reference answers, without "
         "a model or images (--nuscenes-root, --samples and the model flags are not used)",
     )
+    files.add_argument(
+        "--force", action="store_true", help="replace an existing --save-predictions"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,11 +207,14 @@ def run(args: argparse.Namespace) -> int:
                 "--save-predictions writes the DriveLM challenge's output.json, whose ids name "
                 "DriveLM questions: give the questions with --drivelm FILE.json --nuscenes-root DIR"
             )
-        save = check_output_file(args.save_predictions)
+        save = check_output(args, args.save_predictions)
     with open_validation_set(args, config) as data:
         print(data.summary())
+        check_questions(((sample.id, sample.question) for sample in data.samples), config)
         reward, tokenizer, rules = choose_scoring(args, data)
-        engine = Engine.from_config(config)
+        # the rates scored are the ones logged: --uniform and --no-pruning leave the file unread
+        engine = Engine.from_config(config, rates_file=False)
+        logger.info("retention rates: %s", rates_used(scored, config, uniform=args.uniform))
         vlm = engine.vlm
         if vlm.random_weights:
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
@@ -276,6 +289,19 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     return 1 if any(row.skipped for row in rows) else 0
+
+
+def rates_used(
+    scored: Mapping[str, Rates], config: DriveVLMConfig, *, uniform: Sequence[float] | None
+) -> str:
+    """What eval scores, for its log: the uniform rates, the rates file, or no pruning."""
+    if not scored:
+        return "none (--no-pruning: the unpruned model only)"
+    if uniform is not None:
+        return f"uniform {', '.join(scored)} on every view (--uniform; no rates file is read)"
+    rates = scored["rates"]
+    shown = rates if isinstance(rates, float) else ", ".join(f"{k}={v:g}" for k, v in rates.items())
+    return f"from {resolve_rates_file(config)}: {shown}"
 
 
 def _save_predictions(
@@ -425,6 +451,11 @@ def _methods(pruner: str, vlm: DrivingVLM, chosen: Sequence[str] | None = None) 
 def exact_match(samples: Sequence[Sample], answers: Mapping[str, str]) -> dict[str, float]:
     """Exact-match accuracy of ``answers`` (by sample id) over the answered samples with a
     reference: ``"all"``, and per kind where samples name theirs. Empty without references."""
+    return {kind: counted.p for kind, counted in exact_counts(samples, answers).items()}
+
+
+def exact_counts(samples: Sequence[Sample], answers: Mapping[str, str]) -> dict[str, Accuracy]:
+    """The answers right of the questions scored, as :func:`exact_match` counts them."""
     hits: dict[str, list[bool]] = {}
     for sample in samples:
         if sample.answer is None or sample.id not in answers:
@@ -434,7 +465,7 @@ def exact_match(samples: Sequence[Sample], answers: Mapping[str, str]) -> dict[s
         if sample.kind is not None:
             hits.setdefault(sample.kind, []).append(right)
     order = ["all", *sorted(kind for kind in hits if kind != "all")]
-    return {kind: sum(hits[kind]) / len(hits[kind]) for kind in order if kind in hits}
+    return {kind: Accuracy(sum(hits[kind]), len(hits[kind])) for kind in order if kind in hits}
 
 
 def _row(
@@ -458,6 +489,7 @@ def _row(
         else ("accuracy", "language", "match")
     )
     kept_min, kept_max, kept_sd = evaluation.kept_spread()
+    exact = exact_counts(data.samples, evaluation.answers)
     return Row(
         method=method,
         placement=placement,
@@ -474,32 +506,58 @@ def _row(
         answered=evaluation.answered,
         skipped=evaluation.skipped,
         filtered=int(parts.get("n_filtered", 0)),
-        exact=exact_match(data.samples, evaluation.answers),
+        exact={kind: counted.p for kind, counted in exact.items()},
+        exact_right={kind: counted.right for kind, counted in exact.items()},
+        exact_n={kind: counted.n for kind, counted in exact.items()},
+        exact_se={kind: counted.se for kind, counted in exact.items()},
     )
 
 
 def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = None) -> str:
     """The paper-style table as aligned text; with the drivelm reward's ``rules`` the accuracy
     column names its mode and a ``filtered`` column counts the questions the per-frame filter
-    left out."""
+    left out.
+
+    Each exact-match cell is the accuracy with its binomial standard error (``75.0 +- 8.8 %``),
+    the header gives the questions scored per kind (``n=24``), and a ``~`` marks a pruned row's
+    accuracy that is within the noise of the unpruned row's
+    (:func:`~prune2drive_ros.tuning.spread.within_noise`); a legend under the table says so.
+    """
     part_names = list(rows[0].parts)
     labels = [
         f"accuracy ({rules.accuracy})" if rules is not None and name == "accuracy" else name
         for name in part_names
     ]
     kinds = list(rows[0].exact)
+    counts = {kind: sorted({row.exact_n.get(kind, 0) for row in rows}) for kind in kinds}
+    reference = next((row for row in rows if row.method == UNPRUNED), None)
     header = ["method", "placement", "rate", "tokens/view", "view min-max", "view sd"]
     header += [f"score ({reward})", *labels]
-    header += ["exact" if kind == "all" else kind for kind in kinds]
+    header += [f"{'exact' if kind == 'all' else kind} n={_span(counts[kind])}" for kind in kinds]
     header += ["prefill ms", "speedup", "FLOPs share", "skipped"]
     if rules is not None:
         header.append("filtered")
     lines = [header]
+    compared = noise = 0
     for row in rows:
         cells = [row.method, row.placement, row.rate, f"{row.tokens_per_view:.1f}"]
         cells += [f"{row.kept_min}-{row.kept_max}", f"{row.kept_sd:.1f}", f"{row.score:.4f}"]
         cells += ["-" if row.parts[p] is None else f"{row.parts[p]:.4f}" for p in part_names]
-        cells += [f"{100 * row.exact.get(kind, float('nan')):.1f} %" for kind in kinds]
+        for kind in kinds:
+            counted = _accuracy(row, kind)
+            if counted is None:
+                cells.append("-")
+                continue
+            cell = counted.percent()
+            if len(counts[kind]) > 1:  # rows scored different numbers of questions
+                cell += f" n={counted.n}"
+            base = None if reference is None or row is reference else _accuracy(reference, kind)
+            if base is not None:
+                compared += 1
+                if within_noise(counted, base):
+                    noise += 1
+                    cell = "~" + cell
+            cells.append(cell)
         cells += [
             f"{row.prefill_ms:.2f}",
             f"{row.speedup:.2f}x",
@@ -510,10 +568,39 @@ def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = No
             cells.append(str(row.filtered))
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
+    text = "\n".join(
         "  ".join(
             cell.rjust(w) if i else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(line, widths, strict=True))
         )
         for line in lines
     )
+    if kinds:
+        text += "\n" + "\n".join(_legend(compared, noise))
+    return text
+
+
+def _accuracy(row: Row, kind: str) -> Accuracy | None:
+    """A row's exact-match count of one kind, or None when it scored no question of it."""
+    n = row.exact_n.get(kind, 0)
+    return Accuracy(row.exact_right[kind], n) if n else None
+
+
+def _span(values: Sequence[int]) -> str:
+    return f"{values[0]}" if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
+def _legend(compared: int, noise: int) -> list[str]:
+    """What the exact-match cells say, and how many differences from the unpruned row are noise."""
+    lines = [
+        "exact match: accuracy +- its binomial standard error sqrt(p(1-p)/n) in points, n the "
+        "questions scored (per kind: the column's own n)",
+        f"~: within the noise of the unpruned row ({UNPRUNED}); {NOISE_RULE}. Compare any "
+        "two rows by the same rule",
+    ]
+    if compared:
+        lines.append(
+            f"{noise} of {compared} exact-match differences from {UNPRUNED} are within the noise"
+            + (": these questions cannot tell the rows apart" if noise == compared else "")
+        )
+    return lines

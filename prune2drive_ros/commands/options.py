@@ -10,11 +10,13 @@ and ``viz --help`` need not load for them.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import TINY_MODEL, DriveVLMConfig, load_params_yaml
-from ..errors import ConfigError
+from ..config import TINY_MODEL, DriveVLMConfig, check_question, load_params_yaml
+from ..errors import ConfigError, QuestionError
+from ..files import check_output_file
 from ..prompts import PROMPT_CHOICES
 from ..sensors.bag import DEFAULT_MAX_GAP_MS
 from ..views import VIEWS
@@ -129,14 +131,40 @@ def engine_config(args: argparse.Namespace) -> DriveVLMConfig:
     return config
 
 
-def check_output_file(path: str | Path) -> Path:
-    """``path`` if a file can be written there; a ConfigError before any work otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give a file name for the output")
-    if not path.parent.is_dir():
-        raise ConfigError(f"folder {path.parent} does not exist; create it or write elsewhere")
-    return path
+#: Flags that name a file a command reads: no output may be one of them.
+_INPUT_FLAGS = ("bag", "questions", "drivelm", "params", "rates", "score_predictions")
+
+
+def input_files(args: argparse.Namespace) -> list[str]:
+    """The files the command line's flags name for reading (those of :data:`_INPUT_FLAGS` it
+    has and gives)."""
+    return [getattr(args, flag) for flag in _INPUT_FLAGS if getattr(args, flag, None)]
+
+
+def check_output(args: argparse.Namespace, path: str | Path) -> Path:
+    """``path`` checked as an output of this command line by the one output check,
+    :func:`~..files.check_output_file`: none of its input files, replaced only with ``--force``.
+
+    Raises:
+        ConfigError: as :func:`~..files.check_output_file`.
+    """
+    return check_output_file(path, force=args.force, inputs=input_files(args))
+
+
+def check_questions(questions: Iterable[tuple[str, str]], config: DriveVLMConfig) -> None:
+    """Check each ``(where, question)`` as the engine will before answering it, so that a
+    question it would refuse (too long for ``config``'s ``max_question_chars``) costs a second
+    before the model loads, not a model load.
+
+    Raises:
+        QuestionError: naming where the question is, its length and its beginning (the
+            question itself may be megabytes: it is never shown whole).
+    """
+    for where, question in questions:
+        try:
+            check_question(question, config.max_question_chars)
+        except QuestionError as exc:
+            raise QuestionError(f"{where}: {exc}") from None
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

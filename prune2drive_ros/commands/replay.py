@@ -1,17 +1,19 @@
 """Answer a questions file against a rosbag2 recording of six cameras, without ROS.
 
 Each question is answered on the synchronized frame set nearest its stamp, one JSON line per
-answer is written (and flushed) as soon as it exists, so an interrupted or failing replay keeps
-every answer it already gave. A question that cannot be answered (outside the recording, a
-corrupt image) is reported and skipped; a bag that breaks mid-way stops the replay with the
-answers so far kept and summarised. With ``--baseline`` each question is also answered without
-pruning, on the same model and frames, so the summary shows the pruned and unpruned latencies
-side by side.
+answer is written whole (:class:`~prune2drive_ros.files.LineWriter`) as soon as it exists, so an
+interrupted or failing replay keeps every answer it already gave, and never half of one. A
+question that cannot be answered (outside the recording, a corrupt image) is reported and
+skipped; a bag that breaks mid-way or an answers file that cannot take the next line (a full
+disk) stops the replay with the answers so far kept and summarised. With ``--baseline`` each
+question is also answered without pruning, on the same model and frames, so the summary shows
+the pruned and unpruned latencies side by side.
 
 Questions are answered one at a time, as the node answers one service call at a time, so the
 latency table is what a node user would see per question. Everything that can be checked
-without the model (questions, parameters, the bag and its topics, the rates file, the output
-path) is checked before the model loads: a mistake costs a second, not a model load.
+without the model (questions and their length, parameters, the bag and its topics, the rates
+file, the output path: writable, not an input, not an existing file unless ``--force``) is
+checked before the model loads: a mistake costs a second, not a model load.
 """
 
 from __future__ import annotations
@@ -23,18 +25,24 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from tqdm import tqdm
 
 from ..engine import Answer, Engine
-from ..errors import BagError, DecodeError, QuestionError
+from ..errors import BagError, DecodeError, OutputError, Prune2DriveError, QuestionError
+from ..files import LineWriter
 from ..sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
 from ..sensors.questions import QAItem, read_questions
 from ..serving.stats import STAGES, percentile
 from ..vlm import RANDOM_WEIGHTS_NOTE
 from .argtypes import at_least, positive_float
-from .options import BAG_HELP, add_engine_arguments, check_output_file, engine_config
+from .options import (
+    BAG_HELP,
+    add_engine_arguments,
+    check_output,
+    check_questions,
+    engine_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +56,9 @@ class ReplayReport:
     #: the question of each answer, with its reference answer if the file has one
     asked: list[QAItem] = field(default_factory=list)
     skipped: list[tuple[QAItem, str]] = field(default_factory=list)
-    #: why the replay stopped early (the bag broke off), or "" when it read every question.
-    broken: str = ""
+    #: why the replay stopped early (the bag broke off, the answers file could not take the next
+    #: answer), or None when it went through every question.
+    stopped: Prune2DriveError | None = None
 
     def latency_table(self) -> str:
         """p50 / p95 per stage in ms, pruned and (if run) unpruned, as aligned text."""
@@ -88,7 +97,7 @@ def replay(
     bag: CameraBag,
     items: Sequence[QAItem],
     engine: Engine,
-    out: TextIO | None = None,
+    out: LineWriter | None = None,
     *,
     baseline: Engine | None = None,
     max_gap_ms: float = DEFAULT_MAX_GAP_MS,
@@ -97,8 +106,9 @@ def replay(
 ) -> ReplayReport:
     """Answer ``items`` on the frame sets of the open ``bag``; write one line each to ``out``.
 
-    A bag that breaks while reading ends the replay: the report says why (``broken``) and
-    keeps the answers given before, which are in ``out`` already.
+    A bag that breaks while reading, or an ``out`` that cannot take an answer (a full disk),
+    ends the replay: the report says why (``stopped``) and keeps the answers given before,
+    which are in ``out`` already, each whole.
     """
     report = ReplayReport()
     max_gap_ns = round(max_gap_ms * 1e6)
@@ -112,20 +122,26 @@ def replay(
             report.skipped.append((item, str(exc)))
             continue
         except BagError as exc:
-            report.broken = str(exc)
+            report.stopped = exc
             break
-        report.answers.append(answer)
-        report.asked.append(item)
         record = {**answer.as_dict(), "question_stamp_ns": item.stamp_ns, "reference": item.answer}
         if unpruned is not None:
-            report.baseline.append(unpruned)
             record["unpruned"] = {
                 "text": unpruned.text,
                 "timings_ms": unpruned.timings_ms.as_dict(),
             }
         if out is not None:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            out.flush()
+            try:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            except OSError as exc:
+                report.stopped = OutputError(
+                    f"cannot write answer {len(report.answers) + 1}: {exc.strerror or exc}"
+                )
+                break
+        report.answers.append(answer)
+        report.asked.append(item)
+        if unpruned is not None:
+            report.baseline.append(unpruned)
     return report
 
 
@@ -135,6 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--questions", required=True, help="JSON Lines: stamp, question, answer")
     add_engine_arguments(parser)
     parser.add_argument("--out", help="write one JSON line per answer here (default: no file)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument(
         "--max-gap-ms",
         type=positive_float,
@@ -153,17 +170,23 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         BagError: the bag cannot be opened, or broke off mid-way (after the answers so far
             were written and summarised).
+        OutputError: ``--out`` could not take an answer (after the answers so far were
+            written and summarised).
     """
     items = read_questions(args.questions)[: args.limit]
     if not items:
         raise QuestionError(f"{args.questions} holds no questions")
     config = engine_config(args)
-    out_path = check_output_file(args.out) if args.out else None
+    check_questions(
+        ((f"{args.questions}, question {n}", item.question) for n, item in enumerate(items, 1)),
+        config,
+    )
+    out_path = check_output(args, args.out) if args.out else None
     with ExitStack() as stack:
         bag = stack.enter_context(open_config_bag(args.bag, config))
         engine = Engine.from_config(config)
         baseline = Engine(engine.vlm, None, topics=engine.topics) if args.baseline else None
-        out = stack.enter_context(out_path.open("w", encoding="utf-8")) if out_path else None
+        out = stack.enter_context(LineWriter.create(out_path)) if out_path else None
         report = replay(
             bag,
             items,
@@ -181,8 +204,8 @@ def report_answers(report: ReplayReport, random_weights: bool, out_path: Path | 
     of a replay; its exit status (1: some were skipped).
 
     Raises:
-        BagError: the bag broke off mid-way (after the answers so far are printed; the error
-            says where they were written).
+        BagError, OutputError: the replay stopped early (:attr:`ReplayReport.stopped`), raised
+            after the answers so far are printed; the error says where they were written.
     """
     if random_weights:
         print(f"NOTE: {RANDOM_WEIGHTS_NOTE}")
@@ -203,9 +226,9 @@ def report_answers(report: ReplayReport, random_weights: bool, out_path: Path | 
         print("\nlatency (ms)\n" + report.latency_table())
     if out_path:
         print(f"answers written to {out_path}")
-    if report.broken:
+    if report.stopped is not None:
         kept = (
             f"; the {len(report.answers)} answers before it are in {out_path}" if out_path else ""
         )
-        raise BagError(report.broken + kept)
+        raise type(report.stopped)(f"{report.stopped}{kept}")
     return 1 if report.skipped else 0

@@ -9,6 +9,10 @@ study (:mod:`prune2drive_ros.tuning.features`). The study is stored (default: SQ
 ``--out``), so re-running the command resumes it and several processes on one storage share it
 (:mod:`prune2drive_ros.tuning.study`). The result is ``retention_rates.yaml`` for the node and
 replay, ``report.md`` and plots in ``--out``; with ``--multi-objective`` also the Pareto front.
+They are checked before the model loads (:func:`~prune2drive_ros.files.check_output_file`) and
+replaced only with ``--force`` or when the run resumes their study: when ``--out``'s rates file
+was written from the same storage, as re-running the same command does, the outputs are
+rewritten from all of the study's trials, the earlier ones included, so nothing is lost.
 ``--rates`` (default: the package's uniform 0.1) and uniform ``--max-rate`` are queued as the
 first trials, unless the study has them already.
 """
@@ -26,8 +30,9 @@ import optuna
 from optuna.storages import BaseStorage
 
 from ..engine import Engine
-from ..errors import ConfigError
-from ..sensors.rates_file import redact_url, save_rates
+from ..errors import ConfigError, Prune2DriveError
+from ..files import check_output_file
+from ..sensors.rates_file import load_rates, redact_url, save_rates
 from ..tuning.features import model_content_key
 from ..tuning.objective import (
     DEFAULT_LAMBDA,
@@ -37,7 +42,16 @@ from ..tuning.objective import (
     prepare_evaluation,
 )
 from ..tuning.ptb import Tokenizer, tokenizer_name
-from ..tuning.report import ReportContext, write_pareto_front, write_report
+from ..tuning.report import (
+    HISTORY_PNG,
+    PARETO_FILE,
+    RATES_PNG,
+    REPORT_FILE,
+    TRADE_OFF_PNG,
+    ReportContext,
+    write_pareto_front,
+    write_report,
+)
 from ..tuning.scoring import ScoringRules
 from ..tuning.sources import ValidationSet
 from ..tuning.study import (
@@ -71,8 +85,10 @@ from .options import (
     add_data_arguments,
     add_engine_arguments,
     add_evaluation_arguments,
+    check_questions,
     choose_scoring,
     engine_config,
+    input_files,
     open_validation_set,
 )
 
@@ -171,6 +187,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     study.add_argument(
         "--out", type=Path, default=Path(DEFAULT_OUT), help="output folder (%(default)s)"
     )
+    study.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the outputs in --out of another study (those of this study's storage are "
+        "rewritten without it: re-running resumes the study)",
+    )
     study.add_argument("--json", action="store_true", help="print a JSON summary as last line")
 
 
@@ -189,8 +211,10 @@ def run(args: argparse.Namespace) -> int:
     url = args.storage or default_storage(args.out)
     storage = make_storage(url, heartbeat_s=args.heartbeat)
     config = engine_config(args)
+    _check_outputs(args, url)
     with open_validation_set(args, config) as data:
         print(data.summary())
+        check_questions(((sample.id, sample.question) for sample in data.samples), config)
         reward, tokenizer, rules = choose_scoring(args, data)
         engine = Engine.from_config(config)
         if engine.vlm.random_weights:
@@ -217,6 +241,42 @@ def run(args: argparse.Namespace) -> int:
         unpruned = setup.evaluator.evaluate(1.0)
         print("unpruned model on this data:\n" + unpruned.describe())
         return _search(args, engine, setup, study, url, space, unpruned)
+
+
+def _check_outputs(args: argparse.Namespace, url: str) -> None:
+    """Create ``--out`` and check the files this run will write there, before the model loads.
+
+    A folder whose rates file was written from the storage ``url`` is this study's: the run
+    resumes it and rewrites its outputs from all its trials, so they are replaced without
+    ``--force``.
+
+    Raises:
+        ConfigError: ``--out`` is a file or cannot be created, or an output fails
+            :func:`~prune2drive_ros.files.check_output_file`.
+    """
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; tune writes a folder there: name a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from exc
+    names = [RATES_FILE, REPORT_FILE, HISTORY_PNG, RATES_PNG, TRADE_OFF_PNG]
+    if args.multi_objective:
+        names.append(PARETO_FILE)
+    force = args.force or _written_from(out / RATES_FILE, url)
+    for name in names:
+        check_output_file(out / name, force=force, inputs=input_files(args))
+
+
+def _written_from(rates_file: Path, url: str) -> bool:
+    """Whether ``rates_file`` is a rates file tune wrote from a study in the storage ``url``."""
+    if not rates_file.is_file():
+        return False
+    try:
+        return load_rates(rates_file).meta.get("storage") == redact_url(url)
+    except Prune2DriveError:  # not a rates file tune wrote: not this study's outputs
+        return False
 
 
 def _open_study(
@@ -395,7 +455,7 @@ def _print_summary(
         + f" (unpruned R = {outcome.unpruned.reward:.4f})"
     )
     print("rates: " + ", ".join(f"{view}={rate:.3f}" for view, rate in rates.items()))
-    print(f"wrote {rates_path} and {Path(args.out) / 'report.md'} with plots")
+    print(f"wrote {rates_path} and {Path(args.out) / REPORT_FILE} with plots")
     if args.json:
         emit_json(
             {

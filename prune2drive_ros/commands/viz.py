@@ -1,7 +1,9 @@
 """Show what the model sees: the six views in a 2 x 3 grid with the kept patches highlighted.
 
 The picture itself is :mod:`prune2drive_ros.picture`'s (the node publishes the same one);
-this command picks the frame set from a bag and writes it to a file.
+this command picks the frame set from a bag and writes it to a file, atomically: a reader never
+sees half a picture. The output (format, folder, not an input, not an existing file unless
+``--force``) is checked before the model loads.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from pathlib import Path
 import cv2
 
 from ..engine import Engine
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
+from ..files import write_atomically
 from ..picture import kept_tokens_grid
 from ..pruning.selection import Selection
 from ..sensors.bag import open_config_bag
 from ..sensors.sync import FrameSet
 from ..views import VIEWS
-from .options import BAG_HELP, add_engine_arguments, check_output_file, engine_config
+from .options import BAG_HELP, add_engine_arguments, check_output, engine_config
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +34,26 @@ PICTURE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 
 
 def kept_tokens_picture(engine: Engine, frames: FrameSet, out: str | Path) -> Selection:
-    """Prune ``frames`` as ``engine`` would and write the picture to ``out`` (PNG)."""
+    """Prune ``frames`` as ``engine`` would and write the picture to ``out`` (PNG), atomically.
+
+    Raises:
+        ConfigError: the engine prunes nothing. OutputError: the picture cannot be written.
+    """
     if engine.unpruned:
         raise ConfigError("the engine keeps every token; give retention rates to visualise")
     selection = engine.select(frames)
     picture = kept_tokens_grid(frames, selection, engine.vlm.token_boxes(), engine.topics)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-        raise ConfigError(f"cannot write {out}; use a .png path in a writable folder")
+
+    def write(tmp: Path) -> None:
+        # OpenCV says False, not why: the format is checked first, so it is the disk
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"OpenCV could not write {tmp.name}")
+
+    try:
+        write_atomically(out, write)
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}; write elsewhere") from exc
     logger.info("wrote %s (%d of %d tokens kept)", out, selection.total, selection.mask.numel())
     return selection
 
@@ -54,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "middle of the recording)",
     )
     parser.add_argument("--out", default="kept_tokens.png", help="PNG to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
     add_engine_arguments(parser)
 
 
@@ -61,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     """``prune2drive viz``: write the kept-token picture of the frame set nearest ``--stamp``
     (default: a frame set within a second of the middle of the recording)."""
     config = engine_config(args)
-    out = check_output_file(args.out)
+    out = check_output(args, args.out)
     if out.suffix.lower() not in PICTURE_SUFFIXES:
         raise ConfigError(f"--out {out} must end in {', '.join(PICTURE_SUFFIXES)}")
     with open_config_bag(args.bag, config) as bag:

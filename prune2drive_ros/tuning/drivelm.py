@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple, TypeVar
 
-from ..errors import ConfigError, QuestionError
+from ..errors import ConfigError, OutputError, QuestionError
 from ..files import read_text, write_text_atomically
 from ..views import VIEWS
 from .ptb import Tokenizer
@@ -282,9 +282,15 @@ def write_predictions(path: str | Path, predictions: Iterable[Prediction]) -> in
     The file is what ``challenge/prepare_submission.py`` puts under ``results`` for the test
     server, which looks every question of its file up by id: a submission must answer all of
     them.
+
+    Raises:
+        OutputError: the file cannot be written (a full disk); an older file is left whole.
     """
     records = [prediction._asdict() for prediction in predictions]
-    write_text_atomically(path, json.dumps(records, ensure_ascii=False, indent=4) + "\n")
+    try:
+        write_text_atomically(path, json.dumps(records, ensure_ascii=False, indent=4) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write predictions file {path}: {exc.strerror or exc}") from exc
     return len(records)
 
 

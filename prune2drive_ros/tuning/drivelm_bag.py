@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import BagError, ConfigError, QuestionError
-from ..files import read_text, write_atomically
+from ..files import check_output_file, read_text, write_atomically
 from ..sensors.nuscenes import INDEX_FORMAT, keyframe_index_path, load_devkit
 from ..sensors.questions import QAItem, write_questions
 from ..views import VIEWS
@@ -199,20 +199,16 @@ def write_drivelm_questions(
     or of the nuScenes dataset ``nuscenes`` to ``out`` (atomically; see :func:`drivelm_questions`).
 
     Raises:
-        ConfigError: not exactly one of ``bag`` and ``nuscenes``, or ``out`` exists (without
-            ``force``), is a folder or lies in a missing folder.
+        ConfigError: not exactly one of ``bag`` and ``nuscenes``, or ``out`` cannot be written
+            (:func:`~..files.check_output_file`: a folder, in a missing or read-only folder, an
+            input, or an existing file without ``force``).
         QuestionError: an unreadable or malformed DriveLM file, or no key frame in the source.
         BagError: as :func:`bag_key_frames` and :func:`nuscenes_key_frames`.
     """
     if (bag is None) == (nuscenes is None):
         raise ConfigError("give the frames either as a bag (--bag) or as nuScenes (--nuscenes)")
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"{out} is a folder; give a file name for the questions")
-    if out.exists() and not force:
-        raise ConfigError(f"{out} exists already; pass --force to replace it")
-    if not out.parent.is_dir():
-        raise ConfigError(f"folder {out.parent} does not exist; create it or write elsewhere")
+    inputs = [path for path in (drivelm, bag) if path is not None]
+    out = check_output_file(out, force=force, inputs=inputs)
     # The images are in the bag (or checked against the tables): their files need not be here.
     items = load_drivelm(Path(drivelm), Path(nuscenes or "."), check_images=False)
     if bag is not None:

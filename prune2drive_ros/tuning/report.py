@@ -32,6 +32,7 @@ from .study import Choice, completed_trials, pareto_front, trial_rates
 logger = logging.getLogger(__name__)
 
 HISTORY_PNG = "history.png"
+REPORT_FILE = "report.md"
 #: The Pareto front of a two-objective study, beside the report.
 PARETO_FILE = "pareto.yaml"
 RATES_PNG = "rates.png"
@@ -82,19 +83,28 @@ class ReportContext:
 
 
 def write_report(folder: Path, context: ReportContext) -> list[Path]:
-    """Write ``report.md`` and the plots into ``folder``; return their paths."""
+    """Write ``report.md``, then the plots, into ``folder``; return the paths written.
+
+    The report comes first and a plot that cannot be drawn or written (a full disk, a figure
+    matplotlib refuses) is a warning: the study's outcome is never lost to a picture of it.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     trials = completed_trials(context.study)
-    plots = [
-        _save(folder / HISTORY_PNG, history_figure(trials, context)),
-        _save(folder / RATES_PNG, rates_figure(trials, context)),
-        _save(folder / TRADE_OFF_PNG, trade_off_figure(trials, context)),
-    ]
-    report = folder / "report.md"
-    text = report_text(trials, context)
-    write_text_atomically(report, text)
-    logger.info("wrote %s and %d plots", report, len(plots))
-    return [report, *plots]
+    report = folder / REPORT_FILE
+    write_text_atomically(report, report_text(trials, context))
+    written = [report]
+    figures = {
+        HISTORY_PNG: history_figure,
+        RATES_PNG: rates_figure,
+        TRADE_OFF_PNG: trade_off_figure,
+    }
+    for name, draw in figures.items():
+        try:
+            written.append(_save(folder / name, draw(trials, context)))
+        except (OSError, ValueError) as exc:
+            logger.warning("plot %s not written: %s", folder / name, exc)
+    logger.info("wrote %s and %d plots", report, len(written) - 1)
+    return written
 
 
 def write_pareto_front(folder: Path, study: optuna.Study) -> Path:
