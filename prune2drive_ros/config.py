@@ -164,9 +164,11 @@ def check_question(question: str, max_chars: int) -> str:
         raise QuestionError("the question is empty; ask something about the six cameras")
     if len(text) > max_chars:
         # its beginning only: a question may be megabytes, and the message is logged and shown
+        preview = text[:QUESTION_PREVIEW_CHARS]
+        more = "..." if len(text) > len(preview) else ""
         raise QuestionError(
-            f"the question {text[:QUESTION_PREVIEW_CHARS]!r}... has {len(text)} characters, more "
-            f"than max_question_chars={max_chars}; shorten it or raise the limit"
+            f"the question {preview!r}{more} has {len(text)} characters, more than "
+            f"max_question_chars={max_chars}; shorten it or raise the limit"
         )
     return text
 

@@ -156,7 +156,9 @@ def test_standing_question_is_checked_when_set() -> None:
         r"it off\)$",
     ):
         config.with_changes(standing_question="   ")
-    with pytest.raises(ConfigError, match="standing_question: the question has 11 characters"):
+    with pytest.raises(
+        ConfigError, match=r"standing_question: the question 'x{11}' has 11 characters"
+    ):
         config.with_changes(standing_question="x" * 11)
 
 
