@@ -44,8 +44,20 @@ class SceneModelSpec:
             patch, predicted from the projector's output), which teaches the tower where
             vehicles are long before answers alone would.
         bf16: run the training forward in bfloat16 autocast where the CPU has native bfloat16
-            (float32 weights and optimizer; evaluation in float32).
+            (float32 weights and optimizer; evaluation in float32). The result then depends on
+            the CPU's bfloat16 kernels (AMX or AVX512-BF16, or none: float32).
+        threads: the intra-op threads training runs on, whatever the process uses otherwise
+            (set for the training and restored after). Weight gradients (matmul, layer norm)
+            and large sums are reduced in per-thread partial sums, so another thread count
+            gives other float32 roundings and, after a few hundred steps, other weights (the
+            quick variant: 65.0 % held-out at one thread, 68.0 % at two). Two in every variant:
+            the cores they are sized for (a bigger machine still trains on two; one core runs
+            both threads, slower).
         seed: seed of the weights, the training scenes and the batch order.
+
+    Trained from the same spec with the same torch, the weights are bit-identical on any CPU
+    whose kernels are the same (same instruction set, same MKL/oneDNN code path), whatever
+    thread count the process has; CPUs of other instruction sets round differently.
     """
 
     name: str
@@ -65,6 +77,7 @@ class SceneModelSpec:
     warmup: int = 100
     patch_loss: float = 1.0
     bf16: bool = True
+    threads: int = 2
     seed: int = 0
 
     @property

@@ -15,6 +15,12 @@ must learn vehicles from scratch). The training state is saved to ``<out>.partia
 every minute and on Ctrl-C; training the same spec into the same folder resumes from it. The
 finished model is written with ``save_pretrained`` (with its tokenizer, image processor and a
 ``scene_model.json`` report) and loads through :func:`~prune2drive_ros.vlm.loading.load_vlm`.
+
+Training runs at the spec's thread count (:attr:`SceneModelSpec.threads`), not the process's:
+the weight gradients' reductions are split across threads, so the thread count decides their
+float32 rounding. The same spec then trains to bit-identical weights on CPUs with the same
+kernels, whatever the machine's core count or ``OMP_NUM_THREADS``; the report records the torch
+version and the kernels it ran on (``build``), which is what may still differ between machines.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +80,7 @@ class TrainReport:
     draw_seconds: float
     held_out: Accuracy
     majority: Accuracy
+    build: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,11 +229,39 @@ def _patch_head(vlm: LlavaOnevisionVLM, spec: SceneModelSpec) -> nn.Module:
         return nn.Linear(vlm._hidden_size, PATCH_TARGETS)
 
 
-def _autocast(spec: SceneModelSpec) -> torch.autocast:
-    """bfloat16 autocast for the forward pass where the CPU computes in it natively (AVX512-BF16
-    or AMX: about a fifth faster here); weights, optimizer and loss stay float32."""
+def _bf16(spec: SceneModelSpec) -> bool:
+    """Whether the training forward runs in bfloat16: the spec asks for it and the CPU computes
+    in it natively (AVX512-BF16 or AMX: about a fifth faster here)."""
     native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.bf16 and bool(native))
+    return spec.bf16 and bool(native)
+
+
+def _autocast(spec: SceneModelSpec) -> torch.autocast:
+    """bfloat16 autocast for the forward pass where :func:`_bf16`; weights, optimizer and loss
+    stay float32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=_bf16(spec))
+
+
+def _build_info(spec: SceneModelSpec) -> dict[str, Any]:
+    """What besides the spec decides the weights: torch, the CPU kernels it dispatched to, the
+    thread count, and whether the forward ran in bfloat16."""
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": spec.threads,
+        "bf16": _bf16(spec),
+    }
+
+
+@contextmanager
+def _fixed_threads(count: int) -> Iterator[None]:
+    """Run the block at ``count`` intra-op threads, then restore the process's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _learning_rate(spec: SceneModelSpec, step: int) -> float:
@@ -273,12 +309,23 @@ def majority_accuracy(train: ScenePool, held_out: ScenePool) -> Accuracy:
 def train_scene_model(spec: SceneModelSpec, out: Path, *, progress: bool = True) -> TrainReport:
     """Train ``spec`` and save it to the new folder ``out``; resume from ``out.partial``.
 
+    Runs at ``spec.threads`` intra-op threads (the caller's count is restored after), so the
+    weights do not depend on the machine's core count.
+
     Raises:
         FileExistsError: ``out`` exists already.
     """
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists already; remove it to train again")
+    if spec.threads < 1:
+        raise ValueError(f"spec {spec.name!r} names {spec.threads} threads; it needs at least 1")
+    with _fixed_threads(spec.threads):
+        return _train(spec, out, progress=progress)
+
+
+def _train(spec: SceneModelSpec, out: Path, *, progress: bool) -> TrainReport:
+    """:func:`train_scene_model`'s body, at the spec's thread count."""
     work = out.with_name(out.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
@@ -344,6 +391,7 @@ def train_scene_model(spec: SceneModelSpec, out: Path, *, progress: bool = True)
         draw_seconds=drawing,
         held_out=evaluate_pool(held, head, 2 * spec.batch),
         majority=majority_accuracy(train_pool, held_pool),
+        build=_build_info(spec),
     )
     _save_model(vlm, spec, work / "model", report)
     (work / "model").rename(out)
