@@ -272,6 +272,7 @@ class DriveVLMNode(LifecycleNodeMixin, Node):
         self._stats = NodeStats()
         self._worker = InferenceWorker(self.config.max_queue, log_error=self.get_logger().error)
         self._topics = self.config.resolved_image_topics()
+        self._msg_type = CompressedImage if self.config.use_compressed else Image
         #: set by every new synchronized set; questions before the first one wait on it
         self._fresh_set = threading.Event()
         self._start_pairing()
@@ -331,7 +332,7 @@ class DriveVLMNode(LifecycleNodeMixin, Node):
                 0.0, self._start, callback_group=self._lifecycle_group
             )
         self.get_logger().info(
-            f"{msg_type_name(self.config)} on {', '.join(self._topics.values())}; model "
+            f"sensor_msgs/{self._msg_type.__name__} on {', '.join(self._topics.values())}; model "
             f"{self.config.model or '(default)'}; "
             + (
                 "configuring and activating (autostart)"
@@ -443,10 +444,9 @@ class DriveVLMNode(LifecycleNodeMixin, Node):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the cameras, serve questions, start the standing question."""
-        msg_type = CompressedImage if self.config.use_compressed else Image
         self._image_subscriptions = [
             self.create_subscription(
-                msg_type,
+                self._msg_type,
                 topic,
                 functools.partial(self._on_image, view),
                 # a copy each: rclpy writes a topic's QoS overrides into the profile it is given
@@ -775,11 +775,6 @@ class DriveVLMNode(LifecycleNodeMixin, Node):
         """Also stop forwarding the package's logging to this node's logger."""
         logging.getLogger(PACKAGE).removeHandler(self._log_handler)
         super().destroy_node()
-
-
-def msg_type_name(config: DriveVLMConfig) -> str:
-    """The camera message type the node subscribes to, for its log."""
-    return "sensor_msgs/CompressedImage" if config.use_compressed else "sensor_msgs/Image"
 
 
 def _cancel_accepted(goal_handle: ServerGoalHandle) -> bool:
