@@ -82,7 +82,8 @@ from tqdm import tqdm
 from ..errors import BagError, ConfigError
 from ..files import new_folder, write_text_atomically
 from ..views import VIEWS, camera_info_topic, image_topic
-from .sources import IMAGE_TYPES, STORAGES, typestore
+from .messages import header, pinhole_camera_info
+from .sources import CAMERA_INFO_TYPE, IMAGE_TYPES, STORAGES, typestore
 
 logger = logging.getLogger(__name__)
 
@@ -533,9 +534,7 @@ class _SceneWriter:
             v: writer.add_connection(image_topic(v), IMAGE_TYPES[0], typestore=store) for v in VIEWS
         }
         self._infos = {
-            v: writer.add_connection(
-                camera_info_topic(v), "sensor_msgs/msg/CameraInfo", typestore=store
-            )
+            v: writer.add_connection(camera_info_topic(v), CAMERA_INFO_TYPE, typestore=store)
             for v in VIEWS
         }
         self._tf = writer.add_connection(TF_TOPIC, TF_TYPE, typestore=store)
@@ -555,14 +554,14 @@ class _SceneWriter:
     def write_image(self, image: CameraImage, jpeg: bytes) -> None:
         """The image, its CameraInfo and the ego pose at its stamp."""
         stamp, view = image.stamp_ns, image.channel
-        header = self._header(stamp, view)
+        stamped = header(stamp, view)
         msg = self._types[IMAGE_TYPES[0]](
-            header=header,
+            header=stamped,
             format="bgr8; jpeg compressed bgr8",  # a standard colour JPEG, as image_transport
             data=np.frombuffer(jpeg, np.uint8),
         )
         self._write(self._images[view], stamp, msg)
-        info = dataclasses.replace(self._camera_info(image), header=header)
+        info = dataclasses.replace(self._camera_info(image), header=stamped)
         self._write(self._infos[view], stamp, info)
         pose = self._transform(stamp, MAP_FRAME, BASE_FRAME, image.ego_pose)
         self._write(self._tf, stamp, self._types[TF_TYPE](transforms=[pose]))
@@ -571,17 +570,12 @@ class _SceneWriter:
         data = self._store.serialize_cdr(msg, connection.msgtype)
         self._writer.write(connection, log_time_ns, data)
 
-    def _header(self, stamp_ns: int, frame_id: str) -> Any:
-        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-        time = self._types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
-        return self._types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
-
     def _transform(self, stamp_ns: int, parent: str, child: str, pose: Pose) -> Any:
         types = self._types
         w, x, y, z = pose.rotation
         tx, ty, tz = pose.translation
         return types["geometry_msgs/msg/TransformStamped"](
-            header=self._header(stamp_ns, parent),
+            header=header(stamp_ns, parent),
             child_frame_id=child,
             transform=types["geometry_msgs/msg/Transform"](
                 translation=types["geometry_msgs/msg/Vector3"](x=tx, y=ty, z=tz),
@@ -593,21 +587,8 @@ class _SceneWriter:
         """The (cached) CameraInfo of ``image``'s camera and size, header left to the caller."""
         key = (image.camera, image.width, image.height)
         if key not in self._info_msgs:
-            k = np.array(self._cameras[image.camera].intrinsic, dtype=np.float64)
-            roi = self._types["sensor_msgs/msg/RegionOfInterest"](
-                x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-            )
-            self._info_msgs[key] = self._types["sensor_msgs/msg/CameraInfo"](
-                header=self._header(0, image.channel),
-                height=image.height,
-                width=image.width,
-                distortion_model="plumb_bob",
-                d=np.zeros(5),
-                k=k.reshape(-1),
-                r=np.eye(3).reshape(-1),
-                p=np.hstack([k, np.zeros((3, 1))]).reshape(-1),
-                binning_x=0,
-                binning_y=0,
-                roi=roi,
+            intrinsic = np.array(self._cameras[image.camera].intrinsic, dtype=np.float64)
+            self._info_msgs[key] = pinhole_camera_info(
+                intrinsic, image.width, image.height, image.channel
             )
         return self._info_msgs[key]

@@ -27,9 +27,10 @@ from tqdm import tqdm
 from ..errors import BagError
 from ..views import VIEWS, camera_info_topic, image_topic
 from .imaging import encode_jpeg
+from .messages import header, pinhole_camera_info
 from .questions import QAItem, write_questions
 from .scene import CAMERAS, RoadScene, scene_questions
-from .sources import IMAGE_TYPES, STORAGES, typestore
+from .sources import CAMERA_INFO_TYPE, IMAGE_TYPES, STORAGES, typestore
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +201,8 @@ class _SyntheticWriter:
         self._image_conn = {
             v: writer.add_connection(image_topic(v), IMAGE_TYPES[0], typestore=store) for v in VIEWS
         }
-        info_type = "sensor_msgs/msg/CameraInfo"
         self._info_conn = {
-            v: writer.add_connection(camera_info_topic(v), info_type, typestore=store)
+            v: writer.add_connection(camera_info_topic(v), CAMERA_INFO_TYPE, typestore=store)
             for v in VIEWS
         }
         self._infos = {v: self._camera_info(v, width, height) for v in VIEWS}
@@ -216,12 +216,12 @@ class _SyntheticWriter:
         delays = self._rng.uniform(lo, hi, len(VIEWS)) * _NS_PER_MS
         log_times = {v: stamps[v] + round(d) for v, d in zip(VIEWS, delays, strict=True)}
         for view in sorted(VIEWS, key=log_times.__getitem__):
-            header = self._header(stamps[view], view)
+            stamp = header(stamps[view], view)
             jpeg = np.frombuffer(encode_jpeg(images[view], self._quality), np.uint8)
             image = self._types[IMAGE_TYPES[0]](
-                header=header, format="rgb8; jpeg compressed bgr8", data=jpeg
+                header=stamp, format="rgb8; jpeg compressed bgr8", data=jpeg
             )
-            info = dataclasses.replace(self._infos[view], header=header)
+            info = dataclasses.replace(self._infos[view], header=stamp)
             for conn, msg in ((self._image_conn[view], image), (self._info_conn[view], info)):
                 data = self._store.serialize_cdr(msg, conn.msgtype)
                 self._writer.write(conn, log_times[view], data)
@@ -229,27 +229,8 @@ class _SyntheticWriter:
             self.first_ns = min(self.first_ns, log_times[view])
             self.last_ns = max(self.last_ns, log_times[view])
 
-    def _header(self, stamp_ns: int, frame_id: str) -> Any:
-        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-        time = self._types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
-        return self._types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
-
     def _camera_info(self, view: str, width: int, height: int) -> Any:
         """Rectified pinhole intrinsics of ``view`` (zero distortion, as nuScenes images are)."""
         fx, fy, cx, cy = CAMERAS[view].scaled(width, height)
-        roi = self._types["sensor_msgs/msg/RegionOfInterest"](
-            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-        )
-        return self._types["sensor_msgs/msg/CameraInfo"](
-            header=self._header(0, view),
-            height=height,
-            width=width,
-            distortion_model="plumb_bob",
-            d=np.zeros(5),
-            k=np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], dtype=np.float64),
-            r=np.eye(3).reshape(-1),
-            p=np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], dtype=np.float64),
-            binning_x=0,
-            binning_y=0,
-            roi=roi,
-        )
+        intrinsic = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+        return pinhole_camera_info(intrinsic, width, height, view)
