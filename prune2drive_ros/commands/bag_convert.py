@@ -21,7 +21,7 @@ from ..sensors.bag import open_camera_bag
 from ..sensors.conversion import convert_to_rosbag2
 from ..sensors.sources import STORAGES
 from .argtypes import topic_remap
-from .make_bag import _remove_bag
+from .options import remove_bag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if out.exists():
             if not args.force:
                 raise BagError(f"{out} exists already; pass --force to replace it")
-            _remove_bag(out)
+            remove_bag(out)
         converted = convert_to_rosbag2(bag, out, args.storage, progress=not args.no_progress)
     print(
         f"wrote rosbag2 {converted.path} ({args.storage}, {converted.messages} messages) from "

@@ -10,7 +10,6 @@ taken from the drawn scenes) goes beside the bag folder as ``OUT.questions.jsonl
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from ..errors import BagError
@@ -23,6 +22,7 @@ from ..sensors.synthetic import (
     write_synthetic_bag,
 )
 from .argtypes import at_least
+from .options import remove_bag
 
 #: nuScenes' camera rate.
 _RATE_HZ = 12.0
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists():
         if not args.force:
             raise BagError(f"{out} exists already; pass --force to replace it")
-        _remove_bag(out)
+        remove_bag(out)
     info = write_synthetic_bag(
         out,
         frames=args.frames,
@@ -122,15 +122,3 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {info.questions} questions to {info.questions_path}")
     return 0
-
-
-def _remove_bag(path: Path) -> None:
-    """Remove a bag folder, but never something that does not look like one (a typo in OUT
-    must not delete a home directory)."""
-    is_bag = path.is_dir() and ((path / "metadata.yaml").exists() or not any(path.iterdir()))
-    if not is_bag:
-        raise BagError(
-            f"{path} exists and is not a rosbag2 folder (no metadata.yaml); not removing it "
-            "even with --force, choose another OUT"
-        )
-    shutil.rmtree(path)

@@ -10,12 +10,13 @@ and ``viz --help`` need not load for them.
 from __future__ import annotations
 
 import argparse
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import TINY_MODEL, DriveVLMConfig, check_question, load_params_yaml
-from ..errors import ConfigError, QuestionError
+from ..errors import BagError, ConfigError, QuestionError
 from ..files import check_output_file
 from ..prompts import PROMPT_CHOICES
 from ..sensors.bag import DEFAULT_MAX_GAP_MS
@@ -298,3 +299,15 @@ def choose_scoring(
     if reward[0] == "drivelm":
         print(f"scoring: {rules.describe()}")
     return reward, reward_tokenizer(reward[0], args.tokenizer), rules
+
+
+def remove_bag(path: Path) -> None:
+    """Remove a bag folder, but never something that does not look like one (a typo in OUT
+    must not delete a home directory)."""
+    is_bag = path.is_dir() and ((path / "metadata.yaml").exists() or not any(path.iterdir()))
+    if not is_bag:
+        raise BagError(
+            f"{path} exists and is not a rosbag2 folder (no metadata.yaml); not removing it "
+            "even with --force, choose another OUT"
+        )
+    shutil.rmtree(path)
