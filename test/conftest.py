@@ -6,6 +6,7 @@ import datetime
 import logging
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -124,3 +125,26 @@ def reference_input_ids(vlm: DrivingVLM, question: str) -> torch.Tensor:
         if v < len(VIEWS):
             pieces.append(torch.full((per_view,), prompt.image_token, device=vlm.device))
     return torch.cat([*pieces, prompt.question_ids(question)]).unsqueeze(0)
+
+
+def quick_eval_flags(tmp_path: Path) -> list[str]:
+    """``eval`` flags for a quick DriveLM run: the tiny model on the CPU, two tokens, a private
+    feature cache, one timing frame once, the regex tokenizer (no Java), the JSON line last."""
+    return [
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "2",
+        "--no-progress",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--timing-frames",
+        "1",
+        "--repeats",
+        "1",
+        "--tokenizer",
+        "regex",
+        "--json",
+    ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import quick_eval_flags
 from nuscenes_fixture import NuScenesFixture, token, write_nuscenes
 
 from prune2drive_ros.commands import cli
@@ -236,30 +237,7 @@ def test_image_files_of_another_release_are_an_error(dataset, bag, tmp_path):
 
 
 def _eval(*data: str, tmp_path: Path) -> list[str]:
-    return [
-        "eval",
-        *data,
-        "--model",
-        "tiny",
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "2",
-        "--uniform",
-        "0.3",
-        "--pruners",
-        "tfps",
-        "--no-progress",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--timing-frames",
-        "1",
-        "--repeats",
-        "1",
-        "--tokenizer",
-        "regex",
-        "--json",
-    ]
+    return ["eval", *data, "--uniform", "0.3", "--pruners", "tfps", *quick_eval_flags(tmp_path)]
 
 
 def _last_json(text: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import quick_eval_flags
 
 from prune2drive_ros.commands.cli import main
 from prune2drive_ros.sensors.imaging import encode_jpeg
@@ -146,22 +147,7 @@ def _eval(drivelm: Path, nuscenes: Path, tmp_path: Path, *extra: str) -> list[st
         str(nuscenes),
         "--samples",
         str(QUESTIONS),
-        "--model",
-        "tiny",
-        "--max-new-tokens",
-        "2",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--timing-frames",
-        "1",
-        "--repeats",
-        "1",
-        "--tokenizer",
-        "regex",
-        "--json",
+        *quick_eval_flags(tmp_path),
         *extra,
     ]
 
