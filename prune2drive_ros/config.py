@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import math
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from .errors import ConfigError, QuestionError
 from .files import read_yaml
 from .placement import ATTENTION_PRUNERS, decoder_placement_needed, prune_layer
 from .prompts import PROMPT_CHOICES
+from .pruning.registry import PRUNERS
 from .sensors.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from .views import VIEWS, image_topic
 
@@ -66,16 +67,6 @@ LAUNCH_OVERRIDES: tuple[str, ...] = (
 )
 
 
-def pruner_names() -> tuple[str, ...]:
-    """Names of the registered pruners; :data:`prune2drive_ros.pruning.PRUNERS` is the source.
-
-    Imported on call because the pruning package imports torch, which reading a config must not.
-    """
-    from .pruning import PRUNERS
-
-    return tuple(PRUNERS)
-
-
 @dataclass(frozen=True)
 class ParamSpec:
     """What one parameter accepts: the node builds its ``ParameterDescriptor`` from this.
@@ -84,7 +75,7 @@ class ParamSpec:
         name: parameter name (the dataclass field name).
         default: default value; its Python type is the parameter's type.
         description: what it does, for ``ros2 param describe`` and the README table.
-        choices: allowed values of a string parameter, or a callable giving them lazily.
+        choices: allowed values of a string parameter.
         low, high: inclusive range of a number parameter.
         read_only: True when a change needs a restart (model, topics, ...).
         note: extra constraint text (e.g. "0 disables").
@@ -93,7 +84,7 @@ class ParamSpec:
     name: str
     default: Any
     description: str
-    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    choices: tuple[str, ...] | None = None
     low: float | None = None
     high: float | None = None
     read_only: bool = True
@@ -104,14 +95,10 @@ class ParamSpec:
         """Python type of the value: str, bool, int, float or tuple (a string array)."""
         return type(self.default)
 
-    def allowed_choices(self) -> tuple[str, ...] | None:
-        """The choices, resolving a lazy source."""
-        return self.choices() if callable(self.choices) else self.choices
-
     def constraints(self) -> str:
         """One line saying what is allowed (``additional_constraints`` of the descriptor)."""
         parts = []
-        choices = self.allowed_choices()
+        choices = self.choices
         if choices is not None:
             parts.append("one of: " + ", ".join(choices))
         if self.low is not None and self.high is not None:
@@ -142,7 +129,7 @@ class ParamSpec:
                 f"parameter {self.name} is {value}; it must lie in "
                 f"[{self.low:g}, {self.high:g}]" + (f" ({self.note})" if self.note else "")
             )
-        choices = self.allowed_choices()
+        choices = self.choices
         if choices is not None and value not in choices:
             raise ConfigError(
                 f"parameter {self.name} is {value!r}; it must be one of {', '.join(choices)}"
@@ -240,9 +227,10 @@ class DriveVLMConfig:
         "tfps",
         "visual-token pruner: tfps is Prune2Drive's per-view farthest point sampling; "
         "tfps_shared lets the views share their total by content (the rates as priors); "
-        "tfps_cover adds a coverage term that keeps large uniform objects; a change applies "
-        "from the next question",
-        choices=pruner_names,
+        "tfps_cover adds a coverage term that keeps large uniform objects; random, grid and "
+        "dart are baselines; fastv ranks by the language model's attention and needs "
+        "placement layer:K; a change applies from the next question",
+        choices=PRUNERS.names(),
         read_only=False,
     )
     rates_file: str = _param(

@@ -117,7 +117,7 @@ def test_range_edges_are_allowed() -> None:
 def test_attention_choices_are_the_vlm_ones() -> None:
     from prune2drive_ros.vlm.loading import ATTENTION_IMPLEMENTATIONS
 
-    assert DriveVLMConfig.spec("attn_implementation").allowed_choices() == ATTENTION_IMPLEMENTATIONS
+    assert DriveVLMConfig.spec("attn_implementation").choices == ATTENTION_IMPLEMENTATIONS
 
 
 def test_every_pruner_is_a_choice() -> None:

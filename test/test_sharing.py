@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from prune2drive_ros.errors import BudgetError, PruningInputError
-from prune2drive_ros.pruning import get_pruner, tfps
+from prune2drive_ros.pruning import PRUNERS, tfps
+from prune2drive_ros.pruning.fps import image_distances, pairwise_distances
 from prune2drive_ros.pruning.sharing import share_bounds
-from prune2drive_ros.pruning.tfps import image_distances, pairwise_distances
 
 
 def _walk(tokens: torch.Tensor, steps: int) -> tuple[list[int], list[float]]:
@@ -93,7 +93,7 @@ def test_no_share_is_plain_tfps_and_shares_stay_within_bounds() -> None:
 
 def test_shared_selection_is_deterministic_and_registered() -> None:
     tokens = _mixed_views(3)
-    first, second = (get_pruner("tfps_shared")(tokens, [7] * 6) for _ in range(2))
+    first, second = (PRUNERS["tfps_shared"](tokens, [7] * 6) for _ in range(2))
     assert torch.equal(first.mask, second.mask) and first.budgets == second.budgets
 
 

@@ -20,18 +20,17 @@ from prune2drive_ros.pruning import (
     Selection,
     budgets_from_rates,
     gather_kept,
-    get_pruner,
     reference_tfps,
     tfps,
 )
-from prune2drive_ros.pruning.sharing import share_bounds
-from prune2drive_ros.pruning.tfps import (
+from prune2drive_ros.pruning.fps import (
     METRICS,
     STARTS,
     SYMMETRIC_FROM,
     gram,
     pairwise_distances,
 )
+from prune2drive_ros.pruning.sharing import share_bounds
 
 
 def _tokens(views: int, count: int, dim: int, seed: int, coarse: bool = False) -> torch.Tensor:
@@ -201,10 +200,10 @@ def test_no_pruner_keeps_padding(name: str, start: str) -> None:
     options = {"start": start} if name == "tfps" else attention_scores(name, tokens)
     if name == "tfps_cover":  # padded views are stitched ones, which have no patch grid
         with pytest.raises(PruningInputError, match="stitched views"):
-            get_pruner(name)(tokens, budgets, counts=counts)
+            PRUNERS[name](tokens, budgets, counts=counts)
         return
     for seed in range(3):
-        selection = get_pruner(name)(tokens, budgets, seed=seed, counts=counts, **options)
+        selection = PRUNERS[name](tokens, budgets, seed=seed, counts=counts, **options)
         if name != "tfps_shared":
             assert selection.budgets == tuple(budgets)
         assert selection.total == sum(budgets)
@@ -248,7 +247,7 @@ def test_every_pruner_returns_a_valid_selection(
     budgets = data.draw(st.lists(st.integers(1, count), min_size=views, max_size=views))
     tokens = _tokens(views, count, dim, seed, coarse)
     options = attention_scores(name, tokens)
-    selection = get_pruner(name)(tokens, budgets, seed=seed, **options)
+    selection = PRUNERS[name](tokens, budgets, seed=seed, **options)
     assert_valid(selection, chosen_budgets(name, selection, budgets), count)
 
 
@@ -449,8 +448,8 @@ def test_unknown_metric_and_start_name_the_options() -> None:
 def test_unknown_pruner_names_the_known_ones() -> None:
     known = "tfps, tfps_shared, tfps_cover, random, grid, dart, fastv"
     with pytest.raises(ConfigError, match=known):
-        get_pruner("v2drop")
-    assert get_pruner("tfps") is tfps
+        PRUNERS["v2drop"]
+    assert PRUNERS["tfps"] is tfps
 
 
 # --- the benchmark command -----------------------------------------------------------------

@@ -18,14 +18,13 @@ from optuna.trial import TrialState, create_trial
 
 from prune2drive_ros.errors import ConfigError, StudyError
 from prune2drive_ros.tuning.objective import Evaluation
+from prune2drive_ros.tuning.samplers import SearchSpace, make_sampler
 from prune2drive_ros.tuning.study import (
     MAX_CONSECUTIVE_FAILURES,
     HeartbeatRDBStorage,
-    SearchSpace,
     choose_trial,
     enqueue_starts,
     knee,
-    make_sampler,
     make_storage,
     open_study,
     pareto_front,

@@ -54,26 +54,28 @@ from ..tuning.report import (
 )
 from ..tuning.scoring import ScoringRules
 from ..tuning.sources import ValidationSet
-from ..tuning.study import (
+from ..tuning.samplers import (
     DEFAULT_GRID_STEPS,
-    DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_RATE,
     DEFAULT_MIN_RATE,
-    OBJECTIVE_VERSION,
     SAMPLERS,
+    SearchSpace,
+    make_sampler,
+    sampler_name,
+)
+from ..tuning.study import (
+    DEFAULT_HEARTBEAT_S,
+    OBJECTIVE_VERSION,
     Choice,
     RunStats,
-    SearchSpace,
     choose_trial,
     completed_trials,
     default_storage,
     enqueue_starts,
     make_objective,
-    make_sampler,
     make_storage,
     open_study,
     run_trials,
-    sampler_name,
     study_name,
     trial_rates,
 )

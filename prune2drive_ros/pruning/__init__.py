@@ -3,61 +3,43 @@
 Every pruner has one signature,
 ``pruner(tokens, budgets, *, seed=0, grid=None, **options) -> Selection`` with ``tokens`` of
 shape ``[views, tokens, dim]`` and ``grid`` the ``(rows, cols)`` raster of each view's tokens
-(content-based pruners ignore it), so callers pick one by name from :data:`PRUNERS` (or
-:func:`get_pruner`) and never special-case it.
+(content-based pruners ignore it), so callers pick one by name from :data:`PRUNERS`
+(``PRUNERS[name]``) and never special-case it. :data:`PRUNERS` (:mod:`.registry`) imports
+without torch; the other names here import their module, and torch, on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from typing import Any
 
-from ..errors import ConfigError
-from .baselines import dart_select, fastv_select, grid_select, random_select
-from .budget import budgets_from_rates, check_budgets, validate_rates
-from .reference import reference_tfps
-from .selection import Selection, gather_kept
-from .tfps import tfps, tfps_cover, tfps_shared
+from .registry import PRUNERS
 
-#: Pruner name -> pruner, all with the one signature of the module docstring.
-PRUNERS: dict[str, Callable[..., Selection]] = {
-    "tfps": tfps,
-    "tfps_shared": tfps_shared,
-    "tfps_cover": tfps_cover,
-    "random": random_select,
-    "grid": grid_select,
-    "dart": dart_select,
-    "fastv": fastv_select,
+#: Name -> submodule, for the names imported on first use.
+_LAZY: dict[str, str] = {
+    "Selection": "selection",
+    "gather_kept": "selection",
+    "budgets_from_rates": "budget",
+    "check_budgets": "budget",
+    "validate_rates": "budget",
+    "reference_tfps": "reference",
+    "tfps": "fps",
+    "tfps_cover": "fps",
+    "tfps_shared": "fps",
+    "dart_select": "baselines",
+    "fastv_select": "baselines",
+    "grid_select": "baselines",
+    "random_select": "baselines",
 }
 
 
-def get_pruner(name: str) -> Callable[..., Selection]:
-    """The pruner registered as ``name``.
-
-    Raises:
-        ConfigError: unknown name (the message lists the known ones); a ``ValueError`` too.
-    """
-    try:
-        return PRUNERS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}"
-        ) from None
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
-__all__ = [
-    "PRUNERS",
-    "Selection",
-    "budgets_from_rates",
-    "check_budgets",
-    "dart_select",
-    "fastv_select",
-    "gather_kept",
-    "get_pruner",
-    "grid_select",
-    "random_select",
-    "reference_tfps",
-    "tfps",
-    "tfps_cover",
-    "tfps_shared",
-    "validate_rates",
-]
+get_pruner = PRUNERS.load  # TEMPORARY until vlm/ stops using it
+
+__all__ = ["PRUNERS", *_LAZY]

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PruningInputError
+from .fps import all_finite, check_tokens, require_finite, upcast
 from .selection import Selection, patch_grid, real_tokens
-from .tfps import all_finite, check_tokens, require_finite, upcast
 
 
 def _keep_lowest(scores: torch.Tensor, budgets: tuple[int, ...]) -> torch.Tensor:
@@ -66,7 +66,7 @@ def random_select(
 
     The random numbers are drawn on the CPU from a ``torch.Generator`` seeded with ``seed``, so
     the selection does not depend on the device either. ``grid`` is unused; ``counts``: real
-    tokens per view, as :func:`~prune2drive_ros.pruning.tfps.tfps` takes them.
+    tokens per view, as :func:`~prune2drive_ros.pruning.fps.tfps` takes them.
     """
     budgets = check_tokens(tokens, budgets, counts)
     require_finite(all_finite(tokens))
@@ -92,7 +92,7 @@ def grid_select(
     stride over their tokens' order. See :func:`_grid_indices` for the layout.
 
     Raises:
-        PruningInputError: as :func:`~prune2drive_ros.pruning.tfps.tfps`, or a ``grid`` that
+        PruningInputError: as :func:`~prune2drive_ros.pruning.fps.tfps`, or a ``grid`` that
             does not hold the view's token count.
     """
     budgets = check_tokens(tokens, budgets, counts)
@@ -125,10 +125,10 @@ def dart_select(
     pivots), and the non-pivot tokens are ranked once by their highest similarity to any pivot
     instead of per-pivot quotas, so each view keeps exactly its budget. ``seed`` and ``grid``
     are unused; ``counts``: real tokens per view, as
-    :func:`~prune2drive_ros.pruning.tfps.tfps` takes them.
+    :func:`~prune2drive_ros.pruning.fps.tfps` takes them.
 
     Raises:
-        PruningInputError, BudgetError: as :func:`~prune2drive_ros.pruning.tfps.tfps`.
+        PruningInputError, BudgetError: as :func:`~prune2drive_ros.pruning.fps.tfps`.
         ValueError: ``pivots`` below 1.
     """
     budgets = check_tokens(tokens, budgets, counts)

@@ -6,12 +6,12 @@ one, then every step recomputes each candidate's minimum distance to the *whole*
 and reads the winner back to the host with ``.item()``; the kept indices are sorted at the end.
 That costs O(k * |S| * N) per view plus one host synchronisation per step.
 
-It exists for two jobs: the golden tests check :func:`~prune2drive_ros.pruning.tfps.tfps`
+It exists for two jobs: the golden tests check :func:`~prune2drive_ros.pruning.fps.tfps`
 against it, and ``prune2drive bench tfps`` times it as ``reference_ms``. Nothing in the
 package prunes with it.
 
 Departures, all so that a comparison tests the selection loop and not rounding: the distances
-come from the same :func:`~prune2drive_ros.pruning.tfps.pairwise_distances` (the original's
+come from the same :func:`~prune2drive_ros.pruning.fps.pairwise_distances` (the original's
 cosine distance, one minus the Gram matrix of the normalised tokens, but in float32 where the
 original runs in the model's dtype, with the norms applied to the product rather than the
 features and the mirrored quarter of the symmetric product copied: equal up to rounding), and
@@ -25,8 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .selection import Selection
-from .tfps import (
+from .fps import (
     METRICS,
     all_finite,
     check_tokens,
@@ -34,6 +33,7 @@ from .tfps import (
     require_finite,
     upcast,
 )
+from .selection import Selection
 
 
 @torch.no_grad()

@@ -37,7 +37,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -55,14 +54,7 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
-from optuna.samplers import (
-    BaseSampler,
-    CmaEsSampler,
-    GridSampler,
-    NSGAIISampler,
-    RandomSampler,
-    TPESampler,
-)
+from optuna.samplers import BaseSampler
 from optuna.storages import (
     BaseStorage,
     JournalStorage,
@@ -82,12 +74,10 @@ from ..errors import ConfigError, StudyError
 from ..sensors.rates_file import redact_url
 from ..views import VIEWS
 from .objective import Evaluation, Evaluator
+from .samplers import SearchSpace
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MIN_RATE = 0.05
-DEFAULT_MAX_RATE = 1.0
-DEFAULT_GRID_STEPS = 5
 DEFAULT_STORAGE_FILE = "prune2drive_tuning.db"
 #: Seconds between heartbeats of a running trial on RDB storages (0 turns them off).
 DEFAULT_HEARTBEAT_S = 60
@@ -101,107 +91,6 @@ _CREATE_ATTEMPTS = 5
 #: Bump when the objective's definition changes, so old studies are not resumed by mistake.
 OBJECTIVE_VERSION = 1
 _SETTINGS_ATTR = "prune2drive"
-
-
-# --------------------------------------------------------------------------------------------
-# Search space and samplers
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Each view's rate uniform in ``[low, high]``; the grid sampler takes ``grid_steps`` values
-    per view, evenly spaced and including both ends."""
-
-    low: float = DEFAULT_MIN_RATE
-    high: float = DEFAULT_MAX_RATE
-    grid_steps: int = DEFAULT_GRID_STEPS
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise ConfigError(f"rate bounds must be finite, got [{self.low}, {self.high}]")
-        if not 0.0 < self.low <= self.high <= 1.0:
-            raise ConfigError(
-                f"rates must be searched within (0, 1] with --min-rate <= --max-rate; got "
-                f"[{self.low}, {self.high}]"
-            )
-        if self.grid_steps < 2 and self.low != self.high:
-            raise ConfigError(f"--grid-steps must be at least 2, got {self.grid_steps}")
-
-    def grid_values(self) -> list[float]:
-        """The grid of one view's rates."""
-        if self.low == self.high:
-            return [self.low]
-        step = (self.high - self.low) / (self.grid_steps - 1)
-        return [round(self.low + i * step, 10) for i in range(self.grid_steps)]
-
-    def suggest(self, trial: Trial) -> dict[str, float]:
-        """One rate per view from the trial's sampler."""
-        return {view: trial.suggest_float(view, self.low, self.high) for view in VIEWS}
-
-    def start_point(self, rates: Mapping[str, float], *, grid: bool) -> dict[str, float]:
-        """``rates`` moved into the space (and onto the grid for the grid sampler)."""
-        clipped = {view: min(max(float(rates[view]), self.low), self.high) for view in VIEWS}
-        if not grid:
-            return clipped
-        values = self.grid_values()
-        return {view: min(values, key=lambda v: abs(v - rate)) for view, rate in clipped.items()}
-
-
-#: Sampler name -> optuna sampler built from the search space and a seed.
-SAMPLERS: dict[str, Callable[[SearchSpace, int], BaseSampler]] = {
-    "tpe": lambda space, seed: TPESampler(seed=seed),
-    "cmaes": lambda space, seed: CmaEsSampler(seed=seed),
-    "random": lambda space, seed: RandomSampler(seed=seed),
-    "grid": lambda space, seed: GridSampler(
-        {view: space.grid_values() for view in VIEWS}, seed=seed
-    ),
-    "nsga2": lambda space, seed: NSGAIISampler(seed=seed),
-}
-
-
-def get_sampler(name: str) -> Callable[[SearchSpace, int], BaseSampler]:
-    """The sampler factory registered as ``name``.
-
-    Raises:
-        ConfigError: unknown name (the message lists the known ones).
-    """
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}"
-        ) from None
-
-
-def sampler_name(name: str | None, *, multi_objective: bool) -> str:
-    """The sampler a run uses: ``name``, or TPE (NSGA-II for a multi-objective study).
-
-    Called before anything expensive runs, so a sampler that cannot be used stops the command
-    before the model loads.
-
-    Raises:
-        ConfigError: an unknown name, CMA-ES for two objectives, or CMA-ES without ``cmaes``.
-    """
-    name = name or ("nsga2" if multi_objective else "tpe")
-    get_sampler(name)
-    if name == "cmaes":
-        if multi_objective:
-            raise ConfigError("CMA-ES optimises one objective; use nsga2 or tpe with two")
-        if importlib.util.find_spec("cmaes") is None:
-            raise ConfigError("optuna's CMA-ES sampler needs the cmaes package: pip install cmaes")
-    return name
-
-
-def make_sampler(
-    name: str | None, space: SearchSpace, *, seed: int, multi_objective: bool
-) -> BaseSampler:
-    """optuna's sampler ``name`` (see :func:`sampler_name`), seeded.
-
-    Raises:
-        ConfigError: as :func:`sampler_name`.
-    """
-    return get_sampler(sampler_name(name, multi_objective=multi_objective))(space, seed)
 
 
 # --------------------------------------------------------------------------------------------

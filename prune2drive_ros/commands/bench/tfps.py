@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ...pruning import budgets_from_rates, reference_tfps, tfps, tfps_cover, tfps_shared
-from ...pruning.tfps import METRICS, SYMMETRIC_FROM, gram
+from ...pruning.fps import METRICS, SYMMETRIC_FROM, gram
 from ..argtypes import at_least, retention_rate
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gram_products(count: int) -> int:
-    """Dot products :func:`~prune2drive_ros.pruning.tfps.gram` computes for ``count`` tokens."""
+    """Dot products :func:`~prune2drive_ros.pruning.fps.gram` computes for ``count`` tokens."""
     if count < SYMMETRIC_FROM:
         return count * count
     half = count // 2
