@@ -10,9 +10,7 @@ without torch; the other names here import their module, and torch, on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..lazy import lazy_attributes
 from .registry import PRUNERS
 
 #: Name -> submodule, for the names imported on first use.
@@ -33,11 +31,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 get_pruner = PRUNERS.load  # TEMPORARY until vlm/ stops using it

@@ -7,8 +7,7 @@ import logging
 from pathlib import Path
 
 from ..cache import cache_dir
-from .spec import variant
-from .trainer import REPORT_FILE, train_scene_model
+from .spec import REPORT_FILE, variant
 
 logger = logging.getLogger(__name__)
 
@@ -74,5 +73,7 @@ def cached_scene_model(name: str = "default", *, progress: bool = True) -> Path:
             logger.warning(
                 "training scene model %r into %s (once; later runs reuse it)", name, path
             )
+            from .trainer import train_scene_model  # torch: only when training
+
             train_scene_model(variant(name), path, progress=progress)
     return path

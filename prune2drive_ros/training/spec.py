@@ -22,6 +22,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+#: The training report in a finished checkpoint folder, written last (so its presence means
+#: the training finished).
+REPORT_FILE = "scene_model.json"
 #: Bump when the training code changes what a spec produces.
 TRAINING_VERSION = "2"
 

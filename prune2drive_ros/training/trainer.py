@@ -50,12 +50,11 @@ from ..vlm.llava_onevision import LlavaOnevisionVLM
 from ..vlm.results import Normalization
 from ..vlm.tiny import llava_onevision_config, llava_onevision_processor, train_tokenizer
 from .data import PATCH_TARGETS, ScenePool, draw_pool
-from .spec import SceneModelSpec
+from .spec import REPORT_FILE, SceneModelSpec
 
 logger = logging.getLogger(__name__)
 
 #: The report written beside the weights.
-REPORT_FILE = "scene_model.json"
 _STATE_FILE = "state.pt"
 _SAVE_EVERY_S = 60.0
 _IGNORE = -100

@@ -7,10 +7,8 @@ load on first use: reading a DriveLM file or scoring answers stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from ..errors import TrialFailed
+from ..lazy import lazy_attributes
 from .drivelm import DriveLMItem, load_drivelm, score_drivelm
 from .scoring import (
     LanguageScores,
@@ -49,11 +47,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
