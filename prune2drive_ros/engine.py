@@ -31,7 +31,7 @@ from .sensors.sync import FrameSet
 from .stopping import StopSignal
 from .timings import Timings
 from .views import VIEWS, image_topic
-from .vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM, Generation, PrefillInputs, family_class, load_vlm
+from .vlm import FAMILIES, RANDOM_WEIGHTS_NOTE, DrivingVLM, Generation, PrefillInputs, load_vlm
 from .vlm.base import OnText, Selector
 from .vlm.decoding import stopwatch
 
@@ -211,7 +211,7 @@ class Engine:
         """
         family = config.family or None
         if family is not None:
-            family_class(family)  # an unknown family fails here, naming the known ones
+            FAMILIES.target(family)  # an unknown family fails here, naming the known ones
         rates_path = resolve_rates_file(config, share_dir) if rates_file else None
         rates = None if rates_path is None else load_rates(rates_path).rates
         model, family = resolve_model(config.model, family)

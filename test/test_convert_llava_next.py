@@ -33,8 +33,8 @@ from prune2drive_ros.errors import ConversionError
 from prune2drive_ros.prompts import PROMPT_KEY
 from prune2drive_ros.views import VIEWS
 from prune2drive_ros.vlm import DrivingVLM, load_vlm
+from prune2drive_ros.vlm.checkpoint import IMAGE_FIT_KEY
 from prune2drive_ros.vlm.conversion import convert_checkpoint, detect_format, llava_next
-from prune2drive_ros.vlm.loading import IMAGE_FIT_KEY
 
 QUESTION = "Is there a pedestrian in front of the ego vehicle?"
 #: Small enough that the tiny checkpoint converts into several shards with an index.

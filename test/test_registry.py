@@ -37,7 +37,7 @@ def test_the_kind_chooses_the_error_and_its_remedy() -> None:
     registry: Registry[object] = Registry(
         "model family", {"a": "json:dumps"}, error=ModelLoadError, remedy="convert it first"
     )
-    with pytest.raises(ModelLoadError, match="convert it first$"):
+    with pytest.raises(ModelLoadError, match=r"convert it first$"):
         registry.target("b")
 
 

@@ -115,6 +115,14 @@ def test_loaded_model_is_flagged_random(caplog) -> None:
     assert RANDOM_WEIGHTS_NOTE in caplog.text
 
 
+def test_a_model_is_warned_about_once_not_once_per_placement(caplog) -> None:
+    with caplog.at_level("WARNING"):
+        vlm = random_vlm(FAMILY, "tiny")
+        vlm.placed("layer:1")
+        vlm.placed("projector")
+    assert caplog.text.count(RANDOM_WEIGHTS_NOTE) == 1
+
+
 def test_in_memory_shape_is_flagged_random() -> None:
     vlm = random_vlm(FAMILY, "tiny")
     assert vlm.random_weights and vlm.tokens_per_view == 729
@@ -131,5 +139,7 @@ def test_7b_needs_a_gpu() -> None:
 def test_unknown_shape_and_family() -> None:
     with pytest.raises(ModelLoadError, match="unknown shape"):
         random_vlm(FAMILY, "huge")
-    with pytest.raises(ModelLoadError, match=r"supported families: .*llava_onevision"):
+    with pytest.raises(
+        ModelLoadError, match=r"unknown model family 'blip'; expected one of .*llava_onevision"
+    ):
         random_vlm("blip", "tiny")

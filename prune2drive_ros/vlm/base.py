@@ -34,51 +34,22 @@ How the language model sees the frames (the same for every family):
   the next question. Nothing is re-encoded and nothing is copied; answers equal the one-question
   answers.
 
-Attention masks are never built by hand: with a cache object present, transformers' mask code
-does not read the position ids (so the gaps are not mistaken for packed sequences) and SDPA
-runs its causal kernel. FlashAttention-2 treats gapped positions of one sequence starting at 0 as
-one packed sequence (``cu_seqlens = [0, L]``), which is the same computation.
+Attention masks come from each decoder layer's own cache length, never from the position ids
+(:mod:`.layers`), so the gaps left by pruned tokens are not mistaken for packed sequences.
 
-Where the rest lives: value types in :mod:`.results`, the prompt in :mod:`.prompt`, greedy
-decoding and cache cropping in :mod:`.decoding`, loading and the family registry in
-:mod:`.loading`, random-weight test checkpoints (and each family's recipe for them) in
-:mod:`.tiny`.
-
-Adding a family
----------------
-Write ``vlm/<family>.py`` with a subclass of :class:`DrivingVLM`, decorate it with
-:func:`~.loading.register_family`, and import the module in ``vlm/__init__.py``. Set:
-
-* ``family``: the checkpoint's ``config.json`` ``model_type`` (how
-  :func:`~.loading.load_vlm` picks you);
-* ``model_class``: the transformers class whose ``from_pretrained`` loads the checkpoint;
-* ``image_placeholder``, the tokenizer's special token for one image (it must be a single
-  added token), and ``image_markup``, how the family's processor writes one image around it
-  (e.g. InternVL's ``<img>{image}</img>``): every named prompt
-  (:mod:`~prune2drive_ros.prompts`) is built from it;
-
-and implement the hooks:
-
-* :meth:`DrivingVLM._geometry` validates the config (raise :class:`ModelLoadError` with the
-  remedy when the vision tower does not give a fixed per-view token grid) and returns the
-  :class:`~.results.ViewGeometry`;
-* :meth:`DrivingVLM._encode`: pixel values ``[V, 3, H, W]`` -> prunable tokens ``[V, N, D]``
-  after the projector;
-* :meth:`DrivingVLM._view_separator` (optional): unprunable embeddings placed after each view.
-
-The decoder is taken from ``model.model.language_model`` (the layout of every transformers 5
-VLM) and the head from ``model.get_output_embeddings()``; override :attr:`DrivingVLM._decoder`
-when that differs. Families with multi-axis RoPE (Qwen2-VL's M-RoPE) override
-:meth:`DrivingVLM._view_positions`, :meth:`DrivingVLM._text_positions` and
-:meth:`DrivingVLM._decoder_position_ids`; everything else (splicing, caching, decoding, timing) is
-shared. Then add the family's random-weight recipe (special tokens, config per shape, image
-processor) to :data:`~.tiny.RECIPES`, and the family to the tests by parametrising them over it.
+Where the rest lives: value types in :mod:`.results`, the prompt in :mod:`.prompt`, the pixel
+values in :mod:`.image_processing`, where each view's tokens are (per view, stitched, in the
+prefix, on the image) in :mod:`.view_tokens`, the decoder run layer by layer in :mod:`.layers`,
+greedy decoding and cache cropping in :mod:`.decoding`, loading in :mod:`.loading`, the
+families and how to add one in :mod:`.families`, random-weight test checkpoints (and each
+family's recipe for them) in :mod:`.tiny`.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -89,20 +60,21 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedConfig, PreTrainedModel
 
-from ..errors import DecodeError, ModelLoadError
+from ..errors import ModelLoadError
 from ..placement import PROJECTOR, prune_layer
 from ..prompts import PROMPTS
 from ..pruning.budget import Rates, budgets_from_rates, check_budgets
+from ..pruning.registry import PRUNERS
 from ..pruning.selection import Selection
 from ..stopping import FINISHED, StopSignal
 from ..timings import Timings
 from ..views import VIEWS
+from .checkpoint import RANDOM_WEIGHTS_NOTE
 from .decoding import cache_keyword, crop, greedy, stop_ids, stopwatch
+from .image_processing import ViewImageProcessor
 from .layers import LayerRunner
-from .loading import IMAGE_FIT_KEY, RANDOM_WEIGHTS_NOTE
 from .prompt import TokenizedPrompt
 from .results import (
-    IMAGE_FITS,
     Generation,
     ImageFit,
     Normalization,
@@ -111,8 +83,13 @@ from .results import (
     PrefillOutput,
     ViewGeometry,
 )
+from .view_tokens import ViewTokens
 
 logger = logging.getLogger(__name__)
+
+#: Random-weight models already warned about: one warning per model, not one per adapter
+#: (:meth:`DrivingVLM.placed` makes more adapters over the same weights).
+_WARNED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 Pruner = Callable[..., Selection]
 
@@ -140,6 +117,7 @@ class DrivingVLM(ABC):
     :func:`~.loading.load_pretrained` (a given family), or build one with
     :func:`~prune2drive_ros.vlm.tiny.random_vlm` for random weights. All model calls
     run under ``torch.inference_mode``. The model is batch size 1 (one vehicle, one frame set).
+    Each family is a subclass (:mod:`.families` says what it sets and implements).
 
     Attributes:
         name: model id or path it was loaded from.
@@ -187,15 +165,10 @@ class DrivingVLM(ABC):
         parameter = next(model.parameters())
         self.device: torch.device = parameter.device
         self.dtype: torch.dtype = parameter.dtype
-        #: Stitched views: each view's token indices in the stitched image, on the device.
-        self._view_index = [
-            torch.as_tensor(indices, device=self.device)
-            for indices in (self.layout.view_indices if self.layout is not None else ())
-        ]
-        self._cache_kwarg = cache_keyword(self._decoder)
+        self._tokens = ViewTokens(geometry, self.device)
         self._layers = LayerRunner(
             self._decoder,
-            self._cache_kwarg,
+            cache_keyword(self._decoder),
             str(getattr(model.config, "_attn_implementation", None) or "sdpa"),
         )
         #: Decoder layer whose input is pruned (0: after the projector; :mod:`~prune2drive_ros.
@@ -207,15 +180,13 @@ class DrivingVLM(ABC):
                 f"{len(self._layers)} layers (0 to {len(self._layers) - 1}); choose a smaller K"
             )
         self._stop_ids = stop_ids(model, tokenizer)
-        if image_fit not in IMAGE_FITS:
-            raise ModelLoadError(
-                f"image fit {image_fit!r} is not one of {', '.join(IMAGE_FITS)} (config.json's "
-                f"{IMAGE_FIT_KEY})"
-            )
-        #: Letterbox colour (the image mean, as LLaVA's ``expand2square``) when the checkpoint
-        #: was trained on views padded to a square; None: views are resized whole.
-        self.pad_color: tuple[int, int, int] | None = (
-            _mean_colour(normalization) if image_fit == "pad" else None
+        self._images = ViewImageProcessor(
+            normalization,
+            image_fit,
+            image_size=self.image_size,
+            layout=self.layout,
+            device=self.device,
+            dtype=self.dtype,
         )
         self.image_fit, self.max_tiles = image_fit, max_tiles
         self._prompt = TokenizedPrompt(
@@ -226,19 +197,15 @@ class DrivingVLM(ABC):
             model=name,
             family=self.family,
         )
-        self._visual_rows = self._prefix_rows()
+        #: ``[V, tokens_per_view]``: the row of each view's tokens in the unpruned prefix.
+        self._visual_rows = self._tokens.prefix_rows(
+            [int(segment.numel()) for segment in self._prompt.segments],
+            self._view_separator().shape[0],
+        )
         #: Rows of the real (not padding) visual tokens in the unpruned prefix.
         self._real_visual_rows = self._visual_rows[self.keep_all().mask]
-        scale = torch.tensor(
-            [normalization.rescale / s for s in normalization.std], device=self.device
-        )
-        offset = torch.tensor(
-            [-m / s for m, s in zip(normalization.mean, normalization.std, strict=True)],
-            device=self.device,
-        )
-        self._pixel_scale = scale.view(1, 3, 1, 1)
-        self._pixel_offset = offset.view(1, 3, 1, 1)
-        if random_weights:
+        if random_weights and model not in _WARNED:
+            _WARNED.add(model)
             logger.warning("%s is a %s", name, RANDOM_WEIGHTS_NOTE)
 
     def placed(self, placement: str) -> DrivingVLM:
@@ -259,6 +226,12 @@ class DrivingVLM(ABC):
     def prompt_name(self) -> str:
         """Which named prompt the model is asked with."""
         return self._prompt.template.name
+
+    @property
+    def pad_color(self) -> tuple[int, int, int] | None:
+        """Letterbox colour of the views, None when they are resized whole
+        (:attr:`~.image_processing.ViewImageProcessor.pad_color`)."""
+        return self._images.pad_color
 
     # ------------------------------------------------------------------ family hooks
 
@@ -314,7 +287,7 @@ class DrivingVLM(ABC):
         positions from ``start`` in the unpruned sequence; the kept tokens keep theirs, the
         separators follow the last patch.
         """
-        span = self.layout.tokens if self.layout is not None else self.tokens_per_view
+        span = self._tokens.image_tokens
         tail = torch.arange(separators, device=self.device) + span
         positions = torch.cat([kept.to(self.device), tail]) + start
         return positions.unsqueeze(0), start + span + separators
@@ -326,30 +299,13 @@ class DrivingVLM(ABC):
     # ------------------------------------------------------------------ pipeline
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """Six RGB uint8 ``H x W x 3`` arrays at :attr:`image_size` -> ``[V, 3, H, W]`` pixels.
-
-        The arrays go to the device as uint8 (a quarter of the float bytes) and are rescaled
-        and normalised there in one multiply-add with the checkpoint's image mean and std; the
-        result equals the transformers image processor's for inputs already at the encoder size
-        (decode at reduced size upstream instead of resizing here).
+        """Six RGB uint8 ``H x W x 3`` arrays at :attr:`image_size` -> ``[V, 3, H, W]`` pixels,
+        normalised on the device (:class:`~.image_processing.ViewImageProcessor`).
 
         Raises:
             DecodeError: wrong number of views, size, dtype or channel count.
         """
-        if len(images) != len(VIEWS):
-            raise DecodeError(f"got {len(images)} images; give one per view ({', '.join(VIEWS)})")
-        width, height = self.image_size
-        for name, image in zip(VIEWS, images, strict=True):
-            if image.dtype != np.uint8 or image.shape != (height, width, 3):
-                raise DecodeError(
-                    f"{name} image is {image.dtype} {tuple(image.shape)}; the encoder takes RGB "
-                    f"uint8 {height}x{width}x3 (decode or resize to {width}x{height} first)"
-                )
-        # Stitched: the views become one image, cut into the vision tower's tiles.
-        stacked = self.layout.tile_images(images) if self.layout is not None else np.stack(images)
-        batch = torch.from_numpy(stacked).to(self.device, non_blocking=True)
-        pixels = batch.permute(0, 3, 1, 2).float() * self._pixel_scale + self._pixel_offset
-        return pixels.to(self.dtype)
+        return self._images(images)
 
     @torch.inference_mode()
     def encode_views(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -358,9 +314,7 @@ class DrivingVLM(ABC):
         Stitched views: the tiles' tokens are gathered per view, each view's in stitched order
         and zero-padded to :attr:`tokens_per_view` (:attr:`view_tokens` are real).
         """
-        visual = self._encode(pixel_values.to(self.device, self.dtype))
-        if self.layout is not None:
-            visual = self._gather_views(visual.reshape(-1, visual.shape[-1]))
+        visual = self._tokens.per_view(self._encode(pixel_values.to(self.device, self.dtype)))
         expected = (len(VIEWS), self.tokens_per_view, self._hidden_size)
         if tuple(visual.shape) != expected:
             raise RuntimeError(f"{self.family} encoder gave {tuple(visual.shape)}, not {expected}")
@@ -389,9 +343,7 @@ class DrivingVLM(ABC):
         counts = self.view_tokens if self.layout is not None else None
         check_budgets(budgets, visual.shape[0], visual.shape[1], counts)
         if isinstance(pruner, str):
-            from ..pruning import get_pruner  # the pruner registry imports its backends lazily
-
-            pruner = get_pruner(pruner)
+            pruner = PRUNERS[pruner]
         extra: dict[str, Any] = {"counts": counts} if counts is not None else {}
         if "scores" in inspect.signature(pruner).parameters:
             extra["scores"] = scores
@@ -400,13 +352,7 @@ class DrivingVLM(ABC):
     def token_boxes(self) -> list[np.ndarray]:
         """Per view, ``[view_tokens[v], 4]`` (x0, y0, x1, y1) of each token on its camera
         image, in [0, 1]: what the kept-token picture lights."""
-        if self.layout is not None:
-            return [self.layout.view_boxes(v) for v in range(len(VIEWS))]
-        assert self.patch_grid is not None
-        rows, cols = self.patch_grid
-        r, c = np.divmod(np.arange(rows * cols), cols)
-        boxes = np.stack([c / cols, r / rows, (c + 1) / cols, (r + 1) / rows], axis=1)
-        return [boxes] * len(VIEWS)
+        return self._tokens.boxes()
 
     @torch.inference_mode()
     def prefill_inputs(
@@ -514,7 +460,7 @@ class DrivingVLM(ABC):
 
     def keep_all(self) -> Selection:
         """Every real token of every view: the unpruned model as a selection."""
-        return Selection.keep_all(len(VIEWS), self.tokens_per_view, self.device, self.view_tokens)
+        return self._tokens.keep_all()
 
     @staticmethod
     def _timed(
@@ -642,70 +588,14 @@ class DrivingVLM(ABC):
         """One decoding step on ``cache``: token ``ids`` at ``position`` -> the next logits."""
         return self.prefill(self._text_inputs(ids, position), cache).logits
 
-    def _prefix_rows(self) -> torch.Tensor:
-        """``[V, tokens_per_view]``: the row of each view's tokens in the unpruned prefix
-        (padding rows of stitched views point at the first token; they are never kept)."""
-        segments = [int(segment.numel()) for segment in self._prompt.segments]
-        if self.layout is not None:
-            rows = torch.zeros(len(VIEWS), self.tokens_per_view, dtype=torch.long)
-            for v, indices in enumerate(self.layout.view_indices):
-                rows[v, : len(indices)] = torch.as_tensor(indices) + segments[0]
-            return rows.to(self.device)
-        span = self.tokens_per_view + self._view_separator().shape[0]
-        starts = [sum(segments[: v + 1]) + v * span for v in range(len(VIEWS))]
-        tokens = torch.arange(self.tokens_per_view)
-        return torch.stack([tokens + start for start in starts]).to(self.device)
-
-    def _image_slots(
-        self, visual: torch.Tensor, kept_per_view: Sequence[torch.Tensor]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per image placeholder of the prompt: its kept embeddings and their indices in it.
-
-        One image per view, or for stitched views one image holding every view's kept tokens
-        in stitched order (the order and places they have in the unpruned image).
-        """
-        if self.layout is None:
-            return [(visual[v].index_select(0, kept), kept) for v, kept in enumerate(kept_per_view)]
-        stitched = torch.cat(
-            [self._view_index[v].index_select(0, kept) for v, kept in enumerate(kept_per_view)]
-        )
-        embeds = torch.cat(
-            [visual[v].index_select(0, kept) for v, kept in enumerate(kept_per_view)]
-        )
-        order = stitched.argsort()
-        return [(embeds.index_select(0, order), stitched.index_select(0, order))]
-
-    def _gather_views(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Stitched image tokens ``[M, D]`` -> per-view ``[V, tokens_per_view, D]``, zero-padded."""
-        padded = torch.cat([tokens, tokens.new_zeros(1, tokens.shape[-1])])
-        index = torch.full(
-            (len(VIEWS), self.tokens_per_view), tokens.shape[0], device=tokens.device
-        )
-        for v, count in enumerate(self.view_tokens):
-            index[v, :count] = self._view_index[v]
-        return padded[index]
-
     def _prefix_inputs(
         self, visual: torch.Tensor, selection: Selection | None, mode: Positions
     ) -> PrefillInputs:
-        views, tokens = len(VIEWS), self.tokens_per_view
-        if tuple(visual.shape[:2]) != (views, tokens):
-            raise ValueError(
-                f"visual tokens of shape {tuple(visual.shape)}; expected [{views}, {tokens}, D] "
-                "from encode_views"
-            )
-        if selection is not None and tuple(selection.mask.shape) != (views, tokens):
-            raise ValueError(
-                f"selection over {tuple(selection.mask.shape)} does not match {views} views of "
-                f"{tokens} tokens"
-            )
+        """The shared prefix: the prompt's text with ``selection``'s kept tokens of ``visual``
+        (every token when None) and the view separators spliced in at the images."""
+        kept_per_view = self._tokens.kept(visual, selection)
         separator = self._view_separator().to(visual.dtype)
-        kept_per_view = (
-            selection.per_view()
-            if selection is not None
-            else [torch.arange(count, device=self.device) for count in self.view_tokens]
-        )
-        images = self._image_slots(visual, [k.to(visual.device) for k in kept_per_view])
+        images = self._tokens.image_slots(visual, kept_per_view)
         embeds, positions = [], []
         start = text = 0
         for i, segment in enumerate(self._prompt.segments):
@@ -734,9 +624,3 @@ class DrivingVLM(ABC):
             text_tokens=text,
             next_position=start,
         )
-
-
-def _mean_colour(normalization: Normalization) -> tuple[int, int, int]:
-    """The image mean as 8-bit RGB: LLaVA pads with ``tuple(int(m * 255) for m in mean)``."""
-    red, green, blue = (int(m * 255) for m in normalization.mean)
-    return red, green, blue

@@ -28,7 +28,6 @@ from transformers import InternVLForConditionalGeneration, PreTrainedConfig
 
 from ..errors import ModelLoadError
 from .base import DrivingVLM
-from .loading import register_family
 from .results import ViewGeometry
 from .stitching import StitchedLayout
 
@@ -41,7 +40,6 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-@register_family
 class InternVLVLM(DrivingVLM):
     """InternVL 2.5 / 3: InternViT at 448 px, pixel shuffle 0.5, an MLP projector, Qwen2."""
 

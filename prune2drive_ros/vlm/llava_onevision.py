@@ -17,7 +17,6 @@ from transformers import LlavaOnevisionForConditionalGeneration, PreTrainedConfi
 
 from ..errors import ModelLoadError
 from .base import DrivingVLM
-from .loading import register_family
 from .results import ViewGeometry
 
 #: The per-view layout of LLaVA-OneVision and DriveMM, which Prune2Drive is defined on.
@@ -27,7 +26,6 @@ PATCH_SIZE = 14
 SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
 
 
-@register_family
 class LlavaOnevisionVLM(DrivingVLM):
     """LLaVA-OneVision: SigLIP-so400m at 384 px, a 2-layer MLP projector, Qwen2."""
 

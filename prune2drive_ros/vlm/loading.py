@@ -1,9 +1,9 @@
-"""Loading a checkpoint: config, dtype, attention kernel, the family registry and the weights.
+"""Loading a checkpoint: config, dtype, attention kernel, the adapter of its family and weights.
 
-:func:`load_vlm` reads ``config.json``'s ``model_type``, picks the adapter registered for it
-with :func:`register_family`, and loads the checkpoint with :func:`load_pretrained`. Every
-check that can fail runs before the weights load, each with a :class:`ModelLoadError` that says
-what to fix.
+:func:`load_vlm` reads ``config.json``'s ``model_type``, picks the adapter
+:data:`~.families.FAMILIES` names for it, and loads the checkpoint with :func:`load_pretrained`.
+Every check that can fail runs before the weights load, each with a :class:`ModelLoadError` that
+says what to fix.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from ..attention import ATTENTION_IMPLEMENTATIONS
 from ..devices import resolve_device
 from ..errors import ModelLoadError
 from ..prompts import PROMPT_KEY, resolve_prompt
+from .checkpoint import IMAGE_FIT_KEY, RANDOM_WEIGHTS_KEY
+from .families import FAMILIES
 from .results import Normalization
 
 if TYPE_CHECKING:
@@ -33,16 +35,9 @@ logger = logging.getLogger(__name__)
 
 _VLM = TypeVar("_VLM", bound="DrivingVLM")
 
-#: Config attribute that marks a checkpoint built by :mod:`~prune2drive_ros.vlm.tiny`.
-RANDOM_WEIGHTS_KEY = "prune2drive_random_weights"
-#: Config attribute: how views fit the encoder input (:data:`~.results.IMAGE_FITS`); written by
-#: ``prune2drive convert`` for checkpoints trained on padded views (DriveMM).
-IMAGE_FIT_KEY = "prune2drive_image_fit"
 #: Weight files that are Python pickles, which transformers would unpickle (running any code
 #: they hold) where a folder has no safetensors weights.
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-#: Shown next to every answer of a random-weight model.
-RANDOM_WEIGHTS_NOTE = "random-weight test model: its answers are meaningless"
 
 _DTYPES = {
     "float32": torch.float32,
@@ -52,27 +47,6 @@ _DTYPES = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
-
-#: model_type -> adapter class; filled by :func:`register_family`.
-FAMILIES: dict[str, type[DrivingVLM]] = {}
-
-
-def register_family(cls: type[_VLM]) -> type[_VLM]:
-    """Class decorator: make ``cls`` loadable by :func:`load_vlm` under ``cls.family``."""
-    FAMILIES[cls.family] = cls
-    return cls
-
-
-def family_class(family: str) -> type[DrivingVLM]:
-    """The adapter class of ``family``, or a ModelLoadError listing the supported ones."""
-    try:
-        return FAMILIES[family]
-    except KeyError:
-        raise ModelLoadError(
-            f"model family (config.json's model_type) {family!r} is not supported; supported "
-            "families: "
-            f"{', '.join(sorted(FAMILIES))}"
-        ) from None
 
 
 @contextlib.contextmanager
@@ -94,13 +68,13 @@ def load_vlm(path_or_id: str | Path, *, family: str | None = None, **kwargs: Any
     Keyword arguments go to :func:`load_pretrained`.
 
     Raises:
-        ModelLoadError: as :func:`load_pretrained`, and for a family no adapter is registered
-            for (naming the supported ones).
+        ModelLoadError: as :func:`load_pretrained`, and for a family :data:`~.families.FAMILIES`
+            has no adapter for (naming the supported ones).
     """
     if family is None:
         config = load_config(path_or_id, local_files_only=kwargs.get("local_files_only", False))
         family = str(config.model_type)
-    return load_pretrained(family_class(family), path_or_id, **kwargs)
+    return load_pretrained(FAMILIES[family], path_or_id, **kwargs)
 
 
 def load_pretrained(

@@ -39,7 +39,6 @@ from transformers import PreTrainedConfig, Qwen2_5_VLForConditionalGeneration
 
 from ..errors import ModelLoadError
 from .base import DrivingVLM
-from .loading import register_family
 from .results import ViewGeometry
 
 #: Fixed per-view pixel budget, (width, height): 16:9 like the nuScenes cameras.
@@ -51,7 +50,6 @@ TEMPORAL_PATCH_SIZE = 2
 ROPE_AXES = 3
 
 
-@register_family
 class Qwen2_5_VLVLM(DrivingVLM):
     """Qwen2.5-VL: a window-attention ViT with a 2 x 2 patch merger, Qwen2 with M-RoPE."""
 

@@ -94,7 +94,7 @@ class Normalization:
 
     ``pixel = (uint8 * rescale - mean) / std`` per channel, as the transformers image
     processors compute it; folded into one multiply-add in
-    :meth:`~prune2drive_ros.vlm.base.DrivingVLM.preprocess`.
+    :class:`~prune2drive_ros.vlm.image_processing.ViewImageProcessor`.
     """
 
     mean: tuple[float, float, float]

@@ -48,7 +48,9 @@ from ..prompts import CHATML_SPECIAL_TOKENS
 from ..views import VIEW_LABELS
 from . import internvl, llava_onevision, qwen2_5_vl
 from .base import DrivingVLM
-from .loading import RANDOM_WEIGHTS_KEY, check_attention, family_class, resolve_dtype
+from .checkpoint import RANDOM_WEIGHTS_KEY
+from .families import FAMILIES
+from .loading import check_attention, resolve_dtype
 from .results import Normalization
 
 logger = logging.getLogger(__name__)
@@ -394,7 +396,7 @@ RECIPES: dict[str, Recipe] = {
 
 def recipe(family: str) -> Recipe:
     """The recipe of ``family`` (a ModelLoadError listing the families for an unknown one)."""
-    family_class(family)  # an unknown family fails here, naming the supported ones
+    FAMILIES.target(family)  # an unknown family fails here, naming the supported ones
     return RECIPES[family]
 
 
@@ -441,7 +443,7 @@ def build_tiny(family: str, out_dir: Path, *, seed: int = 0) -> Path:
 
     The same ``seed`` gives the same weights; the tokenizer does not depend on it.
     """
-    cls = family_class(family)
+    cls = FAMILIES[family]
     tokenizer = train_tokenizer(family)
     model = _random_model(cls, "tiny", tokenizer, torch.device("cpu"), torch.float32, seed=seed)
     out_dir = Path(out_dir)
@@ -491,7 +493,7 @@ def random_vlm(
         )
     torch_dtype = resolve_dtype(dtype, torch_device)
     check_attention(attn_implementation, torch_device)
-    cls = family_class(family)
+    cls = FAMILIES[family]
     tokenizer = train_tokenizer(family)
     model = _random_model(
         cls, shape, tokenizer, torch_device, torch_dtype, seed=seed, attn=attn_implementation

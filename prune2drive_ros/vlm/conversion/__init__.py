@@ -1,12 +1,9 @@
 """Checkpoints published in their authors' original format -> transformers folders.
 
-Each original format has one module here exposing ``NAME`` (the format's name on the command
-line), ``TITLE`` (one line: which checkpoints use it), ``missing(folder) -> list[str]`` (what the
-folder lacks to be in this format; empty when it is one), ``default_prompt(folder) -> str |
-None`` (the named prompt of the paper's checkpoint in this format) and ``convert(source, folder,
-*, prompt, shard_bytes, progress, **options) -> None``, which writes the converted checkpoint
-into the existing empty ``folder``. :data:`FORMATS` maps names to modules, imported only when
-used, so that ``prune2drive convert --help`` stays fast.
+Each original format is one module here, named as the format is on the command line, that
+is a :class:`CheckpointFormat` (what it defines is described there). :data:`FORMATS` lists the
+formats and imports a format's module (and torch) only when it is used, so that
+``prune2drive convert --help`` stays fast: adding a format is a module and its name there.
 
 :func:`convert_checkpoint` is the one way in, for the command and for Python callers: it picks
 the format from the folder when none is named (a folder that is in no format gets a
@@ -22,17 +19,49 @@ import json
 from enum import Enum
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from ...errors import ConversionError
+from ...progress import NO_PROGRESS, Progress
 from ...prompts import PROMPTS
+from ...registry import Registry
 from .staging import staged_folder
 
-#: format name -> module implementing it.
-FORMATS: dict[str, str] = {
-    "llava_next": "prune2drive_ros.vlm.conversion.llava_next",
-    "internvl_chat": "prune2drive_ros.vlm.conversion.internvl_chat",
-}
+
+class CheckpointFormat(Protocol):
+    """What a format's module defines (the module itself is the plug-in :data:`FORMATS` loads).
+
+    Attributes:
+        TITLE: one line: which checkpoints use the format.
+    """
+
+    TITLE: str
+
+    def missing(self, folder: Path) -> list[str]:
+        """What ``folder`` lacks to be in this format; empty when it is one."""
+
+    def default_prompt(self, folder: Path) -> str | None:
+        """The named prompt of the paper's checkpoint in this format, for ``folder``."""
+
+    def convert(
+        self,
+        source: Path,
+        folder: Path,
+        *,
+        prompt: str | None,
+        shard_bytes: int,
+        progress: Progress,
+        **options: Any,
+    ) -> None:
+        """Write the converted checkpoint of ``source`` into the existing empty ``folder``."""
+
+
+#: Format name -> its module in this package, imported on first use (:func:`__getattr__`).
+FORMATS: Registry[CheckpointFormat] = Registry(
+    "checkpoint format",
+    {name: f"{__name__}:{name}" for name in ("llava_next", "internvl_chat")},
+    error=ConversionError,
+)
 #: The largest safetensors shard a conversion writes (what ``save_pretrained`` uses by default).
 SHARD_BYTES = 5 * 1024**3
 
@@ -62,18 +91,16 @@ def read_config(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
     return config, []
 
 
-def format_module(name: str) -> ModuleType:
-    """The module of format ``name``, or a ConversionError listing the known formats."""
-    try:
-        return importlib.import_module(FORMATS[name])
-    except KeyError:
-        raise ConversionError(
-            f"unknown checkpoint format {name!r}; known formats: {', '.join(FORMATS)}"
-        ) from None
+def __getattr__(name: str) -> ModuleType:
+    """A format's module as this package's attribute, imported on first use: what
+    ``FORMATS[name]`` returns."""
+    if name not in FORMATS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return importlib.import_module(f".{name}", __name__)
 
 
-def detect_format(source: str | Path) -> ModuleType:
-    """The format module whose layout ``source`` follows.
+def detect_format(source: str | Path) -> CheckpointFormat:
+    """The format whose layout ``source`` follows.
 
     Raises:
         ConversionError: ``source`` is not a folder, or follows no known format (the message
@@ -83,12 +110,11 @@ def detect_format(source: str | Path) -> ModuleType:
     if not folder.is_dir():
         raise ConversionError(f"{folder} is not a folder; give the checkpoint's folder")
     reasons = []
-    for name in FORMATS:
-        module = format_module(name)
-        missing = module.missing(folder)
+    for name, checkpoint_format in FORMATS.items():
+        missing = checkpoint_format.missing(folder)
         if not missing:
-            return module
-        reasons.append(f"{name} ({module.TITLE}): {'; '.join(missing)}")
+            return checkpoint_format
+        reasons.append(f"{name} ({checkpoint_format.TITLE}): {'; '.join(missing)}")
     raise ConversionError(
         f"{folder} is in no original format this package converts:\n  " + "\n  ".join(reasons)
     )
@@ -102,7 +128,7 @@ def convert_checkpoint(
     prompt: str | Default | None = FORMAT_DEFAULT,
     force: bool = False,
     shard_bytes: int = SHARD_BYTES,
-    progress: bool = False,
+    progress: Progress = NO_PROGRESS,
     **options: Any,
 ) -> Path:
     """Convert the original-format checkpoint in ``source`` into a transformers folder ``target``.
@@ -114,7 +140,7 @@ def convert_checkpoint(
             None writes none; :data:`FORMAT_DEFAULT` the one of the format's paper checkpoint.
         force: replace a non-empty ``target`` (removed only once the new folder is in place).
         shard_bytes: the largest safetensors shard written.
-        progress: show a bar over the tensors.
+        progress: reports the tensors written (quiet by default).
         options: format-specific options of the format's ``convert``.
 
     Converting the same source twice gives byte-identical files. Returns ``target``.
@@ -124,21 +150,22 @@ def convert_checkpoint(
             converted, the prompt is unknown, or ``target`` is not empty and ``force`` is off.
     """
     source, target = Path(source).expanduser(), Path(target).expanduser()
-    module = detect_format(source) if format is None else format_module(format)
+    checkpoint_format = detect_format(source) if format is None else FORMATS[format]
     if format is not None:
-        missing = module.missing(source)
+        missing = checkpoint_format.missing(source)
         if missing:
             raise ConversionError(
-                f"{source} is not a {format} checkpoint ({module.TITLE}): {'; '.join(missing)}"
+                f"{source} is not a {format} checkpoint ({checkpoint_format.TITLE}): "
+                f"{'; '.join(missing)}"
             )
     if isinstance(prompt, Default):
-        prompt = module.default_prompt(source)
+        prompt = checkpoint_format.default_prompt(source)
     if prompt is not None and prompt not in PROMPTS:
         raise ConversionError(
             f"unknown prompt {prompt!r}; give one of {', '.join(PROMPTS)}, or None for none"
         )
     with staged_folder(target, source=source, force=force) as folder:
-        module.convert(
+        checkpoint_format.convert(
             source, folder, prompt=prompt, shard_bytes=shard_bytes, progress=progress, **options
         )
     return target
@@ -148,9 +175,9 @@ __all__ = [
     "FORMATS",
     "FORMAT_DEFAULT",
     "SHARD_BYTES",
+    "CheckpointFormat",
     "Default",
     "convert_checkpoint",
     "detect_format",
-    "format_module",
     "read_config",
 ]

@@ -49,6 +49,7 @@ from transformers import (
 )
 
 from ...errors import ConversionError
+from ...progress import Progress
 from ...prompts import PROMPT_KEY
 from .. import internvl
 from ..internvl import IMAGENET_MEAN, IMAGENET_STD
@@ -450,7 +451,7 @@ def _text_plan(text: LlamaConfig, copy: Callable[..., None], split: Callable[...
 
 
 def convert(
-    source: Path, target: Path, *, prompt: str | None, shard_bytes: int, progress: bool
+    source: Path, target: Path, *, prompt: str | None, shard_bytes: int, progress: Progress
 ) -> None:
     """Write the converted checkpoint ``source`` (in this format: ``missing`` is empty) into
     the existing empty folder ``target``; the options are :func:`~.convert_checkpoint`'s.

@@ -31,7 +31,7 @@ write (same tensor names), with:
 * a SigLIP image processor config (384 px, mean/std 0.5, rescale 1/255);
 * the prompt to use (``prompts.PROMPT_KEY``): by default DriveMM's six-image ``drivemm`` for
   ``llava_llama``, none for ``llava_qwen`` (whose chat template the loader then uses);
-* for ``llava_llama`` (DriveMM) ``loading.IMAGE_FIT_KEY: pad``: its multi-image training pads
+* for ``llava_llama`` (DriveMM) ``checkpoint.IMAGE_FIT_KEY: pad``: its multi-image training pads
   each view to a square with the mean colour before resizing.
 
 Tensors are read one at a time and written shard by shard (:mod:`.shards`), so an 8 B
@@ -62,9 +62,10 @@ from transformers import (
 )
 
 from ...errors import ConversionError
+from ...progress import Progress
 from ...prompts import PROMPT_KEY
+from ..checkpoint import IMAGE_FIT_KEY
 from ..llava_onevision import SIGLIP_MEAN_STD
-from ..loading import IMAGE_FIT_KEY
 from . import read_config
 from .shards import Producer, SourceTensors, missing_weights, write_shards
 
@@ -81,7 +82,7 @@ TEXT_CONFIGS: dict[str, type[PreTrainedConfig]] = {
 #: The prompt of each original model_type's paper checkpoint (:func:`default_prompt`):
 #: DriveMM's for llava_llama; OneVision's Qwen2 releases have none of their own.
 DEFAULT_PROMPTS: dict[str, str] = {"llava_llama": "drivemm"}
-#: How views fit the encoder (``loading.IMAGE_FIT_KEY``) per original model_type: DriveMM pads
+#: How views fit the encoder (``checkpoint.IMAGE_FIT_KEY``) per original model_type: DriveMM pads
 #: them; OneVision's Qwen2 releases keep the package's default.
 IMAGE_FITS: dict[str, str] = {"llava_llama": "pad"}
 IMAGE_TOKEN = "<image>"
@@ -190,7 +191,7 @@ def convert(
     *,
     prompt: str | None,
     shard_bytes: int,
-    progress: bool,
+    progress: Progress,
     vision_tower: str | Path | None = None,
 ) -> None:
     """Write the converted checkpoint ``source`` (in this format: ``missing`` is empty) into

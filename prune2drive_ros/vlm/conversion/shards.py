@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from ...errors import ConversionError
+from ...progress import NO_PROGRESS, Progress
 
 #: Weight file layouts an original checkpoint may have, in the order transformers prefers them.
 WEIGHT_FILES = (
@@ -157,14 +157,18 @@ def _reading(path: Path) -> Iterator[None]:
 
 
 def write_shards(
-    folder: Path, plan: Mapping[str, Producer], *, shard_bytes: int, progress: bool
+    folder: Path,
+    plan: Mapping[str, Producer],
+    *,
+    shard_bytes: int,
+    progress: Progress = NO_PROGRESS,
 ) -> list[Path]:
     """Write the tensors of ``plan`` into safetensors shards under ``folder``, in name order.
 
     Each tensor is read (its producer called) only when the writer reaches it. One shard is
     ``model.safetensors``; several are ``model-0000i-of-0000n.safetensors`` with
-    ``model.safetensors.index.json``, as ``save_pretrained`` names them. ``progress`` shows a
-    bar over the tensors. Returns the files written.
+    ``model.safetensors.index.json``, as ``save_pretrained`` names them. ``progress`` reports
+    the tensors written. Returns the files written.
     """
     batches = list(_write_batches(folder, plan, shard_bytes, progress))
     if len(batches) == 1:
@@ -187,7 +191,7 @@ def write_shards(
 
 
 def _write_batches(
-    folder: Path, plan: Mapping[str, Producer], shard_bytes: int, progress: bool
+    folder: Path, plan: Mapping[str, Producer], shard_bytes: int, progress: Progress
 ) -> Iterator[tuple[Path, list[str], int]]:
     """Write shards as they fill, under temporary names; yield (file, names, bytes) per shard."""
     batch: dict[str, torch.Tensor] = {}
@@ -201,13 +205,15 @@ def _write_batches(
         save_file(batch, str(path), metadata={"format": "pt"})
         return path, list(batch), size
 
-    for name in tqdm(sorted(plan), desc="tensors", unit="tensor", disable=not progress):
-        tensor = plan[name]()
-        nbytes = tensor.numel() * tensor.element_size()
-        if batch and size + nbytes > shard_bytes:
-            yield flush()
-            batch, size = {}, 0
-        batch[name] = tensor.contiguous()
-        size += nbytes
+    with progress(total=len(plan), desc="tensors", unit="tensor") as bar:
+        for name in sorted(plan):
+            tensor = plan[name]()
+            nbytes = tensor.numel() * tensor.element_size()
+            if batch and size + nbytes > shard_bytes:
+                yield flush()
+                batch, size = {}, 0
+            batch[name] = tensor.contiguous()
+            size += nbytes
+            bar.update()
     if batch or count == 0:
         yield flush()

@@ -8,14 +8,13 @@ asked to (``force``), and then the old folder is removed only once the new one i
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import ConversionError
-from ...files import give_default_modes, new_folder
+from ...files import give_default_modes, move_into_place, new_folder
 
 
 @contextmanager
@@ -41,22 +40,6 @@ def staged_folder(target: Path, *, source: Path, force: bool) -> Iterator[Path]:
     try:
         yield staging
         give_default_modes(staging)  # save_pretrained's weights are 0600, not for the node's user
-        _replace(staging, target)
+        move_into_place(staging, target, replace=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``; an existing ``target`` is moved aside first and removed
-    only once the new folder is in place (put back if that rename fails)."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    old = new_folder(target, "old")
-    os.replace(target, old)  # onto the empty folder just made, so the name stays ours
-    try:
-        staging.rename(target)
-    except OSError:
-        old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
