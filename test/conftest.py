@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 
     from prune2drive_ros.vlm import DrivingVLM
 
+#: The suite's own cache folder (trained scene models, demo bags, visual tokens, hub files),
+#: never the user's: set before any test runs, inherited by the commands and nodes tests start.
+#: ``PRUNE2DRIVE_TEST_CACHE`` moves it; by default it is ``.test-cache`` in the checkout, kept
+#: between runs so that a model trained once is reused (a fresh clone trains it again).
+TEST_CACHE = Path(
+    os.environ.get("PRUNE2DRIVE_TEST_CACHE") or Path(__file__).resolve().parents[1] / ".test-cache"
+)
+os.environ["XDG_CACHE_HOME"] = str(TEST_CACHE)
+
 #: Frames in the shared bags: enough for sync, drops and question look-ups, cheap to write.
 SMALL_BAG_FRAMES = 8
 
@@ -40,7 +49,6 @@ def synthetic_bags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synthe
             seed=3,
             width=320,
             height=180,
-            progress=False,
         )
         for storage in ("mcap", "sqlite3")
     }

@@ -278,6 +278,7 @@ def node_process(domain_id: int, *arguments: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arguments", "status", "says"),
     [
@@ -298,6 +299,7 @@ def test_the_process_exits_with_the_documented_status(
     assert says in output
 
 
+@pytest.mark.slow
 def test_sigint_while_generating_answers_everyone_and_exits_0() -> None:
     domain = next_domain()
     process = node_process(domain)
@@ -345,7 +347,7 @@ def test_a_converted_nuscenes_bag_drives_the_node(tmp_path: Path) -> None:
 
     dataset = write_nuscenes(tmp_path / "nuscenes")
     scene = dataset.scenes[0].name
-    convert_nuscenes(dataset.root, tmp_path / "bags", scenes=[scene], progress=False)
+    convert_nuscenes(dataset.root, tmp_path / "bags", scenes=[scene])
     bag_path = tmp_path / "bags" / scene
     key_frame = next(
         iter(json.loads(keyframe_index_path(bag_path).read_text())["samples"].values())

@@ -79,7 +79,7 @@ def full_prompt_ids(vlm: DrivingVLM, question: str) -> list[int]:
 @pytest.fixture(scope="module")
 def drivemm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     source = write_original_drivemm(tmp_path_factory.mktemp("drivemm"))
-    return source, convert_checkpoint(source, source.parent / "hf", progress=False)
+    return source, convert_checkpoint(source, source.parent / "hf")
 
 
 @pytest.mark.parametrize("question", QUESTIONS)

@@ -38,7 +38,7 @@ def as_recorded(dataset: NuScenesFixture, scene: FixtureScene) -> list[Image]:
 def test_every_key_frame_is_the_same_six_jpegs_in_every_format(tmp_path: Path) -> None:
     dataset = write_nuscenes(tmp_path / "nuscenes")
     scene = dataset.scenes[0]
-    convert_nuscenes(dataset.root, tmp_path / "bags", scenes=[scene.name], progress=False)
+    convert_nuscenes(dataset.root, tmp_path / "bags", scenes=[scene.name])
     converted = tmp_path / "bags" / scene.name
     recorded = as_recorded(dataset, scene)
     recordings = {

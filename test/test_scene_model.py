@@ -48,15 +48,15 @@ def test_shapes_follow_the_spec():
     assert vlm.image_size == (112, 112)
     assert vlm.model.config.text_config.hidden_size == 32
     assert not vlm.random_weights  # it is about to be trained; loading the saved one decides
-    pool = draw_pool(MICRO, held_out=True, progress=False)
+    pool = draw_pool(MICRO, held_out=True)
     assert pool.images.shape == (4, 6, 112, 112, 3)
     assert pool.patch_targets.shape == (4, 6, 64, 5)
     assert set(pool.kinds) == set(QUESTION_KINDS) and len(pool.answers[0]) == len(pool.questions)
 
 
 def test_held_out_scenes_are_never_trained_on():
-    train = draw_pool(replace(MICRO, train_scenes=4), held_out=False, progress=False)
-    held = draw_pool(MICRO, held_out=True, progress=False)
+    train = draw_pool(replace(MICRO, train_scenes=4), held_out=False)
+    held = draw_pool(MICRO, held_out=True)
     assert not any(np.array_equal(a, b) for a in train.images for b in held.images)
 
 
@@ -77,7 +77,7 @@ def test_tree_mask_lets_each_question_see_the_prefix_and_itself():
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     whole = tmp_path / "whole"
-    train_scene_model(MICRO, whole, progress=False)
+    train_scene_model(MICRO, whole)
     resumed = tmp_path / "resumed"
     schedule = trainer._learning_rate
 
@@ -88,20 +88,20 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
 
     monkeypatch.setattr(trainer, "_learning_rate", interrupt_at_two)
     with pytest.raises(KeyboardInterrupt):
-        train_scene_model(MICRO, resumed, progress=False)
+        train_scene_model(MICRO, resumed)
     assert (tmp_path / "resumed.partial" / "state.pt").is_file() and not resumed.exists()
     monkeypatch.setattr(trainer, "_learning_rate", schedule)
-    report = train_scene_model(MICRO, resumed, progress=False)
+    report = train_scene_model(MICRO, resumed)
     assert report.steps == MICRO.steps and not (tmp_path / "resumed.partial").exists()
     a, b = load_vlm(whole).model.state_dict(), load_vlm(resumed).model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(FileExistsError, match="exists already"):
-        train_scene_model(MICRO, resumed, progress=False)
+        train_scene_model(MICRO, resumed)
 
 
 @pytest.fixture(scope="module")
 def quick():
-    return cached_scene_model("quick", progress=False)
+    return cached_scene_model("quick")
 
 
 def _answers(vlm, pool, rate, pruner="tfps"):
@@ -121,7 +121,7 @@ def test_quick_model_answers_well_above_chance_and_t_fps_keeps_most(quick):
     assert held >= 0.6 and held >= prior + 0.08, report["held_out"]
     vlm = load_vlm(quick)
     assert not vlm.random_weights and vlm.tokens_per_view == 64
-    pool = draw_pool(replace(variant("quick"), eval_scenes=12), held_out=True, progress=False)
+    pool = draw_pool(replace(variant("quick"), eval_scenes=12), held_out=True)
     # teacher-forced exact match in training is greedy decoding's exact match
     full = _answers(vlm, pool, 1.0)
     batches = trainer._Batches(vlm, pool)

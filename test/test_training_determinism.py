@@ -34,7 +34,7 @@ def restore_threads() -> Iterator[None]:
 def _train(spec: SceneModelSpec, out: Path, process_threads: int) -> tuple[dict, dict]:
     """Train ``spec`` into ``out`` with the process at ``process_threads``: (tensors, report)."""
     torch.set_num_threads(process_threads)
-    train_scene_model(spec, out, progress=False)
+    train_scene_model(spec, out)
     assert torch.get_num_threads() == process_threads, "the caller's thread count is restored"
     return load_file(out / "model.safetensors"), json.loads((out / REPORT_FILE).read_text())
 
@@ -57,5 +57,5 @@ def test_weights_do_not_depend_on_the_process_thread_count(tmp_path, restore_thr
 
 def test_a_spec_needs_a_thread(tmp_path):
     with pytest.raises(ValueError, match="0 threads"):
-        train_scene_model(replace(SHORT, threads=0), tmp_path / "none", progress=False)
+        train_scene_model(replace(SHORT, threads=0), tmp_path / "none")
     assert not (tmp_path / "none.partial").exists()

@@ -31,10 +31,10 @@ def data(small_bag) -> ValidationSet:
 
 def test_each_frame_is_encoded_once(vlm, data, tmp_path):
     cache = FeatureCache(vlm, tmp_path)
-    cache.prepare(data.frames, progress=False)
+    cache.prepare(data.frames)
     assert cache.encoder_calls == len(data.frames) >= 2
     again = FeatureCache(vlm, tmp_path)
-    again.prepare(data.frames, progress=False)
+    again.prepare(data.frames)
     assert again.encoder_calls == 0
     frame = data.frames[0]
     direct = vlm.encode_views(vlm.preprocess(decode_frame(frame.read(), vlm.image_size)))
@@ -70,7 +70,7 @@ def test_an_entry_whose_tensor_bytes_changed_is_recomputed(vlm, data, tmp_path, 
     assert (fresh.recomputed, fresh.encoder_calls) == (1, 1)
     assert "do not match the checksum" in caplog.text
     again = FeatureCache(vlm, tmp_path)
-    again.prepare([frame], progress=False)
+    again.prepare([frame])
     assert (again.recomputed, again.encoder_calls) == (0, 0)  # rewritten whole
 
 
@@ -144,13 +144,11 @@ def test_unpruned_answers_are_cached_and_a_bad_file_is_replaced(vlm, data, tmp_p
 
 def test_a_bad_frame_is_skipped_not_the_trial(vlm, data, tmp_path, caplog):
     cache = FeatureCache(vlm, tmp_path)
-    cache.prepare(data.frames, progress=False)
+    cache.prepare(data.frames)
     broken = data.frames[0]
     cache.path(broken).write_bytes(b"garbage")
     object.__setattr__(broken, "read", lambda: {})  # and the frame cannot be read again
-    evaluator = Evaluator(
-        vlm, cache, data, reward="drivelm", lam=0.18, max_new_tokens=2, progress=False
-    )
+    evaluator = Evaluator(vlm, cache, data, reward="drivelm", lam=0.18, max_new_tokens=2)
     with caplog.at_level(logging.WARNING):
         evaluation = evaluator.evaluate(0.2)
     skipped = len(data.by_frame()[0][1])

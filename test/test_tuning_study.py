@@ -247,7 +247,7 @@ def test_failed_trials_are_recorded_and_the_study_goes_on():
             raise RuntimeError("bad trial")
         return x
 
-    stats = run_trials(study, objective, trials=6, progress=False)
+    stats = run_trials(study, objective, trials=6)
     assert (stats.completed, stats.failed, stats.aborted) == (3, 3, "")
     states = [t.state for t in study.trials]
     assert states.count(TrialState.FAIL) == 3 and states.count(TrialState.COMPLETE) == 3
@@ -260,7 +260,7 @@ def test_a_run_of_failures_stops_the_run():
         trial.set_user_attr("error", "RuntimeError: broken")
         raise RuntimeError("broken")
 
-    stats = run_trials(study, objective, trials=50, progress=False)
+    stats = run_trials(study, objective, trials=50)
     assert stats.failed == MAX_CONSECUTIVE_FAILURES
     assert "in a row" in stats.aborted and "broken" in stats.aborted
 
@@ -273,7 +273,7 @@ def test_a_failed_trial_is_one_log_line_without_a_traceback(caplog, capfd):
         raise RuntimeError("bad trial")
 
     with caplog.at_level(logging.WARNING):
-        stats = run_trials(study, objective, trials=1, progress=False)
+        stats = run_trials(study, objective, trials=1)
     assert stats.failed == 1
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.getMessage() for r in warnings] == ["trial 0 failed: RuntimeError: bad trial"]
@@ -298,7 +298,7 @@ def _interrupting(times: int) -> Callable[[optuna.Trial], float]:
 def test_the_first_ctrl_c_lets_the_running_trial_finish_then_stops(caplog):
     study = _study()
     with caplog.at_level(logging.WARNING):
-        stats = run_trials(study, _interrupting(1), trials=10, progress=False)
+        stats = run_trials(study, _interrupting(1), trials=10)
     assert (stats.completed, stats.failed, stats.interrupted) == (2, 0, True)
     assert stats.aborted == "interrupted"
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
@@ -308,7 +308,7 @@ def test_the_first_ctrl_c_lets_the_running_trial_finish_then_stops(caplog):
 
 def test_a_second_ctrl_c_stops_at_once_without_a_traceback(capfd):
     study = _study()
-    stats = run_trials(study, _interrupting(2), trials=10, progress=False)
+    stats = run_trials(study, _interrupting(2), trials=10)
     assert (stats.completed, stats.interrupted) == (1, True)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert "Traceback" not in capfd.readouterr().err

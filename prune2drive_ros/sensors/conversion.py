@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 from rosbags.rosbag2 import Writer
-from tqdm import tqdm
 
 from ..errors import BagError
+from ..progress import NO_PROGRESS, Progress
 from ..views import camera_info_topic, image_topic
 from .bag import CameraBag
 from .sources import CAMERA_INFO_TYPE, IMAGE_TYPES, STORAGES, typestore
@@ -40,7 +40,7 @@ def convert_to_rosbag2(
     out: Path,
     storage: Literal["mcap", "sqlite3"] = "mcap",
     *,
-    progress: bool = True,
+    progress: Progress = NO_PROGRESS,
 ) -> Converted:
     """Write the cameras and calibrations of the open ``bag`` to the new rosbag2 folder ``out``.
 
@@ -69,16 +69,13 @@ def convert_to_rosbag2(
                 topic: writer.add_connection(target, str(msgtype), typestore=store)
                 for topic, (target, msgtype) in sources.items()
             }
-            for topic, log_time, msg in tqdm(
-                bag.read(sources),
-                total=total,
-                desc=f"writing {out.name}",
-                unit="msg",
-                disable=None if progress else True,
-            ):
-                connection = connections[topic]
-                writer.write(connection, log_time, store.serialize_cdr(msg, connection.msgtype))
-                written += 1
+            with progress(total=total, desc=f"writing {out.name}", unit="msg") as bar:
+                for topic, log_time, msg in bag.read(sources):
+                    connection = connections[topic]
+                    data = store.serialize_cdr(msg, connection.msgtype)
+                    writer.write(connection, log_time, data)
+                    written += 1
+                    bar.update()
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise

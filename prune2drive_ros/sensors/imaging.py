@@ -24,6 +24,14 @@ processor resizing without a crop. A checkpoint trained on letterboxed views (Dr
 multi-image training pads each image to a square with the mean colour, LLaVA's
 ``expand2square``) gets the same: with ``pad`` the image is padded, centred, to the target's
 aspect ratio and then resized.
+
+libjpeg's warnings ("Corrupt JPEG data: 46 extraneous bytes before marker 0xd9": the image
+decodes, some blocks may be damaged) do not reach OpenCV's logger: its bundled libjpeg-turbo
+prints them with ``fprintf(stderr)``, which neither ``cv2.setLogLevel`` nor
+``cv2.utils.logging`` silences. JPEG decodes therefore run with file descriptor 2 pointed at an
+in-memory file (:class:`_StderrCapture`, safe with several decoding threads), and what libjpeg
+wrote is logged here with the topic and stamp of the frame; anything else written to stderr
+meanwhile is passed on unchanged.
 """
 
 from __future__ import annotations
@@ -31,9 +39,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
@@ -270,7 +282,11 @@ def _decode_compressed(
     flag = cv2.IMREAD_COLOR
     if codec == "jpeg" and size is not None:
         flag = _jpeg_reduction_flag(buf, size, letterbox=letterbox)
-    bgr = cv2.imdecode(buf, flag)
+    if codec == "jpeg":
+        with _LIBJPEG_STDERR.capture(topic, _stamp_text(msg)):
+            bgr = cv2.imdecode(buf, flag)
+    else:
+        bgr = cv2.imdecode(buf, flag)
     if bgr is None:
         raise DecodeError(
             f"{topic}: corrupt or truncated {codec} data ({buf.size} bytes, format "
@@ -388,3 +404,169 @@ def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 #: Largest downscale left to bilinear interpolation: its 2 taps per axis still reach 2 / 2.25 =
 #: 89 % of the input pixels; beyond it area averaging is worth its 8x cost.
 _BILINEAR_MAX_DOWNSCALE = 2.25
+
+
+def _stamp_text(msg: Any) -> str:
+    """``sec.nanosec`` of the message's ``header.stamp``; empty when it has none."""
+    stamp = getattr(getattr(msg, "header", None), "stamp", None)
+    sec, nanosec = getattr(stamp, "sec", None), getattr(stamp, "nanosec", None)
+    if isinstance(sec, int) and isinstance(nanosec, int):
+        return f"{sec}.{nanosec:09d}"
+    return ""
+
+
+#: The warnings libjpeg(-turbo) prints (its ``JWRN_*`` messages); other lines are not its.
+_LIBJPEG_LINE = re.compile(
+    rb"^(Corrupt JPEG data|Premature end of JPEG file|Invalid SOS parameters for sequential "
+    rb"JPEG|Inconsistent progression sequence|Unknown Adobe color transform code|Warning: "
+    rb"unknown JFIF revision|Warning: thumbnail image size does not match|Application "
+    rb"transferred too many scanlines)"
+)
+
+
+@dataclass
+class _Decode:
+    """One decode inside a capture window: where its image came from, and the span of the
+    capture file it was running for (``end`` is None until it returns)."""
+
+    topic: str
+    stamp: str
+    start: int
+    end: int | None = None
+
+    def describe(self) -> str:
+        return f"{self.topic} at stamp {self.stamp}" if self.stamp else self.topic
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether this decode ran while bytes ``start:end`` of the capture were written."""
+        return self.start <= start and self.end is not None and end <= self.end
+
+
+class _StderrCapture:
+    """Routes what libjpeg prints on stderr during JPEG decodes to :data:`logger`.
+
+    File descriptor 2 belongs to the whole process, so the capture is process-wide and counted:
+    the first decode to start points fd 2 at an in-memory file (``dup2``; the real stderr is
+    kept in a duplicate), later ones join the open window, the last to finish points fd 2 back
+    and reads the file. Only these few system calls run under the lock, so decodes in several
+    threads still run at the same time. ``dup2`` swaps the descriptor atomically, so every write
+    by any thread lands whole either on the real stderr or in the file, and the file's lines
+    that are not libjpeg's (another thread's log line, a Python warning) are written on to the
+    real stderr when the window closes: delayed by a decode, never lost. A libjpeg line is
+    credited to the decodes that ran over the whole span where it was written (one, unless
+    several decoded at once, e.g. a frame's views) and logged at WARNING, the first per topic;
+    later ones on that topic at DEBUG, so that a camera that always pads its JPEGs does not
+    flood the log. A process that forks while a window is open restores fd 2 in the child; a
+    program started meanwhile by another thread with an inherited stderr would write into the
+    file instead (the package starts none: the PTB tokenizer gets pipes). When fd 2 cannot be
+    duplicated (closed) nothing is captured.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        self._warned: set[str] = set()
+        self._sink: int | None = None
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._saved: int | None = None
+        self._decodes: list[_Decode] = []
+
+    @contextmanager
+    def capture(self, topic: str, stamp: str = "") -> Iterator[None]:
+        """Run the ``with`` block (a libjpeg decode) with stderr captured."""
+        decode = self._open(topic, stamp)
+        try:
+            yield
+        finally:
+            if decode is not None:
+                self._close(decode)
+
+    def _open(self, topic: str, stamp: str) -> _Decode | None:
+        with self._lock:
+            if self._saved is None:
+                try:
+                    sink = self._sink if self._sink is not None else _memory_file()
+                    self._sink = sink
+                    saved = os.dup(2)
+                except OSError:
+                    return None
+                os.dup2(sink, 2)
+                self._saved = saved
+            assert self._sink is not None
+            decode = _Decode(topic, stamp, os.lseek(self._sink, 0, os.SEEK_CUR))
+            self._decodes.append(decode)
+            return decode
+
+    def _close(self, decode: _Decode) -> None:
+        records: list[tuple[int, str, str]] = []
+        with self._lock:
+            assert self._sink is not None and self._saved is not None
+            decode.end = os.lseek(self._sink, 0, os.SEEK_CUR)
+            if any(d.end is None for d in self._decodes):
+                return  # another decode still runs: the last one reads the window
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._saved = None
+            decodes, self._decodes = self._decodes, []
+            written = os.lseek(self._sink, 0, os.SEEK_CUR)
+            if not written:
+                return
+            text = os.pread(self._sink, written, 0)
+            os.ftruncate(self._sink, 0)
+            os.lseek(self._sink, 0, os.SEEK_SET)
+            offset = 0
+            for line in text.splitlines(keepends=True):
+                if _LIBJPEG_LINE.match(line):
+                    span = (offset, offset + len(line))
+                    records.append(self._record(line, [d for d in decodes if d.covers(*span)]))
+                else:
+                    _write_all(2, line)
+                offset += len(line)
+        for level, where, message in records:
+            logger.log(level, "%s: libjpeg: %s (decoded; parts may be damaged)", where, message)
+
+    def _record(self, line: bytes, decodes: list[_Decode]) -> tuple[int, str, str]:
+        """(level, where, message) of one libjpeg line written while ``decodes`` ran."""
+        message = line.decode("utf-8", "replace").strip()
+        topics = {d.topic for d in decodes}
+        level = logging.DEBUG if topics and topics <= self._warned else logging.WARNING
+        self._warned |= topics
+        if len(decodes) == 1:
+            where = decodes[0].describe()
+        elif decodes:
+            where = "one of " + ", ".join(d.describe() for d in decodes) + " (decoded at once)"
+        else:
+            where = "a JPEG"
+        return level, where, message
+
+    def _after_fork(self) -> None:
+        """In a child forked while a window was open: give it its stderr back."""
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+        self._reset()
+
+
+def _memory_file() -> int:
+    """A new anonymous file (memory-backed where the system has ``memfd_create``)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("prune2drive-stderr", os.MFD_CLOEXEC)
+    with tempfile.TemporaryFile() as handle:
+        return os.dup(handle.fileno())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``; a stderr that cannot take it loses it (as it would)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        pass
+
+
+#: The one capture of libjpeg's messages (see :class:`_StderrCapture`).
+_LIBJPEG_STDERR = _StderrCapture()

@@ -77,10 +77,10 @@ from rosbags.interfaces import (
     QosTime,
 )
 from rosbags.rosbag2 import Writer
-from tqdm import tqdm
 
 from ..errors import BagError, ConfigError
-from ..files import new_folder, write_text_atomically
+from ..files import move_into_place, new_folder, write_text_atomically
+from ..progress import NO_PROGRESS, Bar, Progress
 from ..views import VIEWS, camera_info_topic, image_topic
 from .messages import header, pinhole_camera_info
 from .sources import CAMERA_INFO_TYPE, IMAGE_TYPES, STORAGES, typestore
@@ -237,7 +237,7 @@ def convert_nuscenes(
     storage: Literal["mcap", "sqlite3"] = "mcap",
     key_frames_only: bool = False,
     force: bool = False,
-    progress: bool = True,
+    progress: Progress = NO_PROGRESS,
 ) -> Conversion:
     """Write one bag per scene (all of ``version``'s, or those named) under ``out``.
 
@@ -257,12 +257,8 @@ def convert_nuscenes(
     out.mkdir(parents=True, exist_ok=True)
     bags = []
     started = time.perf_counter()
-    with tqdm(
-        total=sum(len(plan.images) for plan in plans),
-        desc="nuscenes2bag",
-        unit="frame",
-        disable=None if progress else True,
-    ) as bar:
+    total = sum(len(plan.images) for plan in plans)
+    with progress(total=total, desc="nuscenes2bag", unit="frame") as bar:
         for plan in plans:
             bar.set_postfix_str(plan.name)
             bag = _write_scene(root, plan, out / plan.name, storage, bar)
@@ -455,9 +451,7 @@ def _check_files(
     )
 
 
-def _write_scene(
-    dataroot: Path, plan: ScenePlan, path: Path, storage: str, bar: tqdm[Any]
-) -> SceneBag:
+def _write_scene(dataroot: Path, plan: ScenePlan, path: Path, storage: str, bar: Bar) -> SceneBag:
     """Write ``plan``'s bag into a new folder beside ``path``, then move it to ``path``
     (replacing the bag there), so that no half-written bag is ever left at ``path``."""
     staging = new_folder(path, "new")
@@ -469,9 +463,7 @@ def _write_scene(
                 scene.write_image(image, _read_jpeg(dataroot / image.filename))
                 bar.update()
         size = sum(f.stat().st_size for f in bag.iterdir())
-        if path.exists():
-            shutil.rmtree(path)
-        bag.rename(path)
+        move_into_place(bag, path, replace=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.debug("wrote %s (%d images, %s)", path, len(plan.images), storage)

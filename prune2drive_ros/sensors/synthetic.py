@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 from rosbags.rosbag2 import Writer
-from tqdm import tqdm
 
 from ..errors import BagError
+from ..progress import NO_PROGRESS, Progress
 from ..views import VIEWS, camera_info_topic, image_topic
 from .imaging import encode_jpeg
 from .messages import header, pinhole_camera_info
@@ -121,7 +121,7 @@ def write_synthetic_bag(
     *,
     questions_path: str | os.PathLike[str] | None = None,
     quality: int = 90,
-    progress: bool = True,
+    progress: Progress = NO_PROGRESS,
     scene_frames: int = 48,
     questions_per_frame: int = 3,
     mix: str = "default",
@@ -153,19 +153,16 @@ def write_synthetic_bag(
         questions_out.parent.mkdir(parents=True, exist_ok=True)
         with Writer(out, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage]) as writer:
             bag = _SyntheticWriter(writer, seed, width, height, quality)
-            for k in tqdm(
-                range(frames),
-                desc=f"writing {out.name}",
-                unit="frame",
-                disable=None if progress else True,
-            ):
-                bag.write_frame(scene.render(k), stamps[k])
-                items += [
-                    QAItem(max(stamps[k].values()), t.question, t.answer, t.kind)
-                    for t in scene_questions(
-                        scene.facts(k), k, count=questions_per_frame, mix=mix, seed=seed
-                    )
-                ]
+            with progress(total=frames, desc=f"writing {out.name}", unit="frame") as bar:
+                for k in range(frames):
+                    bag.write_frame(scene.render(k), stamps[k])
+                    items += [
+                        QAItem(max(stamps[k].values()), t.question, t.answer, t.kind)
+                        for t in scene_questions(
+                            scene.facts(k), k, count=questions_per_frame, mix=mix, seed=seed
+                        )
+                    ]
+                    bar.update()
         count = write_questions(questions_out, items)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..cache import cache_dir
+from ..progress import NO_PROGRESS, Progress
 from .spec import REPORT_FILE, variant
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def why_not_trained(name: str = "default") -> str:
     return f"none in {path}"
 
 
-def cached_scene_model(name: str = "default", *, progress: bool = True) -> Path:
+def cached_scene_model(name: str = "default", *, progress: Progress = NO_PROGRESS) -> Path:
     """The checkpoint folder of variant ``name``, training it first when it is not cached
     (resuming an interrupted run). One process trains; concurrent callers (parallel test
     workers) wait for it on a lock file and then load its result.

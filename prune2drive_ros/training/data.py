@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
+from ..progress import NO_PROGRESS, Progress
 from ..sensors.imaging import resize
 from ..sensors.scene import MASK_LABELS, RoadScene, all_scene_questions
 from ..views import VIEWS
@@ -50,7 +50,9 @@ class ScenePool:
         return len(self.answers)
 
 
-def draw_pool(spec: SceneModelSpec, *, held_out: bool, progress: bool = True) -> ScenePool:
+def draw_pool(
+    spec: SceneModelSpec, *, held_out: bool, progress: Progress = NO_PROGRESS
+) -> ScenePool:
     """The training scenes of ``spec`` (or its held-out ones), deterministic from its seed."""
     seed = spec.seed + (HELD_OUT_SEED_OFFSET if held_out else 0)
     count = spec.eval_scenes if held_out else spec.train_scenes
@@ -63,16 +65,18 @@ def draw_pool(spec: SceneModelSpec, *, held_out: bool, progress: bool = True) ->
     questions: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
     what = "held-out" if held_out else "training"
-    for k in tqdm(range(count), desc=f"drawing {what} scenes", unit="scene", disable=not progress):
-        drawn = camera.render(k)
-        masks, centres = labels.masks(k), labels.centres(k)
-        for v, view in enumerate(VIEWS):
-            images[k, v] = resize(drawn[view], (size, size))
-            targets[k, v] = _patch_targets(masks[view], centres[view], grid)
-        asked = all_scene_questions(camera.facts(k))
-        questions = tuple(q.question for q in asked)
-        kinds = tuple(q.kind for q in asked)
-        answers.append([q.answer for q in asked])
+    with progress(total=count, desc=f"drawing {what} scenes", unit="scene") as bar:
+        for k in range(count):
+            drawn = camera.render(k)
+            masks, centres = labels.masks(k), labels.centres(k)
+            for v, view in enumerate(VIEWS):
+                images[k, v] = resize(drawn[view], (size, size))
+                targets[k, v] = _patch_targets(masks[view], centres[view], grid)
+            asked = all_scene_questions(camera.facts(k))
+            questions = tuple(q.question for q in asked)
+            kinds = tuple(q.kind for q in asked)
+            answers.append([q.answer for q in asked])
+            bar.update()
     return ScenePool(images, targets, questions, kinds, answers)
 
 

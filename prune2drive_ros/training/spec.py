@@ -151,6 +151,22 @@ VARIANTS: dict[str, SceneModelSpec] = {
 }
 
 
+def spec_of_report(report: dict[str, Any]) -> SceneModelSpec:
+    """The spec a training report (``REPORT_FILE``'s ``spec``) was trained from.
+
+    Raises:
+        ValueError: the report holds no spec this version can read.
+    """
+    fields = report.get("spec")
+    if not isinstance(fields, dict):
+        raise ValueError(f"{REPORT_FILE} holds no spec")
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    try:
+        return SceneModelSpec(**values)
+    except TypeError as exc:
+        raise ValueError(f"{REPORT_FILE}'s spec is not one this version trains: {exc}") from None
+
+
 def variant(name: str) -> SceneModelSpec:
     """The spec of variant ``name`` (a ValueError naming the variants otherwise)."""
     try:

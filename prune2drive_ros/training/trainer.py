@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections import defaultdict
@@ -41,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from ..files import give_default_modes
+from ..files import give_default_modes, move_into_place, write_atomically
+from ..progress import NO_PROGRESS, Progress
 from ..sensors.scene import RoadScene, all_scene_questions
 from ..views import VIEWS
 from ..vlm.llava_onevision import LlavaOnevisionVLM
@@ -305,7 +304,9 @@ def majority_accuracy(train: ScenePool, held_out: ScenePool) -> Accuracy:
     return _accuracy(exact, held_out.kinds)
 
 
-def train_scene_model(spec: SceneModelSpec, out: Path, *, progress: bool = True) -> TrainReport:
+def train_scene_model(
+    spec: SceneModelSpec, out: Path, *, progress: Progress = NO_PROGRESS
+) -> TrainReport:
     """Train ``spec`` and save it to the new folder ``out``; resume from ``out.partial``.
 
     Runs at ``spec.threads`` intra-op threads (the caller's count is restored after), so the
@@ -323,7 +324,7 @@ def train_scene_model(spec: SceneModelSpec, out: Path, *, progress: bool = True)
         return _train(spec, out, progress=progress)
 
 
-def _train(spec: SceneModelSpec, out: Path, *, progress: bool) -> TrainReport:
+def _train(spec: SceneModelSpec, out: Path, *, progress: Progress) -> TrainReport:
     """:func:`train_scene_model`'s body, at the spec's thread count."""
     work = out.with_name(out.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
@@ -340,48 +341,43 @@ def _train(spec: SceneModelSpec, out: Path, *, progress: bool) -> TrainReport:
     train, held = _Batches(vlm, train_pool), _Batches(vlm, held_pool)
     vlm.model.train()
     started, saved = time.monotonic() - elapsed, time.monotonic()
-    bar = tqdm(
-        total=spec.steps,
-        initial=step,
-        desc=f"training scene model {spec.name}",
-        unit="step",
-        disable=not progress,
+    bar = progress(
+        total=spec.steps, initial=step, desc=f"training scene model {spec.name}", unit="step"
     )
     accuracy = None
-    try:
-        while step < spec.steps:
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(spec, step)
-            order = np.random.default_rng([spec.seed, step]).choice(
-                len(train_pool), spec.batch, replace=False
-            )
-            with _autocast(spec):
-                answer_loss, patch_loss, _ = train.forward(order.tolist(), head)
-            loss = answer_loss + spec.patch_loss * patch_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            step += 1
-            bar.update()
-            if step % max(1, spec.steps // 10) == 0 or step == spec.steps:
-                vlm.model.eval()
-                accuracy = evaluate_pool(held, head, 2 * spec.batch, limit=64)
-                vlm.model.train()
-            bar.set_postfix(
-                loss=f"{answer_loss.item():.3f}",
-                patch=f"{patch_loss.item():.3f}",
-                held_out="-" if accuracy is None else f"{accuracy.overall:.1%}",
-            )
-            if time.monotonic() - saved > _SAVE_EVERY_S:
-                _save_state(work / _STATE_FILE, spec, vlm, head, optimizer, step, started)
-                saved = time.monotonic()
-    except KeyboardInterrupt:
-        _save_state(work / _STATE_FILE, spec, vlm, head, optimizer, step, started)
-        logger.warning("interrupted at step %d of %d; run again to resume", step, spec.steps)
-        raise
-    finally:
-        bar.close()
+    with bar:
+        try:
+            while step < spec.steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = _learning_rate(spec, step)
+                order = np.random.default_rng([spec.seed, step]).choice(
+                    len(train_pool), spec.batch, replace=False
+                )
+                with _autocast(spec):
+                    answer_loss, patch_loss, _ = train.forward(order.tolist(), head)
+                loss = answer_loss + spec.patch_loss * patch_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                step += 1
+                bar.update()
+                if step % max(1, spec.steps // 10) == 0 or step == spec.steps:
+                    vlm.model.eval()
+                    accuracy = evaluate_pool(held, head, 2 * spec.batch, limit=64)
+                    vlm.model.train()
+                held_out = "-" if accuracy is None else f"{accuracy.overall:.1%}"
+                bar.set_postfix_str(
+                    f"loss={answer_loss.item():.3f}, patch={patch_loss.item():.3f}, "
+                    f"held_out={held_out}"
+                )
+                if time.monotonic() - saved > _SAVE_EVERY_S:
+                    _save_state(work / _STATE_FILE, spec, vlm, head, optimizer, step, started)
+                    saved = time.monotonic()
+        except KeyboardInterrupt:
+            _save_state(work / _STATE_FILE, spec, vlm, head, optimizer, step, started)
+            logger.warning("interrupted at step %d of %d; run again to resume", step, spec.steps)
+            raise
     vlm.model.eval()
     report = TrainReport(
         spec=spec,
@@ -393,7 +389,8 @@ def _train(spec: SceneModelSpec, out: Path, *, progress: bool) -> TrainReport:
         build=_build_info(spec),
     )
     _save_model(vlm, spec, work / "model", report)
-    (work / "model").rename(out)
+    if not move_into_place(work / "model", out, replace=False):
+        raise FileExistsError(f"{out} appeared while training; the model is in {work / 'model'}")
     shutil.rmtree(work, ignore_errors=True)
     logger.info("saved scene model %s to %s", spec.name, out)
     return report
@@ -430,9 +427,7 @@ def _save_state(
         "head": head.state_dict(),
         "optimizer": optimizer.state_dict(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def _resume(

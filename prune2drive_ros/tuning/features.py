@@ -47,11 +47,11 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from tqdm import tqdm
 
-from ..cache import cache_dir
+from ..cache import features_dir
 from ..engine import Engine
 from ..files import write_atomically, write_text_atomically
+from ..progress import NO_PROGRESS, Progress
 from ..views import VIEWS
 from ..vlm import DrivingVLM
 from .sources import Frame, content_digest, decode_frame, digest, file_stamp
@@ -73,11 +73,6 @@ _CHECKSUM = "crc32"
 # What reading a damaged entry raises: safetensors' own error for a bad header or a short file,
 # OSError for unreadable files, ValueError/KeyError for entries that parse but do not fit.
 _READ_ERRORS = (SafetensorError, OSError, ValueError, KeyError, RuntimeError)
-
-
-def default_features_dir() -> Path:
-    """``cache_dir()/features``: shared by every study and ``eval`` run of this user."""
-    return cache_dir() / "features"
 
 
 def model_identity(vlm: DrivingVLM) -> dict[str, object]:
@@ -160,7 +155,7 @@ class FeatureCache:
     def __init__(self, vlm: DrivingVLM, root: str | Path | None = None) -> None:
         self.vlm = vlm
         self.key = model_key(vlm)
-        self.folder = Path(root) if root is not None else default_features_dir()
+        self.folder = Path(root) if root is not None else features_dir()
         self.folder = self.folder / self.key
         self.encoder_calls = 0
         self.recomputed = 0
@@ -179,14 +174,16 @@ class FeatureCache:
         cached = self._cached(frame)
         return self._encode(frame) if cached is None else cached.to(self.vlm.device)
 
-    def prepare(self, frames: Sequence[Frame], *, progress: bool = True) -> None:
+    def prepare(self, frames: Sequence[Frame], *, progress: Progress = NO_PROGRESS) -> None:
         """Make sure every frame's tokens are cached; the only place a study runs the encoder.
 
         Entries already cached are only checked, not moved onto the device.
         """
-        for frame in tqdm(frames, desc="visual tokens", unit="frame", disable=not progress):
-            if self._cached(frame) is None:
-                self._encode(frame)
+        with progress(total=len(frames), desc="visual tokens", unit="frame") as bar:
+            for frame in frames:
+                if self._cached(frame) is None:
+                    self._encode(frame)
+                bar.update()
 
     def _cached(self, frame: Frame) -> torch.Tensor | None:
         """The cached tokens of ``frame`` on the CPU, checked; None when there are none or they

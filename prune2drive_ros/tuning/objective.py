@@ -39,14 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
-from ..engine import Engine
 from ..errors import ConfigError, TrialFailed
+from ..progress import NO_PROGRESS, Progress
 from ..pruning.budget import Rates, validate_rates
 from ..views import VIEWS
-from ..vlm import DrivingVLM
-from .features import FeatureCache
 from .ptb import Tokenizer, language_tokenizer
 from .scoring import (
     CHALLENGE_RULES,
@@ -65,6 +61,10 @@ from .sources import Frame, Sample, ValidationSet
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
+
+    from ..engine import Engine
+    from ..vlm import DrivingVLM
+    from .features import FeatureCache
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class Evaluator:
         pruner: default pruner name.
         max_new_tokens: answer length limit.
         seed: seed of the pruner (the ``random`` baseline uses it).
-        progress: show a bar over the samples of each evaluation.
+        progress: reports the unpruned answers and the samples of each evaluation.
         tokenizer: of the language metrics (``drivelm`` reward; default
             :func:`~.ptb.language_tokenizer`).
         rules: accuracy mode and per-frame filter of the ``drivelm`` reward (default the
@@ -276,7 +276,7 @@ class Evaluator:
         pruner: str = "tfps",
         max_new_tokens: int = 32,
         seed: int = 0,
-        progress: bool = True,
+        progress: Progress = NO_PROGRESS,
         tokenizer: Tokenizer | None = None,
         rules: ScoringRules = CHALLENGE_RULES,
     ) -> None:
@@ -309,6 +309,8 @@ class Evaluator:
                 )
         #: answers from the cached visual tokens (budgets per call; unpruned by default), with
         #: the default pruner and the answer length.
+        from ..engine import Engine  # torch: the package's light modules import this one
+
         self.engine = Engine(vlm, None, pruner=pruner, max_new_tokens=max_new_tokens)
 
     def unpruned_answers(self) -> dict[str, list[str]]:
@@ -319,15 +321,16 @@ class Evaluator:
         """
         if self._unpruned is None:
             self._unpruned = {}
-            for frame, group in tqdm(
-                self.groups, desc="unpruned answers", unit="frame", disable=not self.progress
-            ):
-                try:
-                    self._unpruned[frame.key] = self.features.unpruned_answers(
-                        frame, [s.question for s in group], self.engine
-                    )
-                except Exception as exc:  # one bad frame must not stop the study
-                    logger.warning("no unpruned answers for %s: %s", frame.label, exc)
+            bar = self.progress(total=len(self.groups), desc="unpruned answers", unit="frame")
+            with bar:
+                for frame, group in self.groups:
+                    try:
+                        self._unpruned[frame.key] = self.features.unpruned_answers(
+                            frame, [s.question for s in group], self.engine
+                        )
+                    except Exception as exc:  # one bad frame must not stop the study
+                        logger.warning("no unpruned answers for %s: %s", frame.label, exc)
+                    bar.update()
         return self._unpruned
 
     def evaluate(self, rates: Rates, *, pruner: str | None = None) -> Evaluation:
@@ -347,9 +350,7 @@ class Evaluator:
         kept: list[tuple[int, ...]] = []
         skipped = 0
         first_error = ""
-        bar = tqdm(
-            total=self.samples, desc="samples", unit="q", leave=False, disable=not self.progress
-        )
+        bar = self.progress(total=self.samples, desc="samples", unit="q", leave=False)
         with bar:
             for frame, group in self.groups:
                 bar.update(len(group))
@@ -467,7 +468,7 @@ def prepare_evaluation(
     lam: float = DEFAULT_LAMBDA,
     cache_dir: Path | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progress: Progress = NO_PROGRESS,
 ) -> EvaluationSetup:
     """Build the evaluator for ``reward`` (name and why, from :func:`choose_reward`; language
     metrics on ``tokenizer``, from :func:`reward_tokenizer`; accuracy mode and per-frame filter
@@ -479,6 +480,8 @@ def prepare_evaluation(
     Raises:
         ConfigError: as :class:`Evaluator`.
     """
+    from .features import FeatureCache
+
     name, reason = reward
     features = FeatureCache(engine.vlm, cache_dir)
     evaluator = Evaluator(

@@ -68,9 +68,9 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
 from ..errors import ConfigError, StudyError
+from ..progress import NO_PROGRESS, Progress
 from ..sensors.rates_file import redact_url
 from ..views import VIEWS
 from .objective import Evaluation, Evaluator
@@ -348,7 +348,7 @@ def run_trials(
     *,
     trials: int | None,
     timeout: float | None = None,
-    progress: bool = True,
+    progress: Progress = NO_PROGRESS,
 ) -> RunStats:
     """Run ``trials`` more trials (or until ``timeout`` seconds) in this process.
 
@@ -362,7 +362,7 @@ def run_trials(
     trial is kept.
     """
     stats = RunStats()
-    bar = tqdm(total=trials, desc="trials", unit="trial", disable=not progress)
+    bar = progress(total=trials, desc="trials", unit="trial")
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         bar.update(1)
@@ -370,7 +370,7 @@ def run_trials(
             stats.completed += 1
             stats.consecutive_failures = 0
             if Evaluation.stored(trial):
-                bar.set_postfix(reward=f"{Evaluation.from_trial(trial).reward:.4f}")
+                bar.set_postfix_str(f"reward={Evaluation.from_trial(trial).reward:.4f}")
         elif trial.state == TrialState.FAIL:
             stats.failed += 1
             stats.consecutive_failures += 1
