@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .files import give_default_modes, new_folder
+from .files import give_default_modes, move_into_place, new_folder
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,12 @@ def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/prune2drive_ros`` (default ``~/.cache/prune2drive_ros``)."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / PACKAGE
+
+
+def features_dir() -> Path:
+    """``cache_dir()/features``: the visual tokens shared by every study and ``eval`` run of
+    this user (:mod:`prune2drive_ros.tuning.features`)."""
+    return cache_dir() / "features"
 
 
 def build_once(path: Path, build: Callable[[Path], object]) -> Path:
@@ -42,11 +48,7 @@ def build_once(path: Path, build: Callable[[Path], object]) -> Path:
     try:
         build(tmp)
         give_default_modes(tmp)
-        try:
-            tmp.rename(path)
-        except OSError:
-            if not path.is_dir():
-                raise
+        if not move_into_place(tmp, path, replace=False):
             logger.debug("another process built %s first; keeping its copy", path)
     finally:
         if tmp.exists():

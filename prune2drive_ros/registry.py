@@ -83,4 +83,3 @@ class Registry(Mapping[str, T], Generic[T]):
         hint = f" (did you mean {close[0]}?)" if close else ""
         message = f"unknown {self.kind} {name!r}{hint}; expected one of {', '.join(self)}"
         return self._error(message + (f"; {self._remedy}" if self._remedy else ""))
-

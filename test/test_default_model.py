@@ -199,5 +199,13 @@ def test_the_parameter_and_the_flag_say_what_empty_and_tiny_mean(
     with pytest.raises(SystemExit):
         cli.main(["replay", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "the scene model `prune2drive train` trained into the cache" in help_text
-    assert f"'{TINY_MODEL}': always the tiny test model" in help_text
+    assert " ".join(description.split()) in help_text, "the flag's help is the parameter's"
+
+
+def test_the_suite_caches_in_its_own_folder_not_the_users() -> None:
+    from conftest import TEST_CACHE
+
+    from prune2drive_ros.cache import cache_dir
+
+    assert cache_dir() == TEST_CACHE / "prune2drive_ros"
+    assert Path.home() / ".cache" not in cache_dir().parents

@@ -286,6 +286,7 @@ def test_eval_logs_the_rates_it_scores_and_the_spread_of_its_accuracies(
     assert "retention_rates.yaml: CAM_FRONT=" in logged[0]
 
 
+@pytest.mark.slow
 def test_eval_scores_placements_side_by_side_with_fastv_inside_the_decoder(
     small_bag, tmp_path, capsys
 ):

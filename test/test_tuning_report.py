@@ -15,16 +15,15 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import create_trial
 from safetensors.torch import save_file
 
+import prune2drive_ros.tuning.plots as plots_module
 import prune2drive_ros.tuning.report as report_module
 from prune2drive_ros.files import write_atomically, write_text_atomically
 from prune2drive_ros.sensors.rates_file import save_rates
 from prune2drive_ros.tuning.objective import Evaluation
+from prune2drive_ros.tuning.plots import history_figure, rates_figure, trade_off_figure
 from prune2drive_ros.tuning.report import (
     ReportContext,
-    history_figure,
-    rates_figure,
     report_text,
-    trade_off_figure,
     write_pareto_front,
     write_report,
 )
@@ -153,14 +152,14 @@ def test_the_report_is_written_first_and_a_failing_plot_is_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     context = _context(False, POINTS[:2])
-    original = report_module._save
+    original = plots_module.save_figure
 
     def disk_full_for_rates(path: Path, figure: Any) -> Path:
         if path.name == report_module.RATES_PNG:
             raise OSError(28, "No space left on device")
         return original(path, figure)
 
-    monkeypatch.setattr(report_module, "_save", disk_full_for_rates)
+    monkeypatch.setattr(plots_module, "save_figure", disk_full_for_rates)
     written = write_report(tmp_path, context)
     assert written[0] == tmp_path / "report.md" and written[0].read_text().strip()
     assert [p.name for p in written[1:]] == [report_module.HISTORY_PNG, report_module.TRADE_OFF_PNG]

@@ -22,6 +22,7 @@ from ..sensors.conversion import convert_to_rosbag2
 from ..sensors.sources import STORAGES
 from .argtypes import topic_remap
 from .options import remove_bag
+from .progress import add_progress_argument, progress_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="replace OUT if it is an existing bag folder"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.force:
                 raise BagError(f"{out} exists already; pass --force to replace it")
             remove_bag(out)
-        converted = convert_to_rosbag2(bag, out, args.storage, progress=not args.no_progress)
+        converted = convert_to_rosbag2(bag, out, args.storage, progress=progress_from(args))
     print(
         f"wrote rosbag2 {converted.path} ({args.storage}, {converted.messages} messages) from "
         f"{converted.source_format} {args.input}:"

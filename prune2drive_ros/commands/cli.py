@@ -14,8 +14,12 @@ import argparse
 import ast
 import importlib
 import importlib.util
+import inspect
 import logging
+import re
+import shutil
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 
@@ -51,6 +55,36 @@ def module_docstring(module: str) -> str:
     return (ast.get_docstring(ast.parse(source)) if source else None) or module
 
 
+#: A Sphinx cross-reference: ``:role:`target``` or ``:role:`~dotted.target``` or
+#: ``:role:`title <target>```.
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`<]*?)\s*(?:<[^>]*>)?`")
+#: Bullet of a list item, kept at the start of its wrapped lines.
+_BULLET = re.compile(r"^([*-] )")
+
+
+def terminal_text(docstring: str) -> str:
+    """A module docstring as ``--help`` shows it: Sphinx roles reduced to their names (the last
+    part of a ``~`` target), inline-code quotes dropped, each paragraph and list item wrapped
+    to the terminal (at most 100 columns) and the blank lines between them kept."""
+
+    def role(match: re.Match[str]) -> str:
+        short, target = match.groups()
+        return target.rsplit(".", 1)[-1] if short else target
+
+    text = _ROLE.sub(role, docstring).replace("``", "")
+    width = min(shutil.get_terminal_size().columns, 100) - 2
+    blocks = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        items = re.split(r"\n(?=[*-] )", paragraph)
+        wrapped = []
+        for item in items:
+            bullet = _BULLET.match(item)
+            indent = " " * len(bullet.group(1)) if bullet else ""
+            wrapped.append(textwrap.fill(" ".join(item.split()), width, subsequent_indent=indent))
+        blocks.append("\n".join(wrapped))
+    return "\n\n".join(blocks)
+
+
 def _first_positional(argv: Sequence[str]) -> str | None:
     """The first argument that is not an option: the subcommand chosen at this level (the
     levels above it take flags without values only)."""
@@ -83,7 +117,12 @@ def _add_commands(
             continue
         module = importlib.import_module(target)
         summary = (module.__doc__ or name).strip().splitlines()[0]
-        parser = subparsers.add_parser(name, help=summary, description=module.__doc__)
+        parser = subparsers.add_parser(
+            name,
+            help=summary,
+            description=terminal_text(module.__doc__ or name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(parser)
         parser.set_defaults(_module=module)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..prompts import PROMPTS
 from ..vlm.conversion import FORMAT_DEFAULT, FORMATS, convert_checkpoint
+from .progress import add_progress_argument, progress_from
 
 #: ``--prompt`` value that writes no prompt into the converted config.
 NO_PROMPT = "none"
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"paper's checkpoint in SOURCE's format; {NO_PROMPT}: name none)",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty TARGET")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         format=args.format,
         prompt=prompt,
         force=args.force,
-        progress=not args.no_progress,
+        progress=progress_from(args),
     )
     print(f"wrote {target}; load it with: prune2drive replay --model {target} ...")
     return 0

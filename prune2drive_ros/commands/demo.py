@@ -21,8 +21,8 @@ from pathlib import Path
 
 from ..cache import build_once, cache_dir
 from ..config import TINY_MODEL, DriveVLMConfig
-from ..engine import Engine
 from ..files import LineWriter
+from ..progress import NO_PROGRESS, Progress
 from ..pruning.budget import validate_rates
 from ..sensors.bag import open_camera_bag
 from ..sensors.questions import read_questions
@@ -31,6 +31,7 @@ from ..sensors.synthetic import default_questions_path, write_synthetic_bag
 from ..training import VARIANTS, cached_scene_model
 from ..tuning.spread import Accuracy, compare_text
 from .argtypes import at_least
+from .progress import add_progress_argument, progress_from
 from .replay import replay, report_answers
 from .viz import kept_tokens_picture
 
@@ -41,9 +42,9 @@ BAG_NAME = "bag"
 DEMO_SEED = 2026
 
 
-def demo_bag(frames: int, seed: int) -> Path:
+def demo_bag(frames: int, seed: int, progress: Progress = NO_PROGRESS) -> Path:
     """The cached synthetic bag folder (with its questions file beside it), built once: a new
-    scene every frame, two questions a frame."""
+    scene every frame, two questions a frame; ``progress`` reports the frames written."""
 
     def build(folder: Path) -> None:
         write_synthetic_bag(
@@ -53,6 +54,7 @@ def demo_bag(frames: int, seed: int) -> Path:
             seed=seed,
             scene_frames=1,
             questions_per_frame=2,
+            progress=progress,
         )
 
     return build_once(cache_dir() / f"demo-bag-{frames}f-seed{seed}-v2", build) / BAG_NAME
@@ -102,19 +104,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="demo-out", help="folder for answers.jsonl and kept_tokens.png"
     )
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """``prune2drive demo``."""
     rate = validate_rates(args.rate)
     # The demo trains the scene model when it is missing; the engine's default would not.
-    model = str(cached_scene_model(args.variant)) if args.model is None else args.model
-    bag = demo_bag(args.frames, args.seed)
+    progress = progress_from(args)
+    model = (
+        str(cached_scene_model(args.variant, progress=progress))
+        if args.model is None
+        else args.model
+    )
+    bag = demo_bag(args.frames, args.seed, progress)
     items = read_questions(default_questions_path(bag))[: args.questions]
     print(f"bag: {bag} ({args.frames} frames x 6 cameras, 1600x900 JPEG, 12 Hz)")
     config = DriveVLMConfig().with_changes(
         model=model, device=args.device, max_new_tokens=args.max_new_tokens
     )
+    from ..engine import Engine  # torch: only once the flags are checked
+
     loaded = Engine.from_config(config)
     engine = Engine(
         loaded.vlm,
@@ -131,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     answers_path = out / "answers.jsonl"
     with open_camera_bag(bag) as recording:
         with LineWriter.create(answers_path) as answers:
-            report = replay(recording, items, engine, answers, baseline=baseline)
+            report = replay(recording, items, engine, answers, baseline=baseline, progress=progress)
         status = report_answers(report, engine.vlm.random_weights, answers_path)
         if report.answers and report.baseline:  # a few dozen questions: is the gap noise?
             pruned, unpruned = (

@@ -42,14 +42,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import DriveVLMConfig, resolve_rates_file
-from ..engine import Engine
 from ..errors import ConfigError, QuestionError
 from ..placement import ATTENTION_PRUNERS, decoder_placement_needed, prune_layer
-from ..pruning import PRUNERS, Selection
 from ..pruning.budget import Rates, validate_rates
+from ..pruning.registry import PRUNERS
 from ..sensors.rates_file import load_rates
 from ..tuning.drivelm import (
     Prediction,
@@ -59,17 +58,10 @@ from ..tuning.drivelm import (
     score_drivelm,
     write_predictions,
 )
-from ..tuning.objective import (
-    Evaluation,
-    EvaluationSetup,
-    prepare_evaluation,
-)
 from ..tuning.ptb import language_tokenizer, tokenizer_name
 from ..tuning.scoring import ScoringRules
 from ..tuning.sources import Sample, ValidationSet
 from ..tuning.spread import NOISE_RULE, Accuracy, within_noise
-from ..vlm import RANDOM_WEIGHTS_NOTE, DrivingVLM
-from ..vlm.flops import DecoderShape, flops_ratio
 from .argtypes import at_least
 from .bench import device_name, emit_json, median, time_interleaved
 from .options import (
@@ -82,6 +74,12 @@ from .options import (
     engine_config,
     open_validation_set,
 )
+from .progress import progress_from
+
+if TYPE_CHECKING:
+    from ..pruning.selection import Selection
+    from ..tuning.objective import Evaluation, EvaluationSetup
+    from ..vlm import DrivingVLM
 
 logger = logging.getLogger(__name__)
 
@@ -213,10 +211,15 @@ def run(args: argparse.Namespace) -> int:
         check_questions(((sample.id, sample.question) for sample in data.samples), config)
         reward, tokenizer, rules = choose_scoring(args, data)
         # the rates scored are the ones logged: --uniform and --no-pruning leave the file unread
+        from ..engine import Engine  # torch: only once everything above is checked
+        from ..tuning.objective import prepare_evaluation
+
         engine = Engine.from_config(config, rates_file=False)
         logger.info("retention rates: %s", rates_used(scored, config, uniform=args.uniform))
         vlm = engine.vlm
         if vlm.random_weights:
+            from ..vlm import RANDOM_WEIGHTS_NOTE
+
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
         shown_evaluation: Evaluation | None = None  # the first row's (--save-predictions)
         rows: list[Row] = []
@@ -234,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
                 rules=rules,
                 cache_dir=args.cache_dir,
                 seed=args.seed,
-                progress=not args.no_progress,
+                progress=progress_from(args),
             )
             encoder_calls += setup.features.encoder_calls
             methods = _methods(config.pruner, placed, args.pruners) if scored else []
@@ -406,6 +409,8 @@ def prefill_timings(
     what an answer's is: the prefix pruned where the model prunes (at ``layer:K`` its first K
     layers on every token), then the question; the pruner itself is not timed here.
     """
+    from ..vlm.flops import DecoderShape, flops_ratio
+
     names = [*methods, UNPRUNED]
     times: dict[str, list[float]] = {name: [] for name in names}
     shares: dict[str, list[float]] = {name: [] for name in names}

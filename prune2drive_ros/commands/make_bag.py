@@ -23,6 +23,7 @@ from ..sensors.synthetic import (
 )
 from .argtypes import at_least
 from .options import remove_bag
+from .progress import add_progress_argument, progress_from
 
 #: nuScenes' camera rate.
 _RATE_HZ = 12.0
@@ -83,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="replace OUT if it is an existing bag folder"
     )
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         questions_per_frame=args.questions_per_frame,
         mix=args.mix,
         density=args.density,
+        progress=progress_from(args),
     )
     seconds = (info.end_ns - info.start_ns) / 1e9
     print(

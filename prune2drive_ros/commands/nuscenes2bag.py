@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from ..sensors.nuscenes import convert_nuscenes
+from .progress import add_progress_argument, progress_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write into an existing OUT, replacing the bags and indexes of the scenes converted",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage,
         key_frames_only=args.key_frames_only,
         force=args.force,
-        progress=not args.no_progress,
+        progress=progress_from(args),
     )
     for bag in result.bags:
         print(

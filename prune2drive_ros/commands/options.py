@@ -15,35 +15,37 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import TINY_MODEL, DriveVLMConfig, check_question, load_params_yaml
+from ..cache import features_dir
+from ..config import DriveVLMConfig, check_question, load_params_yaml
 from ..errors import BagError, ConfigError, QuestionError
 from ..files import check_output_file
-from ..prompts import PROMPT_CHOICES
 from ..sensors.bag import DEFAULT_MAX_GAP_MS
 from ..views import VIEWS
 from .argtypes import at_least, positive_float, topic_remap
+from .progress import add_progress_argument
 
 if TYPE_CHECKING:
     from ..tuning.ptb import Tokenizer
     from ..tuning.scoring import ScoringRules
     from ..tuning.sources import ValidationSet
 
-#: Flags that override one parameter of the config each: flag dest -> parameter name.
-_CONFIG_FLAGS = {
+#: Flags that set one parameter of the config each: flag -> parameter name. Their type,
+#: choices, default and help come from the parameter's spec (:mod:`prune2drive_ros.config`),
+#: so the command line says what the node's parameters say.
+CONFIG_FLAGS: dict[str, str] = {
     "model": "model",
     "family": "family",
     "rates": "rates_file",
     "pruner": "pruner",
     "prompt": "prompt",
-    "max_tiles": "max_tiles",
     "placement": "placement",
+    "max-tiles": "max_tiles",
     "device": "device",
     "dtype": "dtype",
-    "max_new_tokens": "max_new_tokens",
-    "sync_slop": "sync_slop_s",
-    "sync_queue": "sync_queue_size",
+    "max-new-tokens": "max_new_tokens",
+    "sync-slop": "sync_slop_s",
+    "sync-queue": "sync_queue_size",
 }
-
 
 #: What a bag argument takes (sensors/bag.py tells the formats apart by content).
 BAG_HELP = (
@@ -64,35 +66,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--params", help="the node's ROS 2 params file (drive_vlm.yaml): start from its settings"
     )
-    group.add_argument(
-        "--model",
-        help="hub id or local checkpoint (default: the scene model `prune2drive train` trained "
-        f"into the cache, else the tiny random-weight test model; '{TINY_MODEL}': always the "
-        "tiny test model)",
-    )
-    group.add_argument("--family", help="model family (default: from the model's config.json)")
-    group.add_argument("--rates", help="retention_rates.yaml (default: the package's)")
-    group.add_argument("--pruner", help="tfps (default), random, grid or dart")
-    group.add_argument(
-        "--prompt",
-        choices=PROMPT_CHOICES,
-        help="how the model is asked (default auto: the checkpoint's own prompt, see README)",
-    )
-    group.add_argument(
-        "--placement",
-        help="projector (default: prune after the projector, as the paper's text) or layer:K "
-        "(prune the hidden states entering decoder layer K, as its reference code)",
-    )
-    group.add_argument(
-        "--max-tiles",
-        type=at_least(1),
-        help="tiles of the stitched image with --prompt drivelmm_o1 (1: one 448 px image)",
-    )
-    group.add_argument("--device", help="auto, cuda or cpu")
-    group.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
-    group.add_argument(
-        "--max-new-tokens", type=at_least(1), help="answer length limit in tokens (64)"
-    )
+    for flag, name in CONFIG_FLAGS.items():
+        add_config_flag(group, flag, name)
     group.add_argument(
         "--raw",
         action="store_true",
@@ -107,8 +82,26 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="the topic of one camera view, e.g. CAM_FRONT:=/cam_front/image/compressed "
         "(repeat for each view that differs from /<VIEW>/image_rect_compressed)",
     )
-    group.add_argument("--sync-slop", type=float, help="camera sync slop in seconds (0.06)")
-    group.add_argument("--sync-queue", type=int, help="messages kept per camera while pairing (5)")
+
+
+def add_config_flag(group: argparse._ActionsContainer, flag: str, name: str) -> None:
+    """``--flag`` setting parameter ``name``, described by its spec: the parameter's help
+    text, choices and default, an int or float type where the parameter is one. Its value is
+    checked by the schema (:meth:`DriveVLMConfig.with_changes`), as a params file's is."""
+    spec = DriveVLMConfig.spec(name)
+    shown = f"'{spec.default}'" if spec.default == "" else spec.default
+    constraints = [f"{spec.low:g} to {spec.high:g}"] if spec.low is not None else []
+    constraints += [spec.note] if spec.note else []
+    text = "; ".join([spec.description, *constraints]) + f" (parameter {name}, default {shown})"
+    kind = spec.kind if spec.kind in (int, float) else str
+    group.add_argument(
+        f"--{flag}",
+        dest=name,
+        type=kind,
+        choices=spec.choices,
+        metavar=None if spec.choices else flag.upper().replace("-", "_"),
+        help=text.replace("%", "%%"),
+    )
 
 
 def engine_config(args: argparse.Namespace) -> DriveVLMConfig:
@@ -119,9 +112,9 @@ def engine_config(args: argparse.Namespace) -> DriveVLMConfig:
     """
     config = load_params_yaml(args.params) if args.params else DriveVLMConfig()
     changes = {
-        name: getattr(args, flag)
-        for flag, name in _CONFIG_FLAGS.items()
-        if getattr(args, flag) is not None
+        name: getattr(args, name)
+        for name in CONFIG_FLAGS.values()
+        if getattr(args, name) is not None
     }
     if args.raw:
         changes["use_compressed"] = False
@@ -133,7 +126,7 @@ def engine_config(args: argparse.Namespace) -> DriveVLMConfig:
 
 
 #: Flags that name a file a command reads: no output may be one of them.
-_INPUT_FLAGS = ("bag", "questions", "drivelm", "params", "rates", "score_predictions")
+_INPUT_FLAGS = ("bag", "questions", "drivelm", "params", "rates_file", "score_predictions")
 
 
 def input_files(args: argparse.Namespace) -> list[str]:
@@ -274,9 +267,10 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir",
         type=Path,
         default=None,
-        help="feature cache folder (default ~/.cache/prune2drive_ros/features)",
+        help=f"visual-token cache folder (default {features_dir()}: $XDG_CACHE_HOME, else "
+        "~/.cache)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
 
 
 def choose_scoring(

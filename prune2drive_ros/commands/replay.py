@@ -25,16 +25,14 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
-from ..engine import Answer, Engine
 from ..errors import BagError, DecodeError, OutputError, Prune2DriveError, QuestionError
 from ..files import LineWriter
+from ..progress import NO_PROGRESS, Progress, counted
 from ..sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
 from ..sensors.questions import QAItem, read_questions
 from ..serving.stats import STAGES, percentile
-from ..vlm import RANDOM_WEIGHTS_NOTE
 from .argtypes import at_least, positive_float
 from .options import (
     BAG_HELP,
@@ -43,6 +41,10 @@ from .options import (
     check_questions,
     engine_config,
 )
+from .progress import add_progress_argument, progress_from
+
+if TYPE_CHECKING:
+    from ..engine import Answer, Engine
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def replay(
     baseline: Engine | None = None,
     max_gap_ms: float = DEFAULT_MAX_GAP_MS,
     max_new_tokens: int | None = None,
-    progress: bool = True,
+    progress: Progress = NO_PROGRESS,
 ) -> ReplayReport:
     """Answer ``items`` on the frame sets of the open ``bag``; write one line each to ``out``.
 
@@ -112,36 +114,43 @@ def replay(
     """
     report = ReplayReport()
     max_gap_ns = round(max_gap_ms * 1e6)
-    for item in tqdm(items, desc="questions", unit="q", disable=not progress):
-        try:
-            frames = bag.nearest_frame_set(item.stamp_ns, max_gap_ns)
-            answer = engine.answer(frames, item.question, max_new_tokens)
-            unpruned = baseline.answer(frames, item.question, max_new_tokens) if baseline else None
-        except (QuestionError, DecodeError) as exc:
-            logger.warning("skipped %r: %s", item.question, exc)
-            report.skipped.append((item, str(exc)))
-            continue
-        except BagError as exc:
-            report.stopped = exc
-            break
-        record = {**answer.as_dict(), "question_stamp_ns": item.stamp_ns, "reference": item.answer}
-        if unpruned is not None:
-            record["unpruned"] = {
-                "text": unpruned.text,
-                "timings_ms": unpruned.timings_ms.as_dict(),
-            }
-        if out is not None:
+    with progress(total=len(items), desc="questions", unit="q") as bar:
+        for item in counted(bar, items):
             try:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            except OSError as exc:
-                report.stopped = OutputError(
-                    f"cannot write answer {len(report.answers) + 1}: {exc.strerror or exc}"
+                frames = bag.nearest_frame_set(item.stamp_ns, max_gap_ns)
+                answer = engine.answer(frames, item.question, max_new_tokens)
+                unpruned = (
+                    baseline.answer(frames, item.question, max_new_tokens) if baseline else None
                 )
+            except (QuestionError, DecodeError) as exc:
+                logger.warning("skipped %r: %s", item.question, exc)
+                report.skipped.append((item, str(exc)))
+                continue
+            except BagError as exc:
+                report.stopped = exc
                 break
-        report.answers.append(answer)
-        report.asked.append(item)
-        if unpruned is not None:
-            report.baseline.append(unpruned)
+            record = {
+                **answer.as_dict(),
+                "question_stamp_ns": item.stamp_ns,
+                "reference": item.answer,
+            }
+            if unpruned is not None:
+                record["unpruned"] = {
+                    "text": unpruned.text,
+                    "timings_ms": unpruned.timings_ms.as_dict(),
+                }
+            if out is not None:
+                try:
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                except OSError as exc:
+                    report.stopped = OutputError(
+                        f"cannot write answer {len(report.answers) + 1}: {exc.strerror or exc}"
+                    )
+                    break
+            report.answers.append(answer)
+            report.asked.append(item)
+            if unpruned is not None:
+                report.baseline.append(unpruned)
     return report
 
 
@@ -162,6 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline", action="store_true", help="also answer each question without pruning"
     )
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
     out_path = check_output(args, args.out) if args.out else None
     with ExitStack() as stack:
         bag = stack.enter_context(open_config_bag(args.bag, config))
+        from ..engine import Engine
+
         engine = Engine.from_config(config)
         baseline = Engine(engine.vlm, None, topics=engine.topics) if args.baseline else None
         out = stack.enter_context(LineWriter.create(out_path)) if out_path else None
@@ -195,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             baseline=baseline,
             max_gap_ms=args.max_gap_ms,
             max_new_tokens=config.max_new_tokens,
+            progress=progress_from(args),
         )
     return report_answers(report, engine.vlm.random_weights, out_path)
 
@@ -208,6 +221,8 @@ def report_answers(report: ReplayReport, random_weights: bool, out_path: Path | 
             after the answers so far are printed; the error says where they were written.
     """
     if random_weights:
+        from ..vlm import RANDOM_WEIGHTS_NOTE
+
         print(f"NOTE: {RANDOM_WEIGHTS_NOTE}")
     for answer, item in zip(report.answers, report.asked, strict=True):
         verdict = ""

@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
-from ..training import REPORT_FILE, VARIANTS, cached_scene_model, train_scene_model, variant
+from ..errors import ConfigError
+from ..training import REPORT_FILE, VARIANTS, cached_scene_model, variant
+from .progress import add_progress_argument, progress_from
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="checkpoint folder to create (default: the cache, where demo and tests look)",
     )
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train (or find the cached) model and print where it is and what it reached."""
+    progress = progress_from(args)
     if args.out is None:
-        path = cached_scene_model(args.variant)
+        path = cached_scene_model(args.variant, progress=progress)
     else:
-        path = args.out
-        train_scene_model(variant(args.variant), path)
+        path = _check_out(args.out)
+        from ..training import train_scene_model  # torch: only once the flags are checked
+
+        train_scene_model(variant(args.variant), path, progress=progress)
     report = json.loads((path / REPORT_FILE).read_text())
     held, prior = report["held_out"], report["majority"]
     print(f"scene model {args.variant}: {path}")
@@ -56,3 +63,19 @@ def run(args: argparse.Namespace) -> int:
     for kind, value in held["per_kind"].items():
         print(f"  {kind:12s} {value:6.1%}   (commonest answer {prior['per_kind'][kind]:.1%})")
     return 0
+
+
+def _check_out(out: Path) -> Path:
+    """``--out`` if a new checkpoint folder can be made there, checked before any training.
+
+    Raises:
+        ConfigError: it exists already, or its parent folder is missing or not writable.
+    """
+    if out.exists():
+        raise ConfigError(f"--out {out} exists already; remove it to train again, or name another")
+    parent = out.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--out {out}: folder {parent} is missing or not writable; create it or write elsewhere"
+        )
+    return out

@@ -25,15 +25,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.storages import BaseStorage
 
-from ..engine import Engine
 from ..errors import ConfigError, Prune2DriveError
 from ..files import check_output_file
 from ..sensors.rates_file import load_rates, redact_url, save_rates
-from ..tuning.features import model_content_key
 from ..tuning.objective import (
     DEFAULT_LAMBDA,
     REFERENCE_SUM_LAMBDA,
@@ -52,8 +51,6 @@ from ..tuning.report import (
     write_pareto_front,
     write_report,
 )
-from ..tuning.scoring import ScoringRules
-from ..tuning.sources import ValidationSet
 from ..tuning.samplers import (
     DEFAULT_GRID_STEPS,
     DEFAULT_MAX_RATE,
@@ -63,6 +60,8 @@ from ..tuning.samplers import (
     make_sampler,
     sampler_name,
 )
+from ..tuning.scoring import ScoringRules
+from ..tuning.sources import ValidationSet
 from ..tuning.study import (
     DEFAULT_HEARTBEAT_S,
     OBJECTIVE_VERSION,
@@ -80,7 +79,6 @@ from ..tuning.study import (
     trial_rates,
 )
 from ..views import VIEWS
-from ..vlm import RANDOM_WEIGHTS_NOTE
 from .argtypes import at_least, non_negative_float, positive_float, retention_rate
 from .bench import emit_json
 from .options import (
@@ -93,6 +91,10 @@ from .options import (
     input_files,
     open_validation_set,
 )
+from .progress import progress_from
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +220,9 @@ def run(args: argparse.Namespace) -> int:
         print(data.summary())
         check_questions(((sample.id, sample.question) for sample in data.samples), config)
         reward, tokenizer, rules = choose_scoring(args, data)
+        from ..engine import Engine  # torch: only once everything above is checked
+        from ..vlm import RANDOM_WEIGHTS_NOTE
+
         engine = Engine.from_config(config)
         if engine.vlm.random_weights:
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
@@ -234,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             lam=args.lam,
             cache_dir=args.cache_dir,
             seed=args.seed,
-            progress=not args.no_progress,
+            progress=progress_from(args),
         )
         print(
             f"vision encoder calls: {setup.features.encoder_calls} for {len(data.frames)} frames "
@@ -293,6 +298,8 @@ def _open_study(
     sampler: str,
 ) -> optuna.Study:
     """The study of these settings: created, resumed, or refused when stored with others."""
+    from ..tuning.features import model_content_key  # torch, loaded with the model already
+
     multi, vlm = args.multi_objective, engine.vlm
     settings = {
         "version": OBJECTIVE_VERSION,
@@ -341,7 +348,7 @@ def _search(
     objective = make_objective(setup.evaluator, space, multi_objective=multi)
     begin = time.perf_counter()
     stats = run_trials(
-        study, objective, trials=args.trials, timeout=args.timeout, progress=not args.no_progress
+        study, objective, trials=args.trials, timeout=args.timeout, progress=progress_from(args)
     )
     outcome = Outcome(
         name=study.study_name,
@@ -392,6 +399,8 @@ def _write_outputs(
     if engine.pruner == "tfps_shared":
         note += "; searched as the priors of tfps_shared: serve them with pruner tfps_shared"
     if vlm.random_weights:
+        from ..vlm import RANDOM_WEIGHTS_NOTE
+
         note += f"; {RANDOM_WEIGHTS_NOTE}"
     rates_path = out / RATES_FILE
     save_rates(

@@ -11,18 +11,20 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
-from ..engine import Engine
 from ..errors import ConfigError, OutputError
 from ..files import write_atomically
-from ..picture import kept_tokens_grid
-from ..pruning.selection import Selection
 from ..sensors.bag import open_config_bag
-from ..sensors.sync import FrameSet
 from ..views import VIEWS
 from .options import BAG_HELP, add_engine_arguments, check_output, engine_config
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..pruning.selection import Selection
+    from ..sensors.sync import FrameSet
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ def kept_tokens_picture(engine: Engine, frames: FrameSet, out: str | Path) -> Se
     Raises:
         ConfigError: the engine prunes nothing. OutputError: the picture cannot be written.
     """
+    from ..picture import kept_tokens_grid
+
     if engine.unpruned:
         raise ConfigError("the engine keeps every token; give retention rates to visualise")
     selection = engine.select(frames)
@@ -82,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     with open_config_bag(args.bag, config) as bag:
         stamp = args.stamp if args.stamp is not None else (bag.start_ns + bag.end_ns) // 2
         frames = bag.nearest_frame_set(stamp, max_gap_ns=WINDOW_NS)
+        from ..engine import Engine
+
         engine = Engine.from_config(config)
         selection = kept_tokens_picture(engine, frames, out)
     print(

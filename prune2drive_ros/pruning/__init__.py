@@ -34,6 +34,4 @@ _LAZY: dict[str, str] = {
 __getattr__ = lazy_attributes(__name__, _LAZY)
 
 
-get_pruner = PRUNERS.load  # TEMPORARY until vlm/ stops using it
-
 __all__ = ["PRUNERS", *_LAZY]

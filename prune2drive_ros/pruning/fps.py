@@ -38,10 +38,10 @@ import torch
 
 from ..errors import PruningInputError
 from .budget import check_budgets, check_counts
+from .registry import METRICS
 from .selection import Selection, patch_grid, real_tokens
 from .sharing import check_share, share_bounds, share_total
 
-METRICS: tuple[str, ...] = ("cosine", "l2", "l1")
 STARTS: tuple[str, ...] = ("isolated", "first", "random")
 
 

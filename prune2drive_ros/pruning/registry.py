@@ -1,4 +1,5 @@
-"""The pruners by name, listed without importing torch (``--help``, the config's choices)."""
+"""The pruners and T-FPS's metrics by name, listed without importing torch (``--help``, the
+config's choices)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from ..registry import Registry
 
 if TYPE_CHECKING:
     from .selection import Selection
+
+#: T-FPS's distances between tokens (``metric=``): cosine is the paper's.
+METRICS: tuple[str, ...] = ("cosine", "l2", "l1")
 
 #: Pruner name -> pruner, all with the one signature of :mod:`prune2drive_ros.pruning`.
 PRUNERS: Registry[Callable[..., Selection]] = Registry(

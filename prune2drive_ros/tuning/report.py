@@ -1,9 +1,9 @@
-"""What a rate search found, for people: ``report.md`` and three PNG plots.
+"""What a rate search found, for people: ``report.md`` and three PNG plots (:mod:`.plots`).
 
 Everything is read back from the study (all workers' trials, not only this process's), so the
 report a worker writes at the end covers the whole study at that moment. Plots are drawn with
 matplotlib's object API on an Agg canvas: no display, no global pyplot state, nothing from the
-network.
+network; matplotlib is imported only when they are drawn.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ from pathlib import Path
 
 import optuna
 import yaml
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
-from ..files import write_atomically, write_text_atomically
+from ..files import write_text_atomically
 from ..sensors.rates_file import redact_command
 from ..views import VIEWS
 from ..vlm import RANDOM_WEIGHTS_NOTE
@@ -93,6 +89,8 @@ def write_report(folder: Path, context: ReportContext) -> list[Path]:
     report = folder / REPORT_FILE
     write_text_atomically(report, report_text(trials, context))
     written = [report]
+    from .plots import history_figure, rates_figure, save_figure, trade_off_figure
+
     figures = {
         HISTORY_PNG: history_figure,
         RATES_PNG: rates_figure,
@@ -100,7 +98,7 @@ def write_report(folder: Path, context: ReportContext) -> list[Path]:
     }
     for name, draw in figures.items():
         try:
-            written.append(_save(folder / name, draw(trials, context)))
+            written.append(save_figure(folder / name, draw(trials, context)))
         except (OSError, ValueError) as exc:
             logger.warning("plot %s not written: %s", folder / name, exc)
     logger.info("wrote %s and %d plots", report, len(written) - 1)
@@ -138,15 +136,18 @@ def _ev(trial: FrozenTrial) -> Evaluation:
     return Evaluation.from_trial(trial)
 
 
-def _reward(trial: FrozenTrial) -> float:
+def reward_of(trial: FrozenTrial) -> float:
+    """The trial's score R."""
     return _ev(trial).reward
 
 
-def _penalty(trial: FrozenTrial) -> float:
+def penalty_of(trial: FrozenTrial) -> float:
+    """The trial's share of tokens kept P."""
     return _ev(trial).penalty
 
 
-def _objective(trial: FrozenTrial) -> float:
+def objective_of(trial: FrozenTrial) -> float:
+    """The trial's R - lambda * P."""
     return _ev(trial).objective
 
 
@@ -185,9 +186,9 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         "## Chosen rates",
         "",
         f"Trial {chosen.number}, chosen as the {context.choice.how}: R = "
-        f"{_reward(chosen):.4f}, P = {_penalty(chosen):.4f} "
+        f"{reward_of(chosen):.4f}, P = {penalty_of(chosen):.4f} "
         f"({sum(kept)} of {full} visual tokens, {_percent(sum(kept) / full)})"
-        + ("" if context.multi_objective else f", objective = {_objective(chosen):.4f}")
+        + ("" if context.multi_objective else f", objective = {objective_of(chosen):.4f}")
         + f". Unpruned on the same data: R = {context.unpruned.reward:.4f}.",
         "",
         "| view | rate | tokens kept |",
@@ -207,7 +208,7 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
         "",
         f"## Top {TOP_TRIALS} trials",
         "",
-        _trials_table(_top(trials, context.multi_objective), context.multi_objective),
+        _trials_table(top_trials(trials, context.multi_objective), context.multi_objective),
     ]
     if context.multi_objective:
         lines += ["## Pareto front", "", _trials_table(pareto_front(trials), multi_objective=True)]
@@ -237,18 +238,21 @@ def report_text(trials: Sequence[FrozenTrial], context: ReportContext) -> str:
     return "\n".join(lines)
 
 
-def _top(trials: Sequence[FrozenTrial], multi_objective: bool) -> list[FrozenTrial]:
+def top_trials(trials: Sequence[FrozenTrial], multi_objective: bool) -> list[FrozenTrial]:
     """The best trials: by ``R - lambda * P``, or with two objectives by R, then fewer tokens."""
     if multi_objective:
-        return sorted(trials, key=lambda t: (-_reward(t), _penalty(t), t.number))[:TOP_TRIALS]
-    return sorted(trials, key=lambda t: (-_objective(t), t.number))[:TOP_TRIALS]
+        return sorted(trials, key=lambda t: (-reward_of(t), penalty_of(t), t.number))[:TOP_TRIALS]
+    return sorted(trials, key=lambda t: (-objective_of(t), t.number))[:TOP_TRIALS]
 
 
 def _trials_table(trials: Sequence[FrozenTrial], multi_objective: bool) -> str:
     """Trials with R, P and rates; and ``R - lambda * P`` when that is what the study optimised."""
-    columns: list[tuple[str, Callable[[FrozenTrial], float]]] = [("R", _reward), ("P", _penalty)]
+    columns: list[tuple[str, Callable[[FrozenTrial], float]]] = [
+        ("R", reward_of),
+        ("P", penalty_of),
+    ]
     if not multi_objective:
-        columns.insert(0, ("objective", _objective))
+        columns.insert(0, ("objective", objective_of))
     header = "| trial | " + " | ".join([*(name for name, _ in columns), *VIEWS]) + " |"
     rule = "| ---: " * (1 + len(columns) + len(VIEWS)) + "|"
     rows = [
@@ -257,144 +261,6 @@ def _trials_table(trials: Sequence[FrozenTrial], multi_objective: bool) -> str:
         for t in trials
     ]
     return "\n".join([header, rule, *rows, ""])
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-
-
-def history_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Figure:
-    """Per trial: the objective and the best so far; with two objectives, the score R and the
-    tokens kept P in two panels, the trials on the Pareto front marked."""
-    ordered = sorted(trials, key=lambda t: t.number)
-    numbers = [t.number for t in ordered]
-    if not context.multi_objective:
-        figure = Figure(figsize=(7, 4.2), layout="constrained")
-        axes = figure.add_subplot()
-        values = [_objective(t) for t in ordered]
-        best = [max(values[: i + 1]) for i in range(len(values))]
-        axes.scatter(numbers, values, s=14, label="trial: R - lambda * P")
-        axes.step(numbers, best, where="post", color="tab:red", label="best so far")
-        axes.set(ylabel="objective R - lambda * P", title="Optimisation history")
-        _trial_axis(axes)
-        _legend_below(figure, [axes])
-        return figure
-    front = {t.number for t in pareto_front(trials)}
-    figure = Figure(figsize=(7, 5.5), layout="constrained")
-    score_axes, tokens_axes = figure.subplots(2, 1, sharex=True)
-    for axes, value, label in (
-        (score_axes, _reward, f"score R ({context.reward}), higher is better"),
-        (tokens_axes, _penalty, "tokens kept P, lower is better"),
-    ):
-        on = [t for t in ordered if t.number in front]
-        off = [t for t in ordered if t.number not in front]
-        axes.scatter([t.number for t in off], [value(t) for t in off], s=14, label="trial")
-        axes.scatter(
-            [t.number for t in on],
-            [value(t) for t in on],
-            s=30,
-            color="tab:orange",
-            label="on the Pareto front",
-        )
-        axes.set(ylabel=label)
-    score_axes.set(title="Optimisation history (two objectives)")
-    _trial_axis(tokens_axes)
-    _legend_below(figure, [score_axes])
-    return figure
-
-
-def rates_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Figure:
-    """The chosen rates per view (bars) with the top trials' rates (dots, side by side)."""
-    figure = Figure(figsize=(7, 4.4), layout="constrained")
-    axes = figure.add_subplot()
-    positions = list(range(len(VIEWS)))
-    axes.bar(positions, list(trial_rates(context.choice.trial).values()), label="chosen")
-    top = _top(trials, context.multi_objective)
-    by = "R" if context.multi_objective else "objective"
-    for i, trial in enumerate(top):
-        offset = 0.6 * (i / max(len(top) - 1, 1) - 0.5)  # spread over the bar, none on another
-        axes.scatter(
-            [x + offset for x in positions],
-            list(trial_rates(trial).values()),
-            color="black",
-            s=10,
-            zorder=3,
-            label=f"top {len(top)} trials by {by}" if i == 0 else None,
-        )
-    axes.set_xticks(positions, [view.removeprefix("CAM_") for view in VIEWS], rotation=20)
-    axes.set(ylabel="retention rate", ylim=(0, 1.05), title="Retention rate per view")
-    _legend_below(figure, [axes])
-    return figure
-
-
-def trade_off_figure(trials: Sequence[FrozenTrial], context: ReportContext) -> Figure:
-    """Score against tokens kept: every trial, the Pareto front (the staircase no trial gets
-    beyond), the choice, no pruning."""
-    figure = Figure(figsize=(7, 4.8), layout="constrained")
-    axes = figure.add_subplot()
-    axes.scatter(
-        [_penalty(t) for t in trials],
-        [_reward(t) for t in trials],
-        s=14,
-        alpha=0.6,
-        label="trials",
-    )
-    front = pareto_front(trials)
-    axes.step(
-        [_penalty(t) for t in front],
-        [_reward(t) for t in front],
-        "o-",
-        where="post",
-        color="tab:orange",
-        label="Pareto front",
-    )
-    chosen = context.choice.trial
-    axes.scatter(
-        [_penalty(chosen)],
-        [_reward(chosen)],
-        marker="*",
-        s=220,
-        color="tab:red",
-        zorder=3,
-        label="chosen",
-    )
-    axes.scatter(
-        [context.unpruned.penalty],
-        [context.unpruned.reward],
-        marker="s",
-        color="tab:green",
-        label="no pruning",
-    )
-    axes.set(
-        xlabel="fraction of visual tokens kept (P)",
-        ylabel=f"score R ({context.reward})",
-        title="Score vs tokens",
-    )
-    _legend_below(figure, [axes])
-    return figure
-
-
-def _trial_axis(axes: Axes) -> None:
-    """Trial numbers on the x axis: whole numbers only."""
-    axes.set_xlabel("trial")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _legend_below(figure: Figure, axes: Sequence[Axes]) -> None:
-    """One legend for ``axes`` under the plot, where it hides no point."""
-    handles, labels = [], []
-    for one in axes:
-        more_handles, more_labels = one.get_legend_handles_labels()
-        handles += more_handles
-        labels += more_labels
-    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
-
-
-def _save(path: Path, figure: Figure) -> Path:
-    FigureCanvasAgg(figure)
-    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=110))
-    return path
 
 
 def _per_view(counts: Sequence[int]) -> str:

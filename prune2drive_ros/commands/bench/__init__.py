@@ -4,6 +4,7 @@ Every benchmark times its work the same way (warm-up, then the median of repeats
 taking turns, with CUDA synchronised around each run so the GPU's queue is not mistaken for its
 speed) and ends its
 output with one JSON line, so scripts can read the last line and people the rest.
+Torch is imported by the helpers that run it, so that ``bench <job> --help`` needs none.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from ...devices import resolve_device
 from ..argtypes import at_least
+
+if TYPE_CHECKING:
+    import torch
 
 #: ``--device`` choices (any ``cuda:n`` also works from Python; see ``resolve_device``).
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
@@ -62,6 +64,10 @@ def setup_torch(args: argparse.Namespace) -> torch.device:
     Raises:
         ConfigError: as :func:`resolve_device`.
     """
+    import torch
+
+    from ...devices import resolve_device
+
     device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -71,6 +77,8 @@ def setup_torch(args: argparse.Namespace) -> torch.device:
 def device_name(device: torch.device) -> str:
     """What the device is, for a benchmark record: the GPU's or the CPU's model name."""
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.get_device_name(device)
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -84,6 +92,8 @@ def time_ms(
     fn: Callable[[], object], *, warmup: int, repeats: int, device: torch.device | str
 ) -> list[float]:
     """Wall time of each of ``repeats`` calls of ``fn`` in ms, after ``warmup`` untimed calls."""
+    import torch
+
     cuda = torch.device(device).type == "cuda"
     for _ in range(warmup):
         fn()

@@ -27,7 +27,7 @@ from ...sensors.imaging import decode_image, decode_views, encode_jpeg
 from ...sensors.scene import RoadScene
 from ...views import VIEWS, image_topic
 from ..argtypes import at_least
-from . import add_timing_arguments, device_name, emit_json, median, resolve_device, time_interleaved
+from . import add_timing_arguments, device_name, emit_json, median, time_interleaved
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     difference = np.mean(
         [np.abs(a.astype(np.int16) - b).mean() for a, b in zip(reduced(), full(), strict=True)]
     )
+    from ...devices import resolve_device  # torch: only when the benchmark runs
+
     device = resolve_device("cpu")
     logger.info("timing %d views, %d repeats, %d threads", len(messages), args.repeats, workers)
     with pool:

@@ -23,14 +23,16 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ...files import write_text_atomically
+from ..options import check_output
 from . import device_name
 from . import prefill as prefill_bench
 from . import tfps as tfps_bench
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,15 @@ DECODE_TOKENS = 64
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``prune2drive bench gpu``."""
     parser.add_argument("--out", default="bench_gpu.json", help="JSON file to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per figure (10)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run every GPU check and write the JSON file; 2 without CUDA."""
+    check_output(args, args.out)
+    import torch
+
     if not torch.cuda.is_available():
         print(
             "prune2drive bench gpu needs CUDA (an NVIDIA GPU and a CUDA build of torch); "
@@ -77,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
 def _tfps(device: torch.device, repeats: int) -> list[dict[str, Any]]:
     options = argparse.Namespace(metric="cosine", dtype="bfloat16", seed=0, warmup=3)
     options.repeats = repeats
+    import torch
+
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randn(*TFPS_SHAPE, generator=generator).to(device, torch.bfloat16)
     return [tfps_bench._measure(tokens, rate, options, device) for rate in (0.1, 0.25)]

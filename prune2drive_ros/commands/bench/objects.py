@@ -20,18 +20,26 @@ The last output line is one JSON object (also the only one with ``--json``).
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
+from ...errors import ConfigError
 from ...placement import ATTENTION_PRUNERS
-from ...pruning import PRUNERS
-from ...training import VARIANTS, cached_scene_model, variant
-from ...training.data import draw_pool
-from ...vlm import DrivingVLM, load_vlm
+from ...progress import NO_PROGRESS
+from ...pruning.registry import PRUNERS
+from ...training import REPORT_FILE, VARIANTS, SceneModelSpec, trained_scene_model, variant
+from ...training.cached import why_not_trained
+from ...training.spec import spec_of_report
+from ..progress import add_progress_argument, progress_from
 from . import add_torch_arguments, device_name, emit_json, setup_torch
+
+if TYPE_CHECKING:
+    import torch
+
+    from ...vlm import DrivingVLM
 
 #: A bus spanning at least this many tokens of a view is a large one.
 LARGE_BUS_TOKENS = 4
@@ -42,7 +50,17 @@ COVERED = 0.5
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``prune2drive bench objects``."""
     parser.add_argument(
-        "--variant", choices=list(VARIANTS), default="default", help="scene model (default)"
+        "--variant",
+        choices=list(VARIANTS),
+        default="default",
+        help="the cached scene model to measure, trained first by `prune2drive train --variant` "
+        "(default)",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a scene model folder `prune2drive train --out` wrote instead (its held-out scenes "
+        f"are drawn from the spec in its {REPORT_FILE})",
     )
     parser.add_argument(
         "--rates", type=float, nargs="+", default=[0.1, 0.25], help="retention (0.1 0.25)"
@@ -58,25 +76,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="prune the model's visual tokens (model) or the raw RGB patches (pixels)",
     )
     add_torch_arguments(parser)
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Draw, encode, prune, count, print."""
+    folder, spec = _scene_model(args)
+    import torch
+
+    from ...training.data import draw_pool
+    from ...vlm import load_vlm
+
     device = setup_torch(args)
-    spec = variant(args.variant)
-    vlm = load_vlm(str(cached_scene_model(args.variant)), device=str(device))
-    pool = draw_pool(spec, held_out=True, progress=not args.json)
+    vlm = load_vlm(str(folder), device=str(device))
+    progress = NO_PROGRESS if args.json else progress_from(args)
+    pool = draw_pool(spec, held_out=True, progress=progress)
     bus = torch.from_numpy(pool.patch_targets[..., 1] >= COVERED)  # [scenes, views, tokens]
     car = torch.from_numpy(pool.patch_targets[..., 0] >= COVERED)
     empty = torch.from_numpy(pool.patch_targets[..., :2].sum(axis=-1) == 0)
     kept: dict[tuple[str, float], list[torch.Tensor]] = {}
-    for k in tqdm(range(len(pool)), desc="pruning", unit="scene", disable=args.json):
-        pixels = vlm.preprocess(list(pool.images[k]))
-        visual = vlm.encode_views(pixels) if args.features == "model" else _patches(pixels, vlm)
-        for name in args.pruners:
-            for rate in args.rates:
-                mask = vlm.prune(visual, vlm.budgets(rate), name).mask.cpu()
-                kept.setdefault((name, rate), []).append(mask)
+    with progress(total=len(pool), desc="pruning", unit="scene") as bar:
+        for k in range(len(pool)):
+            pixels = vlm.preprocess(list(pool.images[k]))
+            visual = vlm.encode_views(pixels) if args.features == "model" else _patches(pixels, vlm)
+            for name in args.pruners:
+                for rate in args.rates:
+                    mask = vlm.prune(visual, vlm.budgets(rate), name).mask.cpu()
+                    kept.setdefault((name, rate), []).append(mask)
+            bar.update()
     large = bus.sum(dim=-1) >= LARGE_BUS_TOKENS  # [scenes, views]
     rows = []
     for (name, rate), masks in kept.items():
@@ -111,6 +138,30 @@ def run(args: argparse.Namespace) -> int:
         _print_table(result)
     emit_json(result)
     return 0
+
+
+def _scene_model(args: argparse.Namespace) -> tuple[Path, SceneModelSpec]:
+    """The scene model folder to measure and the spec it was trained from; never trains one
+    (that takes minutes: the error says what to run).
+
+    Raises:
+        ConfigError: ``--model`` is no scene model folder, or ``--variant`` is not trained yet.
+    """
+    if args.model is None:
+        folder = trained_scene_model(args.variant)
+        if folder is None:
+            raise ConfigError(
+                f"scene model {args.variant!r} is not trained ({why_not_trained(args.variant)}); "
+                f"run `prune2drive train --variant {args.variant}` first, or give --model"
+            )
+        return folder, variant(args.variant)
+    try:
+        report = json.loads((args.model / REPORT_FILE).read_text(encoding="utf-8"))
+        return args.model, spec_of_report(report)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"--model {args.model} is no scene model folder `prune2drive train` wrote: {exc}"
+        ) from None
 
 
 def _patches(pixels: torch.Tensor, vlm: DrivingVLM) -> torch.Tensor:

@@ -29,15 +29,16 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ...errors import ConfigError
-from ...pruning import PRUNERS
+from ...pruning.registry import PRUNERS
 from ...views import VIEWS
 from ..argtypes import retention_rate
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
 if TYPE_CHECKING:
+    import torch
+
     from ...pruning import Selection
     from ...vlm import DrivingVLM
 
@@ -67,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.1,
         help="fraction of tokens kept per view (0.1)",
     )
-    parser.add_argument("--pruner", choices=tuple(PRUNERS), default="tfps", help="pruner (tfps)")
+    parser.add_argument("--pruner", choices=PRUNERS.names(), default="tfps", help="pruner (tfps)")
     parser.add_argument(
         "--positions",
         choices=("original", "compact"),
@@ -94,6 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Build the model, time the four stages and return the result record."""
+    import torch
+
     from ...vlm.flops import DecoderShape, flops_ratio, prefill_flops
     from ...vlm.tiny import random_vlm  # transformers loads only when a benchmark runs
 

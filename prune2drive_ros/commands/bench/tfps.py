@@ -21,22 +21,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ...pruning import budgets_from_rates, reference_tfps, tfps, tfps_cover, tfps_shared
-from ...pruning.fps import METRICS, SYMMETRIC_FROM, gram
+from ...pruning.registry import METRICS
 from ..argtypes import at_least, retention_rate
 from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
 
+if TYPE_CHECKING:
+    import torch
+
 logger = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+#: ``--dtype`` choices: torch dtype names.
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,13 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of tokens kept per view; several values give one result each (0.1)",
     )
     parser.add_argument("--metric", choices=METRICS, default="cosine", help="distance (cosine)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="token dtype")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="token dtype")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens (0)")
     add_timing_arguments(parser, repeats=7, warmup=1)
 
 
 def _gram_products(count: int) -> int:
     """Dot products :func:`~prune2drive_ros.pruning.fps.gram` computes for ``count`` tokens."""
+    from ...pruning.fps import SYMMETRIC_FROM
+
     if count < SYMMETRIC_FROM:
         return count * count
     half = count // 2
@@ -69,6 +68,11 @@ def _measure(
     tokens: torch.Tensor, retention: float, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Any]:
     """One result record: both implementations and the matmul floor at one retention."""
+    import torch
+
+    from ...pruning import budgets_from_rates, reference_tfps, tfps, tfps_cover, tfps_shared
+    from ...pruning.fps import gram
+
     views, count, dim = tokens.shape
     budgets = budgets_from_rates(retention, count, views=[f"view{v}" for v in range(views)])
 
@@ -157,10 +161,12 @@ def _print_table(results: list[dict[str, Any]]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; exit status 1 if the two implementations kept different tokens."""
+    import torch
+
     device = setup_torch(args)
     generator = torch.Generator().manual_seed(args.seed)
     tokens = torch.randn(args.views, args.tokens, args.dim, generator=generator)
-    tokens = tokens.to(device=device, dtype=DTYPES[args.dtype])
+    tokens = tokens.to(device=device, dtype=getattr(torch, args.dtype))
     results = []
     for retention in args.retention:
         result = _measure(tokens, retention, args, device)
