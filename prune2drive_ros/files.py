@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -235,3 +236,37 @@ def give_default_modes(folder: Path) -> None:
     for path in folder.rglob("*"):
         if not path.is_symlink():
             os.chmod(path, mode if path.is_dir() else mode & 0o666)
+
+
+def move_into_place(staging: Path, target: Path, *, replace: bool) -> bool:
+    """Rename the finished folder ``staging`` (made by :func:`new_folder` beside ``target``)
+    to ``target``: the one way a folder the package builds appears, whole or not at all.
+
+    With ``replace``, an existing ``target`` is moved aside first and removed only once the new
+    folder is in place (put back if that rename fails), so a crash leaves the old folder or the
+    new one. Without, an existing ``target`` (another process built it first) is kept and
+    False returned; ``staging`` is then the caller's to remove.
+
+    Raises:
+        OSError: the rename failed for another reason.
+    """
+    if not replace:
+        try:
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            return False
+        return True
+    if not target.exists():
+        staging.rename(target)
+        return True
+    old = new_folder(target, "old")
+    os.replace(target, old)  # onto the empty folder just made, so the name stays ours
+    try:
+        staging.rename(target)
+    except OSError:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return True
