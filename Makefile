@@ -12,7 +12,7 @@ INTERFACE_FILES := $(wildcard interfaces/prune2drive_interfaces/*/*.msg \
 	interfaces/prune2drive_interfaces/*/*.srv interfaces/prune2drive_interfaces/*/*.action) \
 	interfaces/prune2drive_interfaces/CMakeLists.txt interfaces/prune2drive_interfaces/package.xml
 
-.PHONY: install install-ros test lint demo bench clean
+.PHONY: install install-ros test test-quick lint demo bench clean
 
 install: $(STAMP)
 
@@ -43,8 +43,14 @@ lint: install install-ros
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy prune2drive_ros
 
+# The whole suite, as CI runs it. Its cache (trained models, bags) is .test-cache, never yours.
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The edit loop: the suite without lint and without the tests marked slow (training a model,
+# the demo end to end, killing tuning workers), stopping at the first failure.
+test-quick: install install-ros
+	$(BIN)/python -m pytest -q -x -m "not slow"
 
 demo: install
 	$(BIN)/prune2drive demo
@@ -53,4 +59,4 @@ bench: install
 	$(BIN)/prune2drive bench tfps --json
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .test-cache

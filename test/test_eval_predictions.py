@@ -152,6 +152,7 @@ def _eval(drivelm: Path, nuscenes: Path, tmp_path: Path, *extra: str) -> list[st
     ]
 
 
+@pytest.mark.slow
 def test_eval_writes_a_predictions_file_that_scores_as_its_table_row(nuscenes, tmp_path, capsys):
     output = tmp_path / "output.json"
     args = _eval(FIXTURE, nuscenes, tmp_path, "--uniform", "0.3", "--save-predictions", str(output))
