@@ -97,6 +97,7 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], str]]:
         (["demo", "--rate", "2"], "rate"),
         (["bench", "gpu", "--out", str(tmp / "no" / "x.json")], "does not exist"),
         (["bench", "objects", "--model", str(tmp)], "no scene model folder"),
+        (["bench", "objects", "--variant", "paper"], "prune2drive train --variant paper"),
         (["bench", "prefill", "--placement", "layer:x"], "layer"),
         (["bench", "tfps", "--retention", "2"], "retention"),
     ]
