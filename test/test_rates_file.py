@@ -1,4 +1,5 @@
-"""retention_rates.yaml: round trip, atomic write, the shipped default and every error."""
+"""retention_rates.yaml: round trip, atomic write, the shipped default, the tuned Pareto front
+and every error."""
 
 from __future__ import annotations
 
@@ -9,10 +10,23 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from optuna.distributions import FloatDistribution
+from optuna.samplers import RandomSampler
+from optuna.storages import InMemoryStorage
+from optuna.trial import create_trial
 
 from prune2drive_ros import files
 from prune2drive_ros.errors import BudgetError, ConfigError
-from prune2drive_ros.sensors.rates_file import RatesFile, load_rates, redact_url, save_rates
+from prune2drive_ros.sensors.rates_file import (
+    FrontPoint,
+    RatesFile,
+    load_rates,
+    redact_url,
+    save_rates,
+)
+from prune2drive_ros.tuning.objective import Evaluation
+from prune2drive_ros.tuning.report import rates_front
+from prune2drive_ros.tuning.study import open_study
 from prune2drive_ros.views import VIEWS
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "retention_rates.yaml"
@@ -185,3 +199,119 @@ def test_uniform_validates() -> None:
     assert RatesFile.uniform(1.0).rates == dict.fromkeys(VIEWS, 1.0)
     with pytest.raises(BudgetError):
         RatesFile.uniform(0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The Pareto front beside the chosen rates
+# --------------------------------------------------------------------------------------------
+
+FRONT = (
+    FrontPoint(rates=dict.fromkeys(VIEWS, 0.05), tokens=216, score=0.41),
+    FrontPoint(rates=TUNED, tokens=583, score=0.52),
+    FrontPoint(rates=dict.fromkeys(VIEWS, 0.5), tokens=2190, score=0.55),
+)
+
+
+def test_front_round_trips_beside_the_chosen_rates(tmp_path: Path) -> None:
+    path = tmp_path / "rates.yaml"
+    as_numpy = FrontPoint(rates=FRONT[0].rates, tokens=np.int64(216), score=np.float64(0.41))  # type: ignore[arg-type]
+    written = save_rates(path, TUNED, front=[as_numpy, *FRONT[1:]], note="tuned")
+    loaded = load_rates(path)
+    assert loaded == written
+    assert loaded.front == FRONT
+    assert loaded.rates == TUNED, "the chosen rates stay the ones served"
+    assert loaded.meta["note"] == "tuned"
+    document = yaml.safe_load(path.read_text())
+    assert list(document) == ["rates", "date", "note", "front"]
+    assert document["front"][1] == {"rates": TUNED, "tokens": 583, "score": 0.52}
+
+
+def test_a_file_without_front_has_none(tmp_path: Path) -> None:
+    assert load_rates(SHIPPED).front == ()
+    path = tmp_path / "rates.yaml"
+    save_rates(path, 0.5)
+    assert "front" not in yaml.safe_load(path.read_text())
+    assert load_rates(path).front == ()
+
+
+def _front_yaml(*points: Any) -> str:
+    return _rates_yaml(TUNED, front=list(points))
+
+
+_GOOD = {"rates": TUNED, "tokens": 583, "score": 0.52}
+
+
+@pytest.mark.parametrize(
+    ("point", "expected"),
+    [
+        ({**_GOOD, "rates": {**TUNED, "CAM_TOP": 0.1}}, r"front\[1\]: .*unknown view.*CAM_TOP"),
+        ({**_GOOD, "rates": {**TUNED, "CAM_BACK": 1.5}}, r"front\[1\]: .*CAM_BACK is 1.5"),
+        ({**_GOOD, "rates": {"CAM_FRONT": 0.2}}, r"front\[1\]: .*missing view.*CAM_BACK_LEFT"),
+    ],
+)
+def test_front_rate_errors_name_the_point(tmp_path: Path, point: Any, expected: str) -> None:
+    with pytest.raises(BudgetError, match=rf"rates\.yaml: {expected}"):
+        load_rates(_write(tmp_path, _front_yaml(_GOOD, point)))
+
+
+@pytest.mark.parametrize(
+    ("front", "expected"),
+    [
+        ([{**_GOOD, "tokens": 0}], r"front\[0\]\.tokens' is 0, expected a whole number >= 1"),
+        ([{**_GOOD, "tokens": 2.5}], r"front\[0\]\.tokens' is 2.5"),
+        ([_GOOD, {**_GOOD, "score": float("nan")}], r"front\[1\]\.score' is nan, expected a fin"),
+        ([{**_GOOD, "score": "good"}], r"front\[0\]\.score' is 'good'"),
+        ([{"rates": TUNED, "tokens": 5}], r"front\[0\] lacks score"),
+        ([{**_GOOD, "trial": 3}], r"front\[0\] has unknown key\(s\) trial"),
+        ([{**_GOOD, "rates": 0.1}], r"front\[0\]\.rates is 0\.1, not a mapping"),
+        ([0.1], r"front\[0\] is 0\.1; expected a list of points"),
+        ({"rates": TUNED}, r"'front' is .*; expected a list of points"),
+        ([], r"'front' is \[\]; expected a list .* \(leave 'front' out for none\)"),
+    ],
+)
+def test_front_schema_errors_name_the_point(tmp_path: Path, front: Any, expected: str) -> None:
+    with pytest.raises(ConfigError, match=rf"rates\.yaml: '?{expected}"):
+        load_rates(_write(tmp_path, _rates_yaml(TUNED, front=front)))
+
+
+def test_save_checks_the_front_before_writing(tmp_path: Path) -> None:
+    path = tmp_path / "rates.yaml"
+    bad = FrontPoint(rates={**TUNED, "CAM_FRONT": 0.0}, tokens=10, score=0.1)
+    with pytest.raises(BudgetError, match=r"front\[1\]: .*CAM_FRONT is 0.0"):
+        save_rates(path, TUNED, front=[FRONT[0], bad])
+    with pytest.raises(ConfigError, match=r"front\[0\]\.tokens"):
+        save_rates(path, TUNED, front=[FrontPoint(rates=TUNED, tokens=-1, score=0.1)])
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("multi_objective", [False, True])
+def test_the_tuners_front_is_the_studys_pareto_front(tmp_path: Path, multi_objective: bool) -> None:
+    """A study of one objective (R - lambda * P) writes a front too: its trials trade score for
+    tokens as well."""
+    settings = {"reward": "fidelity", "lambda": None if multi_objective else 0.18}
+    study = open_study(
+        InMemoryStorage(), "s", {**settings, "multi_objective": multi_objective}, RandomSampler
+    )
+    # (score, tokens per view): (0.3, 300) and (0.45, 700) are beaten by (0.5, 200).
+    for i, (score, tokens) in enumerate(
+        [(0.2, 50), (0.3, 300), (0.5, 200), (0.45, 700), (0.6, 729)]
+    ):
+        rates = {view: (i + 1) / 10 for view in VIEWS}
+        penalty = tokens / 729
+        evaluation = Evaluation(
+            rates, (tokens,) * 6, score, penalty, score - 0.18 * penalty, {"fidelity": score}, 6, 0
+        )
+        values = [score, penalty] if multi_objective else [evaluation.objective]
+        study.add_trial(
+            create_trial(
+                params=rates,
+                distributions=dict.fromkeys(VIEWS, FloatDistribution(0.05, 1.0)),
+                values=values,
+                user_attrs=evaluation.user_attrs(),
+            )
+        )
+    path = tmp_path / "rates.yaml"
+    save_rates(path, 0.3, front=rates_front(study))
+    front = load_rates(path).front
+    assert [(p.score, p.tokens) for p in front] == [(0.2, 300), (0.5, 1200), (0.6, 4374)]
+    assert front[1].rates == dict.fromkeys(VIEWS, 0.3)

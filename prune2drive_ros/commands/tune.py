@@ -48,6 +48,7 @@ from ..tuning.report import (
     REPORT_FILE,
     TRADE_OFF_PNG,
     ReportContext,
+    rates_front,
     write_pareto_front,
     write_report,
 )
@@ -406,6 +407,7 @@ def _write_outputs(
     save_rates(
         rates_path,
         trial_rates(trial),
+        front=rates_front(study),
         study=outcome.name,
         storage=outcome.url,
         score=None if args.multi_objective else chosen.objective,

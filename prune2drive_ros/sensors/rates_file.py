@@ -16,8 +16,18 @@
     reward: 0.55                #   score part of the objective
     lambda: 0.03                #   weight of the token cost in the objective
     note: free text
+    front:                      # optional: the study's Pareto front of score vs tokens
+    - rates: {CAM_FRONT: 0.05, ...}   #   every view, each a rate in (0, 1]
+      tokens: 219               #   visual tokens these rates keep (a whole number >= 1)
+      score: 0.41               #   their score R (the measure ``reward`` gives the chosen rates)
+    - ...
 
-Unknown top-level keys are refused, so that a typo (``rate:``) is reported instead of ignored.
+``rates`` stays the rates the node serves; ``front`` is what a latency budget
+(:mod:`~prune2drive_ros.serving.latency`) trades along when the chosen rates would answer too
+late, so the tuner writes every point it found worth having, not only the one it chose.
+Unknown top-level keys are refused, so that a typo (``rate:``) is reported instead of ignored
+(so a file with ``front`` is refused by readers older than that key; files without it read as
+before).
 Writes are atomic (:func:`~prune2drive_ros.files.write_atomically`): a tuner killed mid-write
 leaves the old file or the new one, never half of one.
 """
@@ -28,7 +38,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -62,23 +72,48 @@ _COUNT_KEYS = ("tokens_full", "trials")
 
 SCHEMA_HINT = (
     "expected a YAML mapping with 'rates:' mapping each of "
-    f"{', '.join(VIEWS)} to a retention rate in (0, 1], and optionally {', '.join(META_KEYS)}"
+    f"{', '.join(VIEWS)} to a retention rate in (0, 1], and optionally 'front:' and "
+    f"{', '.join(META_KEYS)}"
 )
+FRONT_HINT = (
+    "expected a list of points {rates: {<view>: <rate in (0, 1]>, ...}, tokens: <whole number "
+    ">= 1>, score: <finite number>}"
+)
+#: The keys of one point of ``front``.
+_POINT_KEYS = ("rates", "tokens", "score")
 
 _HEADER = (
     "# Prune2Drive per-view retention rates: the fraction of visual tokens kept per camera.\n"
     "# Written by prune2drive_ros.sensors.rates_file.save_rates; "
     "read by the node, replay and eval.\n"
-    "# Schema: 'rates' maps every camera view to a rate in (0, 1]; other keys are provenance.\n"
+    "# Schema: 'rates' maps every camera view to a rate in (0, 1] (the rates served); 'front'\n"
+    "# lists other rates worth serving under a latency budget; other keys are provenance.\n"
 )
 
 
 @dataclass(frozen=True)
+class FrontPoint:
+    """One point of the tuning study's Pareto front: no point scores higher with fewer tokens.
+
+    Attributes:
+        rates: retention rate by view, in :data:`~prune2drive_ros.views.VIEWS` order.
+        tokens: visual tokens these rates kept on the tuned model (all views together).
+        score: their score R on the validation set (higher is better).
+    """
+
+    rates: dict[str, float]
+    tokens: int
+    score: float
+
+
+@dataclass(frozen=True)
 class RatesFile:
-    """Retention rates by view (in :data:`~prune2drive_ros.views.VIEWS` order) + provenance."""
+    """Retention rates by view (in :data:`~prune2drive_ros.views.VIEWS` order) + provenance,
+    and the study's Pareto front when the tuner wrote one (empty otherwise)."""
 
     rates: dict[str, float]
     meta: dict[str, Any] = field(default_factory=dict)
+    front: tuple[FrontPoint, ...] = ()
 
     @classmethod
     def uniform(cls, rate: float, **meta: Any) -> RatesFile:
@@ -117,20 +152,25 @@ def load_rates(path: str | Path) -> RatesFile:
         rates = validate_rates(raw_rates)
     except BudgetError as err:
         raise BudgetError(f"{path}: {err}") from err
-    meta = {key: value for key, value in data.items() if key != "rates"}
-    return RatesFile(rates=rates, meta=_check_meta(meta, str(path)))
+    meta = {key: value for key, value in data.items() if key not in ("rates", "front")}
+    front = _check_front(data["front"], str(path)) if "front" in data else ()
+    return RatesFile(rates=rates, meta=_check_meta(meta, str(path)), front=front)
 
 
-def save_rates(path: str | Path, rates: Rates, **meta: Any) -> RatesFile:
+def save_rates(
+    path: str | Path, rates: Rates, front: Sequence[FrontPoint] = (), **meta: Any
+) -> RatesFile:
     """Validate and atomically write a rates file; returns what was written.
 
-    ``rates`` is a mapping by view or one float for every view. ``meta`` takes the provenance
-    keys of :data:`META_KEYS` (``lambda`` is a Python keyword: pass ``lambda_=0.03`` or
-    ``**{"lambda": 0.03}``). ``date`` defaults to now (UTC, ISO 8601); a password in
-    ``storage`` is removed.
+    ``rates`` is a mapping by view or one float for every view: the rates the node serves.
+    ``front`` is the study's Pareto front (written in the order given; none: no ``front:``
+    key). ``meta`` takes the provenance keys of :data:`META_KEYS` (``lambda`` is a Python
+    keyword: pass ``lambda_=0.03`` or ``**{"lambda": 0.03}``). ``date`` defaults to now (UTC,
+    ISO 8601); a password in ``storage`` is removed.
 
     Raises:
-        BudgetError: bad rates. ConfigError: bad provenance, or the file cannot be written.
+        BudgetError: bad rates, also of a front point. ConfigError: bad provenance or front
+            point, or the file cannot be written.
     """
     path = Path(path)
     if "lambda_" in meta:
@@ -138,10 +178,15 @@ def save_rates(path: str | Path, rates: Rates, **meta: Any) -> RatesFile:
     meta.setdefault("date", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     if isinstance(meta.get("storage"), str):
         meta["storage"] = redact_url(meta["storage"])
-    written = RatesFile(rates=validate_rates(rates), meta=_check_meta(meta, str(path)))
-    body = yaml.safe_dump(
-        {"rates": written.rates, **written.meta}, sort_keys=False, allow_unicode=True
+    written = RatesFile(
+        rates=validate_rates(rates),
+        meta=_check_meta(meta, str(path)),
+        front=_check_front([asdict(point) for point in front], str(path)) if front else (),
     )
+    document: dict[str, Any] = {"rates": written.rates, **written.meta}
+    if written.front:
+        document["front"] = [asdict(point) for point in written.front]
+    body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     try:
         write_text_atomically(path, _HEADER + body)
     except OSError as err:
@@ -191,11 +236,42 @@ def _number(value: Any, key: str, source: str) -> float:
     return value
 
 
-def _count(value: Any, key: str, source: str) -> int:
+def _count(value: Any, key: str, source: str, least: int = 0) -> int:
     value = _plain(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{source}: '{key}' is {value!r}, expected a whole number >= 0")
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{source}: '{key}' is {value!r}, expected a whole number >= {least}")
     return value
+
+
+def _check_front(value: Any, source: str) -> tuple[FrontPoint, ...]:
+    """The points of ``front``, each checked; an error names the point (``front[2]``)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(
+            f"{source}: 'front' is {value!r}; {FRONT_HINT} (leave 'front' out for none)"
+        )
+    return tuple(_front_point(point, f"front[{i}]", source) for i, point in enumerate(value))
+
+
+def _front_point(point: Any, name: str, source: str) -> FrontPoint:
+    if not isinstance(point, Mapping):
+        raise ConfigError(f"{source}: {name} is {point!r}; {FRONT_HINT}")
+    missing = [key for key in _POINT_KEYS if key not in point]
+    unknown = sorted(str(key) for key in point if key not in _POINT_KEYS)
+    if missing or unknown:
+        wrong = [f"lacks {', '.join(missing)}"] * bool(missing)
+        wrong += [f"has unknown key(s) {', '.join(unknown)}"] * bool(unknown)
+        raise ConfigError(f"{source}: {name} {' and '.join(wrong)}; {FRONT_HINT}")
+    if not isinstance(point["rates"], Mapping):
+        raise ConfigError(f"{source}: {name}.rates is {point['rates']!r}, not a mapping by view")
+    try:
+        rates = validate_rates(point["rates"])
+    except BudgetError as err:
+        raise BudgetError(f"{source}: {name}: {err}") from err
+    return FrontPoint(
+        rates=rates,
+        tokens=_count(point["tokens"], f"{name}.tokens", source, least=1),
+        score=float(_number(point["score"], f"{name}.score", source)),
+    )
 
 
 def _tokens_kept(value: Any, source: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from ..files import write_text_atomically
-from ..sensors.rates_file import redact_command
+from ..sensors.rates_file import FrontPoint, redact_command
 from ..views import VIEWS
 from ..vlm import RANDOM_WEIGHTS_NOTE
 from .objective import Evaluation
@@ -105,6 +105,25 @@ def write_report(folder: Path, context: ReportContext) -> list[Path]:
     return written
 
 
+def _front(study: optuna.Study) -> list[tuple[FrozenTrial, Evaluation]]:
+    """The trials of ``study`` on its (score, tokens) Pareto front, fewest tokens first."""
+    return [(t, Evaluation.from_trial(t)) for t in pareto_front(completed_trials(study))]
+
+
+def rates_front(study: optuna.Study) -> list[FrontPoint]:
+    """The Pareto front of ``study`` for the rates file: each point's rates, tokens kept and
+    score R, fewest tokens first.
+
+    A study of one objective (``R - lambda * P``) has a front too: its trials also trade score
+    against tokens, and a node under a latency budget needs the points the objective passed
+    over.
+    """
+    return [
+        FrontPoint(rates=trial_rates(t), tokens=sum(e.budgets), score=e.reward)
+        for t, e in _front(study)
+    ]
+
+
 def write_pareto_front(folder: Path, study: optuna.Study) -> Path:
     """Write the Pareto front of a two-objective ``study`` (rates, R, P and tokens kept of each
     trial on it) to ``folder``/pareto.yaml; return its path."""
@@ -116,7 +135,7 @@ def write_pareto_front(folder: Path, study: optuna.Study) -> Path:
             "tokens": e.penalty,
             "tokens_kept": sum(e.budgets),
         }
-        for t, e in ((t, Evaluation.from_trial(t)) for t in pareto_front(completed_trials(study)))
+        for t, e in _front(study)
     ]
     path = folder / PARETO_FILE
     write_text_atomically(path, yaml.safe_dump(front, sort_keys=False))
