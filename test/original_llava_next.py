@@ -12,7 +12,13 @@ the checkpoint stores, other random weights), where DriveMM names the hub id
 ``google/siglip-so400m-patch14-384``: the converter reads the tower's head count from that
 folder, as it reads so400m's from its table. (LLaVA's own ``build_vision_tower`` would take an
 existing local path for a CLIP tower; to run LLaVA's code on this checkpoint, name the hub id and
-put this folder in an offline hub cache under it.) Deterministic from the seed.
+put this folder in an offline hub cache under it.) ``tower=`` names it otherwise (a hub id, or
+a folder the converter must be told with ``vision_tower``).
+
+``image_aspect_ratio`` is ``pad`` for ``llava_llama`` (DriveMM's views padded to squares, as the
+converter records them) and ``square`` for ``llava_qwen``; ``image_aspect_ratio=`` writes
+another (``anyres_max_9``, as LLaVA-OneVision's lmms-lab releases have, is refused by the
+converter unless told how to feed views). Deterministic from the seed.
 """
 
 from __future__ import annotations
@@ -122,6 +128,8 @@ def vocab_size() -> int:
     return int(train_bpe(SPECIAL_TOKENS).get_vocab_size(with_added_tokens=True))
 
 
+#: LLaVA's model_type -> the image_aspect_ratio its tiny checkpoint is written with by default.
+IMAGE_ASPECT_RATIOS = {"llava_llama": "pad", "llava_qwen": "square"}
 #: LLaVA's model_type -> its language model (what LlavaLlamaForCausalLM / LlavaQwenForCausalLM
 #: derive from), and the keys its config.json adds to TEXT.
 LANGUAGE_MODELS: dict[str, tuple[type[PreTrainedModel], dict[str, object]]] = {
@@ -182,20 +190,31 @@ def original_tensors(seed: int = 0, model_type: str = "llava_llama") -> dict[str
     return tensors
 
 
-def write_original_drivemm(root: Path, seed: int = 0, model_type: str = "llava_llama") -> Path:
-    """Write the tiny original checkpoint (and its tower folder) under ``root``; return it.
+def write_original_drivemm(
+    root: Path,
+    seed: int = 0,
+    model_type: str = "llava_llama",
+    *,
+    image_aspect_ratio: str | None = None,
+    tower: str | None = None,
+) -> Path:
+    """Write the tiny original checkpoint (and its tower folder, ``root/siglip-tower``) under
+    ``root``; return it.
 
     ``model_type="llava_qwen"`` writes a LLaVA-OneVision-style one instead (Qwen2, tied).
+    ``image_aspect_ratio`` overrides :data:`IMAGE_ASPECT_RATIOS`; ``tower`` is written as
+    ``mm_vision_tower`` instead of the tower folder's absolute path.
     """
     root.mkdir(parents=True, exist_ok=True)
-    tower = root / "siglip-tower"
-    tower.mkdir()
+    tower_name = tower
+    tower_folder = root / "siglip-tower"
+    tower_folder.mkdir()
     with torch.random.fork_rng():
         torch.manual_seed(seed + 1)
         tower_model = SiglipVisionModel(SiglipVisionConfig(**TOWER))
-    tower_model.config.save_pretrained(tower)
+    tower_model.config.save_pretrained(tower_folder)
     tower_tensors = {TOWER_PREFIX + n: t.contiguous() for n, t in tower_model.state_dict().items()}
-    save_file(tower_tensors, tower / "model.safetensors", metadata={"format": "pt"})
+    save_file(tower_tensors, tower_folder / "model.safetensors", metadata={"format": "pt"})
     folder = root / "DriveMM"
     folder.mkdir()
     tokenizer_files(folder)
@@ -210,7 +229,7 @@ def write_original_drivemm(root: Path, seed: int = 0, model_type: str = "llava_l
         "bos_token_id": text.bos_token_id,
         "eos_token_id": text.eos_token_id,
         "hidden_act": "silu",
-        "image_aspect_ratio": "anyres_max_9",
+        "image_aspect_ratio": image_aspect_ratio or IMAGE_ASPECT_RATIOS[model_type],
         "image_crop_resolution": None,
         "image_grid_pinpoints": [[384, 384], [384, 768], [768, 384], [768, 768]],
         "image_split_resolution": None,
@@ -227,7 +246,7 @@ def write_original_drivemm(root: Path, seed: int = 0, model_type: str = "llava_l
         "mm_use_im_start_end": False,
         "mm_vision_select_feature": "patch",
         "mm_vision_select_layer": -2,
-        "mm_vision_tower": str(tower),
+        "mm_vision_tower": tower_name or str(tower_folder),
         "mm_vision_tower_lr": 2e-06,
         "model_type": model_type,
         "tokenizer_model_max_length": 32768,

@@ -320,6 +320,21 @@ def test_small_shards_are_indexed_and_load_the_same(
     )
 
 
+def test_llava_next_flags_do_not_apply(
+    original: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConversionError, match=r"--vision-tower \(vision_tower\) does not apply"):
+        convert_checkpoint(original, tmp_path / "out", vision_tower="google/siglip-x")
+    args = ["convert", str(original), str(tmp_path / "out"), "--image-fit", "pad"]
+    assert main(args) == 2
+    assert "--image-fit (image_fit) does not apply to a internvl_chat checkpoint" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()
+    # Options left None are not given.
+    assert convert_checkpoint(original, tmp_path / "out", vision_tower=None).is_dir()
+
+
 def test_a_folder_that_is_no_checkpoint_says_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert internvl_chat.missing(tmp_path / "empty") == ["no config.json"]

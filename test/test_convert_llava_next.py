@@ -1,14 +1,20 @@
 """``prune2drive convert`` of DriveMM's original LLaVA-NeXT format: the converted folder loads
 through load_vlm and computes what the ORIGINAL tensors compute, composed by hand as LLaVA's
 code does (SigLIP without its last layer and without post_layernorm, Linear-GELU-Linear, the
-Llama decoder); reconversion is byte-identical; a folder in another format is refused with
-what it lacks; the command never leaves a half-written or silently replaced target.
+Llama decoder); reconversion is byte-identical, also under other hub settings; a folder in
+another format is refused with what it lacks; the command never leaves a half-written or
+silently replaced target; the vision tower's config is named with --vision-tower (a folder or a
+hub id, never a hub id read as a relative path); a checkpoint that tiles its images is refused
+unless --image-fit says how to feed views, and the converted config says the fit it uses.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,7 @@ from original_llava_next import (
     EOT,
     LANGUAGE_MODELS,
     LLAMA31_CHAT_TEMPLATE,
+    TOWER,
     VISION_PREFIX,
     original_tensors,
     text_config,
@@ -26,7 +33,12 @@ from original_llava_next import (
     vocab_size,
     write_original_drivemm,
 )
-from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration, SiglipVisionModel
+from transformers import (
+    AutoTokenizer,
+    LlavaOnevisionForConditionalGeneration,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 from prune2drive_ros.commands.cli import main
 from prune2drive_ros.errors import ConversionError
@@ -144,8 +156,12 @@ def test_converted_folder_is_what_transformers_saves(
     model.save_pretrained(tmp_path)
     assert read_tensors(converted).keys() == read_tensors(tmp_path).keys()
     config = json.loads((converted / "config.json").read_text())
-    expected = {"llava_llama": ("drivemm", "pad"), "llava_qwen": (None, None)}[model_type]
+    # The fit of each image_aspect_ratio (pad for DriveMM, square for the Qwen2 one), and no
+    # transformers default claiming the anyres tiling that no view gets.
+    expected = {"llava_llama": ("drivemm", "pad"), "llava_qwen": (None, "resize")}[model_type]
     assert (config.get(PROMPT_KEY), config.get(IMAGE_FIT_KEY)) == expected
+    assert "vision_aspect_ratio" not in config
+    assert llava_next.ORIGINAL_ASPECT_KEY not in config
     assert config["text_config"]["rope_parameters"]["rope_type"] == "llama3"
     assert config["vision_config"]["num_hidden_layers"] == vision_config().num_hidden_layers
 
@@ -168,7 +184,7 @@ def test_prompt_none_writes_no_prompt_but_keeps_the_image_fit(
         (convert_checkpoint(source, tmp_path / "out", prompt=None) / "config.json").read_text()
     )
     assert PROMPT_KEY not in config
-    assert config.get(IMAGE_FIT_KEY) == llava_next.IMAGE_FITS.get(model_type)
+    assert config.get(IMAGE_FIT_KEY) == {"llava_llama": "pad", "llava_qwen": "resize"}[model_type]
 
 
 def test_reconversion_is_byte_identical(source: Path, converted: Path, tmp_path: Path) -> None:
@@ -192,6 +208,169 @@ def test_bin_weights_convert_to_the_same_tensors(
     assert single.keys() == sharded.keys()
     for name, tensor in single.items():
         assert torch.equal(tensor, sharded[name]), name
+
+
+def _convert_in_a_process(source: Path, target: Path) -> subprocess.Popen[bytes]:
+    """Convert in a new Python process, which reads the hub settings of ``os.environ`` as it
+    starts (huggingface_hub reads HF_HUB_OFFLINE once, on import)."""
+    code = (
+        "import sys; from prune2drive_ros.vlm.conversion import convert_checkpoint; "
+        f"convert_checkpoint(sys.argv[1], sys.argv[2], shard_bytes={SHARD_BYTES})"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(source), str(target)],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_conversion_bytes_do_not_depend_on_the_hub_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers writes into tokenizer_config.json whether HF_HUB_OFFLINE or
+    TRANSFORMERS_OFFLINE forced local_files_only while the tokenizer was read."""
+    source = write_original_drivemm(tmp_path / "original")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home-online"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    online = _convert_in_a_process(source, tmp_path / "online")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home-offline"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    offline = _convert_in_a_process(source, tmp_path / "offline")
+    for process in (online, offline):
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output.decode()
+    files = sorted(p.name for p in (tmp_path / "online").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "offline").iterdir())
+    assert "tokenizer_config.json" in files
+    for name in files:
+        assert (tmp_path / "online" / name).read_bytes() == (
+            tmp_path / "offline" / name
+        ).read_bytes(), name
+    tokenizer_config = json.loads((tmp_path / "online" / "tokenizer_config.json").read_text())
+    assert not {"local_files_only", "is_local", "cache_dir"} & tokenizer_config.keys()
+
+
+# -------------------------------------------------------------------------------- the tower
+
+
+#: A hub id that is not in llava_next.KNOWN_TOWERS.
+HUB_TOWER = "someone/siglip-tiny"
+
+
+def _tower_config(folder: Path, **changes: object) -> Path:
+    """A SigLIP config folder like the tiny checkpoint's tower (``changes`` applied)."""
+    SiglipVisionConfig(**{**TOWER, **changes}).save_pretrained(folder)
+    return folder
+
+
+def test_a_hub_id_is_never_read_as_a_folder_of_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_original_drivemm(tmp_path / "original", tower=HUB_TOWER)
+    # A folder named like the hub id in the current folder: a bare from_pretrained(HUB_TOWER)
+    # would read it.
+    _tower_config(tmp_path / "cwd" / HUB_TOWER)
+    monkeypatch.chdir(tmp_path / "cwd")
+    asked: list[tuple[str, str]] = []
+
+    def offline(repo_id: str, filename: str) -> str:
+        asked.append((repo_id, filename))
+        raise OSError("offline: not in the hub cache")
+
+    monkeypatch.setattr(llava_next, "hf_hub_download", offline, raising=False)
+    with pytest.raises(ConversionError) as caught:
+        convert_checkpoint(source, tmp_path / "out")
+    assert asked == [(HUB_TOWER, "config.json")]
+    message = str(caught.value)
+    assert f"{HUB_TOWER!r} (config.json mm_vision_tower) is read as a hub id" in message
+    assert "pass --vision-tower FOLDER_OR_HUB_ID" in message
+    assert not (tmp_path / "out").exists()
+    # The command says the same, and converts with the flag naming a folder ("./" makes a
+    # name a folder's, relative to the current one).
+    args = ["convert", str(source), str(tmp_path / "out"), "--no-progress"]
+    assert main(args) == 2
+    assert "--vision-tower" in capsys.readouterr().err
+    assert main([*args, "--vision-tower", f"./{HUB_TOWER}"]) == 0
+    vision = json.loads((tmp_path / "out" / "config.json").read_text())["vision_config"]
+    assert (vision["hidden_size"], vision["num_hidden_layers"]) == (32, 2)
+
+
+def test_a_hub_id_is_read_from_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = write_original_drivemm(tmp_path / "original", tower=HUB_TOWER)
+    snapshot = _tower_config(tmp_path / "hub" / "snapshots" / "0123")
+
+    def cached(repo_id: str, filename: str) -> str:
+        assert (repo_id, filename) == (HUB_TOWER, "config.json")
+        return str(snapshot / filename)
+
+    monkeypatch.setattr(llava_next, "hf_hub_download", cached)
+    out = convert_checkpoint(source, tmp_path / "out")
+    assert json.loads((out / "config.json").read_text())["vision_config"]["hidden_size"] == 32
+    # A hub id given to vision_tower (--vision-tower) is read the same way.
+    other = write_original_drivemm(tmp_path / "other", tower="/nowhere/siglip")
+    assert convert_checkpoint(other, tmp_path / "out2", vision_tower=HUB_TOWER).is_dir()
+
+
+def test_tower_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_original_drivemm(tmp_path / "original", tower="/authors/machine/siglip")
+    with pytest.raises(ConversionError) as caught:
+        convert_checkpoint(source, tmp_path / "out")
+    assert "/authors/machine/siglip/config.json does not exist" in str(caught.value)
+    assert "pass --vision-tower FOLDER_OR_HUB_ID" in str(caught.value)
+    wide = _tower_config(tmp_path / "wide", hidden_size=48)
+    args = ["convert", str(source), str(tmp_path / "out"), "--vision-tower", str(wide)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "does not match the config of" in err and "(--vision-tower:" in err
+    assert "pass --vision-tower FOLDER_OR_HUB_ID" in err
+    assert not (tmp_path / "out").exists()
+    assert llava_next.is_folder_name("~/siglip") and llava_next.is_folder_name("../siglip")
+    assert not llava_next.is_folder_name("google/siglip-so400m-patch14-384")
+
+
+# -------------------------------------------------------------------------------- image fit
+
+
+@pytest.mark.parametrize("aspect", ["anyres_max_9", "anyres", "highres"])
+def test_a_checkpoint_that_tiles_its_images_is_refused_unless_a_fit_is_named(
+    tmp_path: Path, aspect: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_original_drivemm(tmp_path / "original", image_aspect_ratio=aspect)
+    with pytest.raises(ConversionError) as caught:
+        convert_checkpoint(source, tmp_path / "out")
+    message = str(caught.value)
+    assert f"image_aspect_ratio is {aspect!r}" in message
+    assert "feeds each camera view as one image" in message and "--image-fit pad" in message
+    assert not (tmp_path / "out").exists()
+    # Named, the fit is used and recorded, with the checkpoint's own aspect ratio.
+    args = ["convert", str(source), str(tmp_path / "out"), "--no-progress"]
+    assert main([*args, "--image-fit", "resize"]) == 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config[IMAGE_FIT_KEY] == "resize"
+    assert config[llava_next.ORIGINAL_ASPECT_KEY] == aspect
+    assert "vision_aspect_ratio" not in config
+    assert load_vlm(tmp_path / "out").image_fit == "resize"
+    padded = convert_checkpoint(source, tmp_path / "padded", image_fit="pad")
+    assert load_vlm(padded).image_fit == "pad"
+    capsys.readouterr()
+
+
+def test_an_image_fit_that_contradicts_the_checkpoint_is_refused(
+    source: Path, tmp_path: Path, model_type: str
+) -> None:
+    fit = {"llava_llama": "pad", "llava_qwen": "resize"}[model_type]
+    other = {"pad": "resize", "resize": "pad"}[fit]
+    with pytest.raises(ConversionError, match=f"--image-fit {other} contradicts"):
+        convert_checkpoint(source, tmp_path / "out", image_fit=other)
+    with pytest.raises(ConversionError, match="unknown image fit 'crop'"):
+        convert_checkpoint(source, tmp_path / "out", image_fit="crop")
+    config = json.loads(
+        (convert_checkpoint(source, tmp_path / "out", image_fit=fit) / "config.json").read_text()
+    )
+    assert config[IMAGE_FIT_KEY] == fit and llava_next.ORIGINAL_ASPECT_KEY not in config
 
 
 # -------------------------------------------------------------------------------- errors

@@ -22,7 +22,7 @@ from prune2drive_ros.tuning.drivelm import (
     write_predictions,
 )
 from prune2drive_ros.tuning.ptb import REGEX
-from prune2drive_ros.tuning.scoring import EXTRACT, ScoringRules
+from prune2drive_ros.tuning.scoring import BY_ANSWER, EXTRACT, ScoringRules
 from prune2drive_ros.views import VIEWS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "drivelm_small.json"
@@ -178,6 +178,45 @@ def test_bad_tag_is_reported(tmp_path: Path, nuscenes: Path) -> None:
         load_drivelm(path, nuscenes)
 
 
+def test_an_empty_tag_list_is_not_scored_unless_asked_and_the_load_says_so(
+    tmp_path: Path, nuscenes: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def untag(frame: dict[str, Any]) -> None:
+        frame["QA"]["prediction"][1]["tag"] = []  # "No.": tag [0] until now
+
+    only_tagged = [i for i in load_drivelm(FIXTURE, nuscenes) if i.scene == SCENE_TAGGED]
+    with caplog.at_level(logging.WARNING):
+        items = load_drivelm(_write_variant(tmp_path, untag), nuscenes)
+    # This one and the five of the scene without tags.
+    assert "6 of 14 question(s) have no tags" in caplog.text
+    assert "not scored, as the challenge's evaluation.py" in caplog.text
+    items = [i for i in items if i.scene == SCENE_TAGGED]
+    wrong = [item.answer or "" for item in items]
+    wrong[3] = "Yes."  # the answer to the question whose tag list is now empty
+    before = score_drivelm(only_tagged, wrong, tokenizer=REGEX)
+    after = score_drivelm(items, wrong, tokenizer=REGEX)
+    assert before.accuracy == pytest.approx(3 / 4)
+    assert after.accuracy == 1.0 and after.counts["untagged"] == 1
+    routed = score_drivelm(items, wrong, rules=ScoringRules(untagged=BY_ANSWER), tokenizer=REGEX)
+    assert routed.accuracy == pytest.approx(3 / 4) and routed.counts["by_answer"] == 1
+
+
+def test_a_file_without_any_tags_is_scored_by_its_answers(
+    tmp_path: Path, nuscenes: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _fixture()
+    del data[SCENE_TAGGED]
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(data))
+    with caplog.at_level(logging.INFO, logger="prune2drive_ros.tuning.drivelm"):
+        items = load_drivelm(path, nuscenes)
+    assert "no question has DriveLM tags" in caplog.text
+    score = score_drivelm(items, [item.answer or "" for item in items], tokenizer=REGEX)
+    assert (score.counts["by_answer"], score.counts["untagged"]) == (5, 0)
+    assert score.accuracy == 1.0
+    assert "routed by their answers" in score.describe()
+
+
 def test_question_only_file_loads_without_answers(tmp_path: Path, nuscenes: Path) -> None:
     def drop_answers(frame: dict[str, Any]) -> None:
         for category in CATEGORIES:
@@ -232,17 +271,40 @@ def test_reference_answers_score_perfectly(nuscenes: Path) -> None:
     assert score.match == pytest.approx(100.0)
     assert score.language is not None
     assert score.language.rouge_l == pytest.approx(1.0)
-    # Tagged frames by their tags: accuracy 3 + 1, language 1 + 1, match 1 + 1, GPT 1.
-    # Untagged frame by its answers: "No." -> accuracy; the object list -> language and match;
-    # "Going ahead.", the safe actions and the behaviour sentence -> language. The answers
-    # find every object: the filter leaves nothing out.
+    # Tagged frames by their tags: accuracy 3 + 1, language 1 + 1, match 1 + 1, GPT 1. The
+    # answers find every object: the filter leaves nothing out. The five questions of the
+    # scene without tags are scored nowhere, as the challenge's evaluation.py scores a
+    # question only under the tags it has.
     assert dict(score.counts) == {
+        "accuracy": 4,
+        "language": 2,
+        "match": 2,
+        "gpt": 1,
+        "untagged": 5,
+        "by_answer": 0,
+        "filtered": 0,
+    }
+    assert "5 item(s) with no tags are not scored, as the challenge's evaluation.py" in (
+        score.describe()
+    )
+    # Routed by their answers on request: "No." -> accuracy; the object list -> language and
+    # match; "Going ahead.", the safe actions and the behaviour sentence -> language.
+    by_answer = score_drivelm(
+        items,
+        [item.answer or "" for item in items],
+        rules=ScoringRules(untagged=BY_ANSWER),
+        tokenizer=REGEX,
+    )
+    assert dict(by_answer.counts) == {
         "accuracy": 5,
         "language": 6,
         "match": 3,
         "gpt": 1,
+        "untagged": 0,
+        "by_answer": 5,
         "filtered": 0,
     }
+    assert "5 item(s) with no tags routed by their answers" in by_answer.describe()
 
 
 def test_accuracy_is_exact_unless_extraction_is_asked_for(nuscenes: Path) -> None:
@@ -253,7 +315,7 @@ def test_accuracy_is_exact_unless_extraction_is_asked_for(nuscenes: Path) -> Non
     predictions[5] = "Reasoning Steps: not moving, so not A. Final Answer: B"
     exact = score_drivelm(items, predictions, tokenizer=REGEX)
     extracted = score_drivelm(items, predictions, rules=ScoringRules(EXTRACT), tokenizer=REGEX)
-    assert exact.accuracy == pytest.approx(3 / 5)
+    assert exact.accuracy == pytest.approx(2 / 4)  # "No." and "C" (the untagged scene: unscored)
     assert extracted.accuracy == 1.0
     assert "accuracy (exact: " in exact.describe()
     assert "accuracy (extract: " in extracted.describe()

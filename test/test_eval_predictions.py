@@ -84,8 +84,11 @@ def test_a_predictions_file_is_scored_without_a_model(tmp_path, monkeypatch, cap
     exact = _last_json(capsys.readouterr().out)
     assert main(_score(str(dotted), "--drivelm", str(FIXTURE), "--accuracy", "extract")) == 0
     extracted = _last_json(capsys.readouterr().out)
-    assert exact["accuracy"] == pytest.approx(2 / 5)  # only the two "No." answers
+    # only the "No." answers; one of them has an empty tag list: not scored, as the challenge
+    assert exact["accuracy"] == pytest.approx(1 / 4)
     assert (extracted["accuracy"], extracted["accuracy_mode"]) == (1.0, "extract")
+    assert main(_score(str(dotted), "--drivelm", str(FIXTURE), "--untagged-by-answer")) == 0
+    assert _last_json(capsys.readouterr().out)["accuracy"] == pytest.approx(2 / 5)
 
 
 def test_missing_answers_are_reported_and_the_rest_scored(tmp_path, capsys):

@@ -12,9 +12,12 @@ from prune2drive_ros.errors import ConfigError
 from prune2drive_ros.tuning import ptb
 from prune2drive_ros.tuning.ptb import PTB, REGEX, java_problem, language_tokenizer, regex_tokens
 from prune2drive_ros.tuning.scoring import (
+    BY_ANSWER,
     CHALLENGE_RULES,
     EXACT,
     EXTRACT,
+    NOT_SCORED,
+    TAG_LANGUAGE,
     LanguageScores,
     Point,
     Score,
@@ -31,6 +34,7 @@ from prune2drive_ros.tuning.scoring import (
     match_f1,
     odd_coordinates,
     points,
+    route,
     score_answers,
     score_questions,
 )
@@ -329,7 +333,15 @@ def test_challenge_filter_by_hand() -> None:
     # score_questions scores the kept items only, and counts the others.
     tags = [[2, 3], [0], [0], [0], [0], [0], [0], [2], [0]]
     score = score_questions(frames, questions, predictions, references, tags, tokenizer=REGEX)
-    assert dict(score.counts) == {"accuracy": 3, "language": 2, "match": 1, "gpt": 0, "filtered": 4}
+    assert dict(score.counts) == {
+        "accuracy": 3,
+        "language": 2,
+        "match": 1,
+        "gpt": 0,
+        "untagged": 0,
+        "by_answer": 0,
+        "filtered": 4,
+    }
     assert score.accuracy == 1.0  # "B", "Yes." and "A": the dropped ones were the wrong ones
     # Match of the first item: 2 hits of 4 predicted points (7.5 dropped) and 3 references.
     assert score.match == pytest.approx(100 * 2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
@@ -421,7 +433,14 @@ def test_score_answers_routes_by_tags() -> None:
     assert score.accuracy == 1.0
     assert score.match == pytest.approx(100.0)
     assert score.language is not None
-    assert dict(score.counts) == {"accuracy": 1, "language": 1, "match": 1, "gpt": 1}
+    assert dict(score.counts) == {
+        "accuracy": 1,
+        "language": 1,
+        "match": 1,
+        "gpt": 1,
+        "untagged": 0,
+        "by_answer": 0,
+    }
     row = score.as_dict()
     assert row["score"] == pytest.approx(score.value)
     assert row["challenge_score"] is None
@@ -437,9 +456,87 @@ def test_score_answers_routes_untagged_items_by_reference() -> None:
         ["A", "Yes.", "There is a car at <c1,CAM_FRONT,1.5,2.5>."],
         accuracy_mode=EXTRACT,
     )
-    assert dict(score.counts) == {"accuracy": 2, "language": 1, "match": 1, "gpt": 0}
+    assert dict(score.counts) == {
+        "accuracy": 2,
+        "language": 1,
+        "match": 1,
+        "gpt": 0,
+        "untagged": 0,
+        "by_answer": 3,
+    }
     assert score.accuracy == 1.0
     assert score.rules == ScoringRules(EXTRACT, challenge_filter=False)
+    # No item has tags (a training file, a plain questions file): the challenge's evaluation.py
+    # cannot score them at all, so they go by their answers, and the breakdown says so.
+    assert "3 item(s) with no tags routed by their answers" in score.describe()
+    assert "NOT the challenge's" in score.describe()
+    assert score_answers(["A"], ["A"], [[]]).counts["by_answer"] == 1
+
+
+# An item with an empty tag list among tagged ones, as the challenge's evaluation.py sees it:
+# ``forward(tag, ...)`` appends an answer only under the tags it has, so "[]" is scored nowhere.
+MIXED_PREDICTIONS = ["B", "No.", "there is a car", "A"]
+MIXED_REFERENCES = ["B", "Yes.", "there is a car", "A"]
+MIXED_TAGS: list[list[int]] = [[0], [], [], [0]]
+
+
+def test_items_with_no_tags_among_tagged_ones_are_not_scored_as_the_challenge() -> None:
+    score = score_answers(MIXED_PREDICTIONS, MIXED_REFERENCES, MIXED_TAGS, tokenizer=REGEX)
+    # Only the two tagged accuracy items: the wrong "No." and the language item are left out.
+    assert score.accuracy == 1.0
+    assert score.language is None
+    assert (score.counts["accuracy"], score.counts["untagged"], score.counts["by_answer"]) == (
+        2,
+        2,
+        0,
+    )
+    text = score.describe()
+    assert (
+        "2 item(s) with no tags are not scored, as the challenge's evaluation.py "
+        "(--untagged-by-answer routes them by their answers)"
+    ) in text
+    assert score.as_dict()["untagged_rule"] == NOT_SCORED
+    assert score.as_dict()["n_untagged"] == 2
+    assert route(MIXED_REFERENCES, MIXED_TAGS)[TAG_LANGUAGE] == []
+
+
+def test_routing_untagged_items_by_answer_is_a_named_option() -> None:
+    score = score_answers(
+        MIXED_PREDICTIONS, MIXED_REFERENCES, MIXED_TAGS, untagged=BY_ANSWER, tokenizer=REGEX
+    )
+    assert score.accuracy == pytest.approx(2 / 3)  # "No." for "Yes." now counts, wrongly
+    assert score.language is not None
+    assert (score.counts["untagged"], score.counts["by_answer"]) == (0, 2)
+    assert score.rules.untagged == BY_ANSWER
+    assert score.as_dict()["untagged_rule"] == BY_ANSWER
+    assert "2 item(s) with no tags routed by their answers" in score.describe()
+    rules = ScoringRules(untagged=BY_ANSWER)
+    assert "routed by their answers (--untagged-by-answer), NOT the challenge's" in (
+        rules.describe()
+    )
+    assert "not scored, as the challenge" in CHALLENGE_RULES.describe()
+    with pytest.raises(ConfigError, match="without tags"):
+        ScoringRules(untagged="guess")
+    # score_questions applies the rule after the per-frame filter, as set by ``rules``.
+    frames = ["f1"] * len(MIXED_REFERENCES)
+    kept = score_questions(
+        frames, MIXED_REFERENCES, MIXED_PREDICTIONS, MIXED_REFERENCES, MIXED_TAGS, rules=rules
+    )
+    assert kept.counts["by_answer"] == 2 and kept.rules == rules
+
+
+def test_whether_any_item_has_tags_is_decided_before_the_per_frame_filter() -> None:
+    # The tagged item is filtered out (it names an object the first answer did not find); the
+    # untagged ones left are still in a tagged source, so they stay unscored.
+    frames = ["f1", "f1", "f1"]
+    questions = ["What is there?", "Where is <c1,CAM_FRONT,900.0,100.0>?", "Is it safe?"]
+    references = ["nothing", "B", "No."]
+    score = score_questions(frames, questions, references, references, [[], [0], []])
+    assert score.counts["filtered"] == 1
+    assert (score.counts["untagged"], score.counts["by_answer"]) == (2, 0)
+    assert score.accuracy is None
+    with pytest.raises(ValueError, match="no local score part"):
+        _ = score.value
 
 
 def test_score_answers_rejects_bad_input() -> None:

@@ -59,7 +59,7 @@ from ..tuning.drivelm import (
     write_predictions,
 )
 from ..tuning.ptb import language_tokenizer, tokenizer_name
-from ..tuning.scoring import ScoringRules
+from ..tuning.scoring import BY_ANSWER, NOT_SCORED, ScoringRules
 from ..tuning.sources import Sample, ValidationSet
 from ..tuning.spread import NOISE_RULE, Accuracy, within_noise
 from .argtypes import at_least
@@ -352,7 +352,11 @@ def score_predictions_file(args: argparse.Namespace) -> int:
             "--score-predictions compares with reference answers (the drivelm reward); "
             "fidelity needs the unpruned model's answers: run eval without --score-predictions"
         )
-    rules = ScoringRules(args.accuracy, challenge_filter=not args.no_challenge_filter)
+    rules = ScoringRules(
+        args.accuracy,
+        challenge_filter=not args.no_challenge_filter,
+        untagged=BY_ANSWER if args.untagged_by_answer else NOT_SCORED,
+    )
     tokenizer = language_tokenizer(args.tokenizer)
     items = load_drivelm(args.drivelm, args.nuscenes_root or ".", check_images=False)
     coverage = match_predictions(items, read_predictions(args.score_predictions))

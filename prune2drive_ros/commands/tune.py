@@ -311,7 +311,11 @@ def _open_study(
         "tokenizer": tokenizer_name(tokenizer),
         # The drivelm reward's rules change its value; fidelity uses neither.
         **(
-            {"accuracy": rules.accuracy, "challenge_filter": rules.challenge_filter}
+            {
+                "accuracy": rules.accuracy,
+                "challenge_filter": rules.challenge_filter,
+                "untagged": rules.untagged,
+            }
             if reward == "drivelm"
             else {}
         ),

@@ -76,9 +76,11 @@ class DriveLMItem:
         category: one of :data:`CATEGORIES`.
         question: the question text.
         answer: the reference answer; None in question-only files (no or an empty ``"A"``).
-        tags: challenge metric tags (0 accuracy, 1 GPT, 2 language, 3 match); empty in
-            training files, where :func:`~prune2drive_ros.tuning.scoring.score_answers` routes
-            by the answer instead.
+        tags: challenge metric tags (0 accuracy, 1 GPT, 2 language, 3 match); empty when the
+            question has none (``"tag": []``, or no ``"tag"`` as in training files). Such a
+            question among tagged ones is not scored, as the challenge's evaluation.py; where
+            no question has tags, all are routed by their answers (see
+            :func:`~prune2drive_ros.tuning.scoring.score_answers`).
         is_multiple_choice: the question lists options A-D or the answer is a choice letter.
         images: image file per view, in :data:`~prune2drive_ros.views.VIEWS` order, resolved
             against the nuScenes root.
@@ -175,6 +177,7 @@ def load_drivelm(
     if check_images:
         _check_images(items, root)
     _warn_odd_coordinates(items, path)
+    _log_untagged(items, path)
     logger.info("loaded %d DriveLM questions from %s", len(items), path)
     return items
 
@@ -235,9 +238,11 @@ def score_drivelm(
 ) -> Score:
     """Score predictions (one per item, same order) as the DriveLM challenge does locally.
 
-    ``rules`` (default: the challenge's) set the accuracy mode and the per-frame filter (see
-    :func:`~prune2drive_ros.tuning.scoring.score_questions`); items are routed to metrics by
-    their tags, or by their answers when untagged.
+    ``rules`` (default: the challenge's) set the accuracy mode, the per-frame filter and what
+    becomes of items without tags (see :func:`~prune2drive_ros.tuning.scoring.score_questions`):
+    items are routed to metrics by their tags; one with an empty tag list among tagged items is
+    not scored, as the challenge's evaluation.py (``rules.untagged`` ``by_answer``: by its
+    answer); where no item has tags, all are routed by their answers.
 
     Raises:
         QuestionError: an item has no reference answer.
@@ -511,6 +516,28 @@ def _check_images(items: Sequence[DriveLMItem], root: Path) -> None:
             f"first {image} ({view} of frame {item.frame}); DriveLM paths such as "
             "../nuscenes/samples/CAM_FRONT/x.jpg are read as <root>/samples/CAM_FRONT/x.jpg, so "
             "give the folder that holds samples/"
+        )
+
+
+def _log_untagged(items: Sequence[DriveLMItem], path: Path) -> None:
+    """Say how the questions without tags will be scored (see :func:`score_drivelm`)."""
+    untagged = [item.id for item in items if not item.tags]
+    if not untagged:
+        return
+    if len(untagged) == len(items):
+        logger.info(
+            "%s: no question has DriveLM tags (not a challenge-format file; the challenge's "
+            "evaluation.py needs them): the drivelm reward routes each by its answer",
+            path,
+        )
+    else:
+        logger.warning(
+            "%s: %d of %d question(s) have no tags (first: %s); they are not scored, as the "
+            "challenge's evaluation.py (--untagged-by-answer routes them by their answers)",
+            path,
+            len(untagged),
+            len(items),
+            untagged[0],
         )
 
 

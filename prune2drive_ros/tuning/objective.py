@@ -45,6 +45,7 @@ from ..pruning.budget import Rates, validate_rates
 from ..views import VIEWS
 from .ptb import Tokenizer, language_tokenizer
 from .scoring import (
+    BY_ANSWER,
     CHALLENGE_RULES,
     EXTRACT,
     TAG_ACCURACY,
@@ -141,10 +142,12 @@ def score_from_parts(parts: Mapping[str, Any]) -> Score:
             cider=parts["CIDEr"],
             tokenizer=parts.get("tokenizer"),
         )
-    # Trials stored before the rules were recorded extracted the option and did not filter.
+    # Trials stored before the rules were recorded extracted the option and did not filter;
+    # before the untagged rule was recorded, untagged items were routed by their answers.
     rules = ScoringRules(
         accuracy=parts.get("accuracy_mode", EXTRACT),
         challenge_filter=bool(parts.get("challenge_filter", False)),
+        untagged=parts.get("untagged_rule", BY_ANSWER),
     )
     return Score(
         accuracy=parts.get("accuracy"),
@@ -301,7 +304,11 @@ class Evaluator:
             )
         if reward == "drivelm":
             references = [s.answer or "" for _, group in self.groups for s in group]
-            routed = route(references, [s.tags for _, group in self.groups for s in group])
+            routed = route(
+                references,
+                [s.tags for _, group in self.groups for s in group],
+                untagged=self.rules.untagged,
+            )
             if not any(routed[tag] for tag in (TAG_ACCURACY, TAG_LANGUAGE, TAG_MATCH)):
                 raise ConfigError(
                     "no question is scored by a local DriveLM metric (accuracy, language or "

@@ -5,7 +5,13 @@ OpenDriveLab/DriveLM (read at commit 0469200577), so that numbers computed while
 retention rates can be compared with published DriveLM results:
 
 * Each question carries ``tag`` codes that route it to metrics: 0 accuracy, 1 GPT score,
-  2 language metrics, 3 match (which itself is half coordinate F1, half GPT score).
+  2 language metrics, 3 match (which itself is half coordinate F1, half GPT score). A question
+  with an empty tag list goes to no metric there (``forward`` appends it only under the tags it
+  has), and so it is not scored here either (:data:`NOT_SCORED`, the default;
+  :attr:`ScoringRules.untagged`). :data:`BY_ANSWER` instead routes it by its reference answer
+  (:func:`route`), this package's rule; so are the questions of a source in which no question
+  has tags (DriveLM's training file, a plain questions file), which evaluation.py cannot read at
+  all (it needs ``tag`` on every question). The score breakdown counts both.
 * accuracy: the official code counts ``answer == GT`` (exact string equality) on tag-0 items,
   which are four-way multiple-choice questions with a letter as answer and yes/no questions
   answered "Yes." / "No.". :func:`accuracy` does the same by default (:data:`EXACT`); with
@@ -195,6 +201,20 @@ def accuracy(predictions: Sequence[str], references: Sequence[str], *, mode: str
     return sum(hits) / len(hits)
 
 
+#: Questions with no tags are not scored, as the challenge's evaluation.py (which scores a
+#: question only under the tags it has) - unless no question of the source has tags.
+NOT_SCORED = "not_scored"
+#: Questions with no tags are routed by their reference answers (:func:`route`): not the
+#: challenge's rule (``--untagged-by-answer``).
+BY_ANSWER = "by_answer"
+UNTAGGED_RULES: tuple[str, ...] = (NOT_SCORED, BY_ANSWER)
+
+_UNTAGGED_DESCRIPTIONS = {
+    NOT_SCORED: "not scored, as the challenge (by their answers where no question has tags)",
+    BY_ANSWER: "routed by their answers (--untagged-by-answer), NOT the challenge's rule",
+}
+
+
 @dataclass(frozen=True)
 class ScoringRules:
     """How DriveLM answers are scored, beyond the metrics themselves.
@@ -203,30 +223,54 @@ class ScoringRules:
         accuracy: :data:`EXACT` (the challenge's, default) or :data:`EXTRACT`.
         challenge_filter: score a later question of a key frame only when its objects were found
             by the frame's first answer (:func:`challenge_keep`), as the challenge does.
+        untagged: what becomes of a question with an empty tag list among tagged ones:
+            :data:`NOT_SCORED` (the challenge's, default) or :data:`BY_ANSWER`. Where no
+            question has tags, they are all routed by their answers either way (the challenge
+            cannot score such a source; :func:`routes_by_answer`).
 
     Raises:
-        ConfigError: an unknown accuracy mode.
+        ConfigError: an unknown accuracy mode or untagged rule.
     """
 
     accuracy: str = EXACT
     challenge_filter: bool = True
+    untagged: str = NOT_SCORED
 
     def __post_init__(self) -> None:
         check_accuracy_mode(self.accuracy)
+        check_untagged_rule(self.untagged)
 
     def describe(self) -> str:
-        """One line for people: the accuracy mode and the filter, and whether they are the
-        challenge's."""
+        """One line for people: the accuracy mode, the filter and the untagged rule, and
+        whether they are the challenge's."""
         accuracy_text = _ACCURACY_DESCRIPTIONS[self.accuracy]
         filter_text = (
             "on, as the challenge"
             if self.challenge_filter
             else "off, every question scored (the challenge scores fewer)"
         )
-        return f"accuracy: {self.accuracy} ({accuracy_text}); per-frame filter: {filter_text}"
+        return (
+            f"accuracy: {self.accuracy} ({accuracy_text}); per-frame filter: {filter_text}; "
+            f"questions without tags: {_UNTAGGED_DESCRIPTIONS[self.untagged]}"
+        )
 
 
-#: The rules of the challenge's evaluation.py: exact accuracy, per-frame filter on.
+def check_untagged_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`UNTAGGED_RULES`.
+
+    Raises:
+        ConfigError: another value.
+    """
+    if rule not in UNTAGGED_RULES:
+        raise ConfigError(
+            f"unknown rule for questions without tags {rule!r}; expected {NOT_SCORED} (the "
+            f"challenge's) or {BY_ANSWER}"
+        )
+    return rule
+
+
+#: The rules of the challenge's evaluation.py: exact accuracy, per-frame filter on, questions
+#: with an empty tag list not scored.
 CHALLENGE_RULES = ScoringRules()
 
 
@@ -444,9 +488,12 @@ class Score:
         gpt: GPT score in [0, 100] from an external service; None here.
         match_gpt: GPT score of the match items in [0, 100]; None here.
         counts: items per part (``gpt``: items only a GPT score can judge; the ``match`` items
-            need one too, for ``match_gpt``), and ``filtered``: questions the per-frame filter
+            need one too, for ``match_gpt``); ``untagged``: items without tags left unscored, as
+            the challenge leaves them, and ``by_answer``: items without tags routed by their
+            answers instead (:func:`route`); and ``filtered``: questions the per-frame filter
             left out (:func:`score_questions`).
-        rules: the accuracy mode and whether the per-frame filter was applied.
+        rules: the accuracy mode, whether the per-frame filter was applied, and the rule for
+            items without tags.
     """
 
     accuracy: float | None = None
@@ -469,12 +516,13 @@ class Score:
 
     def as_dict(self) -> dict[str, Any]:
         """Flat, JSON-ready view: every part, the language sub-scores, counts, both totals and
-        the rules (``accuracy_mode``, ``challenge_filter``)."""
+        the rules (``accuracy_mode``, ``challenge_filter``, ``untagged_rule``)."""
         out: dict[str, Any] = {
             "score": self.value,
             "challenge_score": self.challenge,
             "accuracy_mode": self.rules.accuracy,
             "challenge_filter": self.rules.challenge_filter,
+            "untagged_rule": self.rules.untagged,
             "accuracy": self.accuracy,
             "language": None if self.language is None else self.language.combined,
             "match": self.match,
@@ -515,10 +563,29 @@ class Score:
             f"  final = {show(final, '.4f')}"
             + ("" if final is not None else " (needs both GPT parts)"),
             "  " + self._filter_line(),
+            *(f"  {line}" for line in self._untagged_lines()),
             "local score = (0.2*language + 0.2*F1x100/100 + 0.2*accuracy) / 0.6, over the parts "
             f"present = {self.value:.4f}  <- reported by tune and eval",
         ]
         return "\n".join(lines)
+
+    def _untagged_lines(self) -> list[str]:
+        """What became of the items without tags (none when every item has tags)."""
+        lines = []
+        left_out = self.counts.get("untagged", 0)
+        if left_out:
+            lines.append(
+                f"{left_out} item(s) with no tags are not scored, as the challenge's "
+                "evaluation.py (--untagged-by-answer routes them by their answers)"
+            )
+        routed = self.counts.get("by_answer", 0)
+        if routed:
+            lines.append(
+                f"{routed} item(s) with no tags routed by their answers (a letter or yes/no to "
+                "accuracy, else language, and match with object tags): this package's rule, NOT "
+                "the challenge's, whose evaluation.py scores a question only under its tags"
+            )
+        return lines
 
     def _filter_line(self) -> str:
         if not self.rules.challenge_filter:
@@ -585,22 +652,49 @@ def _parts_of(reference: str) -> set[int]:
     return {TAG_LANGUAGE, TAG_MATCH} if _OBJECT_TAG.search(reference) else {TAG_LANGUAGE}
 
 
+def routes_by_answer(tags: Sequence[Sequence[int]] | None, untagged: str = NOT_SCORED) -> bool:
+    """Whether items without tags are routed by their answers: with :data:`BY_ANSWER`, and
+    with :data:`NOT_SCORED` only when no item has tags (``tags`` None or all empty: a source
+    not in the challenge's format, which evaluation.py cannot score at all). Otherwise they
+    are not scored, as the challenge leaves them.
+
+    Raises:
+        ConfigError: an unknown ``untagged`` rule.
+    """
+    check_untagged_rule(untagged)
+    return untagged == BY_ANSWER or tags is None or not any(tags)
+
+
 def route(
-    references: Sequence[str], tags: Sequence[Sequence[int]] | None = None
+    references: Sequence[str],
+    tags: Sequence[Sequence[int]] | None = None,
+    *,
+    untagged: str = NOT_SCORED,
 ) -> dict[int, list[int]]:
-    """Which items (indices) each metric tag scores: by the items' tags, or for untagged items
-    by their reference (see :func:`score_answers`).
+    """Which items (indices) each metric tag scores: by the items' tags; items without tags
+    by their reference when :func:`routes_by_answer` says so (see :func:`score_answers`),
+    else nowhere.
 
     Raises:
         ValueError: ``tags`` of another length, or an unknown tag.
+        ConfigError: an unknown ``untagged`` rule.
     """
+    return _route(references, tags, by_answer=routes_by_answer(tags, untagged))
+
+
+def _route(
+    references: Sequence[str], tags: Sequence[Sequence[int]] | None, *, by_answer: bool
+) -> dict[int, list[int]]:
     if tags is not None and len(tags) != len(references):
         raise ValueError(f"got {len(tags)} tag lists for {len(references)} references")
     routed: dict[int, list[int]] = {
         code: [] for code in (TAG_ACCURACY, TAG_GPT, TAG_LANGUAGE, TAG_MATCH)
     }
     for i, reference in enumerate(references):
-        item_tags = set(tags[i]) if tags is not None and tags[i] else _parts_of(reference)
+        if tags is not None and tags[i]:
+            item_tags = set(tags[i])
+        else:
+            item_tags = _parts_of(reference) if by_answer else set()
         unknown = item_tags - routed.keys()
         if unknown:
             raise ValueError(f"item {i} has unknown tag(s) {sorted(unknown)}; known: 0, 1, 2, 3")
@@ -609,25 +703,59 @@ def route(
     return routed
 
 
+def _untagged_count(references: Sequence[str], tags: Sequence[Sequence[int]] | None) -> int:
+    return len(references) if tags is None else sum(1 for item_tags in tags if not item_tags)
+
+
 def score_answers(
     predictions: Sequence[str],
     references: Sequence[str],
     tags: Sequence[Sequence[int]] | None = None,
     *,
     accuracy_mode: str = EXACT,
+    untagged: str = NOT_SCORED,
     same_camera: bool = False,
     tokenizer: Tokenizer | None = None,
 ) -> Score:
-    """Score answers part by part, routing each item by its challenge tags; every item given
-    is scored (see :func:`score_questions` for the challenge's per-frame filter).
+    """Score answers part by part, routing each item by its challenge tags; every tagged item
+    given is scored (see :func:`score_questions` for the challenge's per-frame filter).
 
-    Items without tags (``tags`` None, or an empty tag list, as in DriveLM training files and
-    plain question files) are routed by their reference: a choice letter or yes/no to accuracy,
-    anything else to language, and also to match when it holds ``<cN,CAM_X,x,y>`` tags.
+    An item with an empty tag list among tagged items is not scored, as the challenge's
+    evaluation.py leaves it (``counts["untagged"]``), unless ``untagged`` is :data:`BY_ANSWER`.
+    Where no item has tags (``tags`` None or all empty, as in DriveLM's training file and plain
+    question files), or with :data:`BY_ANSWER`, items without tags are routed by their
+    reference (``counts["by_answer"]``): a choice letter or yes/no to accuracy, anything else
+    to language, and also to match when it holds ``<cN,CAM_X,x,y>`` tags.
     ``accuracy_mode`` goes to :func:`accuracy`, ``tokenizer`` to :func:`language`.
+
+    Raises:
+        ConfigError: an unknown accuracy mode or ``untagged`` rule.
     """
+    return _score_answers(
+        predictions,
+        references,
+        tags,
+        by_answer=routes_by_answer(tags, untagged),
+        rules=ScoringRules(accuracy_mode, challenge_filter=False, untagged=untagged),
+        same_camera=same_camera,
+        tokenizer=tokenizer,
+    )
+
+
+def _score_answers(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    tags: Sequence[Sequence[int]] | None,
+    *,
+    by_answer: bool,
+    rules: ScoringRules,
+    same_camera: bool,
+    tokenizer: Tokenizer | None,
+) -> Score:
     _check_pairs(predictions, references)
-    routed = route(references, tags)
+    routed = _route(references, tags, by_answer=by_answer)
+    accuracy_mode = rules.accuracy
+    untagged = _untagged_count(references, tags)
 
     def pick(code: int) -> tuple[list[str], list[str]]:
         return [predictions[i] for i in routed[code]], [references[i] for i in routed[code]]
@@ -645,8 +773,10 @@ def score_answers(
             "language": len(routed[TAG_LANGUAGE]),
             "match": len(routed[TAG_MATCH]),
             "gpt": len(routed[TAG_GPT]),
+            "untagged": 0 if by_answer else untagged,
+            "by_answer": untagged if by_answer else 0,
         },
-        rules=ScoringRules(accuracy_mode, challenge_filter=False),
+        rules=rules,
     )
 
 
@@ -666,7 +796,8 @@ def score_questions(
     With ``rules.challenge_filter`` only the items :func:`challenge_keep` keeps are scored
     (``frames`` names each item's key frame; a frame's items in the challenge's order), the
     count of the others is ``counts["filtered"]``; then :func:`score_answers` with
-    ``rules.accuracy``.
+    ``rules.accuracy`` and ``rules.untagged``. Whether any item has tags
+    (:func:`routes_by_answer`) is decided on all the items given, filtered ones included.
 
     Raises:
         ValueError: sequences of different lengths, or nothing to score.
@@ -677,16 +808,17 @@ def score_questions(
         else [True] * len(references)
     )
     chosen = [i for i, kept in enumerate(keep) if kept]
-    score = score_answers(
+    score = _score_answers(
         [predictions[i] for i in chosen],
         [references[i] for i in chosen],
         None if tags is None else [tags[i] for i in chosen],
-        accuracy_mode=rules.accuracy,
+        by_answer=routes_by_answer(tags, rules.untagged),
+        rules=rules,
         same_camera=same_camera,
         tokenizer=tokenizer,
     )
     counts = {**score.counts, "filtered": len(keep) - len(chosen)}
-    return replace(score, counts=counts, rules=rules)
+    return replace(score, counts=counts)
 
 
 # --------------------------------------------------------------------------------------------

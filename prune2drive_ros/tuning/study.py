@@ -89,7 +89,7 @@ JOURNAL_PREFIX = "journal:"
 #: Attempts at opening an RDB storage while another worker creates its tables.
 _CREATE_ATTEMPTS = 5
 #: Bump when the objective's definition changes, so old studies are not resumed by mistake.
-OBJECTIVE_VERSION = 1
+OBJECTIVE_VERSION = 2
 _SETTINGS_ATTR = "prune2drive"
 
 

@@ -31,8 +31,18 @@ write (same tensor names), with:
 * a SigLIP image processor config (384 px, mean/std 0.5, rescale 1/255);
 * the prompt to use (``prompts.PROMPT_KEY``): by default DriveMM's six-image ``drivemm`` for
   ``llava_llama``, none for ``llava_qwen`` (whose chat template the loader then uses);
-* for ``llava_llama`` (DriveMM) ``checkpoint.IMAGE_FIT_KEY: pad``: its multi-image training pads
-  each view to a square with the mean colour before resizing.
+* how each view fits the encoder (``checkpoint.IMAGE_FIT_KEY``), from the checkpoint's
+  ``image_aspect_ratio`` as LLaVA's ``process_images`` reads it (:func:`image_fit`): ``pad``
+  letterboxes each view to a square with the mean colour, ``square`` (or none) resizes it.
+  The package feeds each camera view as ONE image; LLaVA's tiling modes (``anyres``,
+  ``anyres_max_N``, ``highres``, ``crop_split``) cut each view into up to N crops plus a base
+  image, which the per-view pruning does not model: such a checkpoint is refused unless
+  ``image_fit`` (``--image-fit``) names the fit to convert it with (recorded under
+  :data:`ORIGINAL_ASPECT_KEY`). transformers' ``vision_aspect_ratio`` default
+  (``anyres_max_9``), which nothing here reads, is left out of the written config.json.
+
+The vision tower's config comes from ``vision_tower`` (``--vision-tower``), else the checkpoint's
+``mm_vision_tower``; :func:`tower_config` says how a folder is told from a hub id.
 
 Tensors are read one at a time and written shard by shard (:mod:`.shards`), so an 8 B
 checkpoint needs about one shard of memory, not two copies of the model.
@@ -50,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import hf_hub_download
 from transformers import (
     AddedToken,
     AutoTokenizer,
@@ -66,7 +77,7 @@ from ...progress import Progress
 from ...prompts import PROMPT_KEY
 from ..checkpoint import IMAGE_FIT_KEY
 from ..llava_onevision import SIGLIP_MEAN_STD
-from . import read_config
+from . import edit_json, read_config
 from .shards import Producer, SourceTensors, missing_weights, write_shards
 
 logger = logging.getLogger(__name__)
@@ -82,9 +93,20 @@ TEXT_CONFIGS: dict[str, type[PreTrainedConfig]] = {
 #: The prompt of each original model_type's paper checkpoint (:func:`default_prompt`):
 #: DriveMM's for llava_llama; OneVision's Qwen2 releases have none of their own.
 DEFAULT_PROMPTS: dict[str, str] = {"llava_llama": "drivemm"}
-#: How views fit the encoder (``checkpoint.IMAGE_FIT_KEY``) per original model_type: DriveMM pads
-#: them; OneVision's Qwen2 releases keep the package's default.
-IMAGE_FITS: dict[str, str] = {"llava_llama": "pad"}
+#: LLaVA's ``image_aspect_ratio`` values that feed each image as one -> how a view fits the
+#: encoder (``checkpoint.IMAGE_FIT_KEY``). LLaVA's ``process_images`` letterboxes for ``pad``
+#: and resizes for any value it does not tile (``square``, its default, or none).
+IMAGE_FITS: dict[str | None, str] = {"pad": "pad", "square": "resize", None: "resize"}
+#: The fits :func:`image_fit` may be asked for (``--image-fit``).
+FIT_CHOICES: tuple[str, ...] = ("pad", "resize")
+#: ``image_aspect_ratio`` values (or prefixes) with which LLaVA cuts one image into several crops.
+_TILED = re.compile(r"anyres.*|highres|crop_split")
+#: Config attribute: the checkpoint's own ``image_aspect_ratio`` when it was a tiling mode and
+#: ``image_fit`` chose the fit instead.
+ORIGINAL_ASPECT_KEY = "prune2drive_original_image_aspect_ratio"
+#: The converted config.json keys written by transformers that describe no image handling used
+#: here: ``vision_aspect_ratio`` (its ``anyres_max_9`` default) is read only when a view is tiled.
+_UNUSED_KEYS = ("vision_aspect_ratio",)
 IMAGE_TOKEN = "<image>"
 #: The only projector the transformers class has: Linear, GELU, Linear.
 PROJECTOR_TYPE = "mlp2x_gelu"
@@ -193,20 +215,24 @@ def convert(
     shard_bytes: int,
     progress: Progress,
     vision_tower: str | Path | None = None,
+    image_fit: str | None = None,
 ) -> None:
     """Write the converted checkpoint ``source`` (in this format: ``missing`` is empty) into
     the existing empty folder ``target``.
 
     ``prompt``, ``shard_bytes`` and ``progress`` are :func:`~.convert_checkpoint`'s.
-    ``vision_tower`` is a folder holding the SigLIP tower's config.json, for towers not in
-    :data:`KNOWN_TOWERS` (default: config.json's ``mm_vision_tower``, which may itself be such a
-    folder).
+    ``vision_tower`` (``--vision-tower``) names the SigLIP tower's config: a folder holding its
+    config.json or a hub id (:func:`tower_config`); by default config.json's
+    ``mm_vision_tower``. ``image_fit`` (``--image-fit``: ``pad`` or ``resize``) converts a
+    checkpoint whose ``image_aspect_ratio`` tiles images (:func:`image_fit`).
 
     Raises:
-        ConversionError: its vision tower is unknown, or its tensors do not fit its config.
+        ConversionError: its vision tower is unknown, its tensors do not fit its config, or
+            its images are tiled and ``image_fit`` does not say how to feed views instead.
     """
     original, _ = read_config(source)
     assert original is not None  # missing() checked it
+    fit, tiled_aspect = _image_fit(original, image_fit)  # fails before writing
     with SourceTensors(source) as tensors:
         vision = _vision_config(original, tensors, vision_tower)  # fails before writing
         tokenizer = _tokenizer(source, target)
@@ -220,15 +246,69 @@ def convert(
         vocab_size = max(rows, image_token + 1)
         config = _config(original, vision, vocab_size=vocab_size, tied=_HEAD not in tensors.names())
         config.image_token_index = image_token
+        setattr(config, IMAGE_FIT_KEY, fit)
+        if tiled_aspect is not None:
+            setattr(config, ORIGINAL_ASPECT_KEY, tiled_aspect)
         if prompt is not None:
             setattr(config, PROMPT_KEY, prompt)
         config.save_pretrained(target)
+        edit_json(target / "config.json", _drop_unused_keys)
         _image_processor(original, _side(vision.image_size)).save_pretrained(target)
         if (source / "generation_config.json").is_file():
             shutil.copyfile(source / "generation_config.json", target / "generation_config.json")
         plan = tensor_plan(tensors, rows=vocab_size)
         write_shards(target, plan, shard_bytes=shard_bytes, progress=progress)
     logger.info("converted %s (%s) to %s", source, original["model_type"], target)
+
+
+def image_fit(original: Mapping[str, Any], requested: str | None = None) -> str:
+    """How each view of a checkpoint with config ``original`` fits the encoder (``pad`` or
+    ``resize``, ``checkpoint.IMAGE_FIT_KEY``): :data:`IMAGE_FITS` of its
+    ``image_aspect_ratio``, or ``requested`` where that is a tiling mode.
+
+    Raises:
+        ConversionError: the checkpoint tiles images (``anyres``, ``anyres_max_N``, ``highres``,
+            ``crop_split``) and ``requested`` is None, or ``requested`` is unknown or
+            contradicts an aspect ratio that does not tile.
+    """
+    return _image_fit(original, requested)[0]
+
+
+def _image_fit(original: Mapping[str, Any], requested: str | None) -> tuple[str, str | None]:
+    """:func:`image_fit`, and the checkpoint's tiling ``image_aspect_ratio`` it replaced."""
+    aspect = original.get("image_aspect_ratio")
+    if requested is not None and requested not in FIT_CHOICES:
+        raise ConversionError(
+            f"unknown image fit {requested!r}; give one of {', '.join(FIT_CHOICES)}"
+        )
+    if isinstance(aspect, str) and _TILED.fullmatch(aspect):
+        if requested is None:
+            raise ConversionError(
+                f"config.json's image_aspect_ratio is {aspect!r}: LLaVA tiles each image into "
+                "several crops plus a base image, which this package does not do (it feeds each "
+                "camera view as one image, and prunes per view); converting it as it is would "
+                "change the model's input silently. Pass --image-fit pad (each view "
+                "letterboxed to a square with the mean colour, as LLaVA-NeXT's training feeds the "
+                "images of a multi-image sample) or --image-fit resize (each view squashed, as "
+                "transformers' LLaVA-OneVision feeds several images) to convert it with that fit "
+                "(image_fit= in Python)"
+            )
+        return requested, aspect
+    if aspect is not None and not isinstance(aspect, str):
+        raise ConversionError(f"config.json's image_aspect_ratio is {aspect!r}, not a string")
+    fit = IMAGE_FITS.get(aspect, "resize")
+    if requested is not None and requested != fit:
+        raise ConversionError(
+            f"--image-fit {requested} contradicts config.json's image_aspect_ratio {aspect!r} "
+            f"(LLaVA feeds such images with fit {fit!r}); --image-fit only chooses for a "
+            "checkpoint that tiles its images"
+        )
+    return fit, None
+
+
+def _drop_unused_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """The written config.json without :data:`_UNUSED_KEYS`."""
+    return {key: value for key, value in config.items() if key not in _UNUSED_KEYS}
 
 
 def _tokenizer(source: Path, target: Path) -> Any:
@@ -256,8 +336,8 @@ def _config(
     vocab_size: int,
     tied: bool,
 ) -> LlavaOnevisionConfig:
-    """The transformers config: the original's text config, the stored ``vision`` tower, and
-    :data:`IMAGE_FITS`'s view fit (``tied``: the checkpoint stores no lm_head)."""
+    """The transformers config: the original's text config and the stored ``vision`` tower
+    (``tied``: the checkpoint stores no lm_head)."""
     text_class = TEXT_CONFIGS[original["model_type"]]
     base = {field.name for field in dataclasses.fields(PreTrainedConfig)}
     # rope_theta and rope_scaling: the transformers 4 names, which the config class maps
@@ -273,12 +353,9 @@ def _config(
     if dtype is not None:
         text["dtype"] = dtype
     pinpoints = original.get("image_grid_pinpoints")
-    aspect = original.get("image_aspect_ratio")
     extra: dict[str, Any] = {}
     if isinstance(pinpoints, list):
         extra["image_grid_pinpoints"] = pinpoints
-    if isinstance(aspect, str) and re.fullmatch(r"anyres_max_\d+", aspect):
-        extra["vision_aspect_ratio"] = aspect
     config = LlavaOnevisionConfig(
         text_config=text_class(**text).to_dict(),
         vision_config=vision.to_dict(),
@@ -292,28 +369,68 @@ def _config(
     config.architectures = ["LlavaOnevisionForConditionalGeneration"]
     if dtype is not None:
         config.dtype = dtype
-    fit = IMAGE_FITS.get(original["model_type"])
-    if fit is not None:
-        setattr(config, IMAGE_FIT_KEY, fit)
     return config
+
+
+def is_folder_name(tower: str | Path) -> bool:
+    """Whether ``tower`` names a folder rather than a hub id: a :class:`~pathlib.Path`, or a
+    string that is absolute or starts with ``.``, ``/`` or ``~`` (``./siglip``, ``../siglip``,
+    ``~/models/siglip``). Any other string (``google/siglip-so400m-patch14-384``) is a hub
+    id, never looked up relative to the current folder."""
+    if isinstance(tower, Path):
+        return True
+    return tower.startswith((".", "/", "~")) or Path(tower).is_absolute()
+
+
+def tower_config(tower: str | Path, *, where: str) -> SiglipVisionConfig:
+    """The SigLIP config ``tower`` names (``where``: where the name came from, for errors).
+
+    A folder (:func:`is_folder_name`) must hold a config.json. A hub id is looked up in
+    :data:`KNOWN_TOWERS` first (no download), else its config.json is fetched with
+    ``huggingface_hub`` (the cache under ``HF_HOME``; ``HF_HUB_OFFLINE=1`` reads only that) and
+    read with ``SiglipVisionConfig.from_pretrained`` from the absolute snapshot folder (a bare
+    ``from_pretrained(hub_id)`` would take a folder of that name in the current folder first).
+    A full SigLIP config (text and vision) gives its vision part.
+
+    Raises:
+        ConversionError: the folder has no config.json, or the hub id cannot be read.
+    """
+    remedy = (
+        "pass --vision-tower FOLDER_OR_HUB_ID (vision_tower= in Python): a folder holding the "
+        "tower's SigLIP config.json, or its hub id"
+    )
+    if is_folder_name(tower):
+        folder = Path(tower).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ConversionError(
+                f"the vision tower {str(tower)!r} ({where}) is a folder name, but "
+                f"{folder / 'config.json'} does not exist; {remedy}"
+            )
+        return SiglipVisionConfig.from_pretrained(str(folder.resolve()))
+    name = str(tower)
+    if name in KNOWN_TOWERS:
+        return SiglipVisionConfig(**KNOWN_TOWERS[name])
+    try:
+        config_file = hf_hub_download(name, "config.json")
+        return SiglipVisionConfig.from_pretrained(str(Path(config_file).parent))
+    except (OSError, ValueError) as exc:
+        raise ConversionError(
+            f"the vision tower {name!r} ({where}) is read as a hub id (not a known tower: "
+            f"{', '.join(KNOWN_TOWERS)}; a folder name starts with '.', '/' or '~'), and its "
+            f"config cannot be read: {exc}; {remedy}"
+        ) from exc
 
 
 def _vision_config(
     original: Mapping[str, Any], tensors: SourceTensors, vision_tower: str | Path | None
 ) -> SiglipVisionConfig:
     """The tower's config with the layer count the checkpoint stores, checked against its shapes."""
-    name = str(vision_tower or original["mm_vision_tower"])
-    folder = Path(name).expanduser()
-    if (folder / "config.json").is_file():
-        config = SiglipVisionConfig.from_pretrained(str(folder))
-    elif name in KNOWN_TOWERS:
-        config = SiglipVisionConfig(**KNOWN_TOWERS[name])
+    if vision_tower is not None:
+        tower, where = vision_tower, "--vision-tower"
     else:
-        raise ConversionError(
-            f"the vision tower {name!r} (config.json mm_vision_tower) is neither a folder with a "
-            f"config.json nor a known tower ({', '.join(KNOWN_TOWERS)}); pass vision_tower=<the "
-            "folder of its SigLIP config.json>"
-        )
+        tower, where = str(original["mm_vision_tower"]), "config.json mm_vision_tower"
+    name = str(tower)
+    config = tower_config(tower, where=where)
     layers = sorted({int(m.group(1)) for n in tensors.names() if (m := _VISION_LAYER.match(n))})
     if layers != list(range(len(layers))):
         raise ConversionError(f"the vision tower's stored encoder layers are not 0..n-1: {layers}")
@@ -329,8 +446,9 @@ def _vision_config(
     }
     if stored != expected:
         raise ConversionError(
-            f"the stored vision tower ({stored}) does not match the config of {name} ({expected}); "
-            "pass vision_tower=<the folder of the right SigLIP config.json>"
+            f"the stored vision tower ({stored}) does not match the config of {name} ({where}: "
+            f"{expected}); pass --vision-tower FOLDER_OR_HUB_ID (vision_tower= in Python) naming "
+            "the right SigLIP config"
         )
     return config
 
@@ -410,12 +528,17 @@ def _read_grown(tensors: SourceTensors, name: str, rows: int) -> torch.Tensor:
 
 __all__ = [
     "DEFAULT_PROMPTS",
+    "FIT_CHOICES",
     "IMAGE_FITS",
     "NAME",
+    "ORIGINAL_ASPECT_KEY",
     "TITLE",
     "convert",
     "default_prompt",
+    "image_fit",
+    "is_folder_name",
     "missing",
     "target_name",
     "tensor_plan",
+    "tower_config",
 ]
