@@ -291,6 +291,17 @@ class DriveVLMConfig:
         high=3600.0,
         read_only=False,
     )
+    ttft_budget_ms: float = _param(
+        0.0,
+        "latency budget in ms for the time to first token (queue wait, decode, encode, prune, "
+        "prefill): per question the engine keeps as many visual tokens as a cost model fitted "
+        "at warm-up predicts will fit, choosing among the rates file's tuned front (else "
+        "scaling its rates down); an answer that cannot fit says the budget was missed",
+        low=0.0,
+        high=600000.0,
+        note="0 disables",
+        read_only=False,
+    )
     max_new_tokens: int = _param(
         64,
         "answer length limit in tokens when a request gives 0",

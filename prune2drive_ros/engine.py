@@ -26,8 +26,9 @@ from .picture import kept_tokens_jpeg
 from .pruning.budget import validate_rates
 from .pruning.selection import Selection
 from .sensors.imaging import decode_views
-from .sensors.rates_file import load_rates
+from .sensors.rates_file import FrontPoint, load_rates
 from .sensors.sync import FrameSet
+from .serving.latency import BudgetDecision, CostModel, choose_rates
 from .stopping import StopSignal
 from .timings import Timings
 from .views import VIEWS, image_topic
@@ -41,6 +42,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_FAMILY = "llava_onevision"
 #: The scene-model variant an empty ``model`` answers with when it is in the cache.
 DEFAULT_SCENE_MODEL = "default"
+#: Shares of every visual token the latency cost model is fitted on (three: a quadratic).
+CALIBRATION_FRACTIONS: tuple[float, ...] = (1.0, 0.5, 0.1)
+#: Tokens generated per calibration pass, to time decoding too.
+DECODE_PROBE_TOKENS = 4
 
 
 def resolve_model(model: str, family: str | None = None) -> tuple[str, str | None]:
@@ -98,6 +103,28 @@ class Pruning:
     rates: dict[str, float]
     budgets: tuple[int, ...]
     pruner: str
+    #: the rates file's tuned trade-offs, which a latency budget chooses among.
+    front: tuple[FrontPoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    """How an answer kept its latency budget (``ttft_budget_ms`` > 0).
+
+    Attributes:
+        budget_ms: the budget for the time to first token.
+        predicted_ms: what the cost model predicted for the tokens chosen, queue wait included.
+        measured_ms: the time to first token measured: queue wait, decode, encode, prune and
+            prefill (every question of the call shares them).
+        met: ``measured_ms`` was within the budget.
+        why: the choice in words.
+    """
+
+    budget_ms: float
+    predicted_ms: float
+    measured_ms: float
+    met: bool
+    why: str
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,8 @@ class Answer:
     finish: str = "stop"
     #: the kept-token picture as JPEG, when asked for (``picture=True``); not in as_dict.
     picture: bytes | None = field(default=None, repr=False)
+    #: how the latency budget was kept, None without one.
+    budget: BudgetReport | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (one line of ``replay --out``); notes a random-weight model."""
@@ -138,6 +167,10 @@ class Engine:
         topics: topic of each view, only used to name the topic in decode errors.
         max_new_tokens: answer length when a request does not give one.
         max_question_chars: longest question accepted.
+        ttft_budget_ms: latency budget for the time to first token; 0 (off) answers with
+            ``rates``. Above 0, :meth:`warmup` fits a cost model and each call keeps as many
+            tokens as fit (:func:`~prune2drive_ros.serving.latency.choose_rates`).
+        front: the rates file's tuned front, which the budget chooses among.
     """
 
     def __init__(
@@ -149,10 +182,15 @@ class Engine:
         topics: Mapping[str, str] | None = None,
         max_new_tokens: int = 64,
         max_question_chars: int = 1000,
+        ttft_budget_ms: float = 0.0,
+        front: Sequence[FrontPoint] = (),
     ) -> None:
         self.vlm = vlm
         self.full_budgets = vlm.view_tokens
-        self._pruning = self._pruning_for(rates, pruner)
+        self._pruning = self._pruning_for(rates, pruner, front)
+        self.ttft_budget_ms = ttft_budget_ms
+        #: time to first token against kept tokens, fitted by :meth:`calibrate`.
+        self.cost: CostModel | None = None
         self.topics = dict(topics) if topics else {v: image_topic(v) for v in VIEWS}
         self.max_new_tokens = max_new_tokens
         self.max_question_chars = max_question_chars
@@ -172,19 +210,29 @@ class Engine:
         """Name of the pruner in :data:`~prune2drive_ros.pruning.PRUNERS`."""
         return self._pruning.pruner
 
-    def set_pruning(self, rates: Mapping[str, float] | float | None, pruner: str) -> None:
-        """Replace the rates and the pruner (checked first: a bad value raises and changes
-        nothing). An answer already under way keeps the ones it started with; the next one
+    def set_pruning(
+        self,
+        rates: Mapping[str, float] | float | None,
+        pruner: str,
+        front: Sequence[FrontPoint] = (),
+    ) -> None:
+        """Replace the rates, the pruner and the front (checked first: a bad value raises and
+        changes nothing). An answer already under way keeps the ones it started with; the next one
         uses these (the node reloads a rates file this way, without a restart).
 
         Raises:
             BudgetError: invalid rates.
         """
-        self._pruning = self._pruning_for(rates, pruner)
+        self._pruning = self._pruning_for(rates, pruner, front)
 
-    def _pruning_for(self, rates: Mapping[str, float] | float | None, pruner: str) -> Pruning:
+    def _pruning_for(
+        self,
+        rates: Mapping[str, float] | float | None,
+        pruner: str,
+        front: Sequence[FrontPoint] = (),
+    ) -> Pruning:
         checked = validate_rates(1.0 if rates is None else rates)
-        return Pruning(checked, self.vlm.budgets(checked), pruner)
+        return Pruning(checked, self.vlm.budgets(checked), pruner, tuple(front))
 
     @classmethod
     def from_config(
@@ -213,7 +261,8 @@ class Engine:
         if family is not None:
             FAMILIES.target(family)  # an unknown family fails here, naming the known ones
         rates_path = resolve_rates_file(config, share_dir) if rates_file else None
-        rates = None if rates_path is None else load_rates(rates_path).rates
+        loaded = None if rates_path is None else load_rates(rates_path)
+        rates = None if loaded is None else loaded.rates
         model, family = resolve_model(config.model, family)
         vlm = load_vlm(
             model,
@@ -234,6 +283,8 @@ class Engine:
             topics=config.resolved_image_topics(),
             max_new_tokens=config.max_new_tokens,
             max_question_chars=config.max_question_chars,
+            ttft_budget_ms=config.ttft_budget_ms,
+            front=() if loaded is None else loaded.front,
         )
 
     # ------------------------------------------------------------------ answering
@@ -265,11 +316,19 @@ class Engine:
         stop: StopSignal | None = None,
         on_text: OnText | None = None,
         picture: bool = False,
+        waited_ms: float = 0.0,
     ) -> Answer:
         """Answer one question about ``frames``; ``stop`` ends it early (after the current
-        token), ``on_text(text, tokens)`` streams it, ``picture`` adds the kept-token JPEG."""
+        token), ``on_text(text, tokens)`` streams it, ``picture`` adds the kept-token JPEG,
+        ``waited_ms`` is how long it queued (spent of a latency budget)."""
         return self.answer_many(
-            frames, [question], max_new_tokens, stop=stop, on_text=on_text, picture=picture
+            frames,
+            [question],
+            max_new_tokens,
+            stop=stop,
+            on_text=on_text,
+            picture=picture,
+            waited_ms=waited_ms,
         )[0]
 
     def answer_many(
@@ -281,15 +340,20 @@ class Engine:
         stop: StopSignal | None = None,
         on_text: OnText | None = None,
         picture: bool = False,
+        waited_ms: float = 0.0,
     ) -> list[Answer]:
         """Answer several questions about one frame set, decoding and encoding it once.
 
         Each answer carries the timings of the whole call (the shared stages ran once). Once
         ``stop`` is set, the answer being generated ends and later questions get none. With
-        ``picture`` each carries the kept-token JPEG (drawn once, after the timings).
+        ``picture`` each carries the kept-token JPEG (drawn once, after the timings). Under a
+        latency budget the questions share one choice of tokens, made for what is left of the
+        budget after ``waited_ms`` in the queue, and each answer reports how it was kept.
         """
         texts = [check_question(q, self.max_question_chars) for q in questions]
         pruning = self._pruning  # this frame set's, whatever set_pruning does meanwhile
+        decision = self._budget_decision(pruning, waited_ms)
+        budgets = pruning.budgets if decision is None else self.vlm.budgets(decision.rates)
         begin = time.perf_counter()
         images = self.decode(frames)
         decode_ms = (time.perf_counter() - begin) * 1e3
@@ -297,13 +361,14 @@ class Engine:
             images,
             texts,
             max_new_tokens,
-            budgets=pruning.budgets,
+            budgets=budgets,
             pruner=pruning.pruner,
             stop=stop,
             on_text=on_text,
         )
         timings.decode = decode_ms
         timings.total = (time.perf_counter() - begin) * 1e3
+        report = self._observe(decision, budgets, timings, generations, waited_ms)
         jpeg = None
         if picture and generations:
             jpeg = kept_tokens_jpeg(
@@ -320,9 +385,48 @@ class Engine:
                 random_weights=self.vlm.random_weights,
                 finish=generation.finish,
                 picture=jpeg,
+                budget=report,
             )
             for generation in generations
         ]
+
+    def _budget_decision(self, pruning: Pruning, waited_ms: float) -> BudgetDecision | None:
+        """The rates to keep the latency budget with, None without a budget (or before the
+        cost model is fitted: :meth:`calibrate`)."""
+        if self.ttft_budget_ms <= 0 or self.cost is None:
+            return None
+        return choose_rates(
+            self.cost,
+            budget_ms=self.ttft_budget_ms,
+            queue_ms=max(waited_ms, 0.0),
+            rates=pruning.rates,
+            view_tokens=self.full_budgets,
+            front=pruning.front,
+        )
+
+    def _observe(
+        self,
+        decision: BudgetDecision | None,
+        budgets: Sequence[int],
+        timings: Timings,
+        generations: Sequence[Generation],
+        waited_ms: float,
+    ) -> BudgetReport | None:
+        """Correct the cost model by this call's measured stages; how the budget was kept."""
+        if decision is None or self.cost is None:
+            return None
+        self.cost.observe(sum(budgets), timings.encode + timings.prune + timings.prefill)
+        self.cost.observe_decode(sum(g.new_tokens for g in generations), timings.generate)
+        measured = (
+            max(waited_ms, 0.0) + timings.decode + timings.encode + timings.prune + timings.prefill
+        )
+        return BudgetReport(
+            budget_ms=self.ttft_budget_ms,
+            predicted_ms=round(decision.predicted_ms, 3),
+            measured_ms=round(measured, 3),
+            met=measured <= self.ttft_budget_ms,
+            why=decision.why,
+        )
 
     def select(self, frames: FrameSet) -> Selection:
         """The tokens the engine keeps of ``frames`` with its budgets and pruner (decoded and
@@ -427,12 +531,33 @@ class Engine:
 
     def warmup(self) -> None:
         """One full pass on blank images, so the first real request does not pay for lazy
-        initialisation (kernels, allocator pools, tokenizer caches)."""
-        width, height = self.vlm.image_size
-        blank = [np.zeros((height, width, 3), np.uint8)] * len(VIEWS)
+        initialisation (kernels, allocator pools, tokenizer caches), then :meth:`calibrate`:
+        the cost model a latency budget needs, ready when one is set at run time."""
         begin = time.perf_counter()
-        self.answer_images(blank, ["warm up"], max_new_tokens=2)
+        self.answer_images(self._blank(), ["warm up"], max_new_tokens=2)
         logger.info("warm-up pass took %.0f ms", (time.perf_counter() - begin) * 1e3)
+        self.calibrate()
+
+    def calibrate(self, fractions: Sequence[float] = CALIBRATION_FRACTIONS) -> CostModel:
+        """Fit :attr:`cost`: the time to first token (encode, prune, prefill) measured on blank
+        images at each fraction of every token (three sizes at least, for the quadratic), and
+        the decode time per token; each answer then corrects it (:meth:`answer_many`)."""
+        samples, decode = [], []
+        for fraction in fractions:
+            budgets = self.vlm.budgets(fraction)
+            _, timings = self.answer_images(
+                self._blank(), ["warm up"], max_new_tokens=DECODE_PROBE_TOKENS, budgets=budgets
+            )
+            samples.append((sum(budgets), timings.encode + timings.prune + timings.prefill))
+            decode.append(timings.generate / DECODE_PROBE_TOKENS)
+        self.cost = CostModel.fit(samples, decode_ms_per_token=float(np.median(decode)))
+        logger.info("latency cost model: %s", self.cost.describe())
+        return self.cost
+
+    def _blank(self) -> list[np.ndarray]:
+        """Six black views at the encoder's input size."""
+        width, height = self.vlm.image_size
+        return [np.zeros((height, width, 3), np.uint8)] * len(VIEWS)
 
     def describe(self) -> dict[str, str]:
         """What is loaded, for diagnostics and logs."""
@@ -450,6 +575,8 @@ class Engine:
             "pruner": "none" if self.unpruned else self.pruner,
             "rates": rates,
             "random_weights": str(self.vlm.random_weights).lower(),
+            "ttft_budget_ms": f"{self.ttft_budget_ms:g}" if self.ttft_budget_ms else "off",
+            **(self.cost.describe() if self.cost is not None else {}),
         }
 
     # ------------------------------------------------------------------ pipeline

@@ -183,7 +183,7 @@ def time_msg(stamp_ns: int) -> TimeMsg:
 
 def answer_fields(answer: Answer) -> dict[str, Any]:
     """The fields ``Ask.Response`` and ``DrivingAnswer`` share, filled from an engine Answer."""
-    timings = answer.timings_ms
+    timings, budget = answer.timings_ms, answer.budget
     return {
         "answer": answer.text,
         "frames_stamp": time_msg(answer.frames_stamp_ns),
@@ -197,6 +197,10 @@ def answer_fields(answer: Answer) -> dict[str, Any]:
         "total_ms": timings.total,
         "model": answer.model,
         "random_weights": bool(answer.random_weights),
+        "ttft_budget_ms": budget.budget_ms if budget else 0.0,
+        "ttft_predicted_ms": budget.predicted_ms if budget else 0.0,
+        "ttft_ms": budget.measured_ms if budget else 0.0,
+        "budget_met": budget.met if budget else True,
     }
 
 
@@ -371,9 +375,12 @@ class DriveVLMNode(LifecycleNodeMixin, Node):
             rates = None
             if pruning != (self.config.rates_file, self.config.pruner):
                 path = resolve_rates_file(candidate, self._share_dir)
-                rates = load_rates(path).rates
+                loaded = load_rates(path)
+                rates = loaded.rates
                 if self._engine is not None:
-                    self._engine.set_pruning(rates, candidate.pruner)
+                    self._engine.set_pruning(rates, candidate.pruner, loaded.front)
+            if self._engine is not None:
+                self._engine.ttft_budget_ms = candidate.ttft_budget_ms
         except Prune2DriveError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         previous, self.config = self.config, candidate
@@ -568,11 +575,19 @@ class DriveVLMNode(LifecycleNodeMixin, Node):
         rejection = self._admission(question, max_new_tokens)
         tokens = max_new_tokens or self.config.max_new_tokens
         picture = self._picture.get_subscription_count() > 0
+        asked = time.monotonic()
 
         def job(stop: StopSignal) -> Answer:
             assert engine is not None and frames is not None  # admitted
+            waited_ms = (time.monotonic() - asked) * 1e3  # spent of a latency budget
             return engine.answer(
-                frames, question, tokens, stop=stop, on_text=on_text, picture=picture
+                frames,
+                question,
+                tokens,
+                stop=stop,
+                on_text=on_text,
+                picture=picture,
+                waited_ms=waited_ms,
             )
 
         future = self._worker.submit(job, rejection=rejection)
@@ -602,7 +617,11 @@ class DriveVLMNode(LifecycleNodeMixin, Node):
         answer = outcome.value
         if answer.finish not in FINISHED:  # stopped early (timeout, shutdown): not an answer
             return
-        self._stats.record_answer(answer.timings_ms, answer.kept_tokens)
+        self._stats.record_answer(
+            answer.timings_ms,
+            answer.kept_tokens,
+            None if answer.budget is None else answer.budget.met,
+        )
         msg = DrivingAnswer(**answer_fields(answer))
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.question = answer.question

@@ -79,6 +79,10 @@ ANSWER_FIELDS = [
     *(("float32", name) for name in FLOATS),
     ("string", "model"),
     ("bool", "random_weights"),
+    ("float32", "ttft_budget_ms"),
+    ("float32", "ttft_predicted_ms"),
+    ("float32", "ttft_ms"),
+    ("bool", "budget_met"),
 ]
 ASK_REQUEST = [("string", "question"), ("uint32", "max_new_tokens")]
 ASK_RESPONSE = [("bool", "success"), ("string", "message"), *ANSWER_FIELDS]

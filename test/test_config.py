@@ -52,6 +52,7 @@ INVALID: dict[str, object] = {
     "max_queue": 65,
     "answer_timeout_s": 0.5,
     "max_new_tokens": 0,
+    "ttft_budget_ms": -1.0,
     "standing_question": 7,
     "standing_period_s": 0.0,
     "diagnostics_period_s": 100.0,

@@ -60,6 +60,25 @@ def test_ask_answers_and_publishes_the_answer_and_diagnostics() -> None:
         assert status.name == "prune2drive: driving QA"
 
 
+def test_a_latency_budget_is_kept_reported_and_counted_in_diagnostics() -> None:
+    with running_node(ttft_budget_ms=60000.0) as ros:
+        response = ros.ask("What is in front of the ego vehicle?")
+        assert response.success, response.message
+        assert response.ttft_budget_ms == 60000.0 and response.budget_met
+        assert response.ttft_predicted_ms > 0 and 0 < response.ttft_ms < 60000.0
+        wait_for(lambda: bool(ros.answers), what="~/answers")
+        assert ros.answers[-1].ttft_budget_ms == 60000.0
+        status = ros.latest_status_after(
+            lambda s: any(kv.key.startswith("latency budget met") for kv in s.values)
+        )
+        values = {kv.key: kv.value for kv in status.values}
+        assert values["ttft_budget_ms"] == "60000"
+        assert values["latency budget met, last 60 s"].endswith("of 1")
+        assert "ttft_fit_ms" in values
+        assert ros.set_parameter("ttft_budget_ms", 0.0).successful
+        assert ros.ask("Is the left lane free?").ttft_budget_ms == 0.0
+
+
 def test_a_burst_of_50_calls_each_gets_one_response() -> None:
     with running_node(max_queue=4) as ros:
         futures = [ros.ask_async(f"Question {i}?") for i in range(50)]

@@ -43,6 +43,7 @@ CONFIG_FLAGS: dict[str, str] = {
     "device": "device",
     "dtype": "dtype",
     "max-new-tokens": "max_new_tokens",
+    "ttft-budget-ms": "ttft_budget_ms",
     "sync-slop": "sync_slop_s",
     "sync-queue": "sync_queue_size",
 }
@@ -264,6 +265,14 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         "key frame counts only when the frame's first answer found the objects it names",
     )
     parser.add_argument(
+        "--untagged-by-answer",
+        action="store_true",
+        help="score a question with an empty DriveLM tag list by its reference answer (a letter "
+        "or yes/no: accuracy, else language, and match with object tags); by default, as the "
+        "challenge's evaluation.py, it is not scored (where no question has tags, all are "
+        "scored by their answers either way)",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -277,19 +286,24 @@ def choose_scoring(
     args: argparse.Namespace, data: ValidationSet
 ) -> tuple[tuple[str, str], Tokenizer | None, ScoringRules]:
     """The reward (name and why, printed for the user), its tokenizer and the DriveLM scoring
-    rules (printed with the drivelm reward), from ``--reward``, ``--tokenizer``, ``--accuracy``
-    and ``--no-challenge-filter``: what tune and eval settle before the model loads.
+    rules (printed with the drivelm reward), from ``--reward``, ``--tokenizer``, ``--accuracy``,
+    ``--no-challenge-filter`` and ``--untagged-by-answer``: what tune and eval settle before
+    the model loads.
 
     Raises:
         ConfigError: as :func:`~..tuning.objective.choose_reward` and
             :func:`~..tuning.objective.reward_tokenizer`.
     """
     from ..tuning.objective import choose_reward, reward_tokenizer
-    from ..tuning.scoring import ScoringRules
+    from ..tuning.scoring import BY_ANSWER, NOT_SCORED, ScoringRules
 
     reward = choose_reward(args.reward, data)
     print(f"reward: {reward[0]} ({reward[1]})")
-    rules = ScoringRules(args.accuracy, challenge_filter=not args.no_challenge_filter)
+    rules = ScoringRules(
+        args.accuracy,
+        challenge_filter=not args.no_challenge_filter,
+        untagged=BY_ANSWER if args.untagged_by_answer else NOT_SCORED,
+    )
     if reward[0] == "drivelm":
         print(f"scoring: {rules.describe()}")
     return reward, reward_tokenizer(reward[0], args.tokenizer), rules

@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
         from ..engine import Engine
 
         engine = Engine.from_config(config)
+        if engine.ttft_budget_ms > 0:
+            engine.calibrate()  # the cost model the budget is kept with
         baseline = Engine(engine.vlm, None, topics=engine.topics) if args.baseline else None
         out = stack.enter_context(LineWriter.create(out_path)) if out_path else None
         report = replay(

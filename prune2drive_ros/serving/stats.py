@@ -26,6 +26,9 @@ STAGES: tuple[str, ...] = Timings.stages()
 #: Diagnostic levels, mildest first.
 LEVELS: tuple[str, ...] = ("OK", "WARN", "ERROR")
 
+#: Seconds of answers the latency budget's hit rate is reported over.
+BUDGET_WINDOW_S = 60.0
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) with linear interpolation between order statistics.
@@ -79,6 +82,8 @@ class NodeStats:
         self._latency: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
         self._kept: deque[Mapping[str, int]] = deque(maxlen=window)
         self._arrivals: deque[float] = deque()
+        #: (when, met) of the answers given under a latency budget in the last minute.
+        self._budget: deque[tuple[float, bool]] = deque()
         self._latest_stamp_ns: int | None = None
         self._last_arrival: float | None = None
 
@@ -104,12 +109,33 @@ class NodeStats:
             last = self._last_arrival
         return None if last is None else self._clock() - last
 
-    def record_answer(self, timings_ms: Timings, kept_tokens: Mapping[str, int]) -> None:
-        """Add one answer's per-stage timings and the visual tokens it kept per view."""
+    def record_answer(
+        self,
+        timings_ms: Timings,
+        kept_tokens: Mapping[str, int],
+        budget_met: bool | None = None,
+    ) -> None:
+        """Add one answer's per-stage timings, the visual tokens it kept per view and, under a
+        latency budget, whether it met it."""
+        now = self._clock()
         with self._lock:
             for stage, ms in timings_ms.as_dict().items():
                 self._latency[stage].append(ms)
             self._kept.append(dict(kept_tokens))
+            if budget_met is not None:
+                self._budget.append((now, budget_met))
+            self._forget_budget(now)
+
+    def budget_hits(self) -> tuple[int, int]:
+        """(met, answered) of the answers given under a latency budget in the last
+        :data:`BUDGET_WINDOW_S` seconds."""
+        with self._lock:
+            self._forget_budget(self._clock())
+            return sum(met for _, met in self._budget), len(self._budget)
+
+    def _forget_budget(self, now: float) -> None:
+        while self._budget and self._budget[0][0] < now - BUDGET_WINDOW_S:
+            self._budget.popleft()
 
     def kept_tokens(self) -> list[tuple[str, str]]:
         """Diagnostic lines of the tokens kept per view: the last answer's, and the range over
@@ -226,6 +252,11 @@ class NodeStats:
                 problems.append(("WARN", f"a question failed {ago_s:.0f} s ago"))
 
         values += self.kept_tokens()
+        met, answered = self.budget_hits()
+        if answered:
+            values.append(
+                (f"latency budget met, last {BUDGET_WINDOW_S:g} s", f"{met} of {answered}")
+            )
         for stage in STAGES:
             latency = self.latency_ms(stage)
             p50, p95 = ("-", "-") if latency is None else (f"{latency[0]:.1f}", f"{latency[1]:.1f}")
