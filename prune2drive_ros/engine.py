@@ -42,8 +42,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_FAMILY = "llava_onevision"
 #: The scene-model variant an empty ``model`` answers with when it is in the cache.
 DEFAULT_SCENE_MODEL = "default"
-#: Shares of every visual token the latency cost model is fitted on (three: a quadratic).
-CALIBRATION_FRACTIONS: tuple[float, ...] = (1.0, 0.5, 0.1)
+#: Shares of every visual token the latency cost model is fitted on (three at least: a
+#: quadratic), each timed :data:`CALIBRATION_REPEATS` times and the median kept.
+CALIBRATION_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+CALIBRATION_REPEATS = 3
 #: Tokens generated per calibration pass, to time decoding too.
 DECODE_PROBE_TOKENS = 4
 
@@ -352,11 +354,12 @@ class Engine:
         """
         texts = [check_question(q, self.max_question_chars) for q in questions]
         pruning = self._pruning  # this frame set's, whatever set_pruning does meanwhile
-        decision = self._budget_decision(pruning, waited_ms)
-        budgets = pruning.budgets if decision is None else self.vlm.budgets(decision.rates)
         begin = time.perf_counter()
         images = self.decode(frames)
         decode_ms = (time.perf_counter() - begin) * 1e3
+        # the budget left after the queue and the decode is what the model's stages may take
+        decision = self._budget_decision(pruning, waited_ms + decode_ms)
+        budgets = pruning.budgets if decision is None else self.vlm.budgets(decision.rates)
         generations, timings = self.answer_images(
             images,
             texts,
@@ -390,15 +393,19 @@ class Engine:
             for generation in generations
         ]
 
-    def _budget_decision(self, pruning: Pruning, waited_ms: float) -> BudgetDecision | None:
-        """The rates to keep the latency budget with, None without a budget (or before the
-        cost model is fitted: :meth:`calibrate`)."""
-        if self.ttft_budget_ms <= 0 or self.cost is None:
+    def _budget_decision(self, pruning: Pruning, spent_ms: float) -> BudgetDecision | None:
+        """The rates to keep the latency budget with after ``spent_ms`` (queue wait and image
+        decode, both measured by then), None without a budget. A budget set at run time on an
+        engine warmed up without one is calibrated for here, once (that call pays for it)."""
+        if self.ttft_budget_ms <= 0:
             return None
+        if self.cost is None:
+            self.calibrate()
+        assert self.cost is not None
         return choose_rates(
             self.cost,
             budget_ms=self.ttft_budget_ms,
-            queue_ms=max(waited_ms, 0.0),
+            queue_ms=max(spent_ms, 0.0),
             rates=pruning.rates,
             view_tokens=self.full_budgets,
             front=pruning.front,
@@ -531,25 +538,35 @@ class Engine:
 
     def warmup(self) -> None:
         """One full pass on blank images, so the first real request does not pay for lazy
-        initialisation (kernels, allocator pools, tokenizer caches), then :meth:`calibrate`:
-        the cost model a latency budget needs, ready when one is set at run time."""
+        initialisation (kernels, allocator pools, tokenizer caches); under a latency budget,
+        then :meth:`calibrate`."""
         begin = time.perf_counter()
         self.answer_images(self._blank(), ["warm up"], max_new_tokens=2)
         logger.info("warm-up pass took %.0f ms", (time.perf_counter() - begin) * 1e3)
-        self.calibrate()
+        if self.ttft_budget_ms > 0:
+            self.calibrate()
 
     def calibrate(self, fractions: Sequence[float] = CALIBRATION_FRACTIONS) -> CostModel:
         """Fit :attr:`cost`: the time to first token (encode, prune, prefill) measured on blank
-        images at each fraction of every token (three sizes at least, for the quadratic), and
-        the decode time per token; each answer then corrects it (:meth:`answer_many`)."""
-        samples, decode = [], []
-        for fraction in fractions:
-            budgets = self.vlm.budgets(fraction)
-            _, timings = self.answer_images(
-                self._blank(), ["warm up"], max_new_tokens=DECODE_PROBE_TOKENS, budgets=budgets
-            )
-            samples.append((sum(budgets), timings.encode + timings.prune + timings.prefill))
-            decode.append(timings.generate / DECODE_PROBE_TOKENS)
+        images at each fraction of every token (three sizes at least, for the quadratic; the
+        median of :data:`CALIBRATION_REPEATS` runs each, the sizes taking turns so that a burst
+        of load elsewhere does not bend the curve), and the decode time per token; each answer
+        then corrects it (:meth:`answer_many`)."""
+        runs: dict[int, list[float]] = {}
+        decode = []
+        for _ in range(CALIBRATION_REPEATS):
+            for fraction in fractions:
+                budgets = self.vlm.budgets(fraction)
+                _, timings = self.answer_images(
+                    self._blank(),
+                    ["warm up"],
+                    max_new_tokens=DECODE_PROBE_TOKENS,
+                    budgets=budgets,
+                )
+                ttft = timings.encode + timings.prune + timings.prefill
+                runs.setdefault(sum(budgets), []).append(ttft)
+                decode.append(timings.generate / DECODE_PROBE_TOKENS)
+        samples = [(tokens, float(np.median(times))) for tokens, times in runs.items()]
         self.cost = CostModel.fit(samples, decode_ms_per_token=float(np.median(decode)))
         logger.info("latency cost model: %s", self.cost.describe())
         return self.cost

@@ -54,7 +54,9 @@ def test_ask_answers_and_publishes_the_answer_and_diagnostics() -> None:
         assert response.random_weights and response.total_ms > 0
         wait_for(lambda: bool(ros.answers), what="~/answers")
         assert ros.answers[-1].question == "What is in front of the ego vehicle?"
-        status = ros.latest_status()
+        status = ros.latest_status_after(  # one sent while it configured may still be the last
+            lambda s: any(kv.value == "active" for kv in s.values)
+        )
         values = {kv.key: kv.value for kv in status.values}
         assert values["lifecycle state"] == "active"
         assert status.name == "prune2drive: driving QA"

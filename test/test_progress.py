@@ -120,16 +120,6 @@ def test_every_command_that_shows_progress_has_no_progress(command):
     assert "progress_from(args)" in source, "and passes the commands' reporter on"
 
 
-def test_only_the_commands_import_tqdm():
-    package = Path(importlib.import_module("prune2drive_ros").__file__).parent
-    drawing = sorted(
-        str(path.relative_to(package))
-        for path in package.rglob("*.py")
-        if "tqdm" in path.read_text() and path.relative_to(package).parts[0] != "commands"
-    )
-    assert drawing == []
-
-
 def _raw_libjpeg_lines(err: str) -> list[str]:
     """libjpeg's own lines in ``err`` (a logging handler that another test installed may print
     the log records, which quote them after the topic)."""

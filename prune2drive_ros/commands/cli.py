@@ -44,6 +44,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "prefill": "prune2drive_ros.commands.bench.prefill",
         "gpu": "prune2drive_ros.commands.bench.gpu",
         "objects": "prune2drive_ros.commands.bench.objects",
+        "budget": "prune2drive_ros.commands.bench.budget",
     },
 }
 

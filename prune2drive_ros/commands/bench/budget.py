@@ -1,0 +1,242 @@
+"""Deadline hit rate of a latency budget against fixed rates of the same mean tokens, idle and
+beside a CPU-burning neighbour.
+
+The demo's synthetic bag is answered question by question (its reference answers give the
+accuracy; a random-weight shape has none worth scoring). For each budget the engine first keeps
+the budget (``ttft_budget_ms``: per question as many tokens as its cost model predicts will fit,
+corrected by every answer), with the machine idle and then beside a neighbour process this
+benchmark starts, which burns one core as another program on the vehicle would. Then fixed
+uniform rates keeping the same mean tokens as the budget runs kept (over both loads: one
+operating point chosen for the average conditions) answer the same questions under the same two
+loads. Reported per budget, method and load: the share of answers whose time to first token
+(image decode, encode, prune, prefill; no queue here) met the budget, the mean visual tokens
+kept and the exact-match accuracy.
+
+The budgets default to the calibrated cost model's prediction, plus the measured image decode,
+at 10, 25 and 50 % of every visual token: tight, middling and loose on whatever device runs it.
+The last output line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...errors import ConfigError
+from ...sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_camera_bag
+from ...sensors.questions import QAItem, read_questions
+from ...sensors.synthetic import default_questions_path
+from ...training import trained_scene_model
+from ...training.cached import why_not_trained
+from ..argtypes import at_least, positive_float
+from ..demo import DEMO_SEED, demo_bag
+from . import add_torch_arguments, device_name, emit_json, setup_torch
+
+if TYPE_CHECKING:
+    from ...engine import Answer, Engine
+
+#: Shares of every visual token whose predicted cost sets the default budgets.
+BUDGET_FRACTIONS = (0.1, 0.25, 0.5)
+LOADS = ("idle", "neighbour")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One method under one load at one budget: what its answers did."""
+
+    method: str
+    load: str
+    budget_ms: float
+    ttft_ms: list[float]
+    tokens: list[int]
+    right: list[bool]
+
+    def row(self) -> dict[str, Any]:
+        """The JSON record of this run."""
+        return {
+            "method": self.method,
+            "load": self.load,
+            "budget_ms": round(self.budget_ms, 1),
+            "hit_rate": round(
+                sum(t <= self.budget_ms for t in self.ttft_ms) / len(self.ttft_ms), 3
+            ),
+            "mean_tokens": round(statistics.fmean(self.tokens), 1),
+            "accuracy": round(sum(self.right) / len(self.right), 3),
+            "ttft_ms_p50": round(statistics.median(self.ttft_ms), 1),
+            "questions": len(self.ttft_ms),
+        }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prune2drive bench budget``."""
+    parser.add_argument(
+        "--model",
+        default="scene",
+        help="'scene' (the trained default scene model: accuracy means something), 'small' "
+        "(the random-weight 729-token shape: cost only), or a checkpoint folder (scene)",
+    )
+    parser.add_argument(
+        "--questions", type=at_least(1), default=24, help="questions of the demo bag (24)"
+    )
+    parser.add_argument(
+        "--budgets",
+        type=positive_float,
+        nargs="+",
+        help="budgets in ms (default: the cost model's at 10, 25 and 50 %% of every token)",
+    )
+    parser.add_argument("--max-new-tokens", type=at_least(1), default=8, help="answer length (8)")
+    add_torch_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Calibrate, answer under each budget and load, compare with fixed rates, print."""
+    model = _model_folder(args.model)
+    bag_path = demo_bag(12, DEMO_SEED)
+    items = read_questions(default_questions_path(bag_path))[: args.questions]
+    device = setup_torch(args)
+    engine = _engine(model, str(device), args.max_new_tokens)
+    engine.warmup()
+    cost = engine.calibrate()  # shared by the runs, corrected as they go
+    full = sum(engine.full_budgets)
+    rows: list[dict[str, Any]] = []
+    with open_camera_bag(bag_path) as bag:
+        decode_ms = _decode_ms(engine, bag, items[0])
+        budgets = args.budgets or [
+            decode_ms + cost.predict_ttft_ms(round(f * full)) for f in BUDGET_FRACTIONS
+        ]
+        for budget in budgets:
+            kept = [_answer_all(engine, bag, items, "budget", load, budget) for load in LOADS]
+            tokens = statistics.fmean(t for run in kept for t in run.tokens)
+            fixed = [
+                _answer_all(engine, bag, items, "fixed", load, budget, tokens / full)
+                for load in LOADS
+            ]
+            rows += [run.row() for run in (*kept, *fixed)]
+    result = {
+        "benchmark": "budget",
+        "model": engine.vlm.name,
+        "random_weights": engine.vlm.random_weights,
+        "device": device_name(device),
+        "full_tokens": full,
+        "decode_ms": round(decode_ms, 1),
+        "cost_model": cost.describe(),
+        "rows": rows,
+    }
+    if not args.json:
+        _print_table(result)
+    emit_json(result)
+    return 0
+
+
+def _model_folder(model: str) -> str:
+    """The checkpoint ``--model`` names ('small' stays a shape name); never trains one."""
+    if model == "small":
+        return model
+    if model != "scene":
+        if not Path(model).is_dir():
+            raise ConfigError(f"--model {model} is no folder; give 'scene', 'small' or a folder")
+        return model
+    folder = trained_scene_model("default")
+    if folder is None:
+        raise ConfigError(
+            f"the default scene model is not trained ({why_not_trained('default')}); run "
+            "`prune2drive train` first (about 10 minutes on two cores), or give --model small"
+        )
+    return str(folder)
+
+
+def _engine(model: str, device: str, max_new_tokens: int) -> Engine:
+    """The engine the runs share (one cost model, corrected as the runs go)."""
+    from ...config import DriveVLMConfig
+    from ...engine import Engine
+    from ...vlm.tiny import random_vlm
+
+    if model == "small":
+        vlm = random_vlm("llava_onevision", "small", device=device)
+        return Engine(vlm, 1.0, max_new_tokens=max_new_tokens)
+    config = DriveVLMConfig(model=model, device=device, max_new_tokens=max_new_tokens)
+    return Engine.from_config(config, rates_file=False)
+
+
+def _decode_ms(engine: Engine, bag: CameraBag, item: QAItem) -> float:
+    """Median time to decode one frame set's six images on this machine."""
+    frames = _frames(bag, item)
+    times = []
+    for _ in range(5):
+        begin = time.perf_counter()
+        engine.decode(frames)
+        times.append((time.perf_counter() - begin) * 1e3)
+    return statistics.median(times)
+
+
+def _frames(bag: CameraBag, item: QAItem) -> Any:
+    return bag.nearest_frame_set(item.stamp_ns, round(DEFAULT_MAX_GAP_MS * 1e6))
+
+
+def _answer_all(
+    engine: Engine,
+    bag: CameraBag,
+    items: Sequence[QAItem],
+    method: str,
+    load: str,
+    budget_ms: float,
+    rate: float | None = None,
+) -> Run:
+    """Answer ``items`` keeping ``budget_ms`` (``rate`` None) or at the fixed ``rate``."""
+    engine.ttft_budget_ms = budget_ms if rate is None else 0.0
+    engine.set_pruning(1.0 if rate is None else max(rate, 1e-3), engine.pruner)
+    ttft, tokens, right = [], [], []
+    with _neighbour(load == "neighbour"):
+        for item in items:
+            answer: Answer = engine.answer(_frames(bag, item), item.question)
+            t = answer.timings_ms
+            ttft.append(t.decode + t.encode + t.prune + t.prefill)
+            tokens.append(sum(answer.kept_tokens.values()))
+            right.append(item.answer is not None and answer.text.strip() == item.answer.strip())
+    return Run(method, load, budget_ms, ttft, tokens, right)
+
+
+@contextmanager
+def _neighbour(burning: bool) -> Iterator[None]:
+    """A process burning one core for the block, as another program on the vehicle would."""
+    if not burning:
+        yield
+        return
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    process = context.Process(target=burn, args=(stop,), daemon=True)
+    process.start()
+    try:
+        time.sleep(0.5)  # let it start burning before the first answer
+        yield
+    finally:
+        stop.set()
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+
+
+def burn(stop: Any) -> None:
+    """Busy-loop until ``stop`` is set (the neighbour's body; module level for ``spawn``)."""
+    while not stop.is_set():
+        sum(i * i for i in range(20_000))
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print(
+        f"{result['model']} on {result['device']}: {result['full_tokens']} visual tokens "
+        f"unpruned, image decode {result['decode_ms']} ms; cost model {result['cost_model']}"
+    )
+    print(f"{'budget ms':>10} {'method':<7} {'load':<10} {'hit rate':>8} {'tokens':>7} {'acc':>6}")
+    for r in result["rows"]:
+        print(
+            f"{r['budget_ms']:>10.1f} {r['method']:<7} {r['load']:<10} {r['hit_rate']:>8.2f}"
+            f" {r['mean_tokens']:>7.0f} {r['accuracy']:>6.2f}"
+        )
