@@ -137,6 +137,7 @@ def test_decode_time_per_token_is_a_running_median() -> None:
     assert fresh.describe() == {
         "ttft_fit_ms": "20 + 0.05 n + 4e-06 n^2",
         "ttft_correction": "1.000",
+        "ttft_planning_correction": "1.000",
         "ttft_observed": "0",
         "decode_ms_per_token": "5.000",
     }
@@ -264,3 +265,15 @@ def test_the_module_imports_without_torch() -> None:
         "sys.exit('torch' in sys.modules or 'optuna' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_tokens_are_priced_with_the_high_quantile_of_recent_ratios() -> None:
+    """A device whose times scatter gets choices the budget holds four times in five, not on
+    the budget's edge; one outlier still moves nothing."""
+    model = CostModel((A, B, C))
+    fitted = model.predict_ttft_ms(1000)
+    for ratio in (0.9, 1.0, 1.1, 1.2, 1.3, 1.0, 5.0):  # the last one an outlier
+        model.observe(1000, fitted * ratio)
+    assert model.correction == pytest.approx(1.1)
+    assert model.planning_correction == pytest.approx(1.3)
+    assert model.predict_ttft_ms(1000, cautious=True) == pytest.approx(fitted * 1.3)

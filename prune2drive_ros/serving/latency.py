@@ -38,6 +38,11 @@ PRIOR_WEIGHT = 2
 #: Measured-over-predicted ratios are clipped to this range: a ratio beyond it is a measurement
 #: mistake (a clock jump, a near-zero prediction), and the median must not be dragged by it.
 RATIO_LIMITS = (0.05, 20.0)
+#: The share of answers a budget is planned to be met by: the controller prices tokens with
+#: this quantile of the recent measured/predicted ratios, not their median (which would put
+#: every choice on the budget's edge, missed one time in two), and the second largest of the
+#: window at most, so that one slow answer still moves nothing.
+PLANNING_QUANTILE = 0.8
 #: Halvings of the scale factor when rates are scaled down: far finer than one token.
 _BISECTIONS = 50
 
@@ -66,6 +71,16 @@ class _RunningMedian:
         """The running median; None before any value (and without a prior)."""
         with self._lock:
             return statistics.median(self._values) if self._values else None
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile (nearest rank) of the values, never their maximum when there
+        are two or more; None before any value."""
+        with self._lock:
+            values = sorted(self._values)
+        if not values:
+            return None
+        rank = min(math.ceil(q * len(values)), max(len(values) - 1, 1))
+        return values[rank - 1]
 
     @property
     def observed(self) -> int:
@@ -137,9 +152,19 @@ class CostModel:
         value = self._correction.value
         return 1.0 if value is None else value
 
-    def predict_ttft_ms(self, tokens: int) -> float:
-        """Predicted encode + prune + prefill milliseconds with ``tokens`` visual tokens kept."""
-        return self._fitted_ms(_tokens(tokens, "a prediction")) * self.correction
+    @property
+    def planning_correction(self) -> float:
+        """The factor tokens are priced with: the :data:`PLANNING_QUANTILE` of the recent
+        ratios (1.0 until answers come in)."""
+        value = self._correction.quantile(PLANNING_QUANTILE)
+        return 1.0 if value is None else max(value, self.correction)
+
+    def predict_ttft_ms(self, tokens: int, *, cautious: bool = False) -> float:
+        """Predicted encode + prune + prefill milliseconds with ``tokens`` visual tokens kept:
+        the typical time, or with ``cautious`` the time :data:`PLANNING_QUANTILE` of recent
+        answers stayed within (what the controller plans with)."""
+        factor = self.planning_correction if cautious else self.correction
+        return self._fitted_ms(_tokens(tokens, "a prediction")) * factor
 
     def observe(self, tokens: int, measured_ms: float) -> None:
         """Learn from one answer: its tokens kept and its measured encode + prune + prefill.
@@ -176,6 +201,7 @@ class CostModel:
         return {
             "ttft_fit_ms": f"{a:.4g} + {b:.4g} n + {c:.4g} n^2",
             "ttft_correction": f"{self.correction:.3f}",
+            "ttft_planning_correction": f"{self.planning_correction:.3f}",
             "ttft_observed": str(self._correction.observed),
             "decode_ms_per_token": "unknown" if decode is None else f"{decode:.3f}",
         }
@@ -264,7 +290,7 @@ def _priced(
 ) -> BudgetDecision:
     """``rates`` with their tokens on the served model and predicted TTFT; no reason yet."""
     kept = sum(budgets_from_rates(rates, view_tokens))
-    predicted = queue_ms + cost.predict_ttft_ms(kept)
+    predicted = queue_ms + cost.predict_ttft_ms(kept, cautious=True)
     return BudgetDecision(dict(rates), kept, predicted, predicted <= budget_ms, why="")
 
 
