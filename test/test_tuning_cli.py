@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from prune2drive_ros.commands.cli import main
 from prune2drive_ros.errors import ConfigError
-from prune2drive_ros.pruning import PRUNERS
+from prune2drive_ros.pruning import PRUNERS, budgets_from_rates
 from prune2drive_ros.sensors.rates_file import load_rates
 from prune2drive_ros.tuning.spread import Accuracy, within_noise
 from prune2drive_ros.tuning.study import make_storage
@@ -132,6 +132,21 @@ def _wait_for_finished(
             continue
         finished = {t.number: t.params for t in trials if t.state == TrialState.COMPLETE}
     return finished
+
+
+def test_tune_with_a_token_total_searches_how_the_views_share_it(small_bag, tmp_path, capsys):
+    argv = _tune_args(small_bag, tmp_path, "--trials", "3", "--tokens", "60", "--json")
+    assert main(argv) == 0
+    result = _last_json(capsys.readouterr().out)
+    written = load_rates(tmp_path / "out" / "retention_rates.yaml")
+    kept = budgets_from_rates(written.rates, 729)
+    assert sum(kept) == 60 and min(kept) >= 1, "every trial keeps exactly the total"
+    assert result["completed_this_run"] == 3
+    for refused in (["--multi-objective"], ["--sampler", "grid"]):
+        assert main([*argv, *refused]) == 2
+        assert "--tokens fixes the tokens kept" in capsys.readouterr().err
+    assert main([*argv[:-3], "--tokens", "5000", "--force"]) == 2
+    assert "more than the model's 4374 visual tokens" in capsys.readouterr().err
 
 
 def test_tune_writes_a_rates_file_report_and_plots_then_resumes(small_bag, tmp_path, capsys):

@@ -312,3 +312,18 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(capfd):
     assert (stats.completed, stats.interrupted) == (1, True)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_token_total_is_shared_by_weight_one_token_each_none_over_a_view() -> None:
+    space = SearchSpace(tokens=100).bind([64] * len(VIEWS))
+    equal = space.share(dict.fromkeys(VIEWS, 1.0))
+    assert sorted(round(rate * 64) for rate in equal.values()) == [16, 16, 17, 17, 17, 17]
+    front_only = space.share({view: float(view == "CAM_FRONT") for view in VIEWS})
+    kept = {view: round(rate * 64) for view, rate in front_only.items()}
+    assert kept["CAM_FRONT"] == 64, "capped at what the view holds"
+    assert sum(kept.values()) == 100 and min(kept.values()) >= 1
+    assert space.start_point({}, grid=False) == dict.fromkeys(VIEWS, 1.0)
+    with pytest.raises(ConfigError, match="at least 6"):
+        SearchSpace(tokens=5)
+    with pytest.raises(ConfigError, match="more than the model's"):
+        SearchSpace(tokens=1000).bind([64] * len(VIEWS))

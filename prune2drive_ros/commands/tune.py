@@ -162,6 +162,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fraction of tokens (default: the knee of the front)",
     )
     search.add_argument(
+        "--tokens",
+        type=at_least(6),
+        default=None,
+        help="search how a fixed total of N visual tokens per frame set is shared among the six "
+        "views (each at least one) instead of rates against their cost, as a deadline fixes N "
+        "(--lambda and --min-rate/--max-rate then play no part)",
+    )
+    search.add_argument(
         "--trials",
         type=at_least(0),
         default=DEFAULT_TRIALS,
@@ -210,8 +218,8 @@ def run(args: argparse.Namespace) -> int:
     """
     if args.budget is not None and not args.multi_objective:
         raise ConfigError("--budget goes with --multi-objective; add it or leave --budget out")
-    space = SearchSpace(args.min_rate, args.max_rate, args.grid_steps)
-    sampler = sampler_name(args.sampler, multi_objective=args.multi_objective)
+    space = SearchSpace(args.min_rate, args.max_rate, args.grid_steps, tokens=args.tokens)
+    sampler = sampler_name(args.sampler, multi_objective=args.multi_objective, tokens=args.tokens)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = args.storage or default_storage(args.out)
     storage = make_storage(url, heartbeat_s=args.heartbeat)
@@ -225,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         from ..vlm import RANDOM_WEIGHTS_NOTE
 
         engine = Engine.from_config(config)
+        space = space.bind(engine.vlm.view_tokens)
         if engine.vlm.random_weights:
             print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
         study = _open_study(
@@ -324,6 +333,7 @@ def _open_study(
         "pruner": engine.pruner,
         "min_rate": space.low,
         "max_rate": space.high,
+        "tokens": space.tokens,
         "max_new_tokens": engine.max_new_tokens,
     }
     name = args.study_name or study_name(settings, family=vlm.family)

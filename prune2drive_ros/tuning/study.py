@@ -542,5 +542,7 @@ def choose_trial(
 
 
 def trial_rates(trial: FrozenTrial) -> dict[str, float]:
-    """The rates of ``trial``, by view."""
-    return {view: float(trial.params[view]) for view in VIEWS}
+    """The rates of ``trial``, by view (a fixed-token search stores them: its parameters are
+    the views' weights, :meth:`~.samplers.SearchSpace.suggest`)."""
+    rates = trial.user_attrs.get("rates") or trial.params
+    return {view: float(rates[view]) for view in VIEWS}
