@@ -303,12 +303,16 @@ def tfps(
         scale = dist.mean(dim=(1, 2), keepdim=True).mul_(cover)
         dist.add_(image_distances(grid, count, device).mul(scale))
     if real is not None:
-        # Padding is nobody's neighbour (its columns +inf), and never picked (below).
+        # Padding is nobody's neighbour (its rows and columns +inf), and never picked (below).
         dist.masked_fill_(~real.unsqueeze(1), float("inf"))
+        dist.masked_fill_(~real.unsqueeze(2), float("inf"))
     if picked is None:
         # Most isolated token: largest nearest-neighbour distance, a token not being its own.
+        # Two tokens that are each other's nearest neighbour are exactly as isolated; the
+        # minimum over row and column makes that tie exact whatever rounding made d[i, j] and
+        # d[j, i] differ, so it goes to the lower index here and in the reference alike.
         diagonal.fill_(float("inf"))
-        isolation = dist.amin(dim=2)
+        isolation = torch.minimum(dist.amin(dim=2), dist.amin(dim=1))
         if real is not None:
             isolation.masked_fill_(~real, float("-inf"))
         picked = isolation.argmax(dim=1)

@@ -61,8 +61,9 @@ def reference_tfps(
         kept: list[int] = []
         for _ in range(budget):
             if selected.sum() == 0:
-                # Most isolated token: the largest distance to its nearest neighbour.
-                candidates = dist.min(dim=1).values
+                # Most isolated token: the largest distance to its nearest neighbour (row and
+                # column, so that a mutual pair ties exactly: see fps.tfps).
+                candidates = torch.minimum(dist.min(dim=1).values, dist.min(dim=0).values)
             else:
                 candidates = dist[selected, :].min(dim=0).values
             candidates[selected] = float("-inf")
