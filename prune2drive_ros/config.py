@@ -97,17 +97,18 @@ class ParamSpec:
 
     def constraints(self) -> str:
         """One line saying what is allowed (``additional_constraints`` of the descriptor)."""
+        choices = [] if self.choices is None else ["one of: " + ", ".join(self.choices)]
+        restart = ["needs a restart"] if self.read_only else []
+        return "; ".join([*choices, *self.limits(), *restart])
+
+    def limits(self) -> list[str]:
+        """The range and the note, in words (a command-line flag shows its choices itself)."""
         parts = []
-        choices = self.choices
-        if choices is not None:
-            parts.append("one of: " + ", ".join(choices))
         if self.low is not None and self.high is not None:
             parts.append(f"{self.low:g} to {self.high:g}")
         if self.note:
             parts.append(self.note)
-        if self.read_only:
-            parts.append("needs a restart")
-        return "; ".join(parts)
+        return parts
 
     def check(self, value: Any) -> None:
         """Raise :class:`ConfigError` naming this parameter unless ``value`` is allowed."""

@@ -422,11 +422,9 @@ class Engine:
         """Correct the cost model by this call's measured stages; how the budget was kept."""
         if decision is None or self.cost is None:
             return None
-        self.cost.observe(sum(budgets), timings.encode + timings.prune + timings.prefill)
+        self.cost.observe(sum(budgets), timings.model_ttft)
         self.cost.observe_decode(sum(g.new_tokens for g in generations), timings.generate)
-        measured = (
-            max(waited_ms, 0.0) + timings.decode + timings.encode + timings.prune + timings.prefill
-        )
+        measured = max(waited_ms, 0.0) + timings.ttft
         return BudgetReport(
             budget_ms=self.ttft_budget_ms,
             predicted_ms=round(decision.predicted_ms, 3),
@@ -563,8 +561,7 @@ class Engine:
                     max_new_tokens=DECODE_PROBE_TOKENS,
                     budgets=budgets,
                 )
-                ttft = timings.encode + timings.prune + timings.prefill
-                runs.setdefault(sum(budgets), []).append(ttft)
+                runs.setdefault(sum(budgets), []).append(timings.model_ttft)
                 decode.append(timings.generate / DECODE_PROBE_TOKENS)
         samples = [(tokens, float(np.median(times))) for tokens, times in runs.items()]
         self.cost = CostModel.fit(samples, decode_ms_per_token=float(np.median(decode)))

@@ -99,13 +99,7 @@ def check_output_file(
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give a file name for the output")
-    folder = path.parent
-    if not folder.is_dir():
-        raise ConfigError(f"folder {folder} does not exist; create it or write elsewhere")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"folder {folder} is not writable; write elsewhere or fix its permissions"
-        )
+    check_writable_folder(path.parent)
     if path.exists():
         for source in inputs:
             if Path(source).exists() and path.samefile(source):
@@ -113,6 +107,20 @@ def check_output_file(
         if not force:
             raise ConfigError(f"{path} exists already; pass --force to replace it")
     return path
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Refuse to write into ``folder`` before any work when it is missing or not writable.
+
+    Raises:
+        ConfigError: saying which, and what to do.
+    """
+    if not folder.is_dir():
+        raise ConfigError(f"folder {folder} does not exist; create it or write elsewhere")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"folder {folder} is not writable; write elsewhere or fix its permissions"
+        )
 
 
 class LineWriter:

@@ -32,6 +32,17 @@ class Timings:
     generate: float = 0.0
     total: float = 0.0
 
+    @property
+    def model_ttft(self) -> float:
+        """The model's stages before the first token (encode, prune, prefill): what a latency
+        cost model predicts from the tokens kept."""
+        return self.encode + self.prune + self.prefill
+
+    @property
+    def ttft(self) -> float:
+        """Time to the first token, the queue aside: the image decode and :attr:`model_ttft`."""
+        return self.decode + self.model_ttft
+
     @classmethod
     def stages(cls) -> tuple[str, ...]:
         """The stage names, in pipeline order (``total`` last)."""

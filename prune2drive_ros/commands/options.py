@@ -91,9 +91,7 @@ def add_config_flag(group: argparse._ActionsContainer, flag: str, name: str) -> 
     checked by the schema (:meth:`DriveVLMConfig.with_changes`), as a params file's is."""
     spec = DriveVLMConfig.spec(name)
     shown = f"'{spec.default}'" if spec.default == "" else spec.default
-    constraints = [f"{spec.low:g} to {spec.high:g}"] if spec.low is not None else []
-    constraints += [spec.note] if spec.note else []
-    text = "; ".join([spec.description, *constraints]) + f" (parameter {name}, default {shown})"
+    text = "; ".join([spec.description, *spec.limits()]) + f" (parameter {name}, default {shown})"
     kind = spec.kind if spec.kind in (int, float) else str
     group.add_argument(
         f"--{flag}",

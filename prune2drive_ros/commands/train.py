@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..files import check_writable_folder
 from ..training import REPORT_FILE, VARIANTS, cached_scene_model, variant
 from .progress import add_progress_argument, progress_from
 
@@ -73,9 +73,5 @@ def _check_out(out: Path) -> Path:
     """
     if out.exists():
         raise ConfigError(f"--out {out} exists already; remove it to train again, or name another")
-    parent = out.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"--out {out}: folder {parent} is missing or not writable; create it or write elsewhere"
-        )
+    check_writable_folder(out.parent)
     return out

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..cache import cache_dir
+from ..errors import ConfigError
 from ..progress import NO_PROGRESS, Progress
 from .spec import REPORT_FILE, variant
 
@@ -38,6 +39,22 @@ def trained_scene_model(name: str = "default") -> Path | None:
     None; never trains (see :func:`cached_scene_model`)."""
     path = scene_model_path(name)
     return path if is_finished(path) else None
+
+
+def require_trained(name: str, instead: str) -> Path:
+    """The finished checkpoint of variant ``name`` for a command that must not train one (it
+    takes minutes): a ConfigError naming the command that does, and ``instead``, otherwise.
+
+    Raises:
+        ConfigError: no finished ``name`` in the cache.
+    """
+    path = trained_scene_model(name)
+    if path is None:
+        raise ConfigError(
+            f"scene model {name!r} is not trained ({why_not_trained(name)}); run `prune2drive "
+            f"train --variant {name}` first, or {instead}"
+        )
+    return path
 
 
 def why_not_trained(name: str = "default") -> str:

@@ -33,11 +33,10 @@ from ...errors import ConfigError
 from ...sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_camera_bag
 from ...sensors.questions import QAItem, read_questions
 from ...sensors.synthetic import default_questions_path
-from ...training import trained_scene_model
-from ...training.cached import why_not_trained
+from ...training.cached import require_trained
 from ..argtypes import at_least, positive_float
 from ..demo import DEMO_SEED, demo_bag
-from . import add_torch_arguments, device_name, emit_json, setup_torch
+from . import add_torch_arguments, device_name, emit_json, median, setup_torch, time_ms
 
 if TYPE_CHECKING:
     from ...engine import Answer, Engine
@@ -143,13 +142,7 @@ def _model_folder(model: str) -> str:
         if not Path(model).is_dir():
             raise ConfigError(f"--model {model} is no folder; give 'scene', 'small' or a folder")
         return model
-    folder = trained_scene_model("default")
-    if folder is None:
-        raise ConfigError(
-            f"the default scene model is not trained ({why_not_trained('default')}); run "
-            "`prune2drive train` first (about 10 minutes on two cores), or give --model small"
-        )
-    return str(folder)
+    return str(require_trained("default", "give --model small"))
 
 
 def _engine(model: str, device: str, max_new_tokens: int) -> Engine:
@@ -168,12 +161,7 @@ def _engine(model: str, device: str, max_new_tokens: int) -> Engine:
 def _decode_ms(engine: Engine, bag: CameraBag, item: QAItem) -> float:
     """Median time to decode one frame set's six images on this machine."""
     frames = _frames(bag, item)
-    times = []
-    for _ in range(5):
-        begin = time.perf_counter()
-        engine.decode(frames)
-        times.append((time.perf_counter() - begin) * 1e3)
-    return statistics.median(times)
+    return median(time_ms(lambda: engine.decode(frames), warmup=0, repeats=5, device="cpu"))
 
 
 def _frames(bag: CameraBag, item: QAItem) -> Any:
@@ -196,8 +184,7 @@ def _answer_all(
     with _neighbour(load == "neighbour"):
         for item in items:
             answer: Answer = engine.answer(_frames(bag, item), item.question)
-            t = answer.timings_ms
-            ttft.append(t.decode + t.encode + t.prune + t.prefill)
+            ttft.append(answer.timings_ms.ttft)
             tokens.append(sum(answer.kept_tokens.values()))
             right.append(item.answer is not None and answer.text.strip() == item.answer.strip())
     return Run(method, load, budget_ms, ttft, tokens, right)

@@ -30,8 +30,8 @@ from ...errors import ConfigError
 from ...placement import ATTENTION_PRUNERS
 from ...progress import NO_PROGRESS
 from ...pruning.registry import PRUNERS
-from ...training import REPORT_FILE, VARIANTS, SceneModelSpec, trained_scene_model, variant
-from ...training.cached import why_not_trained
+from ...training import REPORT_FILE, VARIANTS, SceneModelSpec, variant
+from ...training.cached import require_trained
 from ...training.spec import spec_of_report
 from ..progress import add_progress_argument, progress_from
 from . import add_torch_arguments, device_name, emit_json, setup_torch
@@ -148,13 +148,7 @@ def _scene_model(args: argparse.Namespace) -> tuple[Path, SceneModelSpec]:
         ConfigError: ``--model`` is no scene model folder, or ``--variant`` is not trained yet.
     """
     if args.model is None:
-        folder = trained_scene_model(args.variant)
-        if folder is None:
-            raise ConfigError(
-                f"scene model {args.variant!r} is not trained ({why_not_trained(args.variant)}); "
-                f"run `prune2drive train --variant {args.variant}` first, or give --model"
-            )
-        return folder, variant(args.variant)
+        return require_trained(args.variant, "give --model"), variant(args.variant)
     try:
         report = json.loads((args.model / REPORT_FILE).read_text(encoding="utf-8"))
         return args.model, spec_of_report(report)
