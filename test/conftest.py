@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,3 +159,12 @@ def quick_eval_flags(tmp_path: Path) -> list[str]:
         "regex",
         "--json",
     ]
+
+
+def heavy_modules_after(code: str, heavy: Sequence[str]) -> list[str]:
+    """The modules of ``heavy`` still loaded after ``code`` ran in a fresh interpreter (this
+    one has torch loaded already): how the tests check that light imports stay light."""
+    loaded = f"sorted(set({list(heavy)!r}) & set(sys.modules))"
+    probe = f"{code}\nimport json, sys\nprint(json.dumps({loaded}))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
