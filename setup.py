@@ -79,8 +79,11 @@ setup(
             "protobuf>=4.25",
             "sentencepiece>=0.2",
             "foxglove-schemas-protobuf>=0.4",  # writes the Foxglove MCAP fixtures
+            "torchao>=0.16",  # the quantised models' tests
         ],
         "postgres": ["psycopg2-binary>=2.9"],
+        # quantization int8 / int4: torchao's weight-only configs (vlm/quantization.py).
+        "quantization": ["torchao>=0.16"],
         # prune2drive nuscenes2bag reads the dataset folder with the official nuscenes-devkit.
         # The devkit itself pins numpy<2 (it runs on numpy 2: its tables are JSON): install it
         # with `pip install --no-deps nuscenes-devkit` after this extra, which brings the rest.

@@ -26,6 +26,7 @@ from .files import read_yaml
 from .placement import ATTENTION_PRUNERS, decoder_placement_needed, prune_layer
 from .prompts import PROMPT_CHOICES
 from .pruning.registry import PRUNERS
+from .quantization import NO_QUANTIZATION, QUANTIZATIONS
 from .sensors.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from .views import VIEWS, image_topic
 
@@ -201,6 +202,14 @@ class DriveVLMConfig:
         "attention kernel of the language model (pruning needs no attention weights, so no "
         "eager attention; flash_attention_2 needs CUDA and the flash-attn package)",
         choices=ATTENTION_IMPLEMENTATIONS,
+    )
+    quantization: str = _param(
+        NO_QUANTIZATION,
+        "weight-only quantisation of the language model with torchao (the vision tower, "
+        "projector, embeddings and LM head stay in dtype): int8, or int4 (on CUDA bfloat16 "
+        "on compute capability 8.0+; on the CPU stored a byte a value, for measuring "
+        "accuracy, not speed); a scheme that cannot run here is refused at start",
+        choices=QUANTIZATIONS,
     )
     prompt: str = _param(
         "auto",

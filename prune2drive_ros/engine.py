@@ -275,6 +275,7 @@ class Engine:
             prompt=config.prompt,
             max_tiles=config.max_tiles,
             placement=config.placement,
+            quantization=config.quantization,
         )
         if rates_path is not None:
             logger.info("retention rates from %s: %s", rates_path, rates)
@@ -463,10 +464,11 @@ class Engine:
         pruner: str | None = None,
         stop: StopSignal | None = None,
         on_text: OnText | None = None,
+        fixed_length: bool = False,
     ) -> tuple[list[Generation], Timings]:
         """Answer ``questions`` about six decoded images (``decode``'s output) with ``budgets``
         and ``pruner`` (default the engine's): encode, then :meth:`answer_encoded`, each stage
-        timed."""
+        timed (``fixed_length``: see :meth:`~.vlm.base.DrivingVLM.generate`)."""
         encoding = Timings()
         with stopwatch(encoding, "encode", self.vlm.device):
             visual = self.vlm.encode_views(self.vlm.preprocess(images))
@@ -478,6 +480,7 @@ class Engine:
             max_new_tokens=max_new_tokens,
             stop=stop,
             on_text=on_text,
+            fixed_length=fixed_length,
         )
         timings.encode = encoding.encode
         return generations, timings
@@ -493,6 +496,7 @@ class Engine:
         max_new_tokens: int | None = None,
         stop: StopSignal | None = None,
         on_text: OnText | None = None,
+        fixed_length: bool = False,
     ) -> tuple[list[Generation], Timings]:
         """Answer ``questions`` from visual tokens already encoded (``vlm.encode_views``):
         prune, prefill, generate (``stop`` and ``on_text``: see :meth:`answer`).
@@ -508,6 +512,7 @@ class Engine:
             max_new_tokens=max_new_tokens or self.max_new_tokens,
             stop=stop,
             on_text=on_text,
+            fixed_length=fixed_length,
         )
 
     def prefill_inputs(
@@ -586,6 +591,7 @@ class Engine:
             "prompt": self.vlm.prompt_name,
             "device": str(self.vlm.device),
             "dtype": str(self.vlm.dtype).removeprefix("torch."),
+            **self.vlm.quantization.describe(),
             "pruner": "none" if self.unpruned else self.pruner,
             "rates": rates,
             "random_weights": str(self.vlm.random_weights).lower(),

@@ -37,6 +37,7 @@ INVALID: dict[str, object] = {
     "device": "tpu",
     "dtype": "int8",
     "attn_implementation": "flash",
+    "quantization": "fp4",
     "prompt": "llava",
     "max_tiles": 13,
     "placement": "layer:one",

@@ -42,6 +42,7 @@ CONFIG_FLAGS: dict[str, str] = {
     "max-tiles": "max_tiles",
     "device": "device",
     "dtype": "dtype",
+    "quantization": "quantization",
     "max-new-tokens": "max_new_tokens",
     "ttft-budget-ms": "ttft_budget_ms",
     "sync-slop": "sync_slop_s",

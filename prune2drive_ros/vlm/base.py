@@ -66,6 +66,7 @@ from ..prompts import PROMPTS
 from ..pruning.budget import Rates, budgets_from_rates, check_budgets
 from ..pruning.registry import PRUNERS
 from ..pruning.selection import Selection
+from ..quantization import NO_QUANTIZATION
 from ..stopping import FINISHED, StopSignal
 from ..timings import Timings
 from ..views import VIEWS
@@ -74,6 +75,7 @@ from .decoding import cache_keyword, crop, greedy, stop_ids, stopwatch
 from .image_processing import ViewImageProcessor
 from .layers import LayerRunner
 from .prompt import TokenizedPrompt
+from .quantization import Quantization, weight_bytes
 from .results import (
     Generation,
     ImageFit,
@@ -125,6 +127,8 @@ class DrivingVLM(ABC):
         device, dtype: where and in which precision the model runs.
         random_weights: True for checkpoints built by :mod:`~prune2drive_ros.vlm.tiny`; whatever
             shows their answers must say that they are meaningless (``RANDOM_WEIGHTS_NOTE``).
+        quantization: how the language model's weights are stored (:mod:`.quantization`);
+            the adapter runs a quantised model as any other.
     """
 
     family: ClassVar[str]
@@ -144,6 +148,7 @@ class DrivingVLM(ABC):
         image_fit: ImageFit = "resize",
         max_tiles: int = 1,
         placement: str = PROJECTOR,
+        quantization: Quantization | None = None,
     ) -> None:
         markup = self.image_markup.format(image=self.image_placeholder)
         template = PROMPTS[prompt](markup, tokenizer, self.image_placeholder)
@@ -157,6 +162,9 @@ class DrivingVLM(ABC):
         self.name = name
         self.normalization = normalization
         self.random_weights = random_weights
+        self.quantization = quantization or Quantization(
+            NO_QUANTIZATION, "", "", None, weight_bytes(self._decoder)
+        )
         self.tokens_per_view = geometry.tokens_per_view
         self.patch_grid = geometry.patch_grid
         self.image_size = geometry.image_size
@@ -220,6 +228,7 @@ class DrivingVLM(ABC):
             image_fit=self.image_fit,
             max_tiles=self.max_tiles,
             placement=placement,
+            quantization=self.quantization,
         )
 
     @property
@@ -264,11 +273,16 @@ class DrivingVLM(ABC):
         """Unprunable embeddings ``[S, D_lm]`` placed after each view's kept tokens."""
         return torch.empty(0, self._hidden_size, device=self.device, dtype=self.dtype)
 
+    @staticmethod
+    def language_model(model: PreTrainedModel) -> nn.Module:
+        """``model``'s decoder stack (what :mod:`.quantization` quantises): takes
+        ``inputs_embeds``, ``position_ids`` and a cache."""
+        decoder: nn.Module = model.model.language_model
+        return decoder
+
     @property
     def _decoder(self) -> nn.Module:
-        """The decoder stack: takes ``inputs_embeds``, ``position_ids`` and a cache."""
-        decoder: nn.Module = self.model.model.language_model
-        return decoder
+        return self.language_model(self.model)
 
     @property
     def _hidden_size(self) -> int:
@@ -504,6 +518,7 @@ class DrivingVLM(ABC):
         positions: Positions = "original",
         stop: StopSignal | None = None,
         on_text: OnText | None = None,
+        fixed_length: bool = False,
     ) -> tuple[list[Generation], Timings]:
         """Greedy answers to several questions over one frame set, without re-encoding.
 
@@ -515,6 +530,8 @@ class DrivingVLM(ABC):
         are filled; the engine times the rest. Once ``stop`` is set the answer being generated
         ends (its ``finish`` is the signal's reason) and later questions are not asked.
         ``on_text(text, tokens)`` gets each answer's text so far after every token.
+        ``fixed_length`` decodes ``max_new_tokens`` whatever the model says (stop tokens
+        included), for timing decoding over a known number of steps.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -536,7 +553,7 @@ class DrivingVLM(ABC):
                     partial(self._next_logits, cache),
                     turn.next_position,
                     max_new_tokens=max_new_tokens,
-                    stop_ids=self._stop_ids,
+                    stop_ids=frozenset() if fixed_length else self._stop_ids,
                     stop=stop,
                     on_token=None
                     if on_text is None

@@ -24,8 +24,10 @@ from ..attention import ATTENTION_IMPLEMENTATIONS
 from ..devices import resolve_device
 from ..errors import ModelLoadError
 from ..prompts import PROMPT_KEY, resolve_prompt
+from ..quantization import NO_QUANTIZATION
 from .checkpoint import IMAGE_FIT_KEY, RANDOM_WEIGHTS_KEY
 from .families import FAMILIES
+from .quantization import check_quantization, quantize_language_model
 from .results import Normalization
 
 if TYPE_CHECKING:
@@ -88,6 +90,7 @@ def load_pretrained(
     prompt: str = "auto",
     max_tiles: int = 1,
     placement: str = "projector",
+    quantization: str = NO_QUANTIZATION,
 ) -> _VLM:
     """Load a checkpoint of family ``cls`` from a local folder or a hub id.
 
@@ -106,17 +109,21 @@ def load_pretrained(
             follows the checkpoint (:func:`~prune2drive_ros.prompts.resolve_prompt`).
         max_tiles: tiles of the stitched image, for prompts that stitch the views.
         placement: where tokens are pruned (:mod:`~prune2drive_ros.placement`).
+        quantization: weight-only quantisation of the language model, applied once the model
+            is on ``device`` (:mod:`.quantization`).
 
     Raises:
         ModelLoadError: with the remedy, for a missing path, a folder that is not a
             checkpoint, a folder whose weights are only pickles, a checkpoint of another
             family, a vision tower whose input size does not give this family's per-view token
-            grid, a dtype that cannot be used, or an attention kernel that is not installed.
+            grid, a dtype that cannot be used, an attention kernel that is not installed, or a
+            quantisation that cannot run here (:func:`~.quantization.check_quantization`).
         ConfigError: a device that cannot be used (unknown, or CUDA without a GPU).
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     check_attention(attn_implementation, torch_device)
+    check_quantization(quantization, torch_device, torch_dtype)
     config = load_config(path_or_id, local_files_only=local_files_only)
     if config.model_type != cls.family:
         raise ModelLoadError(
@@ -148,6 +155,9 @@ def load_pretrained(
     # Loaded on the CPU first, then moved: device_map would need `accelerate`. (The stubs
     # of PreTrainedModel.to are wrapped by a decorator that mypy misreads.)
     model.to(torch_device)  # type: ignore[arg-type]
+    quantized = quantize_language_model(
+        cls.language_model(model), quantization, torch_device, torch_dtype
+    )
     vlm = cls(
         model,
         tokenizer,
@@ -158,15 +168,17 @@ def load_pretrained(
         image_fit=getattr(config, IMAGE_FIT_KEY, "resize"),
         max_tiles=max_tiles,
         placement=placement,
+        quantization=quantized,
     )
     logger.info(
-        "loaded %s %s on %s (%s, %s, prompt %s)",
+        "loaded %s %s on %s (%s, %s, prompt %s, quantization %s)",
         cls.family,
         source,
         torch_device,
         torch_dtype,
         attn_implementation,
         vlm.prompt_name,
+        quantized.text(),
     )
     return vlm
 

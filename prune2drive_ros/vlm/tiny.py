@@ -11,8 +11,9 @@ exercise the real loader, tokenizer, processor config and model code.
 Such a model answers nonsense. Its config carries ``prune2drive_random_weights: true``, which
 the loader exposes as ``vlm.random_weights``; whatever shows its answers must say so.
 
-Shapes: ``tiny`` (saved; tests), ``small`` (in memory; the CPU prefill benchmark) and ``7b`` (in
-memory, the real 7B architecture, built directly on the GPU in bfloat16; never saved). What a
+Shapes: ``tiny`` (saved; tests), ``small`` (in memory; the CPU prefill benchmark), ``7b`` (in
+memory, the real 7B architecture, built directly on the GPU in bfloat16; never saved) and, for
+LLaVA-OneVision only, ``8b``: DriveMM's architecture (SigLIP-so400m, Llama-3.1-8B) likewise. What a
 family needs for these (special tokens, a config per shape, the image processor its real
 checkpoints ship) is its :class:`Recipe` in :data:`RECIPES`; the family adapters carry none of it.
 """
@@ -45,19 +46,23 @@ from ..cache import build_once, cache_dir
 from ..devices import resolve_device
 from ..errors import ModelLoadError
 from ..prompts import CHATML_SPECIAL_TOKENS
+from ..quantization import NO_QUANTIZATION
 from ..views import VIEW_LABELS
 from . import internvl, llava_onevision, qwen2_5_vl
 from .base import DrivingVLM
 from .checkpoint import RANDOM_WEIGHTS_KEY
 from .families import FAMILIES
 from .loading import check_attention, resolve_dtype
+from .quantization import check_quantization, quantize_language_model
 from .results import Normalization
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the recipe (corpus, shapes, tokenizer) changes, so cached checkpoints rebuild.
 TINY_VERSION = "1"
-SHAPES = ("tiny", "small", "7b")
+SHAPES = ("tiny", "small", "7b", "8b")
+#: Shapes built on a GPU only (8 B parameters, about 17 GB in bfloat16).
+GPU_SHAPES = ("7b", "8b")
 #: The tokenizer's size before the family pads the model vocabulary.
 TOKENIZER_VOCAB = 512
 
@@ -128,6 +133,25 @@ QWEN2_7B_DECODER: dict[str, Any] = {
     "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
 }
 
+#: DriveMM's language model (Llama-3.1-8B), in the ``8b`` shape behind SigLIP-so400m.
+LLAMA_3_1_8B_DECODER: dict[str, Any] = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "rope_parameters": {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
+}
+
 #: The stop and padding tokens of every family here (Qwen2's ChatML).
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
@@ -184,19 +208,20 @@ class Recipe:
     tokenizer_attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
+#: SigLIP-so400m at 384 px (729 tokens a view), the tower of LLaVA-OneVision-7B and DriveMM.
+SIGLIP_SO400M: dict[str, Any] = {
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 16,
+}
 #: LLaVA-OneVision's shapes: (vision tower, language model) keyword arguments; ``7b`` is
-#: LLaVA-OneVision-7B's real architecture (SigLIP-so400m, Qwen2-7B) for GPU benchmarks.
+#: LLaVA-OneVision-7B's real architecture (SigLIP-so400m, Qwen2-7B) and ``8b`` DriveMM's
+#: converted one (SigLIP-so400m, Llama-3.1-8B), for GPU benchmarks.
 _LLAVA_ONEVISION_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     **{name: (VIT_TEST_SHAPES[name], DECODER_TEST_SHAPES[name]) for name in VIT_TEST_SHAPES},
-    "7b": (
-        {
-            "hidden_size": 1152,
-            "intermediate_size": 4304,
-            "num_hidden_layers": 26,
-            "num_attention_heads": 16,
-        },
-        QWEN2_7B_DECODER,
-    ),
+    "7b": (SIGLIP_SO400M, QWEN2_7B_DECODER),
+    "8b": (SIGLIP_SO400M, LLAMA_3_1_8B_DECODER),
 }
 
 
@@ -475,28 +500,36 @@ def random_vlm(
     dtype: str | torch.dtype = "auto",
     attn_implementation: str = "sdpa",
     seed: int = 0,
+    quantization: str = NO_QUANTIZATION,
 ) -> DrivingVLM:
     """A random-weight model of ``shape`` built in memory on ``device`` (never saved).
 
-    For benchmarks: the ``7b`` shape's 8 B parameters are initialised on the GPU directly in
-    ``dtype`` (bfloat16 by default), which takes seconds instead of minutes of disk I/O.
+    For benchmarks: the ``7b`` and ``8b`` shapes' 8 B parameters are initialised on the GPU
+    directly in ``dtype`` (bfloat16 by default), which takes seconds instead of minutes of disk
+    I/O. ``quantization`` is applied as :func:`~.loading.load_pretrained` applies it.
 
     Raises:
-        ModelLoadError: ``7b`` on the CPU, or a device/dtype/attention that cannot be used.
+        ModelLoadError: ``7b``/``8b`` on the CPU, or a device/dtype/attention/quantisation that
+            cannot be used.
     """
     if shape not in SHAPES:
         raise ModelLoadError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     torch_device = resolve_device(device)
-    if shape == "7b" and torch_device.type != "cuda":
+    if shape in GPU_SHAPES and torch_device.type != "cuda":
         raise ModelLoadError(
-            "the 7b shape needs a CUDA GPU (about 17 GB in bfloat16); use shape 'small' on the CPU"
+            f"the {shape} shape needs a CUDA GPU (about 17 GB in bfloat16); use shape 'small' "
+            "on the CPU"
         )
     torch_dtype = resolve_dtype(dtype, torch_device)
     check_attention(attn_implementation, torch_device)
+    check_quantization(quantization, torch_device, torch_dtype)
     cls = FAMILIES[family]
     tokenizer = train_tokenizer(family)
     model = _random_model(
         cls, shape, tokenizer, torch_device, torch_dtype, seed=seed, attn=attn_implementation
+    )
+    quantized = quantize_language_model(
+        cls.language_model(model), quantization, torch_device, torch_dtype
     )
     return cls(
         model,
@@ -504,6 +537,7 @@ def random_vlm(
         name=f"random-{family}-{shape}-{seed}",
         normalization=Normalization.from_processor_dict(recipe(family).image_processor().to_dict()),
         random_weights=True,
+        quantization=quantized,
     )
 
 
