@@ -326,6 +326,34 @@ def test_eval_scores_placements_side_by_side_with_fastv_inside_the_decoder(
     assert "neither 'projector'" in capsys.readouterr().err
 
 
+def test_eval_scores_quantisations_side_by_side(small_bag, tmp_path, capsys):
+    args = [*_eval_args(small_bag, tmp_path), "--reward", "exact", "--uniform", "0.1"]
+    args += ["--pruners", "tfps", "random", "--quantizations", "none", "int8", "int4", "--json"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    table = _last_json(printed)
+    rows = [(r["method"], r["quantization"]) for r in table["rows"]]
+    assert rows == [
+        (method, scheme)
+        for scheme in ("none", "int8", "int4")
+        for method in ("tfps", "random", "none")
+    ], "each scheme's rows, then its own unpruned row"
+    models = {m["quantization"]: m for m in table["models"]}
+    assert list(models) == ["none", "int8", "int4"]
+    assert models["none"]["method"] == "none"
+    assert models["int8"]["method"].startswith("int8 (torchao ")
+    lm = {scheme: model["language_model_bytes"] for scheme, model in models.items()}
+    # int4 on the CPU stores a byte a value (and a scale per group): int8's memory, not less
+    assert lm["int8"] < lm["none"] and lm["int4"] < lm["none"]
+    for model in models.values():
+        assert model["model_bytes"] > model["language_model_bytes"]
+        assert model["prefill_ms"] > 0 and model["decode_ms_per_token"] > 0
+    assert table["encoder_calls"] > 0
+    assert "quantization  placement" in printed  # the table's column
+    assert "LM weights MB" in printed and "decode ms/token" in printed
+    assert "~: within the noise of the unpruned row (none, none)" in printed
+
+
 def test_eval_scores_chosen_pruners_and_the_spread_of_shared_budgets(small_bag, tmp_path, capsys):
     args = [*_eval_args(small_bag, tmp_path), "--reward", "fidelity", "--uniform", "0.1"]
     assert main([*args, "--pruners", "tfps_shared", "tfps", "--json"]) == 0

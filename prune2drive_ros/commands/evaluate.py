@@ -25,6 +25,14 @@ on the questions its own first answers located: the ``filtered`` column counts t
 ``--samples`` draws whole key frames for that filter (:func:`~prune2drive_ros.tuning.drivelm.
 draw_frames`). Without the GPT parts the number is not the challenge's final score.
 
+``--quantizations none int8 int4`` scores the model with each weight-only quantisation of its
+language model side by side (:mod:`~prune2drive_ros.vlm.quantization`), loading it once per
+scheme: every row names its scheme, each scheme has its own unpruned row (the first scheme's is
+the reference of the noise marks), and a second table gives each scheme's weight memory and the
+unpruned prefill and decoding times (decoding: milliseconds per new token over a fixed answer
+length, medians over the timing frames). The visual tokens are shared: the vision tower is
+never quantised.
+
 ``--save-predictions output.json`` writes the answers of the first row (the config's pruner at
 the rates; unpruned with ``--no-pruning``) in the challenge's prediction format, the file its
 ``prepare_submission.py`` wraps for the test server (a question-only file such as
@@ -39,7 +47,7 @@ import argparse
 import logging
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +57,7 @@ from ..errors import ConfigError, QuestionError
 from ..placement import ATTENTION_PRUNERS, decoder_placement_needed, prune_layer
 from ..pruning.budget import Rates, validate_rates
 from ..pruning.registry import PRUNERS
+from ..quantization import NO_QUANTIZATION, QUANTIZATIONS
 from ..sensors.rates_file import load_rates
 from ..tuning.drivelm import (
     Prediction,
@@ -79,6 +88,7 @@ from .progress import progress_from
 if TYPE_CHECKING:
     from ..pruning.selection import Selection
     from ..tuning.objective import Evaluation, EvaluationSetup
+    from ..tuning.ptb import Tokenizer
     from ..vlm import DrivingVLM
 
 logger = logging.getLogger(__name__)
@@ -86,6 +96,8 @@ logger = logging.getLogger(__name__)
 UNPRUNED = "none"
 DEFAULT_TIMING_FRAMES = 8
 DEFAULT_REPEATS = 3
+#: New tokens per timed answer when decoding is timed (stop tokens ignored).
+DECODE_TIMING_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,22 @@ class Row:
     exact_right: dict[str, int]
     exact_n: dict[str, int]
     exact_se: dict[str, float]
+    #: the language model's weight-only quantisation (:data:`~prune2drive_ros.quantization.
+    #: QUANTIZATIONS`)
+    quantization: str = NO_QUANTIZATION
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One quantisation's line of the model table: its weights as stored, and the unpruned
+    model's prefill and per-token decoding times (milliseconds, medians over frames)."""
+
+    quantization: str
+    method: str
+    language_model_bytes: int
+    model_bytes: int
+    prefill_ms: float
+    decode_ms_per_token: float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +188,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score only these pruners (default: every one that can run where the model "
         "prunes, the config's first): " + ", ".join(PRUNERS),
     )
+    parser.add_argument(
+        "--quantizations",
+        nargs="+",
+        choices=QUANTIZATIONS,
+        metavar="Q",
+        help="score the model with each of these weight-only quantisations of its language "
+        "model side by side (" + ", ".join(QUANTIZATIONS) + "; loaded once each), with their "
+        "weight memory and prefill and decoding times; default the --quantization of the config",
+    )
     parser.add_argument("--json", action="store_true", help="print the table as JSON last")
     files = parser.add_argument_group("DriveLM challenge prediction files (output.json)")
     given = files.add_mutually_exclusive_group()
@@ -188,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
     config = engine_config(args)
     # Rates, data, reward and output are checked before the model loads: a mistake costs a second.
     placements = list(dict.fromkeys(args.placements or [config.placement]))
+    quantizations = list(dict.fromkeys(args.quantizations or [config.quantization]))
     layers = [prune_layer(p) for p in placements]  # a typo fails here, before the model loads
     # A pruner asked for by name that no placement can run would leave only the unpruned row.
     for pruner in args.pruners or ():
@@ -211,71 +249,43 @@ def run(args: argparse.Namespace) -> int:
         check_questions(((sample.id, sample.question) for sample in data.samples), config)
         reward, tokenizer, rules = choose_scoring(args, data)
         # the rates scored are the ones logged: --uniform and --no-pruning leave the file unread
-        from ..engine import Engine  # torch: only once everything above is checked
-        from ..tuning.objective import prepare_evaluation
-
-        engine = Engine.from_config(config, rates_file=False)
         logger.info("retention rates: %s", rates_used(scored, config, uniform=args.uniform))
-        vlm = engine.vlm
-        if vlm.random_weights:
-            from ..vlm import RANDOM_WEIGHTS_NOTE
+        from ..devices import release_memory  # torch: once everything above is checked
 
-            print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
-        shown_evaluation: Evaluation | None = None  # the first row's (--save-predictions)
-        rows: list[Row] = []
-        encoder_calls = 0
-        for placement in placements:
-            placed = vlm if placement == config.placement else vlm.placed(placement)
-            engine = Engine(
-                placed, None, pruner=config.pruner, max_new_tokens=config.max_new_tokens
-            )
-            setup = prepare_evaluation(
-                engine,
-                data,
-                reward,
-                tokenizer=tokenizer,
-                rules=rules,
-                cache_dir=args.cache_dir,
-                seed=args.seed,
-                progress=progress_from(args),
-            )
-            encoder_calls += setup.features.encoder_calls
-            methods = _methods(config.pruner, placed, args.pruners) if scored else []
-            shown = methods[0] if methods else UNPRUNED
-            unpruned = setup.evaluator.evaluate(1.0)
-            baseline = float("nan")
-            for label, rates in (scored or {"-": 1.0}).items():
-                evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
-                shown_evaluation = shown_evaluation or evaluations.get(shown)
-                timings = prefill_timings(
-                    placed,
-                    setup,
-                    placed.budgets(rates),
-                    methods,
-                    frames=args.timing_frames,
-                    repeats=args.repeats,
+        runs: list[SchemeRun] = []
+        for quantization in quantizations:  # one scheme's model in memory at a time
+            runs.append(
+                _score_scheme(
+                    args,
+                    replace(config, quantization=quantization),
+                    data,
+                    reward,
+                    tokenizer,
+                    rules,
+                    scored,
+                    placements,
+                    first=not runs,
                 )
-                baseline = timings[UNPRUNED][0]
-                rows += [
-                    _row(m, placement, label, evaluations[m], data, *timings[m], baseline=baseline)
-                    for m in methods
-                ]
-        # the unpruned model is the same at every placement: one reference row
-        rows.append(_row(UNPRUNED, "-", "-", unpruned, data, baseline, 1.0, baseline=baseline))
-        shown_evaluation = shown_evaluation or unpruned
-        shown = rows[0].method
-    drivelm_rules = rules if setup.reward == "drivelm" else None
-    print(table_text(rows, setup.reward, drivelm_rules))
-    print(f"FLOPs share: analytic LM prefill FLOPs; device: {device_name(vlm.device)}")
+            )
+            release_memory()  # the scheme's model, before the next one loads
+    rows = [row for run in runs for row in run.rows]
+    models = [run.model for run in runs]
+    first = runs[0]
+    shown = rows[0].method
+    drivelm_rules = rules if first.reward == "drivelm" else None
+    print(table_text(rows, first.reward, drivelm_rules))
+    print(f"FLOPs share: analytic LM prefill FLOPs; device: {first.device}")
+    if len(models) > 1 or models[0].quantization != NO_QUANTIZATION:
+        print("\n" + models_text(models))
     print(f"\nscore of {shown}, and how each row's score is made up:")
-    print(shown_evaluation.describe())
+    print(first.shown.describe())
     if save is not None:
-        _save_predictions(save, data, shown_evaluation, shown, drivelm=args.drivelm)
+        _save_predictions(save, data, first.shown, shown, drivelm=args.drivelm)
     if args.json:
         emit_json(
             {
-                "reward": setup.reward,
-                "tokenizer": tokenizer_name(setup.tokenizer),
+                "reward": first.reward,
+                "tokenizer": tokenizer_name(first.tokenizer),
                 "accuracy_mode": None if drivelm_rules is None else drivelm_rules.accuracy,
                 "challenge_filter": None
                 if drivelm_rules is None
@@ -284,14 +294,113 @@ def run(args: argparse.Namespace) -> int:
                 "rates": scored,
                 "samples": len(data.samples),
                 "frames": len(data.frames),
-                "encoder_calls": encoder_calls,
-                "device": device_name(vlm.device),
-                "model": vlm.name,
-                "random_weights": vlm.random_weights,
+                "encoder_calls": sum(run.encoder_calls for run in runs),
+                "device": first.device,
+                "model": first.name,
+                "random_weights": first.random_weights,
                 "rows": [asdict(row) for row in rows],
+                "models": [asdict(model) for model in models],
             }
         )
     return 1 if any(row.skipped for row in rows) else 0
+
+
+@dataclass(frozen=True)
+class SchemeRun:
+    """What scoring the model under one quantisation gave (its model is dropped by then)."""
+
+    rows: list[Row]
+    model: ModelRow
+    #: the first row's evaluation (the unpruned one with --no-pruning): shown and saved
+    shown: Evaluation
+    encoder_calls: int
+    reward: str
+    tokenizer: Tokenizer | None
+    device: str
+    name: str
+    random_weights: bool
+
+
+def _score_scheme(
+    args: argparse.Namespace,
+    config: DriveVLMConfig,
+    data: ValidationSet,
+    reward: tuple[str, str],
+    tokenizer: Tokenizer | None,
+    rules: ScoringRules,
+    scored: Mapping[str, Rates],
+    placements: Sequence[str],
+    *,
+    first: bool,
+) -> SchemeRun:
+    """Load the model with ``config.quantization`` and score every placement, pruner and rate,
+    with its unpruned reference row, weights and timings."""
+    from ..engine import Engine  # torch: only once everything the command checks is checked
+    from ..tuning.objective import prepare_evaluation
+    from ..vlm.quantization import weight_bytes
+
+    vlm = Engine.from_config(config, rates_file=False).vlm
+    if vlm.random_weights and first:
+        from ..vlm import RANDOM_WEIGHTS_NOTE
+
+        print(f"NOTE: {RANDOM_WEIGHTS_NOTE}; the scores only show that the machinery works")
+    scheme = vlm.quantization.scheme
+    shown: Evaluation | None = None
+    rows: list[Row] = []
+    encoder_calls = 0
+    for placement in placements:
+        placed = vlm if placement == config.placement else vlm.placed(placement)
+        engine = Engine(placed, None, pruner=config.pruner, max_new_tokens=config.max_new_tokens)
+        setup = prepare_evaluation(
+            engine,
+            data,
+            reward,
+            tokenizer=tokenizer,
+            rules=rules,
+            cache_dir=args.cache_dir,
+            seed=args.seed,
+            progress=progress_from(args),
+        )
+        encoder_calls += setup.features.encoder_calls
+        methods = _methods(config.pruner, placed, args.pruners) if scored else []
+        unpruned = setup.evaluator.evaluate(1.0)
+        baseline = float("nan")
+        for label, rates in (scored or {"-": 1.0}).items():
+            evaluations = {m: setup.evaluator.evaluate(rates, pruner=m) for m in methods}
+            shown = shown or (evaluations[methods[0]] if methods else None)
+            timings = prefill_timings(
+                placed,
+                setup,
+                placed.budgets(rates),
+                methods,
+                frames=args.timing_frames,
+                repeats=args.repeats,
+            )
+            baseline = timings[UNPRUNED][0]
+            rows += [
+                _row(m, placement, label, evaluations[m], data, *timings[m], baseline, scheme)
+                for m in methods
+            ]
+    # the unpruned model is the same at every placement: one reference row
+    rows.append(_row(UNPRUNED, "-", "-", unpruned, data, baseline, 1.0, baseline, scheme))
+    return SchemeRun(
+        rows=rows,
+        model=ModelRow(
+            quantization=scheme,
+            method=vlm.quantization.text(),
+            language_model_bytes=vlm.quantization.language_model_bytes,
+            model_bytes=weight_bytes(vlm.model),
+            prefill_ms=baseline,
+            decode_ms_per_token=decode_timing(vlm, setup, frames=args.timing_frames),
+        ),
+        shown=shown or unpruned,
+        encoder_calls=encoder_calls,
+        reward=setup.reward,
+        tokenizer=setup.tokenizer,
+        device=device_name(vlm.device),
+        name=vlm.name,
+        random_weights=vlm.random_weights,
+    )
 
 
 def rates_used(
@@ -448,6 +557,55 @@ def prefill_timings(
     return {name: (median(times[name]), statistics.fmean(shares[name])) for name in names}
 
 
+def decode_timing(
+    vlm: DrivingVLM, setup: EvaluationSetup, *, frames: int, tokens: int = DECODE_TIMING_TOKENS
+) -> float:
+    """Median milliseconds per new token of unpruned greedy decoding over ``frames`` frames:
+    each frame's first question answered with exactly ``tokens`` new tokens after a warm-up
+    (the first token comes from the prefill; the other ``tokens - 1`` are the decoding steps).
+    """
+    per_token: list[float] = []
+    for frame, group in setup.data.by_frame()[:frames]:
+        try:
+            visual = setup.features.visual(frame)
+            answer = partial(vlm.generate, visual, None, [group[0].question], max_new_tokens=tokens)
+            answer(fixed_length=True)  # warm-up
+            _, timings = answer(fixed_length=True)
+        except Exception as exc:  # a bad frame is left out of the timing, not fatal
+            logger.warning("decoding of %s not timed: %s", frame.label, exc)
+            continue
+        per_token.append(timings.generate / (tokens - 1))
+    return median(per_token) if per_token else float("nan")
+
+
+def models_text(models: Sequence[ModelRow]) -> str:
+    """The model table: each quantisation's weights as stored and its unpruned timings."""
+    header = ["quantization", "LM weights MB", "model weights MB", "prefill ms", "decode ms/token"]
+    lines = [header] + [
+        [
+            model.method,
+            f"{model.language_model_bytes / 1e6:.1f}",
+            f"{model.model_bytes / 1e6:.1f}",
+            f"{model.prefill_ms:.2f}",
+            f"{model.decode_ms_per_token:.2f}",
+        ]
+        for model in models
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rows = [
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    note = (
+        "LM weights: the language model's as stored (embeddings in; LM head out); prefill and "
+        f"decoding unpruned, decoding over {DECODE_TIMING_TOKENS} new tokens"
+    )
+    return "\n".join([*rows, note])
+
+
 def _methods(pruner: str, vlm: DrivingVLM, chosen: Sequence[str] | None = None) -> list[str]:
     """The configured pruner first, then every other one (of ``chosen``, when given) that can
     run where ``vlm`` prunes (FastV's attention ranking only inside the decoder)."""
@@ -485,8 +643,8 @@ def _row(
     data: ValidationSet,
     prefill_ms: float,
     share: float,
-    *,
     baseline: float,
+    quantization: str = NO_QUANTIZATION,
 ) -> Row:
     parts: Mapping[str, Any] = evaluation.parts
     # the exact reward's one part is the table's exact-match column already
@@ -519,6 +677,7 @@ def _row(
         exact_right={kind: counted.right for kind, counted in exact.items()},
         exact_n={kind: counted.n for kind, counted in exact.items()},
         exact_se={kind: counted.se for kind, counted in exact.items()},
+        quantization=quantization,
     )
 
 
@@ -540,7 +699,10 @@ def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = No
     kinds = list(rows[0].exact)
     counts = {kind: sorted({row.exact_n.get(kind, 0) for row in rows}) for kind in kinds}
     reference = next((row for row in rows if row.method == UNPRUNED), None)
-    header = ["method", "placement", "rate", "tokens/view", "view min-max", "view sd"]
+    schemes = list(dict.fromkeys(row.quantization for row in rows))
+    quantized = schemes != [NO_QUANTIZATION]  # a column only where a row is quantised
+    header = ["method", *(["quantization"] if quantized else []), "placement", "rate"]
+    header += ["tokens/view", "view min-max", "view sd"]
     header += [f"score ({reward})", *labels]
     header += [f"{'exact' if kind == 'all' else kind} n={_span(counts[kind])}" for kind in kinds]
     header += ["prefill ms", "speedup", "FLOPs share", "skipped"]
@@ -549,7 +711,8 @@ def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = No
     lines = [header]
     compared = noise = 0
     for row in rows:
-        cells = [row.method, row.placement, row.rate, f"{row.tokens_per_view:.1f}"]
+        cells = [row.method, *([row.quantization] if quantized else []), row.placement]
+        cells += [row.rate, f"{row.tokens_per_view:.1f}"]
         cells += [f"{row.kept_min}-{row.kept_max}", f"{row.kept_sd:.1f}", f"{row.score:.4f}"]
         cells += ["-" if row.parts[p] is None else f"{row.parts[p]:.4f}" for p in part_names]
         for kind in kinds:
@@ -585,7 +748,8 @@ def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = No
         for line in lines
     )
     if kinds:
-        text += "\n" + "\n".join(_legend(compared, noise))
+        scheme = f", {reference.quantization}" if quantized and reference is not None else ""
+        text += "\n" + "\n".join(_legend(compared, noise, scheme))
     return text
 
 
@@ -599,17 +763,19 @@ def _span(values: Sequence[int]) -> str:
     return f"{values[0]}" if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
-def _legend(compared: int, noise: int) -> list[str]:
-    """What the exact-match cells say, and how many differences from the unpruned row are noise."""
+def _legend(compared: int, noise: int, scheme: str = "") -> list[str]:
+    """What the exact-match cells say, and how many differences from the unpruned row (of the
+    first quantisation, ``scheme``, where rows differ in it) are noise."""
     lines = [
         "exact match: accuracy +- its binomial standard error sqrt(p(1-p)/n) in points, n the "
         "questions scored (per kind: the column's own n)",
-        f"~: within the noise of the unpruned row ({UNPRUNED}); {NOISE_RULE}. Compare any "
+        f"~: within the noise of the unpruned row ({UNPRUNED}{scheme}); {NOISE_RULE}. Compare any "
         "two rows by the same rule",
     ]
     if compared:
         lines.append(
-            f"{noise} of {compared} exact-match differences from {UNPRUNED} are within the noise"
+            f"{noise} of {compared} exact-match differences from {UNPRUNED}{scheme} are within "
+            "the noise"
             + (": these questions cannot tell the rows apart" if noise == compared else "")
         )
     return lines

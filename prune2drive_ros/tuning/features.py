@@ -52,6 +52,7 @@ from ..cache import features_dir
 from ..engine import Engine
 from ..files import write_atomically, write_text_atomically
 from ..progress import NO_PROGRESS, Progress
+from ..quantization import NO_QUANTIZATION
 from ..views import VIEWS
 from ..vlm import DrivingVLM
 from .sources import Frame, content_digest, decode_frame, digest, file_stamp
@@ -99,10 +100,18 @@ def model_key(vlm: DrivingVLM) -> str:
 def model_content_key(vlm: DrivingVLM) -> str:
     """Short hex digest of what ``vlm`` is, by content, for study names (see the module doc).
 
-    The checkpoint's files (:func:`checkpoint_content`), the adapter family and the dtype: the
-    same on every machine and in every folder, unchanged by a ``touch``, and not the device.
+    The checkpoint's files (:func:`checkpoint_content`), the adapter family, the dtype and a
+    quantisation of the language model: the same on every machine and in every folder,
+    unchanged by a ``touch``, and not the device. (Unquantised models keep the key they had
+    before quantisation existed, so their studies resume.)
     """
-    return digest(checkpoint_content(vlm.name), vlm.family, str(vlm.dtype))
+    quantized = vlm.quantization.scheme != NO_QUANTIZATION
+    return digest(
+        checkpoint_content(vlm.name),
+        vlm.family,
+        str(vlm.dtype),
+        *([vlm.quantization.scheme] if quantized else []),
+    )
 
 
 def checkpoint_content(name: str) -> object:
@@ -240,10 +249,13 @@ class FeatureCache:
         """The unpruned answers of ``engine`` (its model, every token kept, its answer length)
         to ``questions`` about ``frame`` (cached).
 
-        Questions already answered at this answer length are read back; the others are
-        answered and added to the entry.
+        Questions already answered at this answer length by the same quantisation of the
+        language model are read back; the others are answered and added to the entry. (The
+        visual tokens do not depend on it: the vision tower is never quantised.)
         """
-        path = self.folder / f"{frame.key}.unpruned-{engine.max_new_tokens}.json"
+        scheme = engine.vlm.quantization.scheme
+        quantized = "" if scheme == NO_QUANTIZATION else f"-{scheme}"
+        path = self.folder / f"{frame.key}.unpruned-{engine.max_new_tokens}{quantized}.json"
         known = self._read_answers(path)
         missing = [q for q in dict.fromkeys(questions) if q not in known]
         if missing:

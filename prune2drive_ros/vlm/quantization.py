@@ -21,11 +21,9 @@ construction, whatever each family names them. Every refusal comes before the we
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import itertools
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +39,6 @@ logger = logging.getLogger(__name__)
 INT4_GROUP = 128
 #: The smallest group tinygemm's CUDA kernel takes.
 TINYGEMM_MIN_GROUP = 32
-#: Loggers that torchao's import fills with notes about optional kernels this build lacks (its
-#: CUDA extensions on a CPU torch, Triton, an Enum registration torch deprecates).
-_IMPORT_NOISE = ("torchao", "torchao.kernel.intmm", "torch.utils._pytree")
 
 
 @dataclass(frozen=True)
@@ -125,8 +120,7 @@ def quantize_language_model(
         return Quantization(NO_QUANTIZATION, "", "", None, before)
     library = f"torchao {_torchao_version(scheme)}"
     config, group = _config(scheme, decoder, device)
-    with _quiet_import():
-        from torchao.quantization import quantize_
+    from torchao.quantization import quantize_
 
     quantize_(decoder, config)
     method = type(config).__name__
@@ -156,13 +150,12 @@ def _stored_bytes(tensor: torch.Tensor) -> int:
 
 def _config(scheme: str, decoder: nn.Module, device: torch.device) -> tuple[Any, int | None]:
     """torchao's config of ``scheme`` on ``device``, and the int4 group size."""
-    with _quiet_import():
-        from torchao.quantization import (
-            Int4WeightOnlyConfig,
-            Int8WeightOnlyConfig,
-            IntxWeightOnlyConfig,
-        )
-        from torchao.quantization.granularity import PerGroup
+    from torchao.quantization import (
+        Int4WeightOnlyConfig,
+        Int8WeightOnlyConfig,
+        IntxWeightOnlyConfig,
+    )
+    from torchao.quantization.granularity import PerGroup
 
     if scheme == "int8":
         return Int8WeightOnlyConfig(), None
@@ -192,26 +185,10 @@ def int4_group(decoder: nn.Module) -> int:
 def _torchao_version(scheme: str) -> str:
     """torchao's version, or a ModelLoadError saying how to install it."""
     try:
-        with _quiet_import():
-            import torchao.quantization  # noqa: F401
+        import torchao.quantization  # noqa: F401  (its import notes: see the package's __init__)
     except ImportError as exc:
         raise ModelLoadError(
             f"quantization {scheme} needs torchao, which is not installed ({exc}): pip install "
             "'prune2drive_ros[quantization]' (or pip install torchao), or use quantization none"
         ) from exc
     return importlib.metadata.version("torchao")
-
-
-@contextlib.contextmanager
-def _quiet_import() -> Iterator[None]:
-    """Keep torchao's import notes about kernels this machine lacks out of the log: the scheme
-    that runs is logged instead, and a scheme that cannot run is refused."""
-    loggers = [logging.getLogger(name) for name in _IMPORT_NOISE]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
