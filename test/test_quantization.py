@@ -155,3 +155,19 @@ def test_int4_on_cuda_needs_bfloat16_and_a_recent_gpu(monkeypatch: pytest.Monkey
     with pytest.raises(ModelLoadError, match=r"8\.0 or newer.*Tesla T4 has 7\.5.*int8"):
         check_quantization("int4", cuda, torch.bfloat16)
     check_quantization("int8", cuda, torch.float16)  # int8 runs in any dtype
+
+
+@pytest.mark.parametrize("scheme", QUANTIZATIONS)
+def test_the_gpu_benchmarks_quantisation_part_runs_at_a_tiny_shape(scheme: str) -> None:
+    from prune2drive_ros.commands.bench.gpu import DECODE_TOKENS, QUANTIZED_RATES, quantized
+
+    record = quantized(torch.device("cpu"), ("llava_onevision", "tiny"), scheme, repeats=1)
+    assert record["quantization"].startswith(scheme)
+    assert [run["rate"] for run in record["runs"]] == list(QUANTIZED_RATES)
+    unpruned, pruned = record["runs"]
+    assert pruned["visual_tokens"] < unpruned["visual_tokens"]
+    for run in record["runs"]:
+        assert run["ttft_ms"] >= run["prefill_ms"] > 0 and run["decode_tokens_per_s"] > 0
+    assert 0 < record["language_model_bytes"] < record["model_bytes"]
+    assert "peak_answer_bytes" not in record  # GPU memory figures on CUDA only
+    assert DECODE_TOKENS > 1

@@ -9,10 +9,16 @@ while records everything at once:
   at 10 % for ``projector`` and ``layer:1``, with SDPA and, where flash-attn is installed,
   FlashAttention-2 (:mod:`.prefill`);
 * greedy decoding speed on the pruned prompt (new tokens per second over a 64-token answer);
+* pruning and quantisation together at DriveMM's shape (random weights of SigLIP-so400m and
+  Llama-3.1-8B, six 729-token views) in bfloat16, int8 and int4 weights
+  (:mod:`~prune2drive_ros.vlm.quantization`), unpruned and at 10 % with T-FPS: time to first
+  token (encode, prune, prefill), decoding tokens per second, the weights' memory and the peak
+  GPU memory while loading and while answering;
 * peak GPU memory of the whole run.
 
-Each part is the same measurement as its own benchmark command; the file holds their records
-under ``tfps``, ``prefill``, ``decode`` and ``peak_gpu_memory_bytes``.
+Each part is the same measurement as its own benchmark command (or ``eval --quantizations``);
+the file holds their records under ``tfps``, ``prefill``, ``decode``, ``quantized`` and
+``peak_gpu_memory_bytes``.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...files import write_text_atomically
+from ...views import VIEWS
 from ..options import check_output
 from . import device_name
 from . import prefill as prefill_bench
 from . import tfps as tfps_bench
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 logger = logging.getLogger(__name__)
@@ -40,6 +48,12 @@ logger = logging.getLogger(__name__)
 TFPS_SHAPE = (6, 729, 3584)
 #: Tokens the decoding speed is measured over.
 DECODE_TOKENS = 64
+#: DriveMM's architecture, as the converter gives it (LLaVA-OneVision classes).
+QUANTIZED_SHAPE = ("llava_onevision", "8b")
+#: Weight schemes of the quantisation part (bfloat16 is ``none``).
+QUANTIZED_SCHEMES = ("none", "int8", "int4")
+#: Retention rates of the quantisation part: unpruned and the paper's 10 %.
+QUANTIZED_RATES = (1.0, 0.1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         "tfps": _tfps(device, args.repeats),
         "prefill": _prefill(args.repeats),
         "decode": _decode(device),
+        "quantized": [
+            quantized(device, QUANTIZED_SHAPE, scheme, args.repeats) for scheme in QUANTIZED_SCHEMES
+        ],
     }
     record["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
     record["wall_s"] = round(time.perf_counter() - begin, 1)
@@ -118,22 +135,16 @@ def _prefill(repeats: int) -> list[dict[str, Any]]:
 
 def _decode(device: torch.device) -> dict[str, Any]:
     """New tokens per second of greedy decoding on the 7B shape at 10 %, from the prefix on."""
-    import numpy as np
-
     from ...engine import Engine
-    from ...views import VIEWS
     from ...vlm.tiny import random_vlm
 
     vlm = random_vlm("llava_onevision", "7b", device=device, dtype="bfloat16")
-    vlm._stop_ids = frozenset()  # random weights may stop at once; time the full answer
     engine = Engine(vlm, 0.1)
-    width, height = vlm.image_size
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in VIEWS]
-    visual = vlm.encode_views(vlm.preprocess(images))
+    visual = vlm.encode_views(vlm.preprocess(_images(vlm.image_size)))
     engine.answer_encoded(visual, ["warm up"], max_new_tokens=4)
+    # random weights may stop at once: time the full answer
     (answer,), timings = engine.answer_encoded(
-        visual, [prefill_bench.QUESTION], max_new_tokens=DECODE_TOKENS
+        visual, [prefill_bench.QUESTION], max_new_tokens=DECODE_TOKENS, fixed_length=True
     )
     return {
         "new_tokens": answer.new_tokens,
@@ -142,3 +153,77 @@ def _decode(device: torch.device) -> dict[str, Any]:
         "prefill_ms": round(timings.prefill, 1),
         "prune_ms": round(timings.prune, 2),
     }
+
+
+def quantized(
+    device: torch.device, shape: tuple[str, str], scheme: str, repeats: int
+) -> dict[str, Any]:
+    """Time to first token and decoding speed of the ``shape`` model with its language model in
+    ``scheme``, unpruned and at 10 % (medians of ``repeats`` answers of :data:`DECODE_TOKENS`
+    tokens after a warm-up), its weights' memory and the peak memory of loading and answering
+    (CUDA; on the CPU the memory figures are the weights' only)."""
+    import torch
+
+    from ...devices import release_memory
+    from ...engine import Engine
+    from ...vlm.quantization import weight_bytes
+    from ...vlm.tiny import random_vlm
+    from . import median
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    begin = time.perf_counter()
+    family, size = shape
+    vlm = random_vlm(family, size, device=device, dtype="bfloat16", quantization=scheme)
+    record: dict[str, Any] = {
+        "shape": f"{family} {size}",
+        "quantization": vlm.quantization.text(),
+        "load_s": round(time.perf_counter() - begin, 1),
+        "language_model_bytes": vlm.quantization.language_model_bytes,
+        "model_bytes": weight_bytes(vlm.model),
+    }
+    if cuda:
+        record["allocated_after_load_bytes"] = int(torch.cuda.memory_allocated(device))
+        record["peak_load_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        torch.cuda.reset_peak_memory_stats(device)
+    engine = Engine(vlm, None)
+    images = _images(vlm.image_size)
+    runs = []
+    for rate in QUANTIZED_RATES:
+        budgets = vlm.budgets(rate)
+        engine.answer_images(images, ["warm up"], 4, budgets=budgets, fixed_length=True)
+        ttft, encode, prefill, decode = [], [], [], []
+        for _ in range(repeats):
+            _, timings = engine.answer_images(
+                images, [prefill_bench.QUESTION], DECODE_TOKENS, budgets=budgets, fixed_length=True
+            )
+            ttft.append(timings.model_ttft)
+            encode.append(timings.encode)
+            prefill.append(timings.prefill)
+            decode.append(timings.generate)
+        runs.append(
+            {
+                "rate": rate,
+                "visual_tokens": sum(budgets),
+                "ttft_ms": round(median(ttft), 2),
+                "encode_ms": round(median(encode), 2),
+                "prefill_ms": round(median(prefill), 2),
+                "decode_tokens_per_s": round(1e3 * (DECODE_TOKENS - 1) / median(decode), 1),
+            }
+        )
+    record["runs"] = runs
+    if cuda:
+        record["peak_answer_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    del engine, vlm
+    release_memory()
+    return record
+
+
+def _images(size: tuple[int, int]) -> list[np.ndarray]:
+    """Six seeded random views at the encoder's input size."""
+    import numpy as np
+
+    width, height = size
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in VIEWS]
