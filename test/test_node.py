@@ -81,6 +81,16 @@ def test_a_latency_budget_is_kept_reported_and_counted_in_diagnostics() -> None:
         assert ros.ask("Is the left lane free?").ttft_budget_ms == 0.0
 
 
+def test_a_quantised_model_answers_and_diagnostics_name_its_scheme() -> None:
+    with running_node(quantization="int8") as ros:
+        response = ros.ask("What is in front of the ego vehicle?")
+        assert response.success, response.message
+        status = ros.latest_status_after(lambda s: any(kv.key == "quantization" for kv in s.values))
+        values = {kv.key: kv.value for kv in status.values}
+        assert values["quantization"].startswith("int8 (torchao ")
+        assert float(values["language_model_weights_mb"]) > 0
+
+
 def test_a_burst_of_50_calls_each_gets_one_response() -> None:
     with running_node(max_queue=4) as ros:
         futures = [ros.ask_async(f"Question {i}?") for i in range(50)]
