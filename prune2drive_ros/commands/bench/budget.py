@@ -4,8 +4,10 @@ beside a CPU-burning neighbour.
 The demo's synthetic bag is answered question by question (its reference answers give the
 accuracy; a random-weight shape has none worth scoring). For each budget the engine first keeps
 the budget (``ttft_budget_ms``: per question as many tokens as its cost model predicts will fit,
-corrected by every answer), with the machine idle and then beside a neighbour process this
-benchmark starts, which burns one core as another program on the vehicle would. Then fixed
+corrected by every answer), with the machine idle and then beside neighbour processes this
+benchmark starts, one burning each core (``--neighbour-cores``) as other programs on the vehicle
+would: the model then gets a share of every core, its stages slow down, and only what the cost
+model learns from the answers says by how much. Then fixed
 uniform rates keeping the same mean tokens as the budget runs kept (over both loads: one
 operating point chosen for the average conditions) answer the same questions under the same two
 loads. Reported per budget, method and load: the share of answers whose time to first token
@@ -21,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="budgets in ms (default: the cost model's at 10, 25 and 50 %% of every token)",
     )
     parser.add_argument("--max-new-tokens", type=at_least(1), default=8, help="answer length (8)")
+    parser.add_argument(
+        "--neighbour-cores",
+        type=at_least(1),
+        default=os.cpu_count() or 1,
+        help="cores the neighbour burns, one process each (every core: %(default)s)",
+    )
     add_torch_arguments(parser)
 
 
@@ -111,12 +121,10 @@ def run(args: argparse.Namespace) -> int:
             decode_ms + cost.predict_ttft_ms(round(f * full)) for f in BUDGET_FRACTIONS
         ]
         for budget in budgets:
-            kept = [_answer_all(engine, bag, items, "budget", load, budget) for load in LOADS]
+            answer = partial(_answer_all, engine, bag, items, cores=args.neighbour_cores)
+            kept = [answer("budget", load, budget) for load in LOADS]
             tokens = statistics.fmean(t for run in kept for t in run.tokens)
-            fixed = [
-                _answer_all(engine, bag, items, "fixed", load, budget, tokens / full)
-                for load in LOADS
-            ]
+            fixed = [answer("fixed", load, budget, tokens / full) for load in LOADS]
             rows += [run.row() for run in (*kept, *fixed)]
     result = {
         "benchmark": "budget",
@@ -125,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         "device": device_name(device),
         "full_tokens": full,
         "decode_ms": round(decode_ms, 1),
+        "neighbour_cores": args.neighbour_cores,
         "cost_model": cost.describe(),
         "rows": rows,
     }
@@ -176,12 +185,15 @@ def _answer_all(
     load: str,
     budget_ms: float,
     rate: float | None = None,
+    *,
+    cores: int,
 ) -> Run:
-    """Answer ``items`` keeping ``budget_ms`` (``rate`` None) or at the fixed ``rate``."""
+    """Answer ``items`` keeping ``budget_ms`` (``rate`` None) or at the fixed ``rate``, with
+    the neighbour burning ``cores`` cores under the ``neighbour`` load."""
     engine.ttft_budget_ms = budget_ms if rate is None else 0.0
     engine.set_pruning(1.0 if rate is None else max(rate, 1e-3), engine.pruner)
     ttft, tokens, right = [], [], []
-    with _neighbour(load == "neighbour"):
+    with _neighbour(cores if load == "neighbour" else 0):
         for item in items:
             answer: Answer = engine.answer(_frames(bag, item), item.question)
             ttft.append(answer.timings_ms.ttft)
@@ -191,23 +203,26 @@ def _answer_all(
 
 
 @contextmanager
-def _neighbour(burning: bool) -> Iterator[None]:
-    """A process burning one core for the block, as another program on the vehicle would."""
-    if not burning:
+def _neighbour(cores: int) -> Iterator[None]:
+    """``cores`` processes each burning a core for the block (none for 0), as other programs
+    on the vehicle would."""
+    if not cores:
         yield
         return
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    process = context.Process(target=burn, args=(stop,), daemon=True)
-    process.start()
+    processes = [context.Process(target=burn, args=(stop,), daemon=True) for _ in range(cores)]
+    for process in processes:
+        process.start()
     try:
-        time.sleep(0.5)  # let it start burning before the first answer
+        time.sleep(0.5)  # let them start burning before the first answer
         yield
     finally:
         stop.set()
-        process.join(timeout=5)
-        if process.is_alive():
-            process.kill()
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
 
 
 def burn(stop: Any) -> None:
