@@ -66,6 +66,7 @@ from ..prompts import PROMPTS
 from ..pruning.budget import Rates, budgets_from_rates, check_budgets
 from ..pruning.registry import PRUNERS
 from ..pruning.selection import Selection
+from ..sensors.resizing import ResizeMode, check_resize_mode
 from ..stopping import FINISHED, StopSignal
 from ..timings import Timings
 from ..views import VIEWS
@@ -125,6 +126,11 @@ class DrivingVLM(ABC):
         device, dtype: where and in which precision the model runs.
         random_weights: True for checkpoints built by :mod:`~prune2drive_ros.vlm.tiny`; whatever
             shows their answers must say that they are meaningless (``RANDOM_WEIGHTS_NOTE``).
+        image_resize: how camera images are resized to :attr:`image_size`
+            (:data:`~prune2drive_ros.sensors.resizing.RESIZE_MODES`): ``exact``, the pixels of
+            the family's own image processor, or ``fast``. Whoever decodes views for this model
+            reads it (the engine, the feature cache), once per frame, so a change applies from
+            the next frame; a view's pixels depend on it, so it belongs to the model here.
     """
 
     family: ClassVar[str]
@@ -144,6 +150,7 @@ class DrivingVLM(ABC):
         image_fit: ImageFit = "resize",
         max_tiles: int = 1,
         placement: str = PROJECTOR,
+        image_resize: ResizeMode = "exact",
     ) -> None:
         markup = self.image_markup.format(image=self.image_placeholder)
         template = PROMPTS[prompt](markup, tokenizer, self.image_placeholder)
@@ -157,6 +164,7 @@ class DrivingVLM(ABC):
         self.name = name
         self.normalization = normalization
         self.random_weights = random_weights
+        self.image_resize = check_resize_mode(image_resize)
         self.tokens_per_view = geometry.tokens_per_view
         self.patch_grid = geometry.patch_grid
         self.image_size = geometry.image_size
@@ -220,6 +228,7 @@ class DrivingVLM(ABC):
             image_fit=self.image_fit,
             max_tiles=self.max_tiles,
             placement=placement,
+            image_resize=self.image_resize,
         )
 
     @property
