@@ -27,6 +27,7 @@ from .placement import ATTENTION_PRUNERS, decoder_placement_needed, prune_layer
 from .prompts import PROMPT_CHOICES
 from .pruning.registry import PRUNERS
 from .quantization import NO_QUANTIZATION, QUANTIZATIONS
+from .sensors.resizing import RESIZE_MODES
 from .sensors.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from .views import VIEWS, image_topic
 
@@ -249,6 +250,17 @@ class DriveVLMConfig:
         f"{DEFAULT_RATES_FILE}; a relative path is looked up in the working directory, then "
         "in the package; a change is checked first (a bad file is refused, the old rates "
         "kept) and applies from the next question",
+        read_only=False,
+    )
+    image_resize: str = _param(
+        RESIZE_MODES[0],
+        "how each camera image is resized to the encoder input: exact = a full decode and "
+        "PIL's bicubic resize, the pixels of the model family's own image processor (what "
+        "checkpoints are trained on); fast = a reduced-scale JPEG decode and OpenCV's "
+        "bilinear/area resize, about 4x cheaper to decode but images the model was not trained "
+        "on (see BENCHMARKS.md for its cost in answers); a change applies from the next frame "
+        "decoded",
+        choices=RESIZE_MODES,
         read_only=False,
     )
     use_compressed: bool = _param(

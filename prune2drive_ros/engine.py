@@ -27,6 +27,7 @@ from .pruning.budget import validate_rates
 from .pruning.selection import Selection
 from .sensors.imaging import decode_views
 from .sensors.rates_file import FrontPoint, load_rates
+from .sensors.resizing import check_resize_mode
 from .sensors.sync import FrameSet
 from .serving.latency import BudgetDecision, CostModel, choose_rates
 from .stopping import StopSignal
@@ -277,6 +278,7 @@ class Engine:
             placement=config.placement,
             quantization=config.quantization,
         )
+        vlm.image_resize = check_resize_mode(config.image_resize)
         if rates_path is not None:
             logger.info("retention rates from %s: %s", rates_path, rates)
         return cls(
@@ -306,7 +308,11 @@ class Engine:
                 + "; check that all six camera topics are published"
             )
         images = decode_views(
-            frames.messages, self.topics, size=self.vlm.image_size, pad=self.vlm.pad_color
+            frames.messages,
+            self.topics,
+            size=self.vlm.image_size,
+            pad=self.vlm.pad_color,
+            resize_mode=self.vlm.image_resize,
         )
         return [images[view] for view in VIEWS]
 
@@ -592,6 +598,7 @@ class Engine:
             "device": str(self.vlm.device),
             "dtype": str(self.vlm.dtype).removeprefix("torch."),
             **self.vlm.quantization.describe(),
+            "image_resize": self.vlm.image_resize,
             "pruner": "none" if self.unpruned else self.pruner,
             "rates": rates,
             "random_weights": str(self.vlm.random_weights).lower(),

@@ -87,6 +87,7 @@ from .devices import allocated_bytes, release_memory
 from .engine import Answer, Engine
 from .errors import ConfigError, Prune2DriveError, QuestionError
 from .sensors.rates_file import load_rates
+from .sensors.resizing import check_resize_mode
 from .sensors.sync import ApproximateSync
 from .serving.lifecycle import ACTIVE, FINALIZED, check_state, deactivated
 from .serving.stats import NodeStats
@@ -381,6 +382,7 @@ class DriveVLMNode(LifecycleNodeMixin, Node):
                     self._engine.set_pruning(rates, candidate.pruner, loaded.front)
             if self._engine is not None:
                 self._engine.ttft_budget_ms = candidate.ttft_budget_ms
+                self._engine.vlm.image_resize = check_resize_mode(candidate.image_resize)
         except Prune2DriveError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         previous, self.config = self.config, candidate

@@ -47,6 +47,15 @@ def test_a_flag_value_is_checked_by_the_schema(capsys: pytest.CaptureFixture[str
         engine_config(parser.parse_args(["--max-tiles", "13"]))
 
 
+def test_image_resize_is_exact_unless_the_flag_says_fast() -> None:
+    from prune2drive_ros.commands.options import engine_config
+
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    assert engine_config(parser.parse_args([])).image_resize == "exact"
+    assert engine_config(parser.parse_args(["--image-resize", "fast"])).image_resize == "fast"
+
+
 def test_the_cache_folder_shown_follows_xdg_cache_home(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:

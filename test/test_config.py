@@ -43,6 +43,7 @@ INVALID: dict[str, object] = {
     "placement": "layer:one",
     "pruner": "fastv_typo",
     "rates_file": 1.5,
+    "image_resize": "bicubic",
     "use_compressed": "yes",
     "autostart": "yes",
     "image_topics": ("/a", "/b"),

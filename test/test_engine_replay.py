@@ -34,6 +34,7 @@ from prune2drive_ros.errors import (
 from prune2drive_ros.files import LineWriter
 from prune2drive_ros.picture import DIM, TILE_SIZE, overlay_kept
 from prune2drive_ros.sensors.bag import CameraBag, open_camera_bag
+from prune2drive_ros.sensors.imaging import decode_views
 from prune2drive_ros.sensors.questions import QAItem, read_questions
 from prune2drive_ros.sensors.sync import FrameSet
 from prune2drive_ros.sensors.synthetic import SyntheticBag
@@ -61,6 +62,25 @@ def test_set_pruning_applies_to_the_next_answer_and_refuses_bad_rates(frames: Fr
     with pytest.raises(BudgetError, match="CAM_BACK"):
         engine.set_pruning({**dict.fromkeys(VIEWS, 0.2), "CAM_BACK": 1.5}, "tfps")
     assert (engine.pruner, engine.budgets) == ("random", (146,) * len(VIEWS)), "nothing changed"
+
+
+def test_image_resize_follows_the_config_and_a_change_applies_to_the_next_frame(
+    frames: FrameSet,
+) -> None:
+    engine = Engine.from_config(DriveVLMConfig(model="tiny", device="cpu", image_resize="fast"))
+    assert engine.describe()["image_resize"] == "fast"
+    baseline = Engine(engine.vlm, None, topics=engine.topics)  # the model's setting: shared
+    size, topics = engine.vlm.image_size, engine.topics
+    fast = decode_views(frames.messages, topics, size, resize_mode="fast")
+    exact = decode_views(frames.messages, topics, size)
+    assert all(
+        np.array_equal(a, fast[v]) for v, a in zip(VIEWS, baseline.decode(frames), strict=True)
+    )
+    engine.vlm.image_resize = "exact"  # what the node's parameter callback does
+    assert all(
+        np.array_equal(a, exact[v]) for v, a in zip(VIEWS, baseline.decode(frames), strict=True)
+    )
+    assert not all(np.array_equal(exact[v], fast[v]) for v in VIEWS)
 
 
 def test_answer_reports_kept_tokens_timings_and_random_weights(

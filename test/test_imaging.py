@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from rosbags.typesys import Stores, get_typestore
 
 from prune2drive_ros.errors import DecodeError
@@ -20,6 +22,7 @@ from prune2drive_ros.sensors.imaging import (
     encode_jpeg,
     jpeg_size,
 )
+from prune2drive_ros.sensors.resizing import RESIZE_MODES
 
 TOPIC = "/CAM_FRONT/image_rect"
 
@@ -184,17 +187,18 @@ def test_reduced_scale_decode_matches_full_decode_then_resize():
     data = encode_jpeg(rgb, 90)
     assert jpeg_size(data) == (1600, 900)
     msg = StandInCompressed("jpeg", data)
-    fast = decode_image(msg, topic=TOPIC, size=(384, 384))
+    fast = decode_image(msg, topic=TOPIC, size=(384, 384), resize_mode="fast")
     full = cv2.resize(decode_image(msg, topic=TOPIC), (384, 384), interpolation=cv2.INTER_AREA)
     assert fast.shape == (384, 384, 3) and fast.flags.c_contiguous
     assert np.abs(fast.astype(int) - full.astype(int)).mean() < 2
 
 
+@pytest.mark.parametrize("mode", RESIZE_MODES)
 @pytest.mark.parametrize("size", [(384, 384), (200, 112), (201, 113), (16, 16), (2000, 1000)])
-def test_target_size_is_exact(size):
+def test_target_size_is_exact(size, mode):
     data = encode_jpeg(cv2.resize(smooth_rgb(), (1600, 900)), 90)
-    out = decode_image(StandInCompressed("jpeg", data), topic=TOPIC, size=size)
-    assert out.shape == (size[1], size[0], 3)
+    out = decode_image(StandInCompressed("jpeg", data), topic=TOPIC, size=size, resize_mode=mode)
+    assert out.shape == (size[1], size[0], 3) and out.flags.writeable and out.flags.c_contiguous
 
 
 def expand2square(rgb: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
@@ -213,16 +217,56 @@ def test_pad_letterboxes_like_llava_expand2square(shape):
     rgb = cv2.resize(smooth_rgb(), (shape[1], shape[0]))
     grey = (127, 127, 127)
     msg = raw_message(rgb, "rgb8")
-    padded = decode_image(msg, topic=TOPIC, size=(384, 384), pad=grey)
+    padded = decode_image(msg, topic=TOPIC, size=(384, 384), pad=grey, resize_mode="fast")
     expected = cv2.resize(expand2square(rgb, grey), (384, 384), interpolation=cv2.INTER_AREA)
     assert padded.shape == (384, 384, 3)
     assert np.array_equal(padded, expected)
 
 
+def pil_bicubic(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC))
+
+
+@given(
+    height=st.integers(1, 40),
+    width=st.integers(1, 40),
+    side=st.integers(1, 24),
+    grey=st.integers(0, 255),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=80, deadline=None)
+def test_exact_padding_is_one_bicubic_resize_of_the_padded_image(height, width, side, grey, seed):
+    """The exact letterbox filters the image's rows before padding (cheaper); the pixels are
+    those of PIL resizing expand2square's square, bit for bit."""
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    colour = (grey, 255 - grey, grey // 2)
+    msg = raw_message(rgb, "rgb8")
+    padded = decode_image(msg, topic=TOPIC, size=(side, side), pad=colour)
+    np.testing.assert_array_equal(padded, pil_bicubic(expand2square(rgb, colour), (side, side)))
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "png"])
+def test_exact_resize_is_a_full_decode_and_pils_bicubic(codec):
+    rgb = cv2.resize(smooth_rgb(), (1600, 900))
+    data = encode_jpeg(rgb, 90) if codec == "jpeg" else cv2.imencode(".png", rgb[..., ::-1])[1]
+    out = decode_image(StandInCompressed(codec, data), topic=TOPIC, size=(384, 384))
+    decoded = np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))  # PIL decodes
+    np.testing.assert_array_equal(out, pil_bicubic(decoded, (384, 384)))
+
+
+def test_an_unknown_resize_mode_is_refused():
+    with pytest.raises(ValueError, match="resize mode 'cubic' is not one of exact, fast"):
+        decode_image(
+            raw_message(smooth_rgb(), "rgb8"), topic=TOPIC, size=(8, 8), resize_mode="cubic"
+        )
+
+
 def test_pad_decodes_jpeg_at_the_scale_the_letterboxed_image_needs():
     rgb = cv2.resize(smooth_rgb(), (1600, 900))
     msg = StandInCompressed("jpeg", encode_jpeg(rgb, 95))
-    padded = decode_image(msg, topic=TOPIC, size=(384, 384), pad=(127, 127, 127))
+    padded = decode_image(
+        msg, topic=TOPIC, size=(384, 384), pad=(127, 127, 127), resize_mode="fast"
+    )
     # 1600 x 900 fills 384 x 216 of the square: the 1/4-scale decode (400 x 225) covers it.
     full = decode_image(msg, topic=TOPIC)
     expected = cv2.resize(expand2square(full, (127, 127, 127)), (384, 384), cv2.INTER_AREA)
@@ -341,5 +385,5 @@ def test_decode_views_matches_one_by_one_and_reports_the_failing_topic():
 def test_large_downscales_average_instead_of_aliasing():
     stripes = np.zeros((64, 64, 3), np.uint8)
     stripes[:, ::2] = 255  # one-pixel columns: bilinear at 4x would pick all black or all white
-    out = decode_image(raw_message(stripes, "rgb8"), topic=TOPIC, size=(16, 16))
+    out = decode_image(raw_message(stripes, "rgb8"), topic=TOPIC, size=(16, 16), resize_mode="fast")
     assert np.abs(out.astype(int) - 127).max() <= 1

@@ -211,7 +211,9 @@ def test_autostart_that_cannot_load_the_model_is_fatal() -> None:
         assert "configure failed" in ros.node.fatal and "/nonexistent/model" in ros.node.fatal
 
 
-def test_rates_file_and_pruner_reload_live_and_a_bad_file_is_refused(tmp_path: Path) -> None:
+def test_rates_file_pruner_and_image_resize_change_live_and_a_bad_value_is_refused(
+    tmp_path: Path,
+) -> None:
     rates = tmp_path / "tuned.yaml"
     rates.write_text(
         "rates:\n"
@@ -235,6 +237,11 @@ def test_rates_file_and_pruner_reload_live_and_a_bad_file_is_refused(tmp_path: P
         refused = ros.set_parameter("pruner", "fastv")
         assert not refused.successful and "placement layer:K" in refused.reason, refused.reason
         assert ros.node._engine.pruner == "random"
+        assert ros.node._engine.vlm.image_resize == "exact"
+        assert ros.set_parameter("image_resize", "fast").successful
+        assert ros.node._engine.vlm.image_resize == "fast" and ros.ask().success
+        refused = ros.set_parameter("image_resize", "cubic")
+        assert not refused.successful and "image_resize" in refused.reason, refused.reason
 
 
 def test_unknown_parameters_and_qos_overrides_are_refused_at_start() -> None:

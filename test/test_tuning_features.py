@@ -96,6 +96,9 @@ def test_the_model_key_follows_what_the_tokens_depend_on(vlm, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(vlm, "name", "someone/else")
     assert model_key(vlm) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(vlm, "image_resize", "fast")  # other pixels, other tokens
+    assert model_key(vlm) != key
 
 
 def test_the_study_names_the_model_by_content_and_the_cache_by_file_stamps(

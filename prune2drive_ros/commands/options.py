@@ -40,6 +40,7 @@ CONFIG_FLAGS: dict[str, str] = {
     "prompt": "prompt",
     "placement": "placement",
     "max-tiles": "max_tiles",
+    "image-resize": "image_resize",
     "device": "device",
     "dtype": "dtype",
     "quantization": "quantization",

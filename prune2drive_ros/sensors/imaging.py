@@ -6,16 +6,24 @@ frame decodes identically live and offline. Messages are duck-typed: anything wi
 ``sensor_msgs/msg/CompressedImage`` (``format``, ``data``) or ``sensor_msgs/msg/Image``
 (``height``, ``width``, ``encoding``, ``is_bigendian``, ``step``, ``data``) is accepted.
 
-Speed: the vision encoder looks at 384 x 384 pixels while nuScenes cameras send 1600 x 900 JPEGs.
-With a target ``size`` the JPEG is decoded by libjpeg at the largest of 1/2, 1/4 or 1/8 scale
-that still covers the target (the inverse DCT, upsampling and colour conversion then run on a
-quarter of the pixels or fewer; Huffman decoding still reads every coefficient) and resized to
-exactly ``size``. What remains after that is a small downscale (800 x 450 -> 384 x 384 is 2.08x
-at most per axis), which bilinear interpolation does well: its two taps per axis still touch
-96 % of the input pixels there, and it costs a fraction of area averaging (see BENCHMARKS.md),
-with results within 0.3 levels on average. Larger downscales (no reduced decode,
-e.g. PNG or raw images) use area averaging, which does not alias. :func:`decode_views` decodes
-a frame's views in parallel threads.
+Resizing to the encoder input (``size``) has two modes, :data:`~.resizing.RESIZE_MODES`:
+
+* ``exact`` (the default): what the checkpoints were trained on. Every published family's
+  processor (LLaVA's and SigLIP's, LLaVA-OneVision's, InternVL's, Qwen2.5-VL's) decodes the
+  whole JPEG and resizes it with PIL's bicubic filter, whose support widens with the downscale
+  (an antialiasing filter: 4.2 source pixels a side at 1600 -> 384, not OpenCV's fixed 4 x 4
+  ``INTER_CUBIC``). So does this mode: a full libjpeg decode (OpenCV's libjpeg-turbo gives the
+  same pixels as PIL's) and ``PIL.Image.resize(BICUBIC)`` itself, within 1 level of the
+  reference processors on raw and JPEG input (``test/test_preprocessing.py``). Pillow's resize
+  releases the GIL, so :func:`decode_views` spreads the views over the cores.
+* ``fast``: the JPEG is decoded by libjpeg at the largest of 1/2, 1/4 or 1/8 scale that still
+  covers the target (the inverse DCT, upsampling and colour conversion then run on a quarter of
+  the pixels or fewer; Huffman decoding still reads every coefficient) and resized with
+  OpenCV: bilinear for the small downscale left (800 x 450 -> 384 x 384 is 2.08x at most per
+  axis; its two taps per axis still touch 96 % of the input pixels there), area averaging past
+  :data:`_BILINEAR_MAX_DOWNSCALE` (PNG or raw images), which does not alias. About 4x
+  cheaper, and up to 30 levels (mean 0.2) from the exact pixels on raw frames, more from JPEG
+  input: the model sees images it was not trained on (BENCHMARKS.md measures what that costs).
 
 The whole image is resized, not cropped, to the (square) encoder input: a crop would cut away
 the road edges and the vehicles beside the ego car, which driving questions are about, and
@@ -23,7 +31,11 @@ SigLIP (LLaVA-OneVision's vision tower) is itself trained on images squashed to 
 processor resizing without a crop. A checkpoint trained on letterboxed views (DriveMM, whose
 multi-image training pads each image to a square with the mean colour, LLaVA's
 ``expand2square``) gets the same: with ``pad`` the image is padded, centred, to the target's
-aspect ratio and then resized.
+aspect ratio and then resized. In ``exact`` mode the padding costs no extra filtering: PIL
+resizes horizontally first and vertically second, and a row of the padding colour stays that
+colour through the horizontal pass, so the image alone is filtered horizontally, padded, and
+filtered vertically: the very pixels of one resize of the padded image, at about the cost of
+an unpadded one.
 
 libjpeg's warnings ("Corrupt JPEG data: 46 extraneous bytes before marker 0xd9": the image
 decodes, some blocks may be damaged) do not reach OpenCV's logger: its bundled libjpeg-turbo
@@ -50,9 +62,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from ..errors import DecodeError
 from ..views import VIEWS
+from .resizing import ResizeMode, check_resize_mode
 
 logger = logging.getLogger(__name__)
 
@@ -147,18 +161,22 @@ def decode_image(
     topic: str,
     size: tuple[int, int] | None = None,
     pad: Colour | None = None,
+    resize_mode: ResizeMode = "exact",
 ) -> np.ndarray:
     """Decode an image message to a C-contiguous RGB ``uint8`` array of shape (H, W, 3).
 
     ``size`` is ``(width, height)`` of the encoder input; the image is resized (not cropped) to
-    exactly that, decoding JPEGs at reduced scale where that is lossless for the target. With
-    ``pad`` (an RGB colour) it is first padded to ``size``'s aspect ratio, centred, as LLaVA's
-    ``expand2square``. ``topic`` only names the source in a :class:`DecodeError`.
+    exactly that, as ``resize_mode`` says (:data:`RESIZE_MODES`; ``fast`` decodes JPEGs at
+    reduced scale). With ``pad`` (an RGB colour) it is first padded to ``size``'s aspect ratio,
+    centred, as LLaVA's ``expand2square``. ``topic`` only names the source in a
+    :class:`DecodeError`.
     """
     if size is not None and (len(size) != 2 or min(size) <= 0):
         raise ValueError(f"size must be (width, height) with positive entries, got {size!r}")
+    check_resize_mode(resize_mode)
     if isinstance(msg, CompressedImage):
-        rgb = _decode_compressed(msg, topic, size, letterbox=pad is not None)
+        reduce_to = size if resize_mode == "fast" else None
+        rgb = _decode_compressed(msg, topic, reduce_to, letterbox=pad is not None)
     elif isinstance(msg, RawImage):
         rgb = _decode_raw(msg, topic)
     else:
@@ -167,9 +185,7 @@ def decode_image(
             "sensor_msgs/msg/CompressedImage; subscribe the camera topic with one of those types"
         )
     if size is not None:
-        if pad is not None:
-            rgb = _letterbox(rgb, size, pad)
-        rgb = resize(rgb, size)
+        rgb = fit(rgb, size, pad, resize_mode)
     return np.ascontiguousarray(rgb)
 
 
@@ -178,16 +194,19 @@ def decode_views(
     topics: Mapping[str, str],
     size: tuple[int, int] | None = None,
     pad: Colour | None = None,
+    resize_mode: ResizeMode = "exact",
 ) -> dict[str, np.ndarray]:
     """:func:`decode_image` for every view of a frame set, in parallel threads, in input order.
 
-    OpenCV releases the GIL while it decodes and resizes, so the six views of a frame spread
-    over the CPU cores: on a 2-core machine this about halves the latency of a frame. The first
-    view that fails raises its :class:`DecodeError`.
+    OpenCV (decoding, and resizing ``fast``) and Pillow (resizing ``exact``) release the GIL,
+    so the six views of a frame spread over the CPU cores: on a 2-core machine this about
+    halves the latency of a frame. The first view that fails raises its :class:`DecodeError`.
     """
     pool = _decode_pool()
     futures = {
-        view: pool.submit(decode_image, msg, topic=topics[view], size=size, pad=pad)
+        view: pool.submit(
+            decode_image, msg, topic=topics[view], size=size, pad=pad, resize_mode=resize_mode
+        )
         for view, msg in messages.items()
     }
     return {view: future.result() for view, future in futures.items()}
@@ -373,36 +392,70 @@ def _decode_raw(msg: RawImage, topic: str) -> np.ndarray:
     return rows.reshape(height, width, _PIXEL_BYTES[encoding])[..., _RGB_CHANNELS[encoding]]
 
 
-def _letterbox(rgb: np.ndarray, size: tuple[int, int], colour: Colour) -> np.ndarray:
-    """``rgb`` padded with ``colour`` to the aspect ratio of ``size``, centred (the offset
-    rounded down, as ``expand2square`` pastes at ``(side - height) // 2``)."""
+def fit(
+    rgb: np.ndarray,
+    size: tuple[int, int],
+    pad: Colour | None = None,
+    resize_mode: ResizeMode = "exact",
+) -> np.ndarray:
+    """``rgb`` padded with ``pad`` (when given) to the aspect ratio of ``size``, centred, and
+    resized to exactly ``size`` as ``resize_mode`` says (see the module docstring)."""
+    if pad is None:
+        return resize(rgb, size, resize_mode)
     height, width = rgb.shape[:2]
-    if width * size[1] == height * size[0]:
-        return rgb
+    target_w, target_h = _letterbox_size(width, height, size)
+    if resize_mode == "exact" and target_h > height:
+        # PIL filters rows first, then columns, and the padding's rows stay its colour: filter
+        # the image's rows alone, pad, then filter the columns (equal to resizing the padded).
+        rows = _pil_resize(rgb, (size[0], height))
+        return _pil_resize(_paste(rows, (size[0], target_h), pad), size)
+    return resize(_paste(rgb, (target_w, target_h), pad), size, resize_mode)
+
+
+def _letterbox_size(width: int, height: int, size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of a ``width`` x ``height`` image padded to the aspect ratio of ``size``."""
     if width * size[1] > height * size[0]:
-        target_w, target_h = width, round(width * size[1] / size[0])
-    else:
-        target_w, target_h = round(height * size[0] / size[1]), height
-    top, left = (target_h - height) // 2, (target_w - width) // 2
-    canvas = np.empty((target_h, target_w, 3), dtype=np.uint8)
-    canvas[...] = colour
-    canvas[top : top + height, left : left + width] = rgb
-    return canvas
+        return width, round(width * size[1] / size[0])
+    if width * size[1] < height * size[0]:
+        return round(height * size[0] / size[1]), height
+    return width, height
 
 
-def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize to exactly ``size`` (width, height): bilinear, or area averaging past
-    :data:`_BILINEAR_MAX_DOWNSCALE` (see the module docstring)."""
+def _paste(rgb: np.ndarray, canvas: tuple[int, int], colour: Colour) -> np.ndarray:
+    """``rgb`` centred on a ``canvas`` (width, height) of ``colour`` (the offset rounded down,
+    as ``expand2square`` pastes at ``(side - height) // 2``)."""
+    height, width = rgb.shape[:2]
+    if (width, height) == canvas:
+        return rgb
+    top, left = (canvas[1] - height) // 2, (canvas[0] - width) // 2
+    out = np.empty((canvas[1], canvas[0], 3), dtype=np.uint8)
+    out[...] = colour
+    out[top : top + height, left : left + width] = rgb
+    return out
+
+
+def resize(rgb: np.ndarray, size: tuple[int, int], mode: ResizeMode = "exact") -> np.ndarray:
+    """Resize to exactly ``size`` (width, height): PIL's bicubic (``exact``), or OpenCV's
+    bilinear, area averaging past :data:`_BILINEAR_MAX_DOWNSCALE` (``fast``)."""
     width, height = size
     if rgb.shape[1] == width and rgb.shape[0] == height:
         return rgb
+    if mode == "exact":
+        return _pil_resize(rgb, size)
     downscale = max(rgb.shape[1] / width, rgb.shape[0] / height)
     interpolation = cv2.INTER_AREA if downscale > _BILINEAR_MAX_DOWNSCALE else cv2.INTER_LINEAR
     return cv2.resize(rgb, (width, height), interpolation=interpolation)
 
 
-#: Largest downscale left to bilinear interpolation: its 2 taps per axis still reach 2 / 2.25 =
-#: 89 % of the input pixels; beyond it area averaging is worth its 8x cost.
+def _pil_resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``PIL.Image.resize(size, BICUBIC)`` of an RGB array: what the transformers image
+    processors call (``image_transforms.resize``), so the very same pixels."""
+    resized = Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.Resampling.BICUBIC)
+    return np.array(resized)  # writable, as OpenCV's results are
+
+
+#: Largest downscale left to bilinear interpolation (``fast``): its 2 taps per axis still reach
+#: 2 / 2.25 = 89 % of the input pixels; beyond it area averaging is worth its 8x cost.
 _BILINEAR_MAX_DOWNSCALE = 2.25
 
 

@@ -2,7 +2,9 @@
 
 Each scene is one frame of :class:`~prune2drive_ros.sensors.scene.RoadScene` with
 ``segment_frames=1`` (every frame its own world): six views drawn at the spec's render size and
-resized to the model's (as a camera frame is on its way to the encoder), every question of
+resized to the model's (as a camera frame is on its way to the encoder; with the ``fast``
+resize, OpenCV's area averaging, which the cached scene models were trained on: the ``exact``
+default would change every scene model's data and so retrain it), every question of
 :func:`~prune2drive_ros.sensors.scene.all_scene_questions` with its answer, and per-patch
 targets for the auxiliary loss (the share of each patch covered by cars and by buses, and
 how many cars' and buses' centres fall in it). Drawing costs ~15 ms a scene, so the pool is
@@ -70,7 +72,7 @@ def draw_pool(
             drawn = camera.render(k)
             masks, centres = labels.masks(k), labels.centres(k)
             for v, view in enumerate(VIEWS):
-                images[k, v] = resize(drawn[view], (size, size))
+                images[k, v] = resize(drawn[view], (size, size), "fast")
                 targets[k, v] = _patch_targets(masks[view], centres[view], grid)
             asked = all_scene_questions(camera.facts(k))
             questions = tuple(q.question for q in asked)

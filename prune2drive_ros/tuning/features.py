@@ -6,7 +6,8 @@ It is computed once and kept in ``cache_dir()/features/<model key>/<frame key>.s
 
 * the **model key** (:func:`model_key`) hashes what the tokens depend on: the checkpoint (path
   or hub id, and for a local folder the size and modification time of every file in it), the
-  model config, the family, dtype, device type, encoder input size and pixel normalisation. A
+  model config, the family, dtype, device type, encoder input size, resize mode and pixel
+  normalisation. A
   retrained checkpoint at the same path, another dtype or another preprocessing never reads old
   tokens.
 * the **frame key** comes from the validation source (:attr:`~.sources.Frame.key`: bag path,
@@ -88,6 +89,7 @@ def model_identity(vlm: DrivingVLM) -> dict[str, object]:
         "dtype": str(vlm.dtype),
         "device": vlm.device.type,
         "image_size": list(vlm.image_size),
+        "image_resize": vlm.image_resize,
         "normalization": [vlm.normalization.mean, vlm.normalization.std, vlm.normalization.rescale],
     }
 
@@ -229,7 +231,8 @@ class FeatureCache:
 
     def _encode(self, frame: Frame) -> torch.Tensor:
         path = self.path(frame)
-        images = decode_frame(frame.read(), self.vlm.image_size, self.vlm.pad_color)
+        vlm = self.vlm
+        images = decode_frame(frame.read(), vlm.image_size, vlm.pad_color, vlm.image_resize)
         visual = self.vlm.encode_views(self.vlm.preprocess(images))
         self.encoder_calls += 1
         stored = visual.contiguous().cpu()

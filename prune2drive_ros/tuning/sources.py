@@ -45,6 +45,7 @@ from ..errors import ConfigError, QuestionError
 from ..sensors.bag import DEFAULT_MAX_GAP_MS, CameraBag, open_config_bag
 from ..sensors.imaging import Colour, decode_views
 from ..sensors.questions import QAItem, read_questions
+from ..sensors.resizing import ResizeMode
 from ..sensors.sync import FrameSet
 from ..views import VIEWS
 from .drivelm import draw_groups, load_drivelm
@@ -165,15 +166,20 @@ class ValidationSet:
 
 
 def decode_frame(
-    messages: FrameMessages, size: tuple[int, int], pad: Colour | None = None
+    messages: FrameMessages,
+    size: tuple[int, int],
+    pad: Colour | None = None,
+    resize_mode: ResizeMode = "exact",
 ) -> list[np.ndarray]:
-    """The six images of a frame as RGB arrays of ``size`` (letterboxed with ``pad``), in
-    :data:`VIEWS` order (decoded in parallel by the decoder the engine uses)."""
+    """The six images of a frame as RGB arrays of ``size`` (letterboxed with ``pad``, resized
+    as ``resize_mode`` says), in :data:`VIEWS` order (decoded in parallel by the decoder the
+    engine uses)."""
     images = decode_views(
         {view: messages[view][1] for view in VIEWS},
         {view: messages[view][0] for view in VIEWS},
         size,
         pad,
+        resize_mode,
     )
     return [images[view] for view in VIEWS]
 

@@ -67,6 +67,7 @@ from ..pruning.budget import Rates, budgets_from_rates, check_budgets
 from ..pruning.registry import PRUNERS
 from ..pruning.selection import Selection
 from ..quantization import NO_QUANTIZATION
+from ..sensors.resizing import ResizeMode, check_resize_mode
 from ..stopping import FINISHED, StopSignal
 from ..timings import Timings
 from ..views import VIEWS
@@ -129,6 +130,11 @@ class DrivingVLM(ABC):
             shows their answers must say that they are meaningless (``RANDOM_WEIGHTS_NOTE``).
         quantization: how the language model's weights are stored (:mod:`.quantization`);
             the adapter runs a quantised model as any other.
+        image_resize: how camera images are resized to :attr:`image_size`
+            (:data:`~prune2drive_ros.sensors.resizing.RESIZE_MODES`): ``exact``, the pixels of
+            the family's own image processor, or ``fast``. Whoever decodes views for this model
+            reads it (the engine, the feature cache), once per frame, so a change applies from
+            the next frame; a view's pixels depend on it, so it belongs to the model here.
     """
 
     family: ClassVar[str]
@@ -149,6 +155,7 @@ class DrivingVLM(ABC):
         max_tiles: int = 1,
         placement: str = PROJECTOR,
         quantization: Quantization | None = None,
+        image_resize: ResizeMode = "exact",
     ) -> None:
         markup = self.image_markup.format(image=self.image_placeholder)
         template = PROMPTS[prompt](markup, tokenizer, self.image_placeholder)
@@ -165,6 +172,7 @@ class DrivingVLM(ABC):
         self.quantization = quantization or Quantization(
             NO_QUANTIZATION, "", "", None, weight_bytes(self._decoder)
         )
+        self.image_resize = check_resize_mode(image_resize)
         self.tokens_per_view = geometry.tokens_per_view
         self.patch_grid = geometry.patch_grid
         self.image_size = geometry.image_size
@@ -229,6 +237,7 @@ class DrivingVLM(ABC):
             max_tiles=self.max_tiles,
             placement=placement,
             quantization=self.quantization,
+            image_resize=self.image_resize,
         )
 
     @property

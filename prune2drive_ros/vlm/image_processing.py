@@ -1,13 +1,15 @@
 """The six camera images -> the vision tower's pixel values, on the model's device.
 
 What a transformers image processor does, cut to what the adapters need. The views arrive
-decoded at the encoder's input size (decoding at reduced size upstream is cheaper than
-resizing here, and letterboxing for checkpoints trained on padded views happens there too, with
-:attr:`ViewImageProcessor.pad_color`); they go to the device as uint8 (a quarter of the float
+decoded at the encoder's input size: the decoder resizes them (and letterboxes them, with
+:attr:`ViewImageProcessor.pad_color`, for checkpoints trained on padded views) in its threads,
+by default exactly as the family's processor does (PIL's bicubic; the model's ``image_resize``,
+:mod:`~prune2drive_ros.sensors.imaging`). They go to the device as uint8 (a quarter of the float
 bytes) and are rescaled and normalised there in one multiply-add with the checkpoint's image
 mean and std. The result equals the transformers image processor's for inputs already at the
-encoder size. Views stitched into one image are stitched and cut into the vision tower's tiles
-first (:mod:`.stitching`).
+encoder size, and with the ``exact`` resize for camera frames of any size
+(``test/test_preprocessing.py``). Views stitched into one image are stitched and cut into the
+vision tower's tiles first (:mod:`.stitching`).
 """
 
 from __future__ import annotations

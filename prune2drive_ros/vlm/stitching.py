@@ -17,10 +17,13 @@ rectangle on its camera image, which the kept-token picture draws.
 
 The stitched image is composed from the views decoded at :attr:`StitchedLayout.cell` (16:9,
 the nuScenes cameras' aspect, large enough that the tiles are not upsampled), then resized to
-the tile grid, as the original resizes its stitched PNG. The grid is the one the nuScenes
-devkit renders (front-left, front, front-right above; back-left, back, back-right below); the
-arrangement of DriveLMM-o1's own stitched PNGs is not in its code and their dataset is not
-reachable here, so this is an assumption to check against one of their images.
+the tile grid with PIL's bicubic filter, as the original resizes its stitched PNG. That is two
+resizes where the original makes one from the full-size stitched image (whose size is not
+known here), so the stitched layout is not tested against a reference processor. The grid is
+the one the nuScenes devkit renders (front-left, front, front-right above; back-left, back,
+back-right below); the arrangement of DriveLMM-o1's own stitched PNGs is not in its code and
+their dataset is not reachable here, so this is an assumption to check against one of their
+images.
 """
 
 from __future__ import annotations
