@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -57,3 +58,16 @@ def files_sha256(root: Path, names: Iterable[str]) -> str:
     """sha256 of the files ``names`` under ``root``, read in the order given: the checksum a
     golden file records of the tiny checkpoint it was recorded from."""
     return sha256_of((root / name).read_bytes() for name in names)
+
+
+def raw_image(rgb: np.ndarray) -> SimpleNamespace:
+    """``rgb`` as the fields of a sensor_msgs/Image (rgb8), for the package's own decode path."""
+    height, width, _ = rgb.shape
+    return SimpleNamespace(
+        height=height,
+        width=width,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=width * 3,
+        data=rgb.tobytes(),
+    )

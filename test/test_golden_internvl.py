@@ -24,13 +24,18 @@ there, SDPA here, two decoder layers over up to 3,311 positions), their sum over
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from golden_files import files_sha256, load_golden, require_same_input, sha256_of
+from golden_files import (
+    files_sha256,
+    load_golden,
+    raw_image,
+    require_same_input,
+    sha256_of,
+)
 from original_internvl import write_original
 
 import prune2drive_ros.vlm.base as vlm_base
@@ -75,19 +80,6 @@ def _seeded(case: dict[str, Any]) -> np.ndarray:
     return images
 
 
-def _raw(rgb: np.ndarray) -> SimpleNamespace:
-    """``rgb`` as the fields of a sensor_msgs/Image (rgb8)."""
-    height, width, _ = rgb.shape
-    return SimpleNamespace(
-        height=height,
-        width=width,
-        encoding="rgb8",
-        is_bigendian=0,
-        step=width * 3,
-        data=rgb.tobytes(),
-    )
-
-
 def _close(actual: torch.Tensor, expected: Any, atol: Any, rtol: float = 0.0) -> None:
     expected = torch.as_tensor(expected, dtype=torch.float64)
     atol = torch.as_tensor(atol, dtype=torch.float64)
@@ -103,7 +95,7 @@ def _close(actual: torch.Tensor, expected: Any, atol: Any, rtol: float = 0.0) ->
 def tiles(models: dict[str, DrivingVLM]) -> dict[str, np.ndarray]:
     """Per case, the package's uint8 tiles: the frame decoded to one tile, the stitched tiles."""
     vlm = models["view"]
-    frame = decode_image(_raw(_seeded(GOLDEN["view"])), topic="golden", size=vlm.image_size)
+    frame = decode_image(raw_image(_seeded(GOLDEN["view"])), topic="golden", size=vlm.image_size)
     made = {"view": frame[None]}
     for case in STITCHED:
         layout = models[case].layout

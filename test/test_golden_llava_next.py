@@ -15,13 +15,17 @@ greedy tokens and the letterboxed image are exact.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 from conftest import reference_input_ids
-from golden_files import files_sha256, load_golden, require_same_input, sha256_of
+from golden_files import (
+    files_sha256,
+    load_golden,
+    raw_image,
+    require_same_input,
+    sha256_of,
+)
 from original_llava_next import write_original_drivemm
 
 from prune2drive_ros.sensors.imaging import decode_image
@@ -123,19 +127,6 @@ def test_greedy_answer_is_generates(vlm: DrivingVLM, visual: torch.Tensor) -> No
     assert answers[0].text == recorded["text"]
 
 
-def _raw(rgb: np.ndarray) -> SimpleNamespace:
-    """``rgb`` as the fields of a sensor_msgs/Image (rgb8)."""
-    height, width, _ = rgb.shape
-    return SimpleNamespace(
-        height=height,
-        width=width,
-        encoding="rgb8",
-        is_bigendian=0,
-        step=width * 3,
-        data=rgb.tobytes(),
-    )
-
-
 def _wide_view() -> np.ndarray:
     recorded = GOLDEN["letterbox"]
     return _seeded_images(recorded["seed"], recorded["shape"], recorded["sha256"])
@@ -145,7 +136,8 @@ def test_views_are_letterboxed_as_expand2square(vlm: DrivingVLM) -> None:
     recorded = GOLDEN["letterbox"]
     assert list(vlm.pad_color or ()) == recorded["colour"]
     side = recorded["square_shape"][0]
-    square = decode_image(_raw(_wide_view()), topic="golden", size=(side, side), pad=vlm.pad_color)
+    view = raw_image(_wide_view())
+    square = decode_image(view, topic="golden", size=(side, side), pad=vlm.pad_color)
     assert list(square.shape) == recorded["square_shape"]
     assert sha256_of([square.tobytes()]) == recorded["square_sha256"]
 
@@ -154,7 +146,8 @@ def test_a_resized_view_has_process_images_pixels(vlm: DrivingVLM) -> None:
     # image_resize exact (the default): before it, OpenCV's bilinear/area resize was 6 levels
     # (mean) from LLaVA's PIL bicubic on this 160 x 160 -> 384 noise view
     recorded = GOLDEN["letterbox"]
-    view = decode_image(_raw(_wide_view()), topic="golden", size=vlm.image_size, pad=vlm.pad_color)
+    message = raw_image(_wide_view())
+    view = decode_image(message, topic="golden", size=vlm.image_size, pad=vlm.pad_color)
     pixels = vlm.preprocess([view] * len(VIEWS))[0].double()
     _close(pixels.sum().reshape(1), [recorded["pixel_values_sum"]], atol=0.05)
     _close(pixels.abs().sum().reshape(1), [recorded["pixel_values_abs_sum"]], atol=0.05)
