@@ -272,8 +272,9 @@ def run(args: argparse.Namespace) -> int:
     models = [run.model for run in runs]
     first = runs[0]
     shown = rows[0].method
-    drivelm_rules = rules if first.reward == "drivelm" else None
-    print(table_text(rows, first.reward, drivelm_rules))
+    reward_name = reward[0]
+    drivelm_rules = rules if reward_name == "drivelm" else None
+    print(table_text(rows, reward_name, drivelm_rules))
     print(f"FLOPs share: analytic LM prefill FLOPs; device: {first.device}")
     if len(models) > 1 or models[0].quantization != NO_QUANTIZATION:
         print("\n" + models_text(models))
@@ -284,8 +285,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(
             {
-                "reward": first.reward,
-                "tokenizer": tokenizer_name(first.tokenizer),
+                "reward": reward_name,
+                "tokenizer": tokenizer_name(tokenizer),
                 "accuracy_mode": None if drivelm_rules is None else drivelm_rules.accuracy,
                 "challenge_filter": None
                 if drivelm_rules is None
@@ -314,8 +315,6 @@ class SchemeRun:
     #: the first row's evaluation (the unpruned one with --no-pruning): shown and saved
     shown: Evaluation
     encoder_calls: int
-    reward: str
-    tokenizer: Tokenizer | None
     device: str
     name: str
     random_weights: bool
@@ -395,8 +394,6 @@ def _score_scheme(
         ),
         shown=shown or unpruned,
         encoder_calls=encoder_calls,
-        reward=setup.reward,
-        tokenizer=setup.tokenizer,
         device=device_name(vlm.device),
         name=vlm.name,
         random_weights=vlm.random_weights,
@@ -591,19 +588,23 @@ def models_text(models: Sequence[ModelRow]) -> str:
         ]
         for model in models
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    rows = [
+    note = (
+        "LM weights: the language model's as stored (embeddings in; LM head out); prefill and "
+        f"decoding unpruned, decoding over {DECODE_TIMING_TOKENS} new tokens"
+    )
+    return _aligned(lines) + "\n" + note
+
+
+def _aligned(lines: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
         "  ".join(
             cell.rjust(w) if i else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(line, widths, strict=True))
         )
         for line in lines
-    ]
-    note = (
-        "LM weights: the language model's as stored (embeddings in; LM head out); prefill and "
-        f"decoding unpruned, decoding over {DECODE_TIMING_TOKENS} new tokens"
     )
-    return "\n".join([*rows, note])
 
 
 def _methods(pruner: str, vlm: DrivingVLM, chosen: Sequence[str] | None = None) -> list[str]:
@@ -739,14 +740,7 @@ def table_text(rows: Sequence[Row], reward: str, rules: ScoringRules | None = No
         if rules is not None:
             cells.append(str(row.filtered))
         lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join(
-        "  ".join(
-            cell.rjust(w) if i else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    )
+    text = _aligned(lines)
     if kinds:
         scheme = f", {reference.quantization}" if quantized and reference is not None else ""
         text += "\n" + "\n".join(_legend(compared, noise, scheme))
