@@ -66,7 +66,6 @@ from ..prompts import PROMPTS
 from ..pruning.budget import Rates, budgets_from_rates, check_budgets
 from ..pruning.registry import PRUNERS
 from ..pruning.selection import Selection
-from ..quantization import NO_QUANTIZATION
 from ..sensors.resizing import ResizeMode, check_resize_mode
 from ..stopping import FINISHED, StopSignal
 from ..timings import Timings
@@ -76,7 +75,7 @@ from .decoding import cache_keyword, crop, greedy, stop_ids, stopwatch
 from .image_processing import ViewImageProcessor
 from .layers import LayerRunner
 from .prompt import TokenizedPrompt
-from .quantization import Quantization, weight_bytes
+from .quantization import Quantization, unquantized
 from .results import (
     Generation,
     ImageFit,
@@ -169,9 +168,7 @@ class DrivingVLM(ABC):
         self.name = name
         self.normalization = normalization
         self.random_weights = random_weights
-        self.quantization = quantization or Quantization(
-            NO_QUANTIZATION, "", "", None, weight_bytes(self._decoder)
-        )
+        self.quantization = quantization or unquantized(self._decoder)
         self.image_resize = check_resize_mode(image_resize)
         self.tokens_per_view = geometry.tokens_per_view
         self.patch_grid = geometry.patch_grid

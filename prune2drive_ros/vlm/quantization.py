@@ -75,6 +75,11 @@ class Quantization:
         }
 
 
+def unquantized(decoder: nn.Module) -> Quantization:
+    """The record of a language model ``decoder`` whose weights stay in the model dtype."""
+    return Quantization(NO_QUANTIZATION, "", "", None, weight_bytes(decoder))
+
+
 def check_quantization(scheme: str, device: torch.device, dtype: torch.dtype) -> None:
     """Refuse, before any weight loads, a scheme that cannot run on ``device`` in ``dtype``.
 
@@ -115,9 +120,9 @@ def quantize_language_model(
             widths leave too small for the CUDA kernel.
     """
     check_quantization(scheme, device, dtype)
-    before = weight_bytes(decoder)
     if scheme == NO_QUANTIZATION:
-        return Quantization(NO_QUANTIZATION, "", "", None, before)
+        return unquantized(decoder)
+    before = weight_bytes(decoder)
     library = f"torchao {_torchao_version(scheme)}"
     config, group = _config(scheme, decoder, device)
     from torchao.quantization import quantize_
