@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...views import VIEWS
 from ..argtypes import at_least
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 #: ``--device`` choices (any ``cuda:n`` also works from Python; see ``resolve_device``).
@@ -138,3 +140,13 @@ def median(values: Sequence[float]) -> float:
 def emit_json(obj: object) -> None:
     """Print ``obj`` as one JSON line; benchmarks call it last so it is the output's last line."""
     print(json.dumps(obj), flush=True)
+
+
+def random_views(size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    """Six seeded random RGB views at ``size`` (width, height), the encoder's input: the camera
+    images of the random-weight benchmarks, whose pixels do not matter."""
+    import numpy as np
+
+    width, height = size
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in VIEWS]

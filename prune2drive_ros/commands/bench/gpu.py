@@ -32,14 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...files import write_text_atomically
-from ...views import VIEWS
 from ..options import check_output
-from . import device_name
+from . import device_name, random_views
 from . import prefill as prefill_bench
 from . import tfps as tfps_bench
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
 logger = logging.getLogger(__name__)
@@ -140,7 +138,7 @@ def _decode(device: torch.device) -> dict[str, Any]:
 
     vlm = random_vlm("llava_onevision", "7b", device=device, dtype="bfloat16")
     engine = Engine(vlm, 0.1)
-    visual = vlm.encode_views(vlm.preprocess(_images(vlm.image_size)))
+    visual = vlm.encode_views(vlm.preprocess(random_views(vlm.image_size)))
     engine.answer_encoded(visual, ["warm up"], max_new_tokens=4)
     # random weights may stop at once: time the full answer
     (answer,), timings = engine.answer_encoded(
@@ -188,7 +186,7 @@ def quantized(
         record["peak_load_bytes"] = int(torch.cuda.max_memory_allocated(device))
         torch.cuda.reset_peak_memory_stats(device)
     engine = Engine(vlm, None)
-    images = _images(vlm.image_size)
+    images = random_views(vlm.image_size)
     runs = []
     for rate in QUANTIZED_RATES:
         budgets = vlm.budgets(rate)
@@ -218,12 +216,3 @@ def quantized(
     del engine, vlm
     release_memory()
     return record
-
-
-def _images(size: tuple[int, int]) -> list[np.ndarray]:
-    """Six seeded random views at the encoder's input size."""
-    import numpy as np
-
-    width, height = size
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in VIEWS]

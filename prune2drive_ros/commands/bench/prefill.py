@@ -28,13 +28,19 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ...errors import ConfigError
 from ...pruning.registry import PRUNERS
 from ...views import VIEWS
 from ..argtypes import retention_rate
-from . import add_timing_arguments, device_name, emit_json, median, setup_torch, time_interleaved
+from . import (
+    add_timing_arguments,
+    device_name,
+    emit_json,
+    median,
+    random_views,
+    setup_torch,
+    time_interleaved,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -109,10 +115,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         attn_implementation=args.attn,
         seed=args.seed,
     )
-    width, height = vlm.image_size
-    rng = np.random.default_rng(args.seed)
-    images = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in VIEWS]
-    pixels = vlm.preprocess(images)
+    pixels = vlm.preprocess(random_views(vlm.image_size, args.seed))
     visual = vlm.encode_views(pixels)
     budgets = vlm.budgets(args.retention)
     full = vlm.prefill_inputs(visual, None, QUESTION, positions=args.positions)
